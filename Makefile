@@ -1,0 +1,40 @@
+# The two commands in the README are `make run` and `make test`; everything they need to
+# install is installed from here, so a fresh Debian machine (as root) needs nothing else.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint unit servers bench clean
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	scripts/bootstrap.sh
+
+## run: the daemon on the embedded SQLite default with the demo plugin and a demo producer
+run: $(STAMP)
+	scripts/run-demo.sh
+
+## test: install, start the real servers the tests use, lint, then the whole suite
+test: $(STAMP) servers lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff and mypy, clean
+lint: $(STAMP)
+	$(VENV)/bin/ruff check statusq plugins scripts tests bench
+	$(VENV)/bin/ruff format --check statusq plugins scripts tests bench
+	$(VENV)/bin/mypy
+
+## unit: the fast tests only (no servers)
+unit: $(STAMP)
+	$(PY) -m pytest -m "not postgres and not e2e" $(PYTEST_ARGS)
+
+## servers: install and start the servers the tests talk to (fails under CI=true if one can't)
+servers:
+	scripts/servers/ensure-all.sh
+
+## bench: throughput and latency against a baseline measured in the same run
+bench: $(STAMP) servers
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,195 @@
+"""Configuration: TOML files validated once into typed, frozen objects.
+
+Loading has no global side effects (no logging set-up, no imports of plugins), so a process may
+load many site configs and switch between them per item.  Every error names the file, the key
+and the reason, because an operator reading a log at 3 a.m. should not have to guess.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from statusq import defaults
+from statusq.errors import ConfigError
+from statusq.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _memory_limit(value: int | str) -> int | str:
+    """Keep percentages as text (resolved against the hard bound at run time); sizes as bytes."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = float(value.strip()[:-1])
+        if not 0 < number <= 100:
+            raise ValueError("a percentage limit must be between 0 and 100")
+        return value.strip()
+    return parse_size(value)
+
+
+MemoryLimit = Annotated[int | str, BeforeValidator(_memory_limit)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueConfig(_Section):
+    subsystem: Literal["db", "inline"] = "db"
+    db_url: str | None = None
+    max_retries: int = Field(default=defaults.MAX_RETRIES, ge=0, le=1000)
+    retry_delay: Duration = defaults.RETRY_DELAY
+    retry_delay_max: Duration = defaults.RETRY_DELAY_MAX
+    claim_timeout: Duration = defaults.CLAIM_TIMEOUT
+    poll_max: Duration = defaults.POLL_MAX
+
+
+class DaemonConfig(_Section):
+    soft_memory_limit: MemoryLimit = defaults.SOFT_MEMORY_LIMIT
+    time_limit: Duration = defaults.TIME_LIMIT
+    shutdown_timeout: Duration = defaults.SHUTDOWN_TIMEOUT
+
+
+class PluginsConfig(_Section):
+    paths: list[str] = Field(default_factory=list)
+    enabled: list[str] | None = None
+
+
+class SitesConfig(_Section):
+    dir: str = "sites"
+    default: str = Field(default=defaults.DEFAULT_SITE, pattern=defaults.SITE_PATTERN)
+    require_file: bool = False
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    """The whole of one statusq.toml, with relative paths already resolved."""
+
+    var_dir: str = "var"
+    queue: QueueConfig = QueueConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    sites: SitesConfig = SitesConfig()
+    log: LogConfig = LogConfig()
+    #: The file this came from (None: built-in defaults); not a TOML key.
+    source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _claims_outlive_items(self) -> Config:
+        # A claim that expires while its handler still runs hands the item to a second worker.
+        limit = self.daemon.time_limit
+        if limit and self.queue.claim_timeout <= limit:
+            raise ValueError(
+                f"queue.claim_timeout ({self.queue.claim_timeout:g}s) must be longer than "
+                f"daemon.time_limit ({limit:g}s)"
+            )
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    @property
+    def db_url(self) -> str:
+        return self.queue.db_url or f"sqlite:///{Path(self.var_dir) / 'statusq.sqlite'}"
+
+
+class SiteConfig(_Section):
+    """One site's file (``sites/<name>.toml``): whether it is served, and its plugins' settings."""
+
+    name: str = Field(pattern=defaults.SITE_PATTERN)
+    enabled: bool = True
+    #: Free-form tables owned by plugins: ``[settings.demo] greeting = "hi"``.
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def _errors(exc: ValidationError, file: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        lines.append((key, reason))
+    first_key, first_reason = lines[0]
+    more = "".join(f"\n  {file}: {key}: {reason}" for key, reason in lines[1:])
+    return ConfigError(first_reason + more, file=file, key=first_key)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+
+
+def _resolve(base: Path, value: str) -> str:
+    return str((base / value).resolve()) if not os.path.isabs(value) else value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a file are relative to that file, not to wherever the daemon started."""
+    data = dict(data)
+    data["var_dir"] = _resolve(base, data.get("var_dir", "var"))
+    plugins = dict(data.get("plugins") or {})
+    if isinstance(plugins.get("paths"), list):
+        plugins["paths"] = [_resolve(base, p) if isinstance(p, str) else p for p in plugins["paths"]]
+    data["plugins"] = plugins
+    sites = dict(data.get("sites") or {})
+    if isinstance(sites.get("dir", "sites"), str):
+        sites["dir"] = _resolve(base, sites.get("dir", "sites"))
+    data["sites"] = sites
+    queue = dict(data.get("queue") or {})
+    url = queue.get("db_url")
+    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        queue["db_url"] = "sqlite:///" + _resolve(base, url.removeprefix("sqlite:///"))
+    data["queue"] = queue
+    return data
+
+
+def find_config(path: str | os.PathLike[str] | None) -> Path | None:
+    """The file to read: an explicit path, then $STATUSQ_CONFIG, then the system file if any."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(defaults.CONFIG_ENV)
+    if env:
+        return Path(env)
+    system = Path(defaults.SYSTEM_CONFIG)
+    return system if system.exists() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file; with none found, the built-in defaults apply."""
+    found = find_config(path)
+    if found is None:
+        return Config.model_validate(_resolve_paths({}, Path.cwd()))
+    data = read_toml(found)
+    data = _resolve_paths(data, found.resolve().parent)
+    data["source"] = str(found.resolve())
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _errors(exc, str(found)) from None
+
+
+def load_site(path: Path) -> SiteConfig:
+    """Read one site's file; the site's name is the file's name without ``.toml``."""
+    data = read_toml(path)
+    if "name" in data:
+        raise ConfigError("unknown key (a site is named by its file name)", file=str(path), key="name")
+    try:
+        return SiteConfig.model_validate({**data, "name": path.name.removesuffix(".toml")})
+    except ValidationError as exc:
+        raise _errors(exc, str(path)) from None

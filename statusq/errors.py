@@ -1,0 +1,60 @@
+"""One error hierarchy for statusq.
+
+Library errors (stomp.py, lxml, sqlite, psycopg) are translated into these at the boundary, so
+callers handle one family and never import a transport's exception types.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class StatusqError(Exception):
+    """Base of every error statusq raises on purpose."""
+
+    #: The process exit code the CLI uses when this error ends a command.
+    exit_code: int = os.EX_SOFTWARE
+
+
+class ConfigError(StatusqError):
+    """A configuration file, key or value is wrong; names all three so the fix is obvious."""
+
+    exit_code = os.EX_CONFIG
+
+    def __init__(self, reason: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class PluginError(ConfigError):
+    """A plugin failed to import or registered something invalid (found at start-up)."""
+
+
+class DataError(StatusqError):
+    """Input data (a CLI payload, an item body) cannot be used as given."""
+
+    exit_code = os.EX_DATAERR
+
+
+class DecodeError(DataError):
+    """An item body does not decode with its content type; retrying cannot help."""
+
+
+class QueueError(StatusqError):
+    """The queue backend (database or broker) failed."""
+
+    exit_code = os.EX_UNAVAILABLE
+
+
+class ConnectionClosed(QueueError):
+    """The connection to the backend dropped; the caller may reconnect."""
+
+
+class ItemTimeLimitExceeded(BaseException):
+    """Raised inside a handler that ran past the per-item time limit.
+
+    A BaseException so that a handler's ``except Exception`` cannot swallow it.
+    """

@@ -1,0 +1,64 @@
+"""Hooks around each item, for the concerns that watch work without doing it.
+
+Metrics, process titles and logging of outcomes subclass :class:`ItemHooks`; the processor runs
+them through :class:`HookChain`, which logs and isolates a failing hook so that monitoring can
+never make an item fail.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from statusq.item import Delivery
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    #: Why it was not done (the handler's error, "returned False", a decode error...).
+    reason: str | None = None
+    #: Seconds spent in the handler (0 when no handler ran).
+    duration: float = 0.0
+    #: The retry delay chosen, for RETRY.
+    delay: float = 0.0
+
+
+class ItemHooks:
+    """No-op hooks; override the ones you need."""
+
+    def before_item(self, delivery: Delivery) -> None:
+        """A delivery was fetched and is about to be processed."""
+
+    def after_item(self, delivery: Delivery, result: Result) -> None:
+        """The delivery was settled (acked, retried or dead-lettered)."""
+
+
+class HookChain(ItemHooks):
+    def __init__(self, hooks: Sequence[ItemHooks] = ()) -> None:
+        self.hooks = list(hooks)
+
+    def before_item(self, delivery: Delivery) -> None:
+        for hook in self.hooks:
+            try:
+                hook.before_item(delivery)
+            except Exception:
+                log.exception("hook %s.before_item failed; ignored", type(hook).__name__)
+
+    def after_item(self, delivery: Delivery, result: Result) -> None:
+        # Reverse order, so a hook that wraps others (a timer, a title) sees them nested.
+        for hook in reversed(self.hooks):
+            try:
+                hook.after_item(delivery, result)
+            except Exception:
+                log.exception("hook %s.after_item failed; ignored", type(hook).__name__)

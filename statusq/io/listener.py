@@ -1,0 +1,61 @@
+"""The queue listener: the IoManager that feeds deliveries from a consumer to the processor."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from statusq.defaults import POLL_MIN
+from statusq.errors import QueueError
+from statusq.io.manager import IoManager
+from statusq.processor import ItemProcessor
+from statusq.queues.base import Consumer
+
+log = logging.getLogger(__name__)
+
+
+class QueueListener(IoManager):
+    """Handles one item per poll, so the master looks at signals and limits between items.
+
+    When a fetch finds nothing it backs off (POLL_MIN doubling to ``poll_max``); a readable
+    descriptor (a NOTIFY, a broker frame) or a handled item brings it straight back.
+    """
+
+    name = "queue"
+
+    def __init__(self, consumer: Consumer, processor: ItemProcessor, poll_max: float) -> None:
+        self.consumer = consumer
+        self.processor = processor
+        self.poll_max = poll_max
+        self._interval = POLL_MIN
+        self._due = 0.0
+
+    def filenos(self) -> list[int]:
+        return self.consumer.filenos()
+
+    def timeout(self) -> float:
+        return self._due - time.monotonic()
+
+    def poll(self) -> bool:
+        try:
+            self.consumer.drain_wakeups()
+            delivery = self.consumer.fetch()
+            if delivery is not None:
+                self.processor.process(delivery, self.consumer)
+        except QueueError as exc:
+            # The backend is down: back off to the cap and try again; never die of it.  An item
+            # whose settling failed stays claimed and comes back (at-least-once).
+            log.error("queue backend failed, retrying in %.1fs: %s", self.poll_max, exc)
+            self._interval = self.poll_max
+            self._due = time.monotonic() + self._interval
+            return False
+        if delivery is None:
+            self._due = time.monotonic() + self._interval
+            self._interval = min(self.poll_max, self._interval * 2)
+            return False
+        self._interval = POLL_MIN
+        self._due = 0.0
+        return True
+
+    def stop(self) -> None:
+        self.consumer.close()

@@ -1,0 +1,123 @@
+"""IoMaster: the run loop of one worker process.
+
+Signal handlers only set flags and write to a wake-up pipe; the loop acts on them between units
+of work, so an item in hand is always finished (and acked) before the process stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from statusq.defaults import EXIT_RESTART
+from statusq.io.manager import IoManager
+from statusq.limits import SoftMemoryLimit
+
+log = logging.getLogger(__name__)
+
+_MAX_WAIT = 1.0  # never sleep longer, so flags and limits are looked at at least this often
+
+
+class ForcedShutdown(BaseException):
+    """A second stop signal: abandon the item in hand (it will be redelivered)."""
+
+
+class IoMaster:
+    def __init__(
+        self,
+        managers: Sequence[IoManager],
+        *,
+        memory_limit: SoftMemoryLimit | None = None,
+        idle_exit: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.managers = list(managers)
+        self.memory_limit = memory_limit
+        self.idle_exit = idle_exit
+        self.clock = clock
+        self.stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            raise ForcedShutdown(f"second {signal.Signals(signum).name}")
+        log.info("%s received: finishing the item in hand, then stopping", signal.Signals(signum).name)
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
+            os.write(self._wake_w, b"x")
+
+    def run(self) -> int:
+        """Loop until asked to stop, idle long enough, or over the memory limit; the exit code."""
+        code = 0
+        started = []
+        try:
+            for manager in self.managers:
+                manager.start()
+                started.append(manager)
+            code = self._loop()
+        finally:
+            for manager in reversed(started):
+                try:
+                    manager.stop()
+                except Exception:
+                    log.exception("stopping %s failed", manager.name)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return code
+
+    def _loop(self) -> int:
+        last_work = self.clock()
+        while not self.stopping:
+            by_fd = {fd: m for m in self.managers for fd in m.filenos()}
+            wait = min([_MAX_WAIT, *(m.timeout() for m in self.managers)])
+            try:
+                ready, _, _ = select.select([self._wake_r, *by_fd], [], [], max(0.0, wait))
+            except InterruptedError:
+                ready = []
+            if self._wake_r in ready:
+                self._drain_wake_pipe()
+            woken = {by_fd[fd] for fd in ready if fd in by_fd}
+            for manager in self.managers:
+                if self.stopping:
+                    break
+                if (manager in woken or manager.timeout() <= 0) and manager.poll():
+                    last_work = self.clock()
+            over = self.memory_limit.exceeded() if self.memory_limit else None
+            if over is not None:
+                log.warning(
+                    "soft memory limit exceeded (rss %d MB > %d MB): exiting to be replaced",
+                    over >> 20,
+                    (self.memory_limit.bytes if self.memory_limit else 0) >> 20,
+                )
+                return EXIT_RESTART
+            if self._idle_long_enough(last_work):
+                log.info("idle for %.1fs: exiting", self.idle_exit)
+                return 0
+        return 0
+
+    def _idle_long_enough(self, last_work: float) -> bool:
+        if self.idle_exit is None or self.clock() - last_work < self.idle_exit:
+            return False
+        return not any(m.busy() for m in self.managers)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass

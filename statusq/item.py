@@ -1,0 +1,47 @@
+"""What a handler receives, and what a consumer hands the processor before decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """One unit of work as a handler sees it.
+
+    Frozen so a handler cannot change what the retry logic later re-sends.
+    """
+
+    id: str
+    site: str
+    transport: str
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    enqueued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    content_type: str = "application/json"
+    priority: int | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """An item as fetched from a backend: raw body, not yet decoded.
+
+    Decoding happens in the processor, so that an undecodable body is dead-lettered by the same
+    code path whatever the backend.  ``token`` is the backend's own handle (a row claim, a
+    STOMP ack id) and means nothing to anyone else.
+    """
+
+    id: str
+    site: str
+    transport: str
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+    attempt: int
+    enqueued_at: float
+    priority: int | None = None
+    token: Any = None
+    error: str | None = None  # the previous attempt's error, when the backend kept it

@@ -1,0 +1,99 @@
+"""The per-item time limit and the soft memory limit.
+
+``/proc``, the cgroup files and the clock are parameters, so the limit logic is tested with fake
+files instead of real leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from statusq.errors import ItemTimeLimitExceeded
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`ItemTimeLimitExceeded` in the body once ``seconds`` have passed.
+
+    Uses SIGALRM, so it interrupts Python code but not a C call that never returns; the
+    supervisor's hard kill covers that case.  Outside the main thread it cannot work and is off.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum: int, frame: FrameType | None) -> None:
+        raise ItemTimeLimitExceeded(f"handler ran past the time limit of {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class MemoryProbe:
+    """Reads this process's RSS and the hard bound a percentage limit is taken of."""
+
+    def __init__(self, proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> None:
+        self.proc = proc
+        self.cgroup = cgroup
+
+    def rss(self, pid: int | str = "self") -> int:
+        """Resident set size in bytes (0 if it cannot be read: never a reason to restart)."""
+        try:
+            fields = (self.proc / str(pid) / "statm").read_text().split()
+            return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def hard_bound(self) -> int:
+        """The cgroup's memory.max, else RLIMIT_AS, else physical memory."""
+        try:
+            text = (self.cgroup / "memory.max").read_text().strip()
+            if text != "max":
+                return int(text)
+        except (OSError, ValueError):
+            pass
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1):
+            return soft
+        try:
+            for line in (self.proc / "meminfo").read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resolve_memory_limit(limit: int | str, probe: MemoryProbe) -> int:
+    """Bytes for ``200MB``-style (already int) or ``50%``-style limits; 0 means no limit."""
+    if isinstance(limit, str):
+        return int(probe.hard_bound() * float(limit.rstrip("%")) / 100)
+    return limit
+
+
+class SoftMemoryLimit:
+    def __init__(self, limit: int | str, probe: MemoryProbe | None = None) -> None:
+        self.probe = probe or MemoryProbe()
+        self.bytes = resolve_memory_limit(limit, self.probe)
+
+    def exceeded(self) -> int | None:
+        """The RSS when it is over the limit, else None."""
+        if not self.bytes:
+            return None
+        rss = self.probe.rss()
+        return rss if rss > self.bytes else None

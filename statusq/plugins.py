@@ -1,0 +1,150 @@
+"""Finding plugins and letting them register.
+
+A plugin is a module or package exposing ``register(api)``.  Plugins come from the folders in
+``[plugins] paths`` and from the ``statusq.plugins`` entry-point group; ``[plugins] enabled``
+picks which are imported at all, so a disabled plugin's import cannot break a daemon.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from statusq import defaults
+from statusq.config import Config
+from statusq.errors import PluginError
+from statusq.handler import QueueHandler
+from statusq.registry import HandlerRegistry
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "statusq.plugins"
+_MODULE_PREFIX = "statusq_plugin_"
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSource:
+    name: str
+    origin: str  # a path or "entry point NAME = VALUE", for messages
+    load: Callable[[], Any]
+
+
+class PluginApi:
+    """What a plugin's ``register(api)`` may call; one instance per plugin, to name it in errors."""
+
+    def __init__(self, plugin: str, registry: HandlerRegistry, config: Config) -> None:
+        self.plugin = plugin
+        self.config = config
+        self._registry = registry
+
+    def register_handler(
+        self, transport: str, handler_class: type[QueueHandler], group: str = defaults.DEFAULT_GROUP
+    ) -> None:
+        self._registry.register(transport, handler_class, group=group, plugin=self.plugin)
+
+
+def _import_path(name: str, path: Path) -> ModuleType:
+    """Import a plugin file or package under a private name, so it cannot shadow a real module."""
+    module_name = _MODULE_PREFIX + name
+    if path.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            module_name, path / "__init__.py", submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _path_sources(paths: list[str]) -> list[PluginSource]:
+    sources = []
+    for folder in map(Path, paths):
+        if not folder.is_dir():
+            raise PluginError("plugin folder does not exist", key="plugins.paths", file=str(folder))
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(("_", ".")):
+                continue
+            if entry.is_dir() and (entry / "__init__.py").exists():
+                name = entry.name
+            elif entry.is_file() and entry.suffix == ".py":
+                name = entry.stem
+            else:
+                continue
+            sources.append(PluginSource(name, str(entry), functools.partial(_import_path, name, entry)))
+    return sources
+
+
+def _entry_point_sources() -> list[PluginSource]:
+    return [
+        PluginSource(ep.name, f"entry point {ep.name} = {ep.value}", ep.load)
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+    ]
+
+
+def discover(config: Config) -> list[PluginSource]:
+    """Every plugin found, filtered by ``enabled``; two plugins of one name are an error."""
+    found: dict[str, PluginSource] = {}
+    for source in _path_sources(config.plugins.paths) + _entry_point_sources():
+        other = found.get(source.name)
+        if other is not None:
+            raise PluginError(f"two plugins named {source.name!r}: {other.origin} and {source.origin}")
+        found[source.name] = source
+    enabled = config.plugins.enabled
+    if enabled is None:
+        return list(found.values())
+    missing = [name for name in enabled if name not in found]
+    if missing:
+        raise PluginError(
+            f"enabled plugin(s) not found: {', '.join(missing)} "
+            f"(found: {', '.join(sorted(found)) or 'none'})",
+            file=config.source,
+            key="plugins.enabled",
+        )
+    return [found[name] for name in enabled]
+
+
+def _register_function(source: PluginSource) -> Callable[[PluginApi], Any]:
+    try:
+        loaded = source.load()
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        raise PluginError(f"plugin {source.name!r} failed to import ({source.origin}): {detail}") from exc
+    register = loaded if callable(loaded) and not isinstance(loaded, ModuleType) else None
+    if register is None:
+        register = getattr(loaded, "register", None)
+    if not callable(register):
+        raise PluginError(f"plugin {source.name!r} ({source.origin}) has no register(api) function")
+    return register  # type: ignore[no-any-return]
+
+
+def load_plugins(config: Config, registry: HandlerRegistry | None = None) -> HandlerRegistry:
+    """Import every enabled plugin and let it register; any failure stops start-up."""
+    registry = registry if registry is not None else HandlerRegistry()
+    for source in discover(config):
+        register = _register_function(source)
+        try:
+            register(PluginApi(source.name, registry, config))
+        except PluginError:
+            raise
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            raise PluginError(f"plugin {source.name!r} failed in register(): {detail}") from exc
+        log.debug("plugin loaded: %s (%s)", source.name, source.origin)
+    return registry

@@ -1,0 +1,118 @@
+"""Where a delivery becomes a handled item: site switch, handler choice, outcome.
+
+Every backend hands its deliveries here, so attempts, backoff and dead-lettering behave the same
+on SQLite, PostgreSQL and a STOMP broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from statusq import codec
+from statusq.errors import DecodeError, ItemTimeLimitExceeded
+from statusq.hooks import HookChain, ItemHooks, Outcome, Result
+from statusq.item import Delivery, QueueItem
+from statusq.limits import time_limit
+from statusq.queues.base import Consumer
+from statusq.registry import HandlerRegistry
+from statusq.retry import RetryPolicy
+from statusq.sites import SiteTable, site_context
+
+log = logging.getLogger(__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ItemProcessor:
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        sites: SiteTable,
+        policy: RetryPolicy,
+        *,
+        item_time_limit: float = 0.0,
+        hooks: ItemHooks | None = None,
+    ) -> None:
+        self.registry = registry
+        self.sites = sites
+        self.policy = policy
+        self.item_time_limit = item_time_limit
+        self.hooks = hooks or HookChain()
+
+    def process(self, delivery: Delivery, consumer: Consumer) -> Result:
+        self.hooks.before_item(delivery)
+        result = self._run(delivery)
+        self._settle(delivery, consumer, result)
+        self.hooks.after_item(delivery, result)
+        return result
+
+    def _run(self, delivery: Delivery) -> Result:
+        if delivery.attempt > self.policy.max_attempts:
+            # The previous attempt never reported back: its worker died or hung on this item.
+            last = f"; last error: {delivery.error}" if delivery.error else ""
+            return Result(
+                Outcome.DEAD,
+                f"gave up after {delivery.attempt - 1} attempts, the last of which never "
+                f"finished (worker died or was killed?){last}",
+            )
+        lookup = self.sites.lookup(delivery.site)
+        if lookup.site is None:
+            return self._failed(delivery, lookup.problem or "site unavailable", lookup.retryable)
+        handler = self.registry.handler(delivery.transport)
+        if handler is None:
+            return Result(Outcome.DEAD, f"no handler registered for transport {delivery.transport!r}")
+        try:
+            payload = codec.decode(delivery.body, delivery.content_type)
+        except DecodeError as exc:
+            return Result(Outcome.DEAD, f"cannot decode {delivery.content_type} body: {exc}")
+        item = QueueItem(
+            id=delivery.id,
+            site=delivery.site,
+            transport=delivery.transport,
+            payload=payload,
+            headers=delivery.headers,
+            attempt=delivery.attempt,
+            enqueued_at=datetime.fromtimestamp(delivery.enqueued_at, UTC),
+            content_type=delivery.content_type,
+            priority=delivery.priority,
+        )
+        started = time.perf_counter()
+        try:
+            with site_context(lookup.site), time_limit(self.item_time_limit):
+                done = handler.handle(item)
+        except (Exception, ItemTimeLimitExceeded) as exc:
+            log.debug("handler raised", exc_info=True)
+            return self._failed(delivery, _describe(exc), True, time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        if done is False:
+            return self._failed(delivery, "handler returned False", True, duration)
+        return Result(Outcome.DONE, None, duration)
+
+    def _failed(self, delivery: Delivery, reason: str, retryable: bool, duration: float = 0.0) -> Result:
+        if not retryable:
+            return Result(Outcome.DEAD, reason, duration)
+        if self.policy.gives_up(delivery.attempt):
+            return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration)
+        return Result(Outcome.RETRY, reason, duration, self.policy.backoff(delivery.attempt))
+
+    def _settle(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
+        fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
+        if result.outcome is Outcome.DONE:
+            consumer.ack(delivery)
+            log.info("done site=%s transport=%s id=%s attempt=%d %.1fms", *fields, result.duration * 1e3)
+        elif result.outcome is Outcome.RETRY:
+            consumer.retry(delivery, result.delay, result.reason or "")
+            log.warning(
+                "retry site=%s transport=%s id=%s attempt=%d in %.1fs: %s",
+                *fields,
+                result.delay,
+                result.reason,
+            )
+        else:
+            consumer.dead_letter(delivery, result.reason or "")
+            log.error("dead-lettered site=%s transport=%s id=%s attempt=%d: %s", *fields, result.reason)

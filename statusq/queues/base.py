@@ -1,0 +1,127 @@
+"""The QueueManager interface: what every backend (database, STOMP broker, inline) provides.
+
+Producers call :meth:`QueueManager.enqueue`; a worker calls :meth:`QueueManager.subscribe` and
+gets a :class:`Consumer`, which fetches deliveries and settles each one exactly one way: ack,
+retry later, or dead-letter.  Retry *policy* lives in the processor, not here, so every backend
+counts attempts and backs off the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from statusq.item import Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a worker wants: None means everything (all sites, all transports)."""
+
+    transports: frozenset[str] | None = None
+    sites: frozenset[str] | None = None
+    #: Also take items whose transport no plugin registered, to dead-letter them with a reason
+    #: instead of leaving them queued forever.  Only the default group's workers do this.
+    catch_unknown: bool = False
+    known_transports: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    site: str
+    transport: str
+    attempts: int
+    error: str
+    enqueued_at: float
+    dead_at: float
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BacklogRow:
+    site: str
+    transport: str
+    ready: int = 0  # waiting, can run now
+    delayed: int = 0  # waiting for a retry's backoff
+    in_flight: int = 0  # claimed by a worker
+    dead: int = 0
+
+
+class Consumer(abc.ABC):
+    """One worker's view of its subscription."""
+
+    def filenos(self) -> list[int]:
+        """Descriptors that become readable when items may have arrived (empty: poll only)."""
+        return []
+
+    def drain_wakeups(self) -> None:
+        """Consume whatever made :meth:`filenos` readable."""
+
+    @abc.abstractmethod
+    def fetch(self) -> Delivery | None:
+        """The next delivery, or None at once when nothing is ready (never blocks)."""
+
+    @abc.abstractmethod
+    def ack(self, delivery: Delivery) -> None:
+        """The handler finished: the item is gone for good."""
+
+    @abc.abstractmethod
+    def retry(self, delivery: Delivery, delay: float, error: str) -> None:
+        """Make the item available again after ``delay`` seconds, its attempt counted."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Park the item where operators can see, requeue or purge it."""
+
+    def release(self) -> None:
+        """Hand back anything fetched ahead but not yet handled (graceful shutdown)."""
+
+    def close(self) -> None:
+        """Release and disconnect."""
+        self.release()
+
+
+class QueueManager(abc.ABC):
+    @abc.abstractmethod
+    def enqueue(
+        self,
+        payload: Any,
+        transport: str,
+        site: str | None = None,
+        headers: dict[str, str] | None = None,
+        priority: int | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Queue one item; returns its id.  Raises DataError for a payload that cannot travel."""
+
+    @abc.abstractmethod
+    def subscribe(self, subscription: Subscription) -> Consumer: ...
+
+    @abc.abstractmethod
+    def backlog(self) -> list[BacklogRow]:
+        """Counts per site and transport, as far as the backend can know them."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Put dead letters back on their queue with a fresh attempt count (None: all)."""
+
+    @abc.abstractmethod
+    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Delete dead letters for good (None: all)."""
+
+    def close(self) -> None:
+        """Free connections; the manager is unusable afterwards."""
+
+    def __enter__(self) -> QueueManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

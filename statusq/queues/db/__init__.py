@@ -1,0 +1,3 @@
+from statusq.queues.db.manager import DBQueueManager
+
+__all__ = ["DBQueueManager"]

@@ -1,0 +1,61 @@
+"""Tables of the database backend (SQLite or PostgreSQL), in SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+items = Table(
+    "statusq_items",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("site", String(255), nullable=False),
+    Column("transport", String(64), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),  # JSON object of str -> str
+    Column("attempts", Integer, nullable=False, default=0),  # deliveries started so far
+    Column("enqueued_at", Float, nullable=False),
+    Column("available_at", Float, nullable=False),  # not before: retry backoff
+    Column("claimed_by", String(128)),
+    Column("claimed_at", Float),
+    Column("last_error", Text),
+    # Without AUTOINCREMENT SQLite hands a deleted item's id to the next one, and ids in logs
+    # and dead letters would stop naming one item.
+    sqlite_autoincrement=True,
+)
+# The claim query walks this: highest priority first, then oldest (FIFO within a priority).
+Index("statusq_items_next", items.c.priority.desc(), items.c.id)
+
+dead = Table(
+    "statusq_dead",
+    metadata,
+    Column("id", _Id, primary_key=True),  # the item's own id, kept so logs can be followed
+    Column("site", String(255), nullable=False),
+    Column("transport", String(64), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("enqueued_at", Float, nullable=False),
+    Column("dead_at", Float, nullable=False),
+)

@@ -1,0 +1,41 @@
+"""Human-friendly durations and sizes in config files and CLI flags (``90s``, ``1h``, ``200MB``)."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or a string such as ``250ms``, ``30s``, ``5m``, ``1h``, ``2d``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '5m'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30, '250ms', '5m', '1h')")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from a number or a string such as ``200MB``, ``1.5G``, ``512k`` (powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string like '200MB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (use e.g. '200MB', '1G', or bytes)")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
