@@ -208,7 +208,9 @@ class DBQueueManager(QueueManager):
             "dead_at",
         ]
         with self.errors(), self.engine.begin() as conn:
-            if conn.execute(insert(dead).from_select(columns, copy)).rowcount == 0:
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT.
+            copied = conn.execute(insert(dead).from_select(columns, copy).returning(dead.c.id)).all()
+            if not copied:
                 self._lost(delivery, "dead-letter")
                 return
             conn.execute(delete(items).where(self._mine(delivery)))
@@ -293,7 +295,9 @@ class DBQueueManager(QueueManager):
         ]
         try:
             with self.errors(), self.engine.begin() as conn:
-                moved = conn.execute(insert(items).from_select(columns, copy)).rowcount
+                moved = len(
+                    conn.execute(insert(items).from_select(columns, copy).returning(items.c.id)).all()
+                )
                 conn.execute(delete(dead).where(chosen))
                 self._notify(conn, "requeue")
         except QueueError as exc:

@@ -1,0 +1,156 @@
+"""Fixtures shared by the integration and end-to-end tests: databases, configs, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import require
+
+ROOT = Path(__file__).resolve().parent.parent
+STATUSQ = [sys.executable, "-m", "statusq.cli.main"]
+PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
+    require(PG_HOST, PG_PORT, "PostgreSQL")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = f"postgresql://{PG_HOST}:{PG_PORT}/{PG_DB}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{admin}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.sqlite'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+COUNTER_PLUGIN = '''
+"""A plugin written outside the repository, as a user would: records what it handles."""
+import os, json, time
+from statusq import QueueHandler, current_site
+
+LOG = os.environ["TEST_RECORD"]
+
+def record(**fields):
+    line = json.dumps(fields) + "\\n"
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())   # one write with O_APPEND: lines from processes never mix
+    finally:
+        os.close(fd)
+
+class Counter(QueueHandler):
+    def handle(self, item):
+        p = item.payload
+        action = p.get("action", "ok") if isinstance(p, dict) else "ok"
+        record(id=item.id, n=p.get("n") if isinstance(p, dict) else None, site=item.site,
+               attempt=item.attempt, pid=os.getpid(), action=action,
+               greeting=current_site().settings.get("counter", {}).get("greeting"))
+        if action == "sleep":
+            time.sleep(p["seconds"])
+        elif action == "false":
+            return False
+        elif action == "raise":
+            raise ValueError("boom " + str(p.get("n")))
+        elif action == "leak":
+            global HOARD
+            HOARD = globals().get("HOARD", []) + [bytearray(p["mb"] << 20)]
+        return True
+
+def register(api):
+    api.register_handler("count", Counter)
+'''
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "my-plugins"
+    folder.mkdir()
+    (folder / "counter.py").write_text(COUNTER_PLUGIN)
+    return folder
+
+
+@pytest.fixture
+def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "handled.jsonl"
+    monkeypatch.setenv("TEST_RECORD", str(path))
+    return path
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, plugin_dir: Path) -> Callable[..., Path]:
+    """Write a statusq.toml in tmp_path: the counter plugin, fast retries, extra TOML appended."""
+
+    def write(
+        db_url: str,
+        extra: str = "",
+        *,
+        queue: dict[str, Any] | None = None,
+        daemon: dict[str, Any] | None = None,
+    ) -> Path:
+        import json
+
+        queue = {
+            "subsystem": "db",
+            "db_url": db_url,
+            "max_retries": 2,
+            "retry_delay": "10ms",
+            "retry_delay_max": "50ms",
+            "claim_timeout": "30s",
+            **(queue or {}),
+        }
+        daemon = {"time_limit": "20s", **(daemon or {})}
+
+        def table(values: dict[str, Any]) -> str:
+            return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+
+        path = tmp_path / "statusq.toml"
+        path.write_text(
+            f'var_dir = "var"\n[queue]\n{table(queue)}[daemon]\n{table(daemon)}'
+            f'[plugins]\npaths = ["{plugin_dir.name}"]\n' + textwrap.dedent(extra)
+        )
+        return path
+
+    return write
+
+
+def run_cli(
+    *args: str, config: Path | None = None, input: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    argv = [*STATUSQ, *(["--config", str(config)] if config else []), *args]
+    return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ)
+
+
+def start_daemon(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    argv = [*STATUSQ, "--config", str(config), "daemon", *args]
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=os.environ)
