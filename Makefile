@@ -20,8 +20,8 @@ test: $(STAMP) servers lint
 
 ## lint: ruff and mypy, clean
 lint: $(STAMP)
-	$(VENV)/bin/ruff check statusq plugins scripts tests bench
-	$(VENV)/bin/ruff format --check statusq plugins scripts tests bench
+	$(VENV)/bin/ruff check statusq plugins scripts tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check statusq plugins scripts tests $(wildcard bench)
 	$(VENV)/bin/mypy
 
 ## unit: the fast tests only (no servers)

@@ -86,7 +86,14 @@ def encode(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
     if is_xml(content_type):
         if isinstance(payload, etree._Element):
             return etree.tostring(payload, encoding="utf-8"), content_type
-        raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        if isinstance(payload, str):
+            raw = payload.encode("utf-8")
+        elif isinstance(payload, (bytes, bytearray)):
+            raw = bytes(payload)
+        else:
+            raise DataError(
+                f"an XML payload must be an lxml element, str or bytes, not {type(payload).__name__}"
+            )
         try:
             parse_xml(raw)
         except DecodeError as exc:

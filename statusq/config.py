@@ -141,22 +141,31 @@ def _resolve(base: Path, value: str) -> str:
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in a file are relative to that file, not to wherever the daemon started."""
+    # Only values of the right shape are touched: anything else is left for validation to
+    # report with its key.
     data = dict(data)
-    data["var_dir"] = _resolve(base, data.get("var_dir", "var"))
-    plugins = dict(data.get("plugins") or {})
-    if isinstance(plugins.get("paths"), list):
-        plugins["paths"] = [_resolve(base, p) if isinstance(p, str) else p for p in plugins["paths"]]
-    data["plugins"] = plugins
-    sites = dict(data.get("sites") or {})
-    if isinstance(sites.get("dir", "sites"), str):
-        sites["dir"] = _resolve(base, sites.get("dir", "sites"))
-    data["sites"] = sites
-    queue = dict(data.get("queue") or {})
-    url = queue.get("db_url")
-    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        queue["db_url"] = "sqlite:///" + _resolve(base, url.removeprefix("sqlite:///"))
-    data["queue"] = queue
+    if isinstance(data.setdefault("var_dir", "var"), str):
+        data["var_dir"] = _resolve(base, data["var_dir"])
+    plugins = data.setdefault("plugins", {})
+    if isinstance(plugins, dict) and isinstance(plugins.get("paths"), list):
+        paths = plugins["paths"]
+        data["plugins"] = {
+            **plugins,
+            "paths": [_resolve(base, p) if isinstance(p, str) else p for p in paths],
+        }
+    sites = data.setdefault("sites", {})
+    if isinstance(sites, dict) and isinstance(sites.get("dir", "sites"), str):
+        data["sites"] = {**sites, "dir": _resolve(base, sites.get("dir", "sites"))}
+    queue = data.get("queue")
+    url = queue.get("db_url") if isinstance(queue, dict) else None
+    if isinstance(queue, dict) and isinstance(url, str) and _relative_sqlite(url):
+        data["queue"] = {**queue, "db_url": "sqlite:///" + _resolve(base, url.removeprefix("sqlite:///"))}
     return data
+
+
+def _relative_sqlite(url: str) -> bool:
+    path = url.removeprefix("sqlite:///")
+    return url.startswith("sqlite:///") and not path.startswith("/") and not path.startswith(":memory:")
 
 
 def find_config(path: str | os.PathLike[str] | None) -> Path | None:

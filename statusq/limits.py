@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,10 @@ def time_limit(seconds: float) -> Iterator[None]:
     def _expired(signum: int, frame: FrameType | None) -> None:
         raise ItemTimeLimitExceeded(f"handler ran past the time limit of {seconds:g}s")
 
+    # An outer timer (another limit, a test runner's) is suspended and restored with the time
+    # it had left, less what this block used.
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -42,6 +47,8 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, outer_left - (time.monotonic() - started)))
 
 
 class MemoryProbe:

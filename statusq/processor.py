@@ -42,11 +42,18 @@ class ItemProcessor:
         self.sites = sites
         self.policy = policy
         self.item_time_limit = item_time_limit
-        self.hooks = hooks or HookChain()
+        # Always a chain: a bare hook that raises must not keep an item from being settled.
+        self.hooks = hooks if isinstance(hooks, HookChain) else HookChain([hooks] if hooks else [])
 
     def process(self, delivery: Delivery, consumer: Consumer) -> Result:
         self.hooks.before_item(delivery)
-        result = self._run(delivery)
+        try:
+            result = self._run(delivery)
+        except Exception as exc:
+            # A bug of ours, not the handler's (those are caught in _run): keep the worker alive
+            # and the item counted, so a systematic failure ends in the dead-letter queue.
+            log.exception("processing failed outside the handler, id=%s", delivery.id)
+            result = self._failed(delivery, f"internal error: {_describe(exc)}", True)
         self._settle(delivery, consumer, result)
         self.hooks.after_item(delivery, result)
         return result

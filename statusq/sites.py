@@ -7,6 +7,7 @@ switches per item, and a handler that spawns threads or tasks keeps the right si
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from statusq.config import Config, SiteConfig, load_site
+from statusq.defaults import SITE_PATTERN
 from statusq.errors import ConfigError
 
 log = logging.getLogger(__name__)
+_SITE = re.compile(SITE_PATTERN)
 
 _current: ContextVar[SiteConfig | None] = ContextVar("statusq_site", default=None)
 
@@ -100,4 +103,6 @@ class SiteTable:
             return SiteLookup(None, f"site {name!r} has a broken config: {self._broken[name]}", True)
         if self._require_file:
             return SiteLookup(None, f"unknown site {name!r} (no {self._dir / name}.toml)")
+        if not _SITE.match(name):
+            return SiteLookup(None, f"invalid site name {name!r}")
         return SiteLookup(SiteConfig(name=name))

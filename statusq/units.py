@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -12,8 +13,8 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 <
 
 def parse_duration(value: float | int | str) -> float:
     """Seconds from a number or a string such as ``250ms``, ``30s``, ``5m``, ``1h``, ``2d``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like '5m'")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"a duration must be a number of seconds or a string like '5m', not {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -21,18 +22,18 @@ def parse_duration(value: float | int | str) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 30, '250ms', '5m', '1h')")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and not negative, not {value!r}")
     return seconds
 
 
 def parse_size(value: int | str) -> int:
     """Bytes from a number or a string such as ``200MB``, ``1.5G``, ``512k`` (powers of 1024)."""
-    if isinstance(value, bool):
-        raise ValueError("a size must be a number of bytes or a string like '200MB'")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"a size must be a number of bytes or a string like '200MB', not {value!r}")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError("a size cannot be negative")
+            raise ValueError(f"a size cannot be negative, not {value!r}")
         return value
     match = _SIZE.match(value)
     if not match:

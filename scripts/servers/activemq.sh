@@ -13,10 +13,12 @@
 # the package's own instance (/etc/activemq, /var/lib/activemq) is never touched or started.
 #
 # Master/slave: give two brokers the same KAHADB_DIR. The second blocks on the store's file
-# lock and opens no port, so waiting for its STOMP port would just time out; start it with
-# --no-wait, which returns as soon as the broker is either serving or has logged that it is a
-# standby waiting for the lock (~1-2 s). When the master dies the standby takes the lock
-# (polled every second, see lockAcquireSleepInterval) and opens its ports.
+# lock and opens no port, so waiting for its STOMP port would just time out (start fails after
+# 60 s saying so). Start it with --no-wait: that returns as soon as the broker is either
+# serving or has logged that it is a standby waiting for the lock (~1 s after launch), exit 0;
+# a broker without a shared store cannot be a standby, so for it --no-wait changes nothing.
+# When the master dies the standby takes the lock (polled every second, see
+# lockAcquireSleepInterval) and opens its ports; `status` tells master (0) from standby (1).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
@@ -27,7 +29,7 @@ START_TIMEOUT=${ACTIVEMQ_START_TIMEOUT:-60}
 STOP_TIMEOUT=20
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    print_header
     exit 2
 }
 
@@ -42,7 +44,10 @@ marker() {
 }
 
 install_activemq() {
-    local pkgs=(activemq)
+    # libxstream-java + libjettison-java: only Recommends of the package, but without them the
+    # broker cannot hand a MapMessage (e.g. the statistics plugin's reply) to a STOMP client:
+    # NoClassDefFoundError com/thoughtworks/xstream/... and the STOMP connection is dropped.
+    local pkgs=(activemq libxstream-java libjettison-java)
     # The package depends on "default-jre-headless | java7-runtime-headless"; name the JRE only
     # when there is no java at all, so an already installed JDK is reused.
     command -v java >/dev/null || pkgs+=(default-jre-headless)
@@ -61,6 +66,13 @@ write_conf() {
     if [[ -d $PKG_CONF ]]; then
         cp -f "$PKG_CONF"/* "$base/conf/"
     fi
+    # BASE/lib/optional is on the broker's classpath; the Debian package does not link these
+    # jars into /usr/share/activemq/lib, so link them here (see install_activemq).
+    mkdir -p "$base/lib/optional"
+    local jar
+    for jar in xstream jettison; do
+        if [[ -f /usr/share/java/$jar.jar ]]; then ln -sfn "/usr/share/java/$jar.jar" "$base/lib/optional/$jar.jar"; fi
+    done
     cat >"$base/conf/log4j.properties" <<'EOF'
 # log4j 1.2 (what the Debian build uses): INFO to stdout, which start redirects to BASE/log.
 log4j.rootLogger=INFO, stdout
@@ -144,7 +156,9 @@ cmd_start() {
     ((${#args[@]} >= 3 && ${#args[@]} <= 4)) || usage
     local name=${args[0]} stomp=${args[1]} openwire=${args[2]} kahadb=${args[3]:-}
     [[ $stomp =~ ^[0-9]+$ && $openwire =~ ^[0-9]+$ ]] || fail "ports must be numbers"
-    local base
+    # The JVM runs in BASE, so a relative store path would silently mean BASE/path.
+    if [[ -n $kahadb ]]; then kahadb=$(realpath -m -- "$kahadb"); fi
+    local base t0=$EPOCHREALTIME
     base=$(base_of "$name")
 
     if port_open 127.0.0.1 "$stomp"; then
@@ -184,7 +198,7 @@ cmd_start() {
         echo $! >"$base/pid"
     fi
 
-    local t0=$SECONDS deadline=$((SECONDS + START_TIMEOUT))
+    local deadline=$((SECONDS + START_TIMEOUT))
     while ! port_open 127.0.0.1 "$stomp"; do
         if ! pid_alive "$base/pid"; then
             tail -n 20 "$base/log" >&2 || true
@@ -199,7 +213,7 @@ cmd_start() {
         fi
         if ((SECONDS >= deadline)); then
             if [[ -n $kahadb ]] && is_standby "$base"; then
-                fail "activemq $name: still a standby after ${START_TIMEOUT}s (another broker holds $kahadb); use --no-wait for a standby"
+                fail "activemq $name: still a standby after ${START_TIMEOUT}s (another broker holds $kahadb); it keeps running as a standby (stop it with: $0 stop $name); use --no-wait to start a standby"
             fi
             tail -n 20 "$base/log" >&2 || true
             fail "activemq $name: STOMP 127.0.0.1:$stomp not answering after ${START_TIMEOUT}s (log: $base/log)"
@@ -207,12 +221,13 @@ cmd_start() {
         sleep 0.2
     done
     stomp_check 127.0.0.1 "$stomp" || fail "activemq $name: port $stomp open but STOMP CONNECT failed (log: $base/log)"
-    log "activemq $name: STOMP 127.0.0.1:$stomp answers (pid $(<"$base/pid"), $((SECONDS - t0))s)"
+    log "activemq $name: STOMP 127.0.0.1:$stomp answers (pid $(<"$base/pid"), $(elapsed "$t0")s)"
 }
 
 load_instance() {
     local base=$1
     STOMP_PORT="" OPENWIRE_PORT="" KAHADB_DIR=""
+    # shellcheck disable=SC1091  # written by write_conf
     if [[ -f $base/instance.env ]]; then source "$base/instance.env"; fi
 }
 
@@ -238,12 +253,15 @@ cmd_kill() {
     (($# == 1)) || usage
     local base
     base=$(base_of "$1")
+    load_instance "$base"
     if pid_alive "$base/pid" "$(marker "$base")"; then
         local pid
         pid=$(<"$base/pid")
         kill -KILL "$pid" 2>/dev/null || true
-        # Not our child (started by an earlier invocation): poll until it is gone.
+        # Not our child (started by an earlier invocation): poll until it is gone, and its
+        # port with it (a dying JVM holds its sockets until its last thread has exited).
         while proc_alive "$pid"; do sleep 0.1; done
+        if [[ -n $STOMP_PORT ]]; then wait_port_closed 127.0.0.1 "$STOMP_PORT" 10 || true; fi
         log "activemq $1: killed pid $pid"
     else
         log "activemq $1: not running"

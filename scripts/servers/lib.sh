@@ -50,11 +50,15 @@ wait_port_closed() {
 
 # proc_alive PID: true if the process exists and is not a zombie (a killed server that is
 # not our child may linger as a zombie until init reaps it; kill -0 would still succeed).
+# A multi-threaded VM (JVM, beam) whose main thread is already a zombie still holds its
+# sockets and locks until its last thread has exited, so that still counts as alive.
 proc_alive() {
-    local pid=$1 stat
+    local pid=$1 stat tasks
     kill -0 "$pid" 2>/dev/null || return 1
     stat=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null) || return 1
-    [[ $stat != Z && $stat != X ]]
+    [[ $stat != Z && $stat != X ]] && return 0
+    tasks=("/proc/$pid/task"/*)
+    ((${#tasks[@]} > 1))
 }
 
 # pid_alive PIDFILE [CMDLINE_SUBSTRING]: true if the file names a running process (whose
@@ -65,7 +69,7 @@ pid_alive() {
     [[ -s $pidfile ]] || return 1
     pid=$(<"$pidfile")
     [[ $pid =~ ^[0-9]+$ ]] && proc_alive "$pid" || return 1
-    [[ -z $want ]] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$want"
+    [[ -z $want || $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$want"* ]]
 }
 
 # stop_pid PIDFILE SECONDS [CMDLINE_SUBSTRING]: SIGTERM, wait, then SIGKILL. Only ever the
@@ -90,21 +94,24 @@ stop_pid() {
 }
 
 _APT_UPDATED=0
+_APT_LOG=$STATUSQ_SERVERS_DIR/apt.log   # apt's chatter goes here, shown only on failure
 
 # True if the local package lists know every package named (else apt-get update is needed:
 # a fresh image often ships with empty or stale lists).
 _apt_known() {
     local pkg
     for pkg in "$@"; do
-        apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [^(]' || return 1
+        # (no `| grep -q` here: with pipefail, grep quitting early makes the pipe "fail")
+        [[ $(apt-cache policy "$pkg" 2>/dev/null) =~ Candidate:\ [^\(] ]] || return 1
     done
 }
 
 _apt_update_once() {
     if ((_APT_UPDATED == 0)); then
         log "apt-get update"
-        apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
         _APT_UPDATED=1
+        apt-get -o DPkg::Lock::Timeout=300 update -qq >>"$_APT_LOG" 2>&1 \
+            || { log "apt-get update failed"; return 1; }
     fi
 }
 
@@ -114,7 +121,7 @@ _apt_update_once() {
 apt_install() {
     local missing=() pkg
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+        [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] \
             || missing+=("$pkg")
     done
     ((${#missing[@]})) || return 0
@@ -130,18 +137,22 @@ apt_install() {
         added_policy=1
     fi
 
-    _apt_known "${missing[@]}" || _apt_update_once
-    log "apt-get install ${missing[*]}"
+    mkdir -p "$STATUSQ_SERVERS_DIR"
     local rc=0
     local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
                -y -q --no-install-recommends install)
-    "${apt[@]}" "${missing[@]}" >&2 || rc=$?
+    # Update only if the lists do not know a package (fresh image: lists empty). A failed
+    # update is not fatal by itself: the install below reports what is really missing.
+    _apt_known "${missing[@]}" || _apt_update_once || true
+    log "apt-get install ${missing[*]} (log: $_APT_LOG)"
+    "${apt[@]}" "${missing[@]}" >>"$_APT_LOG" 2>&1 || rc=$?
     if ((rc != 0 && _APT_UPDATED == 0)); then
         # Stale lists give 404s for superseded versions: refresh once and retry.
-        _apt_update_once
         rc=0
-        "${apt[@]}" "${missing[@]}" >&2 || rc=$?
+        _apt_update_once || true
+        "${apt[@]}" "${missing[@]}" >>"$_APT_LOG" 2>&1 || rc=$?
     fi
+    ((rc == 0)) || tail -n 20 "$_APT_LOG" >&2
 
     if ((added_policy)); then
         if [[ -e $policy.statusq-saved ]]; then mv -f "$policy.statusq-saved" "$policy"
@@ -170,4 +181,14 @@ stomp_check() {
         fi
         printf 'DISCONNECT\n\n\0' >&3 2>/dev/null || true
     )
+}
+
+# elapsed T0: seconds (one decimal) since T0, a saved $EPOCHREALTIME.
+elapsed() {
+    awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
+}
+
+# print_header: the calling script's leading comment block, as its usage text.
+print_header() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0" >&2
 }

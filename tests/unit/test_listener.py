@@ -1,0 +1,97 @@
+"""statusq.io.listener: one item per poll, backing off when idle, surviving a failing backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from statusq.config import Config
+from statusq.defaults import POLL_MIN
+from statusq.errors import QueueError
+from statusq.handler import QueueHandler
+from statusq.io.listener import QueueListener
+from statusq.item import Delivery, QueueItem
+from statusq.processor import ItemProcessor
+from statusq.registry import HandlerRegistry
+from statusq.retry import RetryPolicy
+from statusq.sites import SiteTable
+from tests.unit.fakes import RecordingConsumer, make_delivery
+
+POLL_MAX = 0.2
+
+
+class Echo(QueueHandler):
+    def handle(self, item: QueueItem) -> bool:
+        return True
+
+
+class FailingConsumer(RecordingConsumer):
+    def fetch(self) -> Delivery | None:
+        raise QueueError("database is locked")
+
+
+@pytest.fixture
+def processor(tmp_path: Path) -> ItemProcessor:
+    registry = HandlerRegistry()
+    registry.register("echo", Echo, group="main", plugin="test")
+    sites = SiteTable(Config.model_validate({"sites": {"dir": str(tmp_path / "sites")}}))
+    return ItemProcessor(registry, sites, RetryPolicy(2, 1.0, 10.0))
+
+
+def test_one_item_per_poll(processor: ItemProcessor) -> None:
+    consumer = RecordingConsumer([make_delivery(id="a"), make_delivery(id="b")])
+    listener = QueueListener(consumer, processor, POLL_MAX)
+
+    assert listener.poll() is True
+    assert [d.id for d in consumer.acked] == ["a"]
+    assert listener.timeout() <= 0  # more may be waiting: poll again at once
+
+    assert listener.poll() is True
+    assert [d.id for d in consumer.acked] == ["a", "b"]
+
+
+def test_idle_polls_back_off_doubling_to_the_cap(processor: ItemProcessor) -> None:
+    listener = QueueListener(RecordingConsumer(), processor, POLL_MAX)
+
+    intervals = []
+    for _ in range(10):
+        intervals.append(listener._interval)
+        assert listener.poll() is False
+        assert 0 < listener.timeout() <= POLL_MAX
+
+    assert intervals[:3] == [POLL_MIN, POLL_MIN * 2, POLL_MIN * 4]
+    assert max(intervals) == POLL_MAX
+    assert intervals == sorted(intervals)
+
+
+def test_an_item_resets_the_backoff(processor: ItemProcessor) -> None:
+    consumer = RecordingConsumer()
+    listener = QueueListener(consumer, processor, POLL_MAX)
+    for _ in range(5):
+        listener.poll()
+
+    consumer.pending.append(make_delivery())
+    listener.poll()
+
+    assert listener._interval == POLL_MIN
+    assert listener.timeout() <= 0
+
+
+def test_a_failing_backend_backs_off_to_the_cap_and_survives(processor: ItemProcessor) -> None:
+    listener = QueueListener(FailingConsumer(), processor, POLL_MAX)
+
+    assert listener.poll() is False
+
+    assert listener._interval == POLL_MAX
+    assert 0 < listener.timeout() <= POLL_MAX
+
+
+def test_filenos_and_stop_go_to_the_consumer(processor: ItemProcessor) -> None:
+    consumer = RecordingConsumer()
+    listener = QueueListener(consumer, processor, POLL_MAX)
+
+    assert listener.filenos() == []
+    listener.stop()
+
+    assert consumer.closed
