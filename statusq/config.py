@@ -171,10 +171,10 @@ def _relative_sqlite(url: str) -> bool:
 def find_config(path: str | os.PathLike[str] | None) -> Path | None:
     """The file to read: an explicit path, then $STATUSQ_CONFIG, then the system file if any."""
     if path is not None:
-        return Path(path)
+        return Path(path).expanduser()
     env = os.environ.get(defaults.CONFIG_ENV)
     if env:
-        return Path(env)
+        return Path(env).expanduser()
     system = Path(defaults.SYSTEM_CONFIG)
     return system if system.exists() else None
 
