@@ -91,9 +91,7 @@ def encode(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
         elif isinstance(payload, (bytes, bytearray)):
             raw = bytes(payload)
         else:
-            raise DataError(
-                f"an XML payload must be an lxml element, str or bytes, not {type(payload).__name__}"
-            )
+            raise DataError(f"an XML payload must be an lxml element, str or bytes, not {type(payload).__name__}")
         try:
             parse_xml(raw)
         except DecodeError as exc:

@@ -8,11 +8,20 @@ and the reason, because an operator reading a log at 3 a.m. should not have to g
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from statusq import defaults
 from statusq.errors import ConfigError
@@ -38,14 +47,64 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _server(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
+
+
+def _destination_prefix(value: str) -> str:
+    if not value.startswith(("/queue/", "/topic/")):
+        raise ValueError(f"{value!r} must start with /queue/ or /topic/")
+    return value if value.endswith("/") else value + "/"
+
+
+def _breakout(value: str) -> str:
+    parts = value.split("/")
+    if not 2 <= len(parts) <= 3 or not all(re.match(p, s) for p, s in zip(_BREAKOUT, parts, strict=False)):
+        raise ValueError(f"{value!r} is not group/transport or group/transport/site")
+    return value
+
+
+_BREAKOUT = (defaults.NAME_PATTERN, defaults.NAME_PATTERN, defaults.SITE_PATTERN)
+
+
+class StompConfig(_Section):
+    """``[queue.stomp]``: the broker connection and destination layout."""
+
+    servers: list[Annotated[str, AfterValidator(_server)]] = Field(default=["127.0.0.1:61613"], min_length=1)
+    username: str | None = None
+    password: str | None = None
+    vhost: str = "/"
+    basename: Annotated[str, AfterValidator(_destination_prefix)] = defaults.STOMP_BASENAME
+    control_channel: str | None = defaults.STOMP_CONTROL_CHANNEL
+    control_secret: str | None = None
+    dead_letter: str | None = None  # default: basename + "dlq"
+    persistent: bool = True
+    prefetch: int = Field(default=defaults.STOMP_PREFETCH, ge=1, le=10000)
+    heartbeats: tuple[int, int] = (10000, 10000)  # ms we send, ms we want; 0 turns one off
+    breakout: list[Annotated[str, AfterValidator(_breakout)]] = Field(default_factory=list)
+    confirm_sends: bool = True
+    receipt_timeout: Duration = 10.0
+    reconnect_delay: Duration = 0.5
+    reconnect_delay_max: Duration = 30.0
+    flavor: Literal["auto", "activemq", "rabbitmq"] = "auto"
+
+    @property
+    def dead_letter_destination(self) -> str:
+        return self.dead_letter or self.basename + "dlq"
+
+
 class QueueConfig(_Section):
-    subsystem: Literal["db", "inline"] = "db"
+    subsystem: Literal["db", "stomp", "inline"] = "db"
     db_url: str | None = None
     max_retries: int = Field(default=defaults.MAX_RETRIES, ge=0, le=1000)
     retry_delay: Duration = defaults.RETRY_DELAY
     retry_delay_max: Duration = defaults.RETRY_DELAY_MAX
     claim_timeout: Duration = defaults.CLAIM_TIMEOUT
     poll_max: Duration = defaults.POLL_MAX
+    stomp: StompConfig = StompConfig()
 
 
 class DaemonConfig(_Section):

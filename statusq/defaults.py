@@ -31,6 +31,11 @@ SHUTDOWN_TIMEOUT = 30.0
 #: Exit code of a worker that wants to be replaced (over its soft memory limit).
 EXIT_RESTART = os.EX_TEMPFAIL
 
+# [queue.stomp]
+STOMP_BASENAME = "/queue/statusq/"
+STOMP_CONTROL_CHANNEL = "/topic/statusq.control"
+STOMP_PREFETCH = 100
+
 JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"
 BYTES_TYPE = "application/octet-stream"

@@ -112,8 +112,7 @@ def discover(config: Config) -> list[PluginSource]:
     missing = [name for name in enabled if name not in found]
     if missing:
         raise PluginError(
-            f"enabled plugin(s) not found: {', '.join(missing)} "
-            f"(found: {', '.join(sorted(found)) or 'none'})",
+            f"enabled plugin(s) not found: {', '.join(missing)} (found: {', '.join(sorted(found)) or 'none'})",
             file=config.source,
             key="plugins.enabled",
         )

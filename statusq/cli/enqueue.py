@@ -55,11 +55,7 @@ def enqueue(
     if lines:
         if not is_json(content_type):
             raise click.BadParameter("--lines takes JSON documents", param_hint="--lines")
-        bodies = [
-            _parse_json(line, f"{where} line {n}")
-            for n, line in enumerate(text.splitlines(), 1)
-            if line.strip()
-        ]
+        bodies = [_parse_json(line, f"{where} line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif is_json(content_type):
         bodies = [_parse_json(text, where)]
     else:

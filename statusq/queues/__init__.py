@@ -26,6 +26,10 @@ def open_queue_manager(runtime: Runtime) -> QueueManager:
         from statusq.queues.inline import InlineQueueManager
 
         return InlineQueueManager(runtime)
+    if subsystem == "stomp":
+        from statusq.queues.stomp import StompQueueManager
+
+        return StompQueueManager(runtime)
     from statusq.queues.db import DBQueueManager
 
     return DBQueueManager(runtime.config)

@@ -22,6 +22,8 @@ class Subscription:
 
     transports: frozenset[str] | None = None
     sites: frozenset[str] | None = None
+    #: Handler groups served (brokers subscribe per group destination); None: every group.
+    groups: frozenset[str] | None = None
     #: Also take items whose transport no plugin registered, to dead-letter them with a reason
     #: instead of leaving them queued forever.  Only the default group's workers do this.
     catch_unknown: bool = False

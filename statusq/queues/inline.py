@@ -59,9 +59,7 @@ class InlineQueueManager(QueueManager):
     def __init__(self, runtime: Runtime) -> None:
         from statusq.processor import ItemProcessor
 
-        self.processor = ItemProcessor(
-            runtime.registry, runtime.sites, RetryPolicy.from_config(runtime.config.queue)
-        )
+        self.processor = ItemProcessor(runtime.registry, runtime.sites, RetryPolicy.from_config(runtime.config.queue))
         self._ids = itertools.count(1)
         self.handled = 0
         self.dead: list[DeadLetter] = []

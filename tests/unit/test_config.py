@@ -54,9 +54,7 @@ def test_empty_file_gives_defaults_resolved_against_its_folder(tmp_path: Path) -
     assert config.base_dir == tmp_path.resolve()
 
 
-def test_no_file_anywhere_gives_defaults_under_the_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_file_anywhere_gives_defaults_under_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
     config = load_config()
@@ -173,7 +171,7 @@ def test_unknown_key_names_file_and_key(tmp_path: Path, text: str, key: str) -> 
     [
         ('[queue]\nmax_retries = "many"\n', "queue.max_retries", "integer"),
         ("[queue]\nmax_retries = -1\n", "queue.max_retries", "greater than or equal to 0"),
-        ('[queue]\nsubsystem = "kafka"\n', "queue.subsystem", "'db' or 'inline'"),
+        ('[queue]\nsubsystem = "kafka"\n', "queue.subsystem", "'db', 'stomp' or 'inline'"),
         ('[daemon]\ntime_limit = "soon"\n', "daemon.time_limit", "'soon' is not a duration"),
         ("[daemon]\ntime_limit = true\n", "daemon.time_limit", "duration"),
         ('[queue]\nretry_delay = "-1s"\n', "queue.retry_delay", "not a duration"),

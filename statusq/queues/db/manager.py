@@ -155,8 +155,7 @@ class DBQueueManager(QueueManager):
 
     def _lost(self, delivery: Delivery, action: str) -> None:
         log.warning(
-            "claim lost before %s, id=%s site=%s: it outlived claim_timeout and another worker "
-            "may have run it again",
+            "claim lost before %s, id=%s site=%s: it outlived claim_timeout and another worker may have run it again",
             action,
             delivery.id,
             delivery.site,
@@ -231,9 +230,7 @@ class DBQueueManager(QueueManager):
             func.sum(case((and_(unclaimed, items.c.available_at > now), 1), else_=0)),
             func.sum(case((unclaimed, 0), else_=1)),
         ).group_by(items.c.site, items.c.transport)
-        dead_counts = select(dead.c.site, dead.c.transport, func.count()).group_by(
-            dead.c.site, dead.c.transport
-        )
+        dead_counts = select(dead.c.site, dead.c.transport, func.count()).group_by(dead.c.site, dead.c.transport)
         rows: dict[tuple[str, str], BacklogRow] = {}
         with self.errors(), self.engine.connect() as conn:
             for site, transport, ready, delayed, in_flight in conn.execute(counts):
@@ -295,9 +292,7 @@ class DBQueueManager(QueueManager):
         ]
         try:
             with self.errors(), self.engine.begin() as conn:
-                moved = len(
-                    conn.execute(insert(items).from_select(columns, copy).returning(items.c.id)).all()
-                )
+                moved = len(conn.execute(insert(items).from_select(columns, copy).returning(items.c.id)).all())
                 conn.execute(delete(dead).where(chosen))
                 self._notify(conn, "requeue")
         except QueueError as exc:

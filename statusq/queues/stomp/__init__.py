@@ -1,0 +1,3 @@
+from statusq.queues.stomp.manager import StompQueueManager
+
+__all__ = ["StompQueueManager"]

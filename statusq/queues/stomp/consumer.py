@@ -1,0 +1,205 @@
+"""One worker's STOMP consumer: subscriptions per group and breakout, fair turns, counted retries.
+
+Where a frame enters: :meth:`StompLink.on_message` (receiver thread) queues it; :meth:`fetch`
+(the worker's loop) takes it.  Where an ack goes out: :meth:`ack`, or inside the transaction of
+:meth:`retry` / :meth:`dead_letter`, which re-send first and ack only when the commit is confirmed,
+so a crash in between duplicates an item rather than losing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from statusq.errors import ConnectionClosed, QueueError
+from statusq.item import Delivery
+from statusq.queues.base import Consumer, Subscription
+from statusq.queues.stomp import wire
+from statusq.queues.stomp.delays import retry_route
+from statusq.queues.stomp.link import Frame, StompLink
+
+if TYPE_CHECKING:
+    from statusq.queues.stomp.manager import StompQueueManager
+
+log = logging.getLogger(__name__)
+
+CONTROL = "control"
+
+
+class StompConsumer(Consumer):
+    def __init__(self, manager: StompQueueManager, subscription: Subscription) -> None:
+        self.manager = manager
+        self.config = manager.stomp
+        self.link = StompLink(self.config, "consumer")
+        prefetch = str(self.config.prefetch)
+        window = {"activemq.prefetchSize": prefetch, "prefetch-count": prefetch}
+        self.destinations = manager.destinations.for_groups(manager.groups_for(subscription))
+        # One local queue per subscription, served in turns: a flooded site's breakout cannot
+        # keep another subscription's items waiting behind its whole prefetch window.
+        self._pending: dict[str, deque[Frame]] = {}
+        for destination in self.destinations:
+            sub_id = self.link.subscribe(destination, "client-individual", window)
+            self._pending[sub_id] = deque()
+        self._control_id = None
+        if self.config.control_channel:
+            self._control_id = self.link.subscribe(self.config.control_channel, "auto")
+        self.control: deque[Frame] = deque()
+        self._turns: deque[str] = deque(self._pending)
+        self._retry_at = 0.0
+        self._delay = self.config.reconnect_delay
+        self._connect()
+
+    def _connect(self) -> bool:
+        try:
+            self.link.connect()
+        except QueueError as exc:
+            log.error("consumer cannot connect, retrying in %.1fs: %s", self._delay, exc)
+            self._retry_at = time.monotonic() + self._delay
+            self._delay = min(self.config.reconnect_delay_max, self._delay * 2)
+            return False
+        self._delay = self.config.reconnect_delay
+        for frames in self._pending.values():
+            frames.clear()  # from the old connection: the broker redelivers them
+        return True
+
+    def filenos(self) -> list[int]:
+        return [self.link.fileno()]
+
+    def drain_wakeups(self) -> None:
+        self.link.drain_wakeups()
+
+    def _sort_incoming(self) -> None:
+        while True:
+            try:
+                frame = self.link.frames.get_nowait()
+            except Exception:
+                return
+            if frame.generation != self.link.generation:
+                continue
+            sub_id = frame.headers.get("subscription", "")
+            if sub_id == self._control_id:
+                self.control.append(frame)
+            elif sub_id in self._pending:
+                self._pending[sub_id].append(frame)
+            else:
+                log.warning("frame for unknown subscription %r dropped (redelivered by the broker)", sub_id)
+
+    def _next_frame(self) -> Frame | None:
+        for _ in range(len(self._turns)):
+            sub_id = self._turns[0]
+            self._turns.rotate(-1)
+            if self._pending[sub_id]:
+                return self._pending[sub_id].popleft()
+        return None
+
+    def fetch(self) -> Delivery | None:
+        reconnect_due = time.monotonic() >= self._retry_at
+        if not self.link.connected and (not reconnect_due or not self._connect()):
+            return None
+        self._sort_incoming()
+        while (frame := self._next_frame()) is not None:
+            delivery = wire.to_delivery(
+                frame.headers,
+                frame.body,
+                self.manager.destinations,
+                self.manager.default_site,
+                frame.generation,
+            )
+            if frame.headers.get("redelivered", "false").lower() == "true":
+                self._count_redelivery(delivery)
+                continue
+            return delivery
+        return None
+
+    def _token(self, delivery: Delivery) -> wire.FrameToken | None:
+        token = delivery.token
+        assert isinstance(token, wire.FrameToken)
+        if token.generation != self.link.generation:
+            log.warning(
+                "id=%s arrived on an earlier connection: not settled here, the broker redelivers it",
+                delivery.id,
+            )
+            return None
+        return token
+
+    def _resend_and_ack(self, delivery: Delivery, destination: str, headers: dict[str, str]) -> None:
+        token = self._token(delivery)
+        if token is None:
+            return
+        with self.link.transaction() as tx:
+            self.link.send_in(tx, destination, delivery.body, headers)
+            self.link.ack_in(tx, token.ack_id)
+
+    def _count_redelivery(self, delivery: Delivery) -> None:
+        """A redelivered frame's worker died (or its connection did): that was an attempt.
+
+        The count must live in the message, not in this process, so a copy with the attempt
+        raised replaces the original before the item runs again.
+        """
+        token = delivery.token
+        assert isinstance(token, wire.FrameToken)
+        error = delivery.error or "redelivered by the broker: the worker holding it died or disconnected"
+        headers = wire.copy_headers(
+            delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
+        )
+        log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
+        self._resend_and_ack(delivery, token.destination, self.manager.wire_headers(headers))
+
+    def ack(self, delivery: Delivery) -> None:
+        token = self._token(delivery)
+        if token is not None:
+            self.link.ack(token.ack_id)
+
+    def retry(self, delivery: Delivery, delay: float, error: str) -> None:
+        token = delivery.token
+        assert isinstance(token, wire.FrameToken)
+        headers = wire.copy_headers(
+            delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
+        )
+        destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
+        self._resend_and_ack(delivery, destination, self.manager.wire_headers({**headers, **extra}))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        token = delivery.token
+        assert isinstance(token, wire.FrameToken)
+        headers = wire.copy_headers(
+            delivery,
+            token,
+            **{
+                wire.ERROR: wire.as_text(reason),
+                wire.ATTEMPTS: str(delivery.attempt),
+                wire.ORIGINAL_DESTINATION: token.destination,
+                wire.DEAD_AT: f"{time.time():.6f}",
+            },
+        )
+        self._resend_and_ack(delivery, self.config.dead_letter_destination, self.manager.wire_headers(headers))
+
+    def release(self) -> None:
+        """Hand prefetched frames back with their counts intact (a plain disconnect would make the
+        broker mark them redelivered, and each would be charged an attempt)."""
+        if not self.link.connected:
+            return
+        self._sort_incoming()
+        frames = [f for q in self._pending.values() for f in q]
+        for q in self._pending.values():
+            q.clear()
+        if not frames:
+            return
+        try:
+            with self.link.transaction() as tx:
+                for frame in frames:
+                    headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
+                    destination = frame.headers.get("destination", "")
+                    self.link.send_in(tx, destination, frame.body, self.manager.wire_headers(headers))
+                    self.link.ack_in(tx, frame.headers.get("ack", ""))
+            log.info("released %d prefetched item(s) back to the broker", len(frames))
+        except QueueError as exc:
+            log.warning("could not release prefetched items (the broker redelivers them): %s", exc)
+
+    def close(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            self.release()
+        self.link.close()

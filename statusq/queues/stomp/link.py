@@ -1,0 +1,270 @@
+"""One STOMP connection, with the care stomp.py leaves to its users.
+
+- Frames are handed off stomp.py's receiver thread at once (a queue and a wake-up pipe): a slow
+  handler must not stall the thread that answers heartbeats, and an exception in a listener
+  callback would end that thread for good.
+- Every wait has a timeout: receipts, connects.
+- stomp.py neither reconnects nor resubscribes after a drop: :meth:`StompLink.connect` builds a
+  fresh connection (trying the servers in order: failover) and replays the subscriptions.  Each
+  connection has a generation number, so an ack for a frame of an older connection is dropped
+  (the broker redelivers that frame anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import stomp
+from stomp.exception import ConnectFailedException, StompException
+
+from statusq.config import StompConfig
+from statusq.errors import ConnectionClosed, QueueError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    generation: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    destination: str
+    id: str
+    ack: str
+    headers: dict[str, str]
+
+
+def _server(entry: str) -> tuple[str, int]:
+    host, _, port = entry.rpartition(":")
+    return host, int(port)
+
+
+class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
+    def __init__(self, config: StompConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.frames: queue.SimpleQueue[Frame] = queue.SimpleQueue()
+        self.generation = 0
+        self.flavor = config.flavor if config.flavor != "auto" else "activemq"
+        self._conn: Any = None
+        self._subscriptions: list[_Subscription] = []
+        self._logical: dict[str, str] = {}
+        self._receipts: dict[str, threading.Event] = {}
+        self._failed_receipts: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- the receiver thread's side: record and wake, never raise -------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def on_connected(self, frame: Any) -> None:
+        server = frame.headers.get("server", "")
+        if self.config.flavor == "auto":
+            self.flavor = "rabbitmq" if server.lower().startswith("rabbitmq") else "activemq"
+        self._connected.set()
+
+    def on_message(self, frame: Any) -> None:
+        body = frame.body if isinstance(frame.body, bytes) else str(frame.body or "").encode()
+        headers = dict(frame.headers)
+        if "destination" in headers:
+            headers["destination"] = self._logical.get(headers["destination"], headers["destination"])
+        self.frames.put(Frame(self.generation, headers, body))
+        self._wake()
+
+    def on_receipt(self, frame: Any) -> None:
+        event = self._receipts.get(frame.headers.get("receipt-id", ""))
+        if event is not None:
+            event.set()
+
+    def on_error(self, frame: Any) -> None:
+        message = frame.headers.get("message", "")
+        detail = (frame.body or b"")[:500]
+        log.error("broker error on %s: %s %r", self.name, message, detail)
+        # The broker closes the connection after an ERROR frame: nothing pending will be
+        # confirmed, so fail every waiter now rather than at its timeout.
+        for receipt, event in list(self._receipts.items()):
+            self._failed_receipts[receipt] = f"{message} {detail.decode('utf-8', 'replace').strip()}"
+            event.set()
+
+    def on_disconnected(self) -> None:
+        self._connected.clear()
+        for event in list(self._receipts.values()):
+            event.set()  # waiters see the connection is gone
+        self._wake()
+
+    def on_heartbeat_timeout(self) -> None:
+        log.warning("heartbeat timeout on %s: the broker went quiet", self.name)
+
+    # -- the owner's side -------------------------------------------------------------------------
+
+    def physical(self, destination: str) -> str:
+        """The broker's name for a destination.  RabbitMQ refuses '/' inside a queue name, so
+        ``/queue/statusq/main/distrib`` becomes ``/queue/statusq.main.distrib`` there; the map
+        back is kept, so frames report the destination we subscribed to."""
+        if self.flavor != "rabbitmq":
+            return destination
+        for prefix in ("/queue/", "/topic/"):
+            if destination.startswith(prefix):
+                name = prefix + destination.removeprefix(prefix).strip("/").replace("/", ".")
+                self._logical[name] = destination
+                return name
+        return destination
+
+    def fileno(self) -> int:
+        return self._wake_r
+
+    def drain_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._connected.is_set() and self._conn.is_connected()
+
+    def connect(self) -> None:
+        """(Re)connect to the first server that answers, and replay every subscription."""
+        self._drop()
+        servers = [_server(s) for s in self.config.servers]
+        conn = stomp.Connection12(
+            servers,
+            prefer_localhost=False,
+            try_loopback_connect=False,
+            reconnect_attempts_max=1,
+            reconnect_sleep_initial=0.1,
+            reconnect_sleep_max=1.0,
+            heartbeats=tuple(self.config.heartbeats),
+            vhost=self.config.vhost,
+            auto_decode=False,
+            timeout=self.config.receipt_timeout,
+        )
+        conn.set_listener("statusq", self)
+        self.generation += 1
+        try:
+            conn.connect(self.config.username, self.config.password, wait=True)
+        except (ConnectFailedException, StompException, OSError) as exc:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+            raise ConnectionClosed(f"cannot connect to {', '.join(self.config.servers)}: {exc!r}") from None
+        if not self._connected.wait(self.config.receipt_timeout):
+            raise ConnectionClosed("broker did not answer CONNECT")
+        self._conn = conn
+        host, port = conn.transport.current_host_and_port or ("?", 0)
+        log.info("%s connected to %s:%s (%s)", self.name, host, port, self.flavor)
+        for sub in self._subscriptions:
+            self._send_subscribe(sub)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._connected.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+    def close(self) -> None:
+        self._drop()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _require(self) -> Any:
+        if not self.connected:
+            raise ConnectionClosed(f"{self.name}: not connected")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except QueueError:
+            raise
+        except (StompException, OSError) as exc:
+            raise ConnectionClosed(f"{self.name}: {what} failed: {exc!r}") from None
+
+    def subscribe(self, destination: str, ack: str = "client-individual", headers: dict[str, str] | None = None) -> str:
+        sub = _Subscription(destination, f"sub-{len(self._subscriptions)}", ack, dict(headers or {}))
+        self._subscriptions.append(sub)
+        if self.connected:
+            self._send_subscribe(sub)
+        return sub.id
+
+    def _send_subscribe(self, sub: _Subscription) -> None:
+        with self._translated("SUBSCRIBE"):
+            self._require().subscribe(self.physical(sub.destination), sub.id, ack=sub.ack, headers=sub.headers)
+
+    def send(self, destination: str, body: bytes, headers: dict[str, str], *, confirm: bool) -> None:
+        """SEND; with ``confirm``, return only once the broker has the message (a receipt)."""
+        with self._translated("SEND"):
+            conn = self._require()
+            if not confirm:
+                conn.send(self.physical(destination), body, headers=headers)
+                return
+            with self._receipt() as receipt:
+                conn.send(self.physical(destination), body, headers={**headers, "receipt": receipt})
+
+    def ack(self, ack_id: str, *, confirm: bool = False) -> None:
+        with self._translated("ACK"):
+            conn = self._require()
+            if not confirm:
+                conn.ack(ack_id)
+                return
+            with self._receipt() as receipt:
+                conn.ack(ack_id, receipt=receipt)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[str]:
+        """BEGIN … COMMIT with a receipt on the COMMIT; ABORT if the body raises."""
+        name = uuid.uuid4().hex
+        with self._translated("transaction"):
+            conn = self._require()
+            conn.begin(name)
+            try:
+                yield name
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.abort(name)
+                raise
+            with self._receipt() as receipt:
+                conn.commit(name, headers={"receipt": receipt})
+
+    def send_in(self, transaction: str, destination: str, body: bytes, headers: dict[str, str]) -> None:
+        with self._translated("SEND"):
+            self._require().send(self.physical(destination), body, headers={**headers, "transaction": transaction})
+
+    def ack_in(self, transaction: str, ack_id: str) -> None:
+        with self._translated("ACK"):
+            self._require().ack(ack_id, transaction=transaction)
+
+    @contextlib.contextmanager
+    def _receipt(self) -> Iterator[str]:
+        receipt = uuid.uuid4().hex
+        event = self._receipts[receipt] = threading.Event()
+        try:
+            yield receipt
+            if not event.wait(self.config.receipt_timeout):
+                raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
+            failed = self._failed_receipts.pop(receipt, None)
+            if failed is not None:
+                raise QueueError(f"{self.name}: broker refused: {failed}")
+            if not self.connected:
+                raise ConnectionClosed(f"{self.name}: connection lost before the receipt")
+        finally:
+            self._receipts.pop(receipt, None)

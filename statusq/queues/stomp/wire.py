@@ -1,0 +1,152 @@
+"""Headers on the wire, and a received frame turned into a Delivery.
+
+Messages from statusq carry ``statusq-*`` headers.  Messages from foreign producers (raw STOMP
+clients, ActiveMQ's OpenWire tools) carry none: their transport and site come from the breakout
+destination they were sent to, and a body without a content type is handed over as bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from statusq.defaults import BYTES_TYPE
+from statusq.item import Delivery
+from statusq.queues.stomp.destinations import Destinations
+
+SITE = "statusq-site"
+TRANSPORT = "statusq-transport"
+ATTEMPT = "statusq-attempt"
+ENQUEUED_AT = "statusq-enqueued-at"
+ID = "statusq-id"
+ERROR = "statusq-error"
+ATTEMPTS = "statusq-attempts"
+ORIGINAL_DESTINATION = "statusq-original-destination"
+DEAD_AT = "statusq-dead-at"
+SECRET = "statusq-secret"
+
+#: Headers the broker sets per delivery; never copied onto a re-sent message.
+BROKER_HEADERS = frozenset(
+    {
+        "message-id",
+        "destination",
+        "subscription",
+        "ack",
+        "redelivered",
+        "expires",
+        "timestamp",
+        "content-length",
+        "receipt",
+        "transaction",
+        "reply-to",
+        "persistent",
+        "priority",
+        "original-destination",
+        "x-message-ttl",
+        "x-dead-letter-exchange",
+        "x-dead-letter-routing-key",
+        "AMQ_SCHEDULED_DELAY",
+        "scheduledJobId",
+        "message",
+        "JMSXUserID",
+        "type",
+        "correlation-id",
+    }
+)
+MAX_ERROR = 900  # brokers limit header sizes; the full error is in the worker's log
+
+
+@dataclass(slots=True)
+class FrameToken:
+    """Everything needed to settle or re-send a delivery later."""
+
+    ack_id: str
+    subscription: str
+    destination: str
+    headers: dict[str, str]
+    generation: int  # the connection it arrived on; acks on a newer one are void
+
+
+def new_headers(site: str, transport: str, content_type: str) -> dict[str, str]:
+    return {
+        ID: uuid.uuid4().hex,
+        SITE: site,
+        TRANSPORT: transport,
+        ATTEMPT: "1",
+        ENQUEUED_AT: f"{time.time():.6f}",
+        "content-type": content_type,
+    }
+
+
+def copy_headers(delivery: Delivery, token: FrameToken, **changes: str) -> dict[str, str]:
+    """Headers for a re-send of ``delivery``: user headers kept, statusq's made explicit."""
+    headers = {k: v for k, v in token.headers.items() if k not in BROKER_HEADERS}
+    headers.update(
+        {
+            ID: delivery.id,
+            SITE: delivery.site,
+            TRANSPORT: delivery.transport,
+            ATTEMPT: str(delivery.attempt),
+            ENQUEUED_AT: f"{delivery.enqueued_at:.6f}",
+            "content-type": delivery.content_type,
+        }
+    )
+    headers.update(changes)
+    return headers
+
+
+def _float(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def to_delivery(
+    frame_headers: dict[str, str], body: bytes, destinations: Destinations, default_site: str, generation: int
+) -> Delivery:
+    """A frame as the processor sees it.  Never raises: what cannot be known is left empty, and
+    the processor dead-letters it with the reason (an empty transport has no handler)."""
+    headers = dict(frame_headers)
+    destination = headers.get("destination", "")
+    route = destinations.route(destination)
+    transport = headers.get(TRANSPORT) or (route.transport if route else None) or ""
+    site = headers.get(SITE) or (route.site if route else None) or default_site
+    timestamp_ms = _float(headers.get("timestamp"), 0.0)
+    enqueued = _float(headers.get(ENQUEUED_AT), timestamp_ms / 1000 if timestamp_ms else time.time())
+    priority = _int(headers.get("priority"), -1)
+    user = {k: v for k, v in headers.items() if k not in BROKER_HEADERS and not k.startswith("statusq-")}
+    return Delivery(
+        id=headers.get(ID) or headers.get("message-id", ""),
+        site=site,
+        transport=transport,
+        body=body,
+        content_type=headers.get("content-type") or BYTES_TYPE,
+        headers=user,
+        attempt=max(1, _int(headers.get(ATTEMPT), 1)),
+        enqueued_at=enqueued,
+        priority=priority if 0 <= priority <= 9 else None,
+        token=FrameToken(
+            ack_id=headers.get("ack") or headers.get("message-id", ""),
+            subscription=headers.get("subscription", ""),
+            destination=destination,
+            headers=headers,
+            generation=generation,
+        ),
+        error=headers.get(ERROR),
+    )
+
+
+def as_text(value: Any) -> str:
+    """Header values must be text; truncated so a long traceback cannot exceed broker limits."""
+    text = str(value).replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
