@@ -70,6 +70,12 @@ class ItemProcessor:
         lookup = self.sites.lookup(delivery.site)
         if lookup.site is None:
             return self._failed(delivery, lookup.problem or "site unavailable", lookup.retryable)
+        if not delivery.transport:
+            return Result(
+                Outcome.DEAD,
+                "cannot determine the item's transport: no statusq-transport header, and it was not "
+                "sent to a breakout destination",
+            )
         handler = self.registry.handler(delivery.transport)
         if handler is None:
             return Result(Outcome.DEAD, f"no handler registered for transport {delivery.transport!r}")

@@ -63,11 +63,13 @@ class SiteTable:
         self._require_file = config.sites.require_file
         self._sites: dict[str, SiteConfig] = {}
         self._broken: dict[str, str] = {}
+        self._removed: set[str] = set()
         self.reload_all()
 
     def reload_all(self) -> None:
         self._sites.clear()
         self._broken.clear()
+        self._removed.clear()
         if self._dir.is_dir():
             for path in sorted(self._dir.glob("*.toml")):
                 self.reload(path.name.removesuffix(".toml"))
@@ -77,6 +79,7 @@ class SiteTable:
         path = self._dir / f"{name}.toml"
         self._sites.pop(name, None)
         self._broken.pop(name, None)
+        self._removed.discard(name)
         if not path.exists():
             return
         try:
@@ -86,8 +89,10 @@ class SiteTable:
             self._broken[name] = str(exc)
 
     def remove(self, name: str) -> None:
+        """Stop serving a site: its items are dead-lettered until ``update-site`` brings it back."""
         self._sites.pop(name, None)
         self._broken.pop(name, None)
+        self._removed.add(name)
 
     @property
     def names(self) -> list[str]:
@@ -99,6 +104,8 @@ class SiteTable:
             if not site.enabled:
                 return SiteLookup(None, f"site {name!r} is disabled in its config")
             return SiteLookup(site)
+        if name in self._removed:
+            return SiteLookup(None, f"site {name!r} was removed (remove-site)")
         if name in self._broken:
             return SiteLookup(None, f"site {name!r} has a broken config: {self._broken[name]}", True)
         if self._require_file:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from statusq.defaults import DEFAULT_GROUP
+from statusq.control import ControlActions, ControlManager
+from statusq.defaults import DEFAULT_GROUP, EXIT_RESTART
 from statusq.hooks import HookChain, ItemHooks
 from statusq.io.listener import QueueListener
 from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.limits import SoftMemoryLimit
 from statusq.processor import ItemProcessor
-from statusq.queues.base import Subscription
+from statusq.queues.base import Consumer, Subscription
 from statusq.retry import RetryPolicy
 from statusq.runtime import Runtime
 
@@ -27,6 +28,7 @@ def subscription_for(runtime: Runtime, groups: set[str] | None) -> Subscription:
         transports=frozenset(registry.transports(groups)),
         catch_unknown=DEFAULT_GROUP in groups,
         known_transports=frozenset(registry.transports()),
+        groups=frozenset(groups),
     )
 
 
@@ -56,8 +58,22 @@ def build_master(
         len(runtime.sites.names),
         config.queue.subsystem,
     )
-    return IoMaster(
+    master = IoMaster(
         [listener, *(extra_managers or [])],
         memory_limit=SoftMemoryLimit(config.daemon.soft_memory_limit),
         idle_exit=idle_exit,
     )
+    master.managers.append(control_manager(runtime, consumer, master))
+    return master
+
+
+def control_manager(runtime: Runtime, consumer: Consumer, master: IoMaster) -> ControlManager:
+    """Control commands as a lone worker applies them; a supervisor's workers forward the
+    process-wide ones (reload, restart, shutdown) to it instead."""
+    stomp = runtime.config.queue.stomp
+    actions = ControlActions(
+        reload=runtime.sites.reload_all,
+        restart=lambda: master.request_stop(EXIT_RESTART),
+        shutdown=master.request_stop,
+    )
+    return ControlManager(consumer, runtime.sites, actions, channel=stomp.control_channel, secret=stomp.control_secret)

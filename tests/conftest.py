@@ -73,6 +73,8 @@ class Counter(QueueHandler):
             return False
         elif action == "raise":
             raise ValueError("boom " + str(p.get("n")))
+        elif action == "suicide":
+            os.kill(os.getpid(), 9)
         elif action == "leak":
             global HOARD
             HOARD = globals().get("HOARD", []) + [bytearray(p["mb"] << 20)]
@@ -148,6 +150,18 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     argv = [*STATUSQ, *(["--config", str(config)] if config else []), *args]
     return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
+    """Poll until ``predicate()`` is true; every wait in the tests is bounded."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def start_daemon(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[str]:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from statusq.cli import daemon, deadletters, enqueue, status
+from statusq.cli import control, daemon, deadletters, enqueue, status
 from statusq.errors import StatusqError
 
 EPILOG = """\b
@@ -18,6 +18,7 @@ Examples:
   statusq status --json
   statusq deadletters list
   statusq deadletters retry --all
+  statusq control update-site example.org
 """
 
 
@@ -40,6 +41,7 @@ cli.add_command(daemon.daemon)
 cli.add_command(enqueue.enqueue)
 cli.add_command(status.status)
 cli.add_command(deadletters.deadletters)
+cli.add_command(control.control)
 
 
 def main(argv: list[str] | None = None) -> int:

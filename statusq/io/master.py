@@ -42,6 +42,7 @@ class IoMaster:
         self.idle_exit = idle_exit
         self.clock = clock
         self.stopping = False
+        self.exit_code = 0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -56,8 +57,10 @@ class IoMaster:
         log.info("%s received: finishing the item in hand, then stopping", signal.Signals(signum).name)
         self.request_stop()
 
-    def request_stop(self) -> None:
+    def request_stop(self, exit_code: int = 0) -> None:
+        """Stop after the item in hand; ``exit_code`` is what :meth:`run` then returns."""
         self.stopping = True
+        self.exit_code = exit_code
         with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
             os.write(self._wake_w, b"x")
 
@@ -108,7 +111,7 @@ class IoMaster:
             if self._idle_long_enough(last_work):
                 log.info("idle for %.1fs: exiting", self.idle_exit)
                 return 0
-        return 0
+        return self.exit_code
 
     def _idle_long_enough(self, last_work: float) -> bool:
         if self.idle_exit is None or self.clock() - last_work < self.idle_exit:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from statusq.errors import QueueError
 from statusq.item import Delivery
 
 
@@ -80,6 +81,14 @@ class Consumer(abc.ABC):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Park the item where operators can see, requeue or purge it."""
 
+    def control_pending(self) -> bool:
+        """True when control messages wait for :meth:`take_control`."""
+        return False
+
+    def take_control(self) -> list[tuple[dict[str, str], bytes]]:
+        """Control messages received since the last call (headers, body)."""
+        return []
+
     def release(self) -> None:
         """Hand back anything fetched ahead but not yet handled (graceful shutdown)."""
 
@@ -110,6 +119,10 @@ class QueueManager(abc.ABC):
 
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    def send_control(self, text: str) -> None:
+        """Broadcast a control command to every daemon (see statusq.control)."""
+        raise QueueError(f"the {type(self).__name__} has no control channel")
 
     @abc.abstractmethod
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:

@@ -85,9 +85,7 @@ def test_plugin_failing_at_import_stops_start_up(sqlite_config: Path, plugin_dir
     assert "plugin 'broken' failed to import" in result.stderr and "cannot start" in result.stderr
 
 
-def test_duplicate_transport_is_refused_at_start_up_naming_both_plugins(
-    sqlite_config: Path, plugin_dir: Path
-) -> None:
+def test_duplicate_transport_is_refused_at_start_up_naming_both_plugins(sqlite_config: Path, plugin_dir: Path) -> None:
     (plugin_dir / "copycat.py").write_text(
         "from statusq import QueueHandler\n"
         "class Other(QueueHandler):\n    def handle(self, item): return True\n"

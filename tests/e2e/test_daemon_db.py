@@ -13,18 +13,9 @@ import pytest
 
 import statusq
 from statusq.defaults import EXIT_RESTART
-from tests.conftest import read_records, run_cli, start_daemon
+from tests.conftest import read_records, run_cli, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def backlog(config: Path) -> dict[str, int]:
@@ -89,9 +80,7 @@ def test_failing_item_is_retried_then_dead_lettered(db_url, write_config, record
     assert backlog(config)["dead"] == 0
 
 
-def test_two_daemons_on_one_database_never_handle_an_item_twice(
-    db_url, write_config, record_file, tmp_path
-) -> None:
+def test_two_daemons_on_one_database_never_handle_an_item_twice(db_url, write_config, record_file, tmp_path) -> None:
     # Given two daemons already running and competing on the same database
     config = write_config(db_url)
     logs = [tmp_path / "d1.log", tmp_path / "d2.log"]
@@ -182,9 +171,7 @@ def test_item_past_the_time_limit_is_stopped_and_dead_lettered(db_url, write_con
     assert "time limit of 0.5s" in letter["error"]
 
 
-def test_hostile_xml_is_dead_lettered_and_the_worker_keeps_going(
-    db_url, write_config, record_file, tmp_path
-) -> None:
+def test_hostile_xml_is_dead_lettered_and_the_worker_keeps_going(db_url, write_config, record_file, tmp_path) -> None:
     # Given an XXE body slipped into the queue past the producer-side check (a foreign writer)
     from sqlalchemy import insert
 
@@ -241,9 +228,7 @@ def test_item_for_a_transport_nobody_handles_is_dead_lettered(db_url, write_conf
     assert letter["error"] == "no handler registered for transport 'nobody-handles-this'"
 
 
-def test_site_settings_reach_the_handler_and_unknown_sites_are_refused(
-    write_config, record_file, tmp_path
-) -> None:
+def test_site_settings_reach_the_handler_and_unknown_sites_are_refused(write_config, record_file, tmp_path) -> None:
     # Given require_file = true and one site file with settings for the plugin
     sites = tmp_path / "sites"
     sites.mkdir()

@@ -113,9 +113,7 @@ def test_xml_element_round_trip() -> None:
     assert decoded.findtext("title") == "héllo ✓"
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/xml", "application/atom+xml", "Application/XML; charset=utf-8"]
-)
+@pytest.mark.parametrize("content_type", ["text/xml", "application/atom+xml", "Application/XML; charset=utf-8"])
 def test_xml_media_types(content_type: str) -> None:
     assert codec.is_xml(content_type)
     assert codec.decode(b"<r/>", content_type).tag == "r"
@@ -134,9 +132,7 @@ def test_malformed_xml_is_a_decode_error(body: bytes) -> None:
 
 
 def test_xxe_body_is_refused_and_the_file_never_read(secret_file: Path) -> None:
-    body = (
-        f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret_file}">]><r>&x;</r>'
-    ).encode()
+    body = (f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret_file}">]><r>&x;</r>').encode()
 
     with pytest.raises(DecodeError, match="entities") as caught:
         codec.decode(body, XML_TYPE)
@@ -163,9 +159,7 @@ def test_parameter_entity_is_refused(secret_file: Path) -> None:
 
 
 def test_billion_laughs_is_refused() -> None:
-    lols = "".join(
-        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' if i else '<!ENTITY lol0 "lol">' for i in range(10)
-    )
+    lols = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' if i else '<!ENTITY lol0 "lol">' for i in range(10))
     body = f'<?xml version="1.0"?><!DOCTYPE lolz [{lols}]><lolz>&lol9;</lolz>'.encode()
 
     # libxml2's amplification guard or our entity guard, whichever fires first: a DecodeError.

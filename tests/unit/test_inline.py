@@ -100,10 +100,7 @@ def test_always_failing_is_one_dead_letter(queue: InlineQueueManager, handler: A
     [letter] = queue.dead
     assert letter.id == item_id
     assert letter.attempts == MAX_RETRIES + 1
-    assert (
-        letter.error
-        == f"ValueError: attempt {MAX_RETRIES + 1} failed (gave up after {MAX_RETRIES + 1} attempts)"
-    )
+    assert letter.error == f"ValueError: attempt {MAX_RETRIES + 1} failed (gave up after {MAX_RETRIES + 1} attempts)"
     assert (letter.site, letter.transport, letter.headers) == ("example.org", "flaky", {"k": "v"})
     assert letter.body == b'{"fail":99}'
     assert letter.dead_at >= letter.enqueued_at
@@ -127,9 +124,7 @@ def test_unknown_transport_is_dead_lettered(queue: InlineQueueManager) -> None:
         ({"transport": "flaky", "headers": {"k": 1}}, "headers"),
     ],
 )
-def test_enqueue_refuses_bad_arguments(
-    queue: InlineQueueManager, kwargs: dict[str, object], match: str
-) -> None:
+def test_enqueue_refuses_bad_arguments(queue: InlineQueueManager, kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(DataError, match=match):
         queue.enqueue({}, **kwargs)  # type: ignore[arg-type]
     assert queue.handled == 0
@@ -140,9 +135,7 @@ def test_enqueue_refuses_a_payload_that_cannot_travel(queue: InlineQueueManager)
         queue.enqueue({"x": object()}, "flaky")
 
 
-def test_requeue_dead_runs_them_again_with_a_fresh_attempt_count(
-    queue: InlineQueueManager, handler: Any
-) -> None:
+def test_requeue_dead_runs_them_again_with_a_fresh_attempt_count(queue: InlineQueueManager, handler: Any) -> None:
     # Given two dead letters, made while the handler's dependency was down
     handler.down = True
     first = queue.enqueue({}, "flaky")

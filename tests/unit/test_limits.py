@@ -76,9 +76,7 @@ def test_hard_bound_is_the_cgroup_memory_max(proc: Path, cgroup: Path) -> None:
 
 @pytest.mark.usefixtures("no_rlimit")
 @pytest.mark.parametrize("memory_max", ["max\n", None, "nonsense"])
-def test_hard_bound_without_a_cgroup_limit_is_memtotal(
-    proc: Path, cgroup: Path, memory_max: str | None
-) -> None:
+def test_hard_bound_without_a_cgroup_limit_is_memtotal(proc: Path, cgroup: Path, memory_max: str | None) -> None:
     if memory_max is not None:
         (cgroup / "memory.max").write_text(memory_max)
     (proc / "meminfo").write_text("MemTotal:        2048 kB\nMemFree:          512 kB\n")
@@ -86,9 +84,7 @@ def test_hard_bound_without_a_cgroup_limit_is_memtotal(
     assert MemoryProbe(proc, cgroup).hard_bound() == 2048 * 1024
 
 
-def test_hard_bound_prefers_rlimit_as_over_memtotal(
-    proc: Path, cgroup: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_hard_bound_prefers_rlimit_as_over_memtotal(proc: Path, cgroup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (cgroup / "memory.max").write_text("max\n")
     (proc / "meminfo").write_text("MemTotal: 2048 kB\n")
     monkeypatch.setattr(limits.resource, "getrlimit", lambda which: (512 * MB, resource.RLIM_INFINITY))

@@ -236,9 +236,7 @@ def test_load_plugins_fills_a_given_registry(folder: Path) -> None:
 
 def test_entry_point_register_function_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    use_entry_points(
-        monkeypatch, FakeEntryPoint("ext", "ext_pkg:register", lambda api: calls.append(api.plugin))
-    )
+    use_entry_points(monkeypatch, FakeEntryPoint("ext", "ext_pkg:register", lambda api: calls.append(api.plugin)))
 
     plugins.load_plugins(config_for())
 
@@ -265,9 +263,7 @@ def test_entry_point_that_fails_to_load_is_named(monkeypatch: pytest.MonkeyPatch
     assert "ImportError: no ext_pkg" in str(caught.value)
 
 
-def test_same_name_in_folder_and_entry_point_is_an_error(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_same_name_in_folder_and_entry_point_is_an_error(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a folder plugin and an installed entry point both called "alpha"
     write_plugin(folder, "alpha", handler_plugin("alpha"))
     use_entry_points(monkeypatch, FakeEntryPoint("alpha", "alpha_pkg:register", lambda api: None))

@@ -163,9 +163,7 @@ def test_later_retries_back_off_longer(processor: ItemProcessor, consumer: Recor
     assert 1.6 <= consumer.retried[0][1] <= 2.0
 
 
-@pytest.mark.parametrize(
-    ("action", "reason"), [("raise", "ValueError: boom"), ("raise-bare", "RuntimeError")]
-)
+@pytest.mark.parametrize(("action", "reason"), [("raise", "ValueError: boom"), ("raise-bare", "RuntimeError")])
 def test_exception_retries_with_the_error(
     processor: ItemProcessor, consumer: RecordingConsumer, action: str, reason: str
 ) -> None:
@@ -175,9 +173,7 @@ def test_exception_retries_with_the_error(
     assert consumer.retried[0][2] == reason
 
 
-def test_time_limit_exceeded_retries(
-    registry: HandlerRegistry, sites_dir: Path, consumer: RecordingConsumer
-) -> None:
+def test_time_limit_exceeded_retries(registry: HandlerRegistry, sites_dir: Path, consumer: RecordingConsumer) -> None:
     processor = ItemProcessor(registry, site_table(sites_dir), POLICY, item_time_limit=0.1)
 
     result = process(processor, consumer, make_delivery({"do": "spin"}))
@@ -186,9 +182,7 @@ def test_time_limit_exceeded_retries(
     assert result.reason == "ItemTimeLimitExceeded: handler ran past the time limit of 0.1s"
 
 
-def test_a_broken_site_retries(
-    processor: ItemProcessor, consumer: RecordingConsumer, handler: Scripted
-) -> None:
+def test_a_broken_site_retries(processor: ItemProcessor, consumer: RecordingConsumer, handler: Scripted) -> None:
     result = process(processor, consumer, make_delivery(site="broken.org"))
 
     assert result.outcome is Outcome.RETRY
@@ -206,9 +200,7 @@ def test_last_attempt_failing_is_dead(processor: ItemProcessor, consumer: Record
     assert consumer.dead[0][1] == "ValueError: boom (gave up after 3 attempts)"
 
 
-def test_a_broken_site_on_the_last_attempt_is_dead(
-    processor: ItemProcessor, consumer: RecordingConsumer
-) -> None:
+def test_a_broken_site_on_the_last_attempt_is_dead(processor: ItemProcessor, consumer: RecordingConsumer) -> None:
     process(processor, consumer, make_delivery(site="broken.org", attempt=3))
 
     assert "broken config" in consumer.dead[0][1]

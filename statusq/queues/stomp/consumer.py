@@ -177,6 +177,16 @@ class StompConsumer(Consumer):
         )
         self._resend_and_ack(delivery, self.config.dead_letter_destination, self.manager.wire_headers(headers))
 
+    def control_pending(self) -> bool:
+        self._sort_incoming()
+        return bool(self.control)
+
+    def take_control(self) -> list[tuple[dict[str, str], bytes]]:
+        self._sort_incoming()
+        taken = [(f.headers, f.body) for f in self.control]
+        self.control.clear()
+        return taken
+
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the
         broker mark them redelivered, and each would be charged an attempt)."""

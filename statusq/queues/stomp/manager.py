@@ -86,6 +86,17 @@ class StompQueueManager(QueueManager):
         self.send(self.destinations.for_item(self.group_of(transport), transport, site), body, out)
         return out[wire.ID]
 
+    def send_control(self, text: str) -> None:
+        from statusq.control import SECRET_HEADER, parse_command
+
+        parse_command(text)  # refuse a bad command here, not in every daemon's log
+        if not self.stomp.control_channel:
+            raise QueueError("no control channel configured ([queue.stomp] control_channel)")
+        headers = {"content-type": "text/plain"}
+        if self.stomp.control_secret:
+            headers[SECRET_HEADER] = self.stomp.control_secret
+        self._link().send(self.stomp.control_channel, text.encode(), headers, confirm=True)
+
     def subscribe(self, subscription: Subscription) -> Consumer:
         from statusq.queues.stomp.consumer import StompConsumer
 

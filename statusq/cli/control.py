@@ -1,0 +1,25 @@
+"""``statusq control``: broadcast a command to every daemon on the broker."""
+
+from __future__ import annotations
+
+import click
+
+from statusq.cli.helpers import runtime
+from statusq.control import COMMANDS
+
+
+@click.command()
+@click.argument("command", type=click.Choice(sorted(COMMANDS)))
+@click.argument("site", required=False)
+@click.pass_context
+def control(ctx: click.Context, command: str, site: str | None) -> int:
+    """Tell every daemon to update-site SITE, remove-site SITE, reload, restart or shutdown.
+
+    Daemons apply it between items.  A removed site's items are dead-lettered with that reason
+    until an update-site brings it back.
+    """
+    text = f"{command} {site}" if site else command
+    with runtime(ctx).queue_manager() as qm:
+        qm.send_control(text)
+    click.echo(f"sent: {text}")
+    return 0

@@ -1,0 +1,126 @@
+"""Brokers for the STOMP tests: the shared ActiveMQ and RabbitMQ, and private ActiveMQ instances
+for tests that stop, kill or fail over a broker (so no other test loses its broker)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import stomp
+
+from tests.servers import require
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTIVEMQ_SH = ROOT / "scripts" / "servers" / "activemq.sh"
+
+
+@dataclass(frozen=True)
+class Broker:
+    name: str  # "activemq" or "rabbitmq"
+    port: int
+    basename: str  # unique per test: queues never leak between tests
+    control: str
+
+    @property
+    def servers(self) -> list[str]:
+        return [f"127.0.0.1:{self.port}"]
+
+    def physical(self, destination: str) -> str:
+        """What a foreign client must send to (RabbitMQ has no '/' inside queue names)."""
+        if self.name != "rabbitmq":
+            return destination
+        prefix = destination[: destination.index("/", 1) + 1]
+        return prefix + destination.removeprefix(prefix).strip("/").replace("/", ".")
+
+
+PORTS = {"activemq": 61613, "rabbitmq": 61614}
+
+
+def make_broker(name: str, port: int | None = None) -> Broker:
+    port = port or PORTS[name]
+    require("127.0.0.1", port, f"{name} STOMP")
+    tag = uuid.uuid4().hex[:10]
+    return Broker(name, port, f"/queue/t{tag}/", f"/topic/t{tag}.control")
+
+
+def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -> str:
+    import json
+
+    values = {
+        "servers": servers or broker.servers,
+        "username": "guest",
+        "password": "guest",
+        "basename": broker.basename,
+        "control_channel": broker.control,
+        "reconnect_delay": "200ms",
+        "reconnect_delay_max": "2s",
+        **extra,
+    }
+    return "[queue.stomp]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
+def raw_connection(port: int) -> Any:
+    """A plain stomp.py client that knows nothing of statusq (a foreign producer or a probe)."""
+    conn = stomp.Connection12([("127.0.0.1", port)], vhost="/", auto_decode=False)
+    conn.connect("guest", "guest", wait=True)
+    return conn
+
+
+def drain(port: int, destination: str, seconds: float = 2.0) -> list[tuple[dict[str, str], bytes]]:
+    """Consume and ack everything on a destination (e.g. the dead-letter queue)."""
+    import queue
+
+    got: queue.SimpleQueue[tuple[dict[str, str], bytes]] = queue.SimpleQueue()
+
+    class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_message(self, frame: Any) -> None:
+            got.put((dict(frame.headers), frame.body))
+            conn.ack(frame.headers["ack"])
+
+    conn = raw_connection(port)
+    conn.set_listener("drain", Listener())
+    conn.subscribe(destination, "drain", ack="client-individual")
+    out = []
+    try:
+        while True:
+            out.append(got.get(timeout=seconds))
+    except queue.Empty:
+        pass
+    conn.disconnect()
+    return out
+
+
+class PrivateActiveMQ:
+    """An ActiveMQ of the test's own, on its own ports (and, for a pair, a shared store)."""
+
+    def __init__(self, name: str, stomp_port: int, openwire_port: int, store: Path | None = None) -> None:
+        self.name, self.stomp_port, self.openwire_port, self.store = name, stomp_port, openwire_port, store
+
+    def start(self, wait: bool = True) -> None:
+        args = [str(ACTIVEMQ_SH), "start", self.name, str(self.stomp_port), str(self.openwire_port)]
+        if self.store is not None:
+            args.append(str(self.store))
+        if not wait:
+            args.append("--no-wait")
+        subprocess.run(args, check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run([str(ACTIVEMQ_SH), "stop", self.name], capture_output=True, timeout=60)
+
+    def kill(self) -> None:
+        subprocess.run([str(ACTIVEMQ_SH), "kill", self.name], capture_output=True, timeout=60)
+
+
+def private_activemq(
+    name: str, stomp_port: int, openwire_port: int, store: Path | None = None
+) -> Iterator[PrivateActiveMQ]:
+    require("127.0.0.1", 61613, "ActiveMQ (the package)")  # proves activemq is installed here
+    broker = PrivateActiveMQ(name, stomp_port, openwire_port, store)
+    try:
+        yield broker
+    finally:
+        broker.kill()
