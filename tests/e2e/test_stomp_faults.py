@@ -1,0 +1,96 @@
+"""Broker faults: a restart mid-run and a master/slave failover lose nothing.
+
+Each test runs its own ActiveMQ on its own ports, so stopping or killing it harms no other test.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import statusq
+from tests.conftest import read_records, start_daemon, wait_for
+from tests.servers import reachable
+from tests.stomp import PrivateActiveMQ, make_broker, private_activemq, stomp_toml
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def restartable() -> Iterator[PrivateActiveMQ]:
+    for broker in private_activemq("restart", 61623, 61626):
+        broker.start()
+        yield broker
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[PrivateActiveMQ, PrivateActiveMQ]]:
+    store = tmp_path / "shared-store"
+    for master in private_activemq("fa", 61631, 61641, store):
+        for slave in private_activemq("fb", 61632, 61642, store):
+            master.start()
+            slave.start(wait=False)  # waits on the store's lock, opens no port yet
+            yield master, slave
+
+
+def config_for(write_config: Callable[..., Path], servers: list[str]) -> Path:
+    broker = make_broker("activemq")  # unique destinations; servers are the private ones
+    return write_config(
+        "sqlite:///unused.sqlite",
+        stomp_toml(broker, servers=servers, prefetch=20),
+        queue={"subsystem": "stomp", "max_retries": 10},
+    )
+
+
+def handled(record_file: Path) -> Counter[int]:
+    return Counter(r["n"] for r in read_records(record_file))
+
+
+def test_persistent_items_survive_a_broker_restart_mid_run(restartable, write_config, record_file, tmp_path) -> None:
+    # Given 300 persistent items and a daemon working through them
+    config = config_for(write_config, ["127.0.0.1:61623"])
+    with statusq.connect(config) as qm:
+        for n in range(300):
+            qm.enqueue({"n": n, "action": "sleep", "seconds": 0.01}, "count")
+    daemon = start_daemon(config, "--idle-exit", "20", log=tmp_path / "daemon.log")
+    wait_for(lambda: len(handled(record_file)) >= 30, what="work under way")
+
+    # When the broker stops and starts again
+    restartable.stop()
+    restartable.start()
+
+    # Then the daemon reconnects, and every item is handled, none lost
+    assert daemon.wait(timeout=240) == 0
+    counts = handled(record_file)
+    assert set(counts) == set(range(300))
+    duplicates = sum(counts.values()) - 300
+    assert duplicates <= 21, "at most the prefetch window and the item in hand run twice"
+    log = (tmp_path / "daemon.log").read_text()
+    assert log.count("consumer connected") >= 2, "it reconnected"
+
+
+def test_failover_to_the_slave_loses_nothing(pair, write_config, record_file, tmp_path) -> None:
+    master, _slave = pair
+    config = config_for(write_config, ["127.0.0.1:61631", "127.0.0.1:61632"])
+    producer = statusq.connect(config)
+    for n in range(300):
+        producer.enqueue({"n": n, "action": "sleep", "seconds": 0.01}, "count")
+    daemon = start_daemon(config, "--idle-exit", "20", log=tmp_path / "daemon.log")
+    wait_for(lambda: len(handled(record_file)) >= 30, what="work under way")
+
+    # When the master is killed mid-run
+    master.kill()
+    wait_for(lambda: reachable("127.0.0.1", 61632), timeout=120, what="the slave to take over")
+
+    # Then the producer fails over too, and every item, old and new, is handled
+    for n in range(300, 400):
+        producer.enqueue({"n": n}, "count")
+    producer.close()
+    assert daemon.wait(timeout=240) == 0
+    counts = handled(record_file)
+    assert set(counts) == set(range(400))
+    assert sum(counts.values()) - 400 <= 21
+    assert "127.0.0.1:61632" in (tmp_path / "daemon.log").read_text()
