@@ -7,12 +7,16 @@ once: a body that did not parse will not parse on the next attempt either.
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from lxml import etree
+import sys
+from typing import TYPE_CHECKING, Any
 
 from statusq.defaults import BYTES_TYPE, JSON_TYPE, XML_TYPE
 from statusq.errors import DataError, DecodeError
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+# lxml is imported on first use: 4 MB a worker that never sees XML need not carry.
 
 _XML_TYPES = frozenset({XML_TYPE, "text/xml", "application/atom+xml"})
 
@@ -32,6 +36,8 @@ def is_json(content_type: str) -> bool:
 
 
 def _parser() -> etree.XMLParser:
+    from lxml import etree
+
     # A new parser per call: lxml parsers are not safe to share between threads.
     return etree.XMLParser(
         resolve_entities=False,
@@ -45,6 +51,8 @@ def _parser() -> etree.XMLParser:
 
 def parse_xml(body: bytes) -> etree._Element:
     """Parse untrusted XML; refuse entity declarations outright (XXE, billion laughs)."""
+    from lxml import etree
+
     try:
         root = etree.fromstring(body, parser=_parser())
     except etree.XMLSyntaxError as exc:
@@ -69,6 +77,11 @@ def decode(body: bytes, content_type: str) -> Any:
     return body
 
 
+def _is_element(payload: Any) -> bool:
+    etree_module = sys.modules.get("lxml.etree")  # no element can exist before lxml is loaded
+    return etree_module is not None and isinstance(payload, etree_module._Element)
+
+
 def encode(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
     """Serialize a payload for the wire; returns the body and the content type used.
 
@@ -79,12 +92,14 @@ def encode(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
     if content_type is None:
         if isinstance(payload, (bytes, bytearray)):
             content_type = BYTES_TYPE
-        elif isinstance(payload, etree._Element):
+        elif _is_element(payload):
             content_type = XML_TYPE
         else:
             content_type = JSON_TYPE
     if is_xml(content_type):
-        if isinstance(payload, etree._Element):
+        if _is_element(payload):
+            from lxml import etree
+
             return etree.tostring(payload, encoding="utf-8"), content_type
         if isinstance(payload, str):
             raw = payload.encode("utf-8")

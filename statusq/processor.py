@@ -14,7 +14,7 @@ from statusq import codec
 from statusq.errors import DecodeError, ItemTimeLimitExceeded
 from statusq.hooks import HookChain, ItemHooks, Outcome, Result
 from statusq.item import Delivery, QueueItem
-from statusq.limits import time_limit
+from statusq.limits import ItemTimer
 from statusq.queues.base import Consumer
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
@@ -42,6 +42,7 @@ class ItemProcessor:
         self.sites = sites
         self.policy = policy
         self.item_time_limit = item_time_limit
+        self._timer = ItemTimer(item_time_limit)
         # Always a chain: a bare hook that raises must not keep an item from being settled.
         self.hooks = hooks if isinstance(hooks, HookChain) else HookChain([hooks] if hooks else [])
 
@@ -96,7 +97,7 @@ class ItemProcessor:
         )
         started = time.perf_counter()
         try:
-            with site_context(lookup.site), time_limit(self.item_time_limit):
+            with site_context(lookup.site), self._timer:
                 done = handler.handle(item)
         except (Exception, ItemTimeLimitExceeded) as exc:
             log.debug("handler raised", exc_info=True)

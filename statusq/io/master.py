@@ -22,6 +22,8 @@ from statusq.limits import SoftMemoryLimit
 log = logging.getLogger(__name__)
 
 _MAX_WAIT = 1.0  # never sleep longer, so flags and limits are looked at at least this often
+_SELECT_EVERY = 0.02  # while busy, look at the other descriptors at least this often
+_MEMORY_EVERY = 0.05  # and at the memory limit
 
 
 class ForcedShutdown(BaseException):
@@ -85,12 +87,23 @@ class IoMaster:
 
     def _loop(self) -> int:
         last_work = self.clock()
+        last_select = 0.0
+        last_memory_check = 0.0
         while not self.stopping:
-            by_fd = {fd: m for m in self.managers for fd in m.filenos()}
             wait = min([_MAX_WAIT, *(m.timeout() for m in self.managers)])
-            try:
-                ready, _, _ = select.select([self._wake_r, *by_fd], [], [], max(0.0, wait))
-            except InterruptedError:
+            now = self.clock()
+            by_fd: dict[int, IoManager] = {}
+            if wait > 0 or now - last_select >= _SELECT_EVERY:
+                by_fd = {fd: m for m in self.managers for fd in m.filenos()}
+                # While a manager has work due, skip select() but for a glance now and then at
+                # the other descriptors: every select() gives the GIL away to the broker's
+                # receiver thread, and while items flow that cost as much as handling them.
+                last_select = now
+                try:
+                    ready, _, _ = select.select([self._wake_r, *by_fd], [], [], max(0.0, wait))
+                except InterruptedError:
+                    ready = []
+            else:
                 ready = []
             if self._wake_r in ready:
                 self._drain_wake_pipe()
@@ -100,7 +113,12 @@ class IoMaster:
                     break
                 if (manager in woken or manager.timeout() <= 0) and manager.poll():
                     last_work = self.clock()
-            over = self.memory_limit.exceeded() if self.memory_limit else None
+            over = None
+            if self.memory_limit is not None and now - last_memory_check >= _MEMORY_EVERY:
+                # Reading /proc per item cost as much as a no-op handler; a few checks a second
+                # still stop a leaking worker within a handful of items.
+                last_memory_check = now
+                over = self.memory_limit.exceeded()
             if over is not None:
                 log.warning(
                     "soft memory limit exceeded (rss %d MB > %d MB): exiting to be replaced",

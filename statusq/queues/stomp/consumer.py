@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROL = "control"
+_ACK_DELAY = 0.02  # longest an ack waits for company while items keep coming
 
 
 class StompConsumer(Consumer):
@@ -72,11 +73,9 @@ class StompConsumer(Consumer):
         self.link.drain_wakeups()
 
     def _sort_incoming(self) -> None:
-        while True:
-            try:
-                frame = self.link.frames.get_nowait()
-            except Exception:
-                return
+        frames = self.link.frames
+        while not frames.empty():  # no exception per call: this runs for every item
+            frame = frames.get_nowait()
             if frame.generation != self.link.generation:
                 continue
             sub_id = frame.headers.get("subscription", "")
@@ -111,7 +110,10 @@ class StompConsumer(Consumer):
             if frame.headers.get("redelivered", "false").lower() == "true":
                 self._count_redelivery(delivery)
                 continue
+            if self.link.acks_overdue(_ACK_DELAY):
+                self.link.flush_acks()
             return delivery
+        self.link.flush_acks()  # nothing more to do right now: confirm what is done
         return None
 
     def _token(self, delivery: Delivery) -> wire.FrameToken | None:
@@ -178,7 +180,7 @@ class StompConsumer(Consumer):
         self._resend_and_ack(delivery, self.config.dead_letter_destination, self.manager.wire_headers(headers))
 
     def control_pending(self) -> bool:
-        self._sort_incoming()
+        # Frames are sorted by fetch(), which the wake-up descriptor triggers even when idle.
         return bool(self.control)
 
     def take_control(self) -> list[tuple[dict[str, str], bytes]]:
@@ -192,6 +194,7 @@ class StompConsumer(Consumer):
         broker mark them redelivered, and each would be charged an attempt)."""
         if not self.link.connected:
             return
+        self.link.flush_acks()
         self._sort_incoming()
         frames = [f for q in self._pending.values() for f in q]
         for q in self._pending.values():

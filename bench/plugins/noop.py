@@ -1,0 +1,39 @@
+"""The benchmark's handlers: a no-op that timestamps the first and last item, and a latency probe."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+
+from statusq import PluginApi, QueueHandler, QueueItem
+
+OUT = os.environ.get("BENCH_OUT", "/dev/null")
+EXPECT = int(os.environ.get("BENCH_EXPECT", "0"))
+
+
+class Noop(QueueHandler):
+    count = 0
+    first = 0.0
+
+    def handle(self, item: QueueItem) -> bool:
+        Noop.count += 1
+        if Noop.count == 1:
+            Noop.first = time.perf_counter()
+        if Noop.count == EXPECT:
+            with open(OUT, "w") as fh:
+                fh.write(f"{Noop.count} {time.perf_counter() - Noop.first}\n")
+        return True
+
+
+class Latency(QueueHandler):
+    def handle(self, item: QueueItem) -> bool:
+        lag = (datetime.now(timezone.utc) - item.enqueued_at).total_seconds()
+        with open(OUT, "a") as fh:
+            fh.write(f"{lag}\n")
+        return True
+
+
+def register(api: PluginApi) -> None:
+    api.register_handler("noop", Noop)
+    api.register_handler("latency", Latency)

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""statusq's throughput and latency against a raw stomp.py baseline measured in the same run.
+
+For each broker (ActiveMQ on 61613, RabbitMQ's STOMP on 61614), same prefetch and ack mode:
+  (a) raw:     a bare stomp.py consumer acking N persistent 200-byte messages (client-individual)
+  (b) statusq: `statusq daemon`, one worker, a no-op handler, on the same N messages
+  (c) latency: enqueue -> handler start, p50/p99, items enqueued one at a time to an idle worker
+Rates count from the first message handled to the last, so connection set-up is left out of
+both.  Figures vary by +-30% on shared machines: read the ratio b/a, measured minutes apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import stomp
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
+BROKERS = {"activemq": 61613, "rabbitmq": 61614}
+
+
+def physical(broker: str, destination: str) -> str:
+    if broker != "rabbitmq":
+        return destination
+    return "/queue/" + destination.removeprefix("/queue/").strip("/").replace("/", ".")
+
+
+def connect(port: int) -> Any:
+    conn = stomp.Connection12([("127.0.0.1", port)], vhost="/", auto_decode=False)
+    conn.connect("guest", "guest", wait=True)
+    return conn
+
+
+def fill(port: int, destination: str, n: int, transport: str) -> None:
+    """N persistent messages as statusq sends them, confirmed by a receipt on the last one."""
+    conn = connect(port)
+    done = threading.Event()
+
+    class Receipt(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_receipt(self, frame: Any) -> None:
+            done.set()
+
+    conn.set_listener("r", Receipt())
+    headers = {
+        "persistent": "true",
+        "content-type": "application/json",
+        "statusq-transport": transport,
+        "statusq-site": "bench.example",
+        "statusq-attempt": "1",
+    }
+    for i in range(n):
+        extra = {"receipt": "last"} if i == n - 1 else {}
+        conn.send(destination, BODY, headers={**headers, "statusq-id": str(i), **extra})
+    if not done.wait(120):
+        raise SystemExit("fill: no receipt from the broker")
+    conn.disconnect()
+
+
+def raw_consume(port: int, destination: str, n: int, prefetch: int) -> float:
+    """The ceiling: receive and ack, nothing else.  Returns messages per second."""
+    frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_message(self, frame: Any) -> None:
+            frames.put(frame)
+
+    conn = connect(port)
+    conn.set_listener("l", Listener())
+    window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
+    conn.subscribe(destination, "raw", ack="client-individual", headers=window)
+    first = frames.get(timeout=60)
+    started = time.perf_counter()
+    conn.ack(first.headers["ack"])
+    for _ in range(n - 1):
+        frame = frames.get(timeout=60)
+        json.loads(frame.body)  # the decode any consumer does
+        conn.ack(frame.headers["ack"])
+    elapsed = time.perf_counter() - started
+    conn.disconnect()
+    return (n - 1) / elapsed
+
+
+def write_config(folder: Path, broker: str, basename: str, prefetch: int) -> Path:
+    path = folder / "statusq.toml"
+    path.write_text(
+        f"""
+[queue]
+subsystem = "stomp"
+[queue.stomp]
+servers = ["127.0.0.1:{BROKERS[broker]}"]
+username = "guest"
+password = "guest"
+basename = "{basename}"
+control_channel = "/topic/{basename.strip("/").split("/")[-1]}.control"
+prefetch = {prefetch}
+[plugins]
+paths = ["{ROOT / "bench" / "plugins"}"]
+[log]
+level = "WARNING"
+"""
+    )
+    return path
+
+
+def daemon(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "statusq.cli.main", "--config", str(config), "daemon"]
+    return subprocess.Popen(argv, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def statusq_consume(broker: str, n: int, prefetch: int, work: Path) -> tuple[float, float]:
+    basename = f"/queue/bench{uuid.uuid4().hex[:8]}/"
+    fill(BROKERS[broker], physical(broker, basename + "main"), n, "noop")
+    out = work / f"{broker}.tput"
+    proc = daemon(write_config(work, broker, basename, prefetch), {"BENCH_OUT": str(out), "BENCH_EXPECT": str(n)})
+    try:
+        deadline = time.monotonic() + 600
+        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        count, seconds = out.read_text().split()
+        return (int(count) - 1) / float(seconds), 0.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]:
+    """p50 and p99 of enqueue -> handler start, and the idle worker's RSS."""
+    sys.path.insert(0, str(ROOT))
+    import statusq
+
+    basename = f"/queue/lat{uuid.uuid4().hex[:8]}/"
+    config = write_config(work, broker, basename, 100)
+    out = work / f"{broker}.lat"
+    proc = daemon(config, {"BENCH_OUT": str(out)})
+    try:
+        qm = statusq.connect(config)
+        qm.enqueue({}, "latency")  # warm-up: connection and first-item costs
+        deadline = time.monotonic() + 60
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        idle_rss = rss_mb(proc.pid)
+        out.unlink()
+        for _ in range(samples):
+            qm.enqueue({}, "latency")
+            time.sleep(0.01)
+        qm.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().split()) >= samples:
+                break
+            time.sleep(0.05)
+        lags = sorted(float(x) * 1000 for x in out.read_text().split())
+        return statistics.median(lags), lags[int(len(lags) * 0.99) - 1], idle_rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=500, help="latency samples")
+    parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=list(BROKERS))
+    args = parser.parse_args()
+    print(
+        f"statusq bench {time.strftime('%Y-%m-%d')} on {platform.node()} ({os.cpu_count()} cores, "
+        f"Python {platform.python_version()}), {args.messages} persistent 200-byte messages, "
+        f"prefetch {args.prefetch}, client-individual acks"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for broker in args.brokers:
+            port = BROKERS[broker]
+            destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
+            fill(port, destination, args.messages, "noop")
+            raw = raw_consume(port, destination, args.messages, args.prefetch)
+            ours, _ = statusq_consume(broker, args.messages, args.prefetch, work)
+            p50, p99, rss = latency(broker, args.samples, work)
+            rows.append((broker, raw, ours, ours / raw, p50, p99, rss))
+    print()
+    print(
+        "| broker | (a) raw stomp.py msg/s | (b) statusq msg/s | b/a | latency p50 ms | p99 ms | idle worker RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for broker, raw, ours, ratio, p50, p99, rss in rows:
+        print(f"| {broker} | {raw:,.0f} | {ours:,.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
