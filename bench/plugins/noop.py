@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from statusq import PluginApi, QueueHandler, QueueItem
 
@@ -28,7 +28,7 @@ class Noop(QueueHandler):
 
 class Latency(QueueHandler):
     def handle(self, item: QueueItem) -> bool:
-        lag = (datetime.now(timezone.utc) - item.enqueued_at).total_seconds()
+        lag = (datetime.now(UTC) - item.enqueued_at).total_seconds()
         with open(OUT, "a") as fh:
             fh.write(f"{lag}\n")
         return True
