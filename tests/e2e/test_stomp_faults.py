@@ -5,6 +5,7 @@ Each test runs its own ActiveMQ on its own ports, so stopping or killing it harm
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,18 +13,38 @@ from pathlib import Path
 import pytest
 
 import statusq
-from tests.conftest import read_records, start_daemon, wait_for
+from tests.conftest import ROOT, read_records, start_daemon, wait_for
 from tests.servers import reachable
 from tests.stomp import PrivateActiveMQ, make_broker, private_activemq, stomp_toml
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def restartable() -> Iterator[PrivateActiveMQ]:
+class RabbitNode:
+    """The suite's own RabbitMQ node (never the machine's): stopped and started in place."""
+
+    script = str(ROOT / "scripts" / "servers" / "rabbitmq.sh")
+
+    def stop(self) -> None:
+        subprocess.run([self.script, "stop"], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        subprocess.run([self.script, "ensure"], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(params=["activemq", "rabbitmq"])
+def restartable(request: pytest.FixtureRequest) -> Iterator[tuple[str, PrivateActiveMQ | RabbitNode]]:
+    if request.param == "rabbitmq":
+        make_broker("rabbitmq")  # reachable, or skip/fail as the suite's rule says
+        node = RabbitNode()
+        try:
+            yield "127.0.0.1:61614", node
+        finally:
+            node.start()  # whatever happened, leave it running for the other tests
+        return
     for broker in private_activemq("restart", 61623, 61626):
         broker.start()
-        yield broker
+        yield "127.0.0.1:61623", broker
 
 
 @pytest.fixture
@@ -51,7 +72,8 @@ def handled(record_file: Path) -> Counter[int]:
 
 def test_persistent_items_survive_a_broker_restart_mid_run(restartable, write_config, record_file, tmp_path) -> None:
     # Given 300 persistent items and a daemon working through them
-    config = config_for(write_config, ["127.0.0.1:61623"])
+    server, broker = restartable
+    config = config_for(write_config, [server])
     with statusq.connect(config) as qm:
         for n in range(300):
             qm.enqueue({"n": n, "action": "sleep", "seconds": 0.01}, "count")
@@ -59,8 +81,8 @@ def test_persistent_items_survive_a_broker_restart_mid_run(restartable, write_co
     wait_for(lambda: len(handled(record_file)) >= 30, what="work under way")
 
     # When the broker stops and starts again
-    restartable.stop()
-    restartable.start()
+    broker.stop()
+    broker.start()
 
     # Then the daemon reconnects, and every item is handled, none lost
     assert daemon.wait(timeout=240) == 0
