@@ -198,7 +198,7 @@ def test_control_channel_adds_and_removes_sites_while_running(stomp_config, reco
         conn.send(broker.physical(broker.control), b"remove-site new.example", headers={"statusq-secret": "wrong"})
         conn.send(broker.physical(broker.control), b"format-disk", headers={"statusq-secret": "s3cret"})
         conn.disconnect()
-        wait_for(lambda: log.read_text().count("control message ignored") == 2, what="bad commands ignored")
+        wait_for(lambda: log.read_text().count("control message ignored") >= 2, what="bad commands ignored")
 
         # And remove-site makes the site's items dead letters, with that reason
         assert run_cli("control", "remove-site", "new.example", config=config).returncode == 0

@@ -176,13 +176,18 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         conn.set_listener("statusq", self)
         self.generation += 1
         try:
-            conn.connect(self.config.username, self.config.password, wait=True)
+            # wait=False: stomp.py's own wait has no timeout; ours (below) does.
+            conn.connect(self.config.username, self.config.password, wait=False)
         except (ConnectFailedException, StompException, OSError) as exc:
             with contextlib.suppress(Exception):
-                conn.disconnect()
+                conn.transport.running = False
+                conn.transport.disconnect_socket()
             raise ConnectionClosed(f"cannot connect to {', '.join(self.config.servers)}: {exc!r}") from None
         if not self._connected.wait(self.config.receipt_timeout):
-            raise ConnectionClosed("broker did not answer CONNECT")
+            with contextlib.suppress(Exception):
+                conn.transport.running = False
+                conn.transport.disconnect_socket()
+            raise ConnectionClosed(f"no CONNECTED from {', '.join(self.config.servers)} (wrong login?)")
         self._conn = conn
         host, port = conn.transport.current_host_and_port or ("?", 0)
         log.info("%s connected to %s:%s (%s)", self.name, host, port, self.flavor)
@@ -196,6 +201,11 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.disconnect()
+            # Without a receipt stomp.py leaves its socket and receiver thread to the broker's
+            # goodwill; close them here so reconnects never pile up threads.
+            with contextlib.suppress(Exception):
+                conn.transport.running = False
+                conn.transport.disconnect_socket()
 
     def close(self) -> None:
         self._drop()
