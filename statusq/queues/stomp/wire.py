@@ -124,7 +124,11 @@ def to_delivery(
     timestamp_ms = _float(headers.get("timestamp"), 0.0)
     enqueued = _float(headers.get(ENQUEUED_AT), timestamp_ms / 1000 if timestamp_ms else time.time())
     priority = _int(headers.get("priority"), -1)
-    user = {k: v for k, v in headers.items() if k not in BROKER_HEADERS and not k.startswith("statusq-")}
+    user = {
+        k: v
+        for k, v in headers.items()
+        if k not in BROKER_HEADERS and k != "content-type" and not k.startswith("statusq-")
+    }
     return Delivery(
         id=headers.get(ID) or headers.get("message-id", ""),
         site=site,

@@ -1,0 +1,135 @@
+"""Pure logic of the STOMP backend and the control channel: no broker needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from statusq.control import accept, parse_command
+from statusq.errors import DataError
+from statusq.item import Delivery
+from statusq.queues.stomp import wire
+from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route
+from statusq.queues.stomp.destinations import Destinations, Route
+
+BASE = "/queue/statusq/"
+
+
+@pytest.fixture
+def dests() -> Destinations:
+    return Destinations(BASE, ["main/distrib", "main/distrib/big.example.org", "xmpp/xmppout"])
+
+
+def test_items_go_to_their_group_unless_broken_out(dests: Destinations) -> None:
+    assert dests.for_item("main", "ostatus", "a.example") == BASE + "main"
+    assert dests.for_item("main", "distrib", "a.example") == BASE + "main/distrib"
+    assert dests.for_item("main", "distrib", "big.example.org") == BASE + "main/distrib/big.example.org"
+    assert dests.for_item("xmpp", "xmppout", "a.example") == BASE + "xmpp/xmppout"
+
+
+def test_a_worker_subscribes_to_its_groups_and_their_breakouts(dests: Destinations) -> None:
+    assert dests.for_groups({"main"}) == [BASE + "main", BASE + "main/distrib", BASE + "main/distrib/big.example.org"]
+    assert dests.for_groups({"xmpp"}) == [BASE + "xmpp", BASE + "xmpp/xmppout"]
+
+
+def test_a_destination_says_what_it_can(dests: Destinations) -> None:
+    assert dests.route(BASE + "main") == Route("main")
+    assert dests.route(BASE + "main/distrib/big.example.org") == Route("main", "distrib", "big.example.org")
+    assert dests.route(BASE + "main/unknown/x") is None
+    assert dests.route("/queue/elsewhere") is None
+
+
+def frame_headers(**extra: str) -> dict[str, str]:
+    return {"destination": BASE + "main", "message-id": "ID:1", "ack": "ID:1-ack", "subscription": "sub-0", **extra}
+
+
+def test_statusq_headers_make_the_delivery(dests: Destinations) -> None:
+    headers = frame_headers(**wire.new_headers("a.example", "distrib", "application/json"), **{"x-app": "1"})
+    delivery = wire.to_delivery(headers, b"{}", dests, "default", generation=3)
+    assert (delivery.site, delivery.transport, delivery.attempt) == ("a.example", "distrib", 1)
+    assert delivery.id == headers[wire.ID] and delivery.content_type == "application/json"
+    assert delivery.headers == {"x-app": "1"}, "broker and statusq headers are not the user's"
+    assert isinstance(delivery.token, wire.FrameToken)
+    assert (delivery.token.ack_id, delivery.token.generation) == ("ID:1-ack", 3)
+
+
+def test_a_foreign_message_takes_transport_and_site_from_its_breakout(dests: Destinations) -> None:
+    headers = frame_headers(destination=BASE + "main/distrib/big.example.org", timestamp="1700000000000")
+    delivery = wire.to_delivery(headers, b"raw", dests, "default", generation=1)
+    assert (delivery.transport, delivery.site) == ("distrib", "big.example.org")
+    assert delivery.content_type == "application/octet-stream", "no content type: bytes"
+    assert delivery.enqueued_at == 1_700_000_000.0 and delivery.id == "ID:1"
+
+
+def test_garbage_headers_never_raise(dests: Destinations) -> None:
+    headers = frame_headers(**{wire.ATTEMPT: "many", wire.ENQUEUED_AT: "yesterday", "priority": "urgent"})
+    delivery = wire.to_delivery(headers, b"", dests, "default", generation=1)
+    assert delivery.attempt == 1 and delivery.priority is None and delivery.transport == ""
+
+
+def test_a_resend_keeps_user_headers_and_drops_the_brokers(dests: Destinations) -> None:
+    headers = frame_headers(**wire.new_headers("a.example", "distrib", "application/json"), **{"x-app": "1"})
+    delivery = wire.to_delivery({**headers, "redelivered": "true"}, b"{}", dests, "default", generation=1)
+    assert isinstance(delivery.token, wire.FrameToken)
+    out = wire.copy_headers(delivery, delivery.token, **{wire.ATTEMPT: "2"})
+    assert out["x-app"] == "1" and out[wire.ATTEMPT] == "2" and out[wire.SITE] == "a.example"
+    assert not {"message-id", "ack", "subscription", "destination", "redelivered"} & set(out)
+
+
+def test_long_errors_are_cut_to_fit_a_header() -> None:
+    text = wire.as_text("line one\nline two " + "x" * 5000)
+    assert "\n" not in text and len(text) == wire.MAX_ERROR and text.endswith("...")
+
+
+def test_retry_delays_per_broker() -> None:
+    identity = str
+    assert retry_route("activemq", BASE + "main", 1.5, identity) == (BASE + "main", {"AMQ_SCHEDULED_DELAY": "1500"})
+    assert retry_route("activemq", BASE + "main", 0, identity) == (BASE + "main", {})
+    dest, headers = retry_route("rabbitmq", "/queue/statusq/main", 1.5, lambda d: "/queue/statusq.main")
+    assert dest == "/queue/statusq/main.delay.2000"
+    assert headers == {
+        "x-message-ttl": "2000",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "statusq.main",
+    }
+
+
+@pytest.mark.parametrize(
+    ("delay", "bucket"), [(0.001, 50), (0.05, 50), (0.3, 500), (2.0, 2000), (99999, BUCKETS_MS[-1])]
+)
+def test_rabbitmq_delays_round_up_to_a_bucket(delay: float, bucket: int) -> None:
+    assert bucket_ms(delay) == bucket
+
+
+def test_control_commands_parse_or_say_what_is_wrong() -> None:
+    assert str(parse_command("update-site example.org")) == "update-site example.org"
+    assert parse_command("  shutdown ").command == "shutdown"
+    for bad, reason in [
+        ("", "unknown control command"),
+        ("format-disk", "unknown control command"),
+        ("update-site", "takes one site name"),
+        ("remove-site a b", "takes one site name"),
+        ("remove-site ../etc", "takes one site name"),
+        ("reload now", "takes no arguments"),
+    ]:
+        with pytest.raises(DataError, match=reason):
+            parse_command(bad)
+
+
+def test_control_messages_are_accepted_only_from_the_channel_with_the_secret() -> None:
+    channel = "/topic/statusq.control"
+    good = {"destination": channel, "statusq-secret": "s"}
+    assert accept(good, b"reload", channel=channel, secret="s").command == "reload"
+    assert accept({"destination": channel}, b"reload", channel=channel, secret=None).command == "reload"
+    with pytest.raises(DataError, match="not the control channel"):
+        accept({**good, "destination": "/queue/x"}, b"reload", channel=channel, secret="s")
+    with pytest.raises(DataError, match="statusq-secret"):
+        accept({**good, "statusq-secret": "guess"}, b"reload", channel=channel, secret="s")
+    with pytest.raises(DataError, match="UTF-8"):
+        accept(good, b"\xff\xfe", channel=channel, secret="s")
+    with pytest.raises(DataError, match="not the control channel"):
+        accept(good, b"reload", channel=None, secret=None)
+
+
+def test_a_delivery_from_an_earlier_connection_is_recognised() -> None:
+    delivery = Delivery("1", "s", "t", b"", "application/json", {}, 1, 0.0, token=wire.FrameToken("a", "s", "d", {}, 1))
+    assert isinstance(delivery.token, wire.FrameToken) and delivery.token.generation == 1
