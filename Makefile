@@ -35,6 +35,7 @@ servers:
 ## bench: throughput and latency against a baseline measured in the same run
 bench: $(STAMP) servers
 	$(PY) bench/run.py
+	$(PY) bench/dispatch_sim.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

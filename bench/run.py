@@ -117,11 +117,15 @@ level = "WARNING"
 
 
 def daemon(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "statusq.cli.main", "--config", str(config), "daemon"]
+    argv = [sys.executable, "-m", "statusq.cli.main", "--config", str(config), "daemon", "--workers", "1"]
     return subprocess.Popen(argv, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
 
 
 def rss_mb(pid: int) -> float:
+    """The worker's resident memory (the daemon's pid is its supervisor's: take its child)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    if children:
+        pid = int(children[0])
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024

@@ -111,6 +111,15 @@ class DaemonConfig(_Section):
     soft_memory_limit: MemoryLimit = defaults.SOFT_MEMORY_LIMIT
     time_limit: Duration = defaults.TIME_LIMIT
     shutdown_timeout: Duration = defaults.SHUTDOWN_TIMEOUT
+    # The supervisor (statusq.daemon): worker count, respawning, the respawn-storm guard.
+    workers: int = Field(default=defaults.WORKERS, ge=0, le=1024)  # 0: one per CPU
+    spawn_delay: Duration = defaults.SPAWN_DELAY
+    start_timeout: Duration = Field(default=defaults.START_TIMEOUT, gt=0)
+    time_limit_grace: Duration = defaults.TIME_LIMIT_GRACE
+    storm_attempts: int = Field(default=defaults.STORM_ATTEMPTS, ge=1, le=10000)
+    storm_window: Duration = Field(default=defaults.STORM_WINDOW, gt=0)
+    storm_retry_in: Duration = defaults.STORM_RETRY_IN
+    storm_max_retry: int = Field(default=defaults.STORM_MAX_RETRY, ge=0, le=10000)
 
 
 class PluginsConfig(_Section):
@@ -128,6 +137,15 @@ class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class DispatcherConfig(_Section):
+    """``[dispatcher]``: the periodic queues' dispatcher in every worker (statusq.dispatcher)."""
+
+    enabled: bool = True  # false: this daemon dispatches nothing (its workers still handle the items)
+    tick: Duration = Field(default=defaults.DISPATCH_TICK, gt=0)
+    claim_expiry: Duration = Field(default=defaults.DISPATCH_CLAIM_EXPIRY, gt=0)
+    chunk: int = Field(default=defaults.DISPATCH_CHUNK, ge=1, le=100_000)
+
+
 class Config(_Section):
     """The whole of one statusq.toml, with relative paths already resolved."""
 
@@ -137,6 +155,7 @@ class Config(_Section):
     plugins: PluginsConfig = PluginsConfig()
     sites: SitesConfig = SitesConfig()
     log: LogConfig = LogConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
     #: The file this came from (None: built-in defaults); not a TOML key.
     source: str | None = Field(default=None, exclude=True)
 

@@ -39,3 +39,45 @@ STOMP_PREFETCH = 100
 JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"
 BYTES_TYPE = "application/octet-stream"
+
+# [daemon] the supervisor (statusq.daemon)
+WORKERS = 0  # worker processes; 0: one per CPU this process may run on
+SPAWN_DELAY = 1.0  # before replacing a worker that crashed (a memory or time-limit restart is at once)
+START_TIMEOUT = 60.0  # a new worker must report ready within this, or it is killed as failed
+TIME_LIMIT_GRACE = 10.0  # after time_limit, how long SIGALRM gets before the supervisor's SIGKILL
+STORM_ATTEMPTS = 5  # more worker crashes than this...
+STORM_WINDOW = 30.0  # ...within this many seconds is a respawn storm...
+STORM_RETRY_IN = 60.0  # ...after which respawning pauses this long...
+STORM_MAX_RETRY = 3  # ...this many times, then the supervisor gives up (exits non-zero)
+
+#: Exit code of a fresh worker already over its soft memory limit before its first item.  Another
+#: fresh worker would be too (Celery #4125), so the supervisor leaves its slot empty and says so.
+#: Internal to worker and supervisor: the daemon itself never exits with it.
+EXIT_MEMORY_AT_START = 3
+#: Under var_dir: one folder per running supervisor, holding its workers' state files.
+RUN_DIR = "run"
+
+# [dispatcher] periodic queues (statusq.dispatcher); queue defaults are Aegir's where they fit
+DISPATCH_TICK = 2.0  # how often a dispatcher looks at the queues: hung runs are reported within one tick
+DISPATCH_CLAIM_EXPIRY = 60.0  # a dispatcher's claim on a due run lapses after this (it crashed)
+DISPATCH_CHUNK = 100  # items enqueued per turn of the loop, so a 80,000-item run never stalls a worker
+SERIAL_FREQUENCY = 300.0  # serial queue: a run every 5 minutes...
+SERIAL_ITEMS = 5  # ...of up to 5 items
+BATCH_FREQUENCY = 3600.0  # batch queue: every item once per hour (Aegir's cron queue; its 5 min default is for serial)
+BATCH_THRESHOLD = 100  # items per run before another run per period is added...
+BATCH_MIN_RUNS = 1  # ...but never fewer runs per period than this...
+BATCH_MAX_RUNS = 6  # ...nor more than this
+QUEUE_TIMEOUT = 600.0  # a run still going after this is reported hung (and no longer holds its queue)
+
+# XMPP (statusq.xmpp): per-site [settings.xmpp] tables in the site files
+XMPP_GROUP = "xmpp"  # the handler group whose worker owns the connections (--group xmpp --workers 1)
+XMPP_PORT = 5222
+XMPP_RESOURCE = "statusq"
+XMPP_PING_INTERVAL = 120.0  # XEP-0199 ping to the server, as StatusNet's XmppManager did
+XMPP_PING_TIMEOUT = 30.0  # an unanswered ping drops the connection, which is then reopened
+XMPP_CONNECT_TIMEOUT = 30.0  # TCP connect, stream set-up and login must finish within this
+XMPP_SEND_TIMEOUT = 10.0  # an outgoing message waits this long for a connection and the server's receipt
+XMPP_RECONNECT_DELAY = 1.0  # first reconnect delay; doubles (with jitter)...
+XMPP_RECONNECT_DELAY_MAX = 60.0  # ...up to this
+XMPP_CONFIRM_TTL = 86400.0  # a confirmation code is valid this long
+XMPP_CONFIRM_MAX_FAILURES = 5  # wrong codes before the pending code is void

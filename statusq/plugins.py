@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statusq import defaults
 from statusq.config import Config
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
 from statusq.registry import HandlerRegistry
+
+if TYPE_CHECKING:
+    from statusq.xmpp.api import XmppApi
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,28 @@ class PluginApi:
         self, transport: str, handler_class: type[QueueHandler], group: str = defaults.DEFAULT_GROUP
     ) -> None:
         self._registry.register(transport, handler_class, group=group, plugin=self.plugin)
+
+    @property
+    def xmpp(self) -> XmppApi:
+        """Send XMPP from handlers: ``api.xmpp.send(site, to, body)`` queues onto ``xmppout`` (see
+        :mod:`statusq.xmpp`; imported only when a plugin asks, like the dispatcher below)."""
+        from statusq.xmpp.api import XmppApi
+
+        return XmppApi.shared(self.config, self._registry)
+
+    def register_queue(self, name: str, kind: str = "serial", *, transport: str, **options: Any) -> None:
+        """Declare a periodic queue whose runs the dispatcher enqueues onto ``transport``.
+
+        Serial: ``frequency`` (default 5m), ``items`` per run (5), ``source(limit)`` returning the
+        items to run (default: one item per run).  Batch: ``members()`` returning every item that
+        must be processed once per period, ``frequency`` (1h), ``threshold``/``min_runs``/
+        ``max_runs`` (100/1/6).  Both: ``timeout`` (10m), ``enabled``, ``priority``,
+        ``description``.  See :func:`statusq.dispatcher.registry.declare`.
+        """
+        from statusq.dispatcher.registry import declare, queue_registry
+
+        spec = declare(name, kind, transport=transport, plugin=self.plugin, **options)
+        queue_registry(self._registry).register(spec)
 
 
 def _import_path(name: str, path: Path) -> ModuleType:
@@ -146,4 +171,7 @@ def load_plugins(config: Config, registry: HandlerRegistry | None = None) -> Han
             detail = "".join(traceback.format_exception_only(exc)).strip()
             raise PluginError(f"plugin {source.name!r} failed in register(): {detail}") from exc
         log.debug("plugin loaded: %s (%s)", source.name, source.origin)
+    from statusq.dispatcher.registry import queue_registry
+
+    queue_registry(registry).check_handlers(registry)  # a queue nobody handles: refused at start-up
     return registry

@@ -1,11 +1,20 @@
-"""Assembles one worker process: runtime, consumer, processor, listener, master."""
+"""Assembles one worker process: runtime, consumer, processor, listener, master.
+
+The process around it (signals, state file, title, the supervisor's lifeline) is set up by
+:mod:`statusq.daemon.child`; this module only wires the pieces that handle items.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from statusq.control import ControlActions, ControlManager
 from statusq.defaults import DEFAULT_GROUP, EXIT_RESTART
+from statusq.dispatcher import dispatch_hooks, dispatcher_manager
+from statusq.errors import StatusqError
 from statusq.hooks import HookChain, ItemHooks
 from statusq.io.listener import QueueListener
 from statusq.io.manager import IoManager
@@ -15,8 +24,28 @@ from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, Subscription
 from statusq.retry import RetryPolicy
 from statusq.runtime import Runtime
+from statusq.xmpp import xmpp_managers
 
 log = logging.getLogger(__name__)
+
+#: Builds the control actions of a worker once its master exists.
+ActionsFactory = Callable[[Runtime, IoMaster], ControlActions]
+
+
+class GroupError(StatusqError):
+    """``--group`` names a group no plugin registers a handler in."""
+
+    exit_code = os.EX_USAGE
+
+
+def check_groups(runtime: Runtime, groups: set[str] | None) -> None:
+    """Refuse groups no handler is registered in; only known once the plugins are loaded."""
+    unknown = (groups or set()) - runtime.registry.groups()
+    if unknown:
+        raise GroupError(
+            f"--group: no handler registered in group(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(runtime.registry.groups())) or 'none'})"
+        )
 
 
 def subscription_for(runtime: Runtime, groups: set[str] | None) -> Subscription:
@@ -32,14 +61,24 @@ def subscription_for(runtime: Runtime, groups: set[str] | None) -> Subscription:
     )
 
 
-def build_master(
+@dataclass(frozen=True, slots=True)
+class WorkerParts:
+    """What the process around a worker needs to reach: the loop, and whose claims it makes."""
+
+    master: IoMaster
+    consumer: Consumer
+    memory_limit: SoftMemoryLimit
+
+
+def build_worker(
     runtime: Runtime,
     *,
     groups: set[str] | None = None,
     idle_exit: float | None = None,
     hooks: list[ItemHooks] | None = None,
     extra_managers: list[IoManager] | None = None,
-) -> IoMaster:
+    actions: ActionsFactory | None = None,
+) -> WorkerParts:
     config = runtime.config
     queue_manager = runtime.queue_manager()
     processor = ItemProcessor(
@@ -47,7 +86,7 @@ def build_master(
         runtime.sites,
         RetryPolicy.from_config(config.queue),
         item_time_limit=config.daemon.time_limit,
-        hooks=HookChain(hooks or []),
+        hooks=HookChain([*(hooks or []), dispatch_hooks(runtime)]),
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     listener = QueueListener(consumer, processor, config.queue.poll_max)
@@ -58,22 +97,47 @@ def build_master(
         len(runtime.sites.names),
         config.queue.subsystem,
     )
-    master = IoMaster(
-        [listener, *(extra_managers or [])],
-        memory_limit=SoftMemoryLimit(config.daemon.soft_memory_limit),
-        idle_exit=idle_exit,
-    )
-    master.managers.append(control_manager(runtime, consumer, master))
-    return master
+    memory_limit = SoftMemoryLimit(config.daemon.soft_memory_limit)
+    dispatcher = dispatcher_manager(runtime, queue_manager)
+    xmpp = xmpp_managers(runtime, queue_manager, groups)  # [] unless this process serves "xmpp"
+    managers = [listener, *(extra_managers or []), *([dispatcher] if dispatcher else []), *xmpp]
+    master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit)
+    master.managers.append(control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master)))
+    return WorkerParts(master, consumer, memory_limit)
 
 
-def control_manager(runtime: Runtime, consumer: Consumer, master: IoMaster) -> ControlManager:
-    """Control commands as a lone worker applies them; a supervisor's workers forward the
-    process-wide ones (reload, restart, shutdown) to it instead."""
-    stomp = runtime.config.queue.stomp
-    actions = ControlActions(
+def build_master(
+    runtime: Runtime,
+    *,
+    groups: set[str] | None = None,
+    idle_exit: float | None = None,
+    hooks: list[ItemHooks] | None = None,
+    extra_managers: list[IoManager] | None = None,
+) -> IoMaster:
+    """The loop of a worker that acts on its own (tests, embedding)."""
+    parts = build_worker(runtime, groups=groups, idle_exit=idle_exit, hooks=hooks, extra_managers=extra_managers)
+    return parts.master
+
+
+def lone_actions(runtime: Runtime, master: IoMaster) -> ControlActions:
+    """Control commands as a worker with no supervisor applies them itself."""
+    return ControlActions(
         reload=runtime.sites.reload_all,
         restart=lambda: master.request_stop(EXIT_RESTART),
         shutdown=master.request_stop,
     )
-    return ControlManager(consumer, runtime.sites, actions, channel=stomp.control_channel, secret=stomp.control_secret)
+
+
+def control_manager(
+    runtime: Runtime, consumer: Consumer, master: IoMaster, actions: ControlActions | None = None
+) -> ControlManager:
+    """Applies control commands between items; a supervisor's workers pass ``actions`` that
+    forward the process-wide ones (restart, shutdown) to it."""
+    stomp = runtime.config.queue.stomp
+    return ControlManager(
+        consumer,
+        runtime.sites,
+        actions or lone_actions(runtime, master),
+        channel=stomp.control_channel,
+        secret=stomp.control_secret,
+    )

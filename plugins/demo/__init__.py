@@ -23,9 +23,7 @@ class DemoHandler(QueueHandler):
             return False  # retried after the backoff; attempt 2 succeeds
         greeting = current_site().settings.get("demo", {}).get("greeting", "Hello")
         text = payload.get("text", "")
-        log.info(
-            "[%s] %s! %r reversed is %r (attempt %d)", item.site, greeting, text, text[::-1], item.attempt
-        )
+        log.info("[%s] %s! %r reversed is %r (attempt %d)", item.site, greeting, text, text[::-1], item.attempt)
         return True
 
 

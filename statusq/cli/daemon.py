@@ -1,15 +1,31 @@
-"""``statusq daemon``: run a worker in the foreground."""
+"""``statusq daemon``: a supervisor and its worker processes, in the foreground by default."""
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 
 import click
 
-from statusq.cli.helpers import runtime, setup_logging
+from statusq.cli.helpers import LOG_FORMAT, runtime, setup_logging
+from statusq.defaults import NAME_PATTERN
 from statusq.units import parse_duration
 
 log = logging.getLogger("statusq.daemon")
+
+EPILOG = """\b
+Signals (to the supervisor, whose pid --pidfile records):
+  TERM, INT  finish the items in hand, then exit 0 (a second one kills the workers)
+  HUP        re-read the config, replace the workers one by one
+  USR1       log what every worker is doing
+\b
+Examples:
+  statusq --config /etc/statusq/statusq.toml daemon
+  statusq daemon --workers 4 --group main
+  statusq daemon --daemon --pidfile /run/statusq.pid --logfile /var/log/statusq.log
+  statusq daemon --idle-exit 5        # drain the queue, then exit
+"""
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -21,36 +37,100 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command()
+def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    # Names only: whether a plugin registers the group is for the workers to say, as only they
+    # import plugins.
+    for group in value:
+        if not re.match(NAME_PATTERN, group):
+            raise click.BadParameter(f"{group!r} is not a group name")
+    return value
+
+
+def worker_logging(level: str, slot: int) -> None:
+    """A worker's log lines carry its slot: several processes write to one stream."""
+    fmt = LOG_FORMAT.replace("%(name)s", f"%(name)s[worker {slot}]", 1)
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+@click.command(epilog=EPILOG)
+@click.option(
+    "--workers",
+    "--threads",
+    "workers",
+    type=click.IntRange(1, 1024),
+    metavar="N",
+    help="Worker processes (default: [daemon] workers, else one per CPU); --threads is StatusNet's name.",
+)
 @click.option(
     "--idle-exit",
     metavar="SECONDS",
     callback=_duration,
-    help="Exit 0 after this long with nothing to do (tests, cron-style runs).",
+    help="Workers exit after this long with nothing to do, the daemon once all have (tests, cron-style runs).",
 )
 @click.option(
     "--group",
     "groups",
     multiple=True,
     metavar="GROUP",
+    callback=_groups,
     help="Serve only these handler groups (repeatable; default: all).",
 )
+@click.option(
+    "--pidfile",
+    type=click.Path(dir_okay=False),
+    help="Record the supervisor's pid; refuse to start if a running daemon holds it.",
+)
+@click.option(
+    "--daemon",
+    "detach_",
+    is_flag=True,
+    help="Detach from the terminal (foreground is the default, as systemd and supervisord want).",
+)
+@click.option(
+    "--logfile",
+    type=click.Path(dir_okay=False),
+    help="Append all output here (default: stderr; with --daemon: /dev/null).",
+)
 @click.pass_context
-def daemon(ctx: click.Context, idle_exit: float | None, groups: tuple[str, ...]) -> int:
-    """Run a worker in the foreground until SIGTERM/SIGINT (or --idle-exit)."""
-    from statusq.worker import build_master
+def daemon(
+    ctx: click.Context,
+    workers: int | None,
+    idle_exit: float | None,
+    groups: tuple[str, ...],
+    pidfile: str | None,
+    detach_: bool,
+    logfile: str | None,
+) -> int:
+    """Run the supervisor and its workers until SIGTERM/SIGINT (or --idle-exit)."""
+    from statusq.daemon.detach import StartupReport, detach, redirect_output
+    from statusq.daemon.pidfile import PidFile, PidFileError
+    from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
 
-    rt = runtime(ctx)
-    setup_logging(rt.config.log.level)
-    unknown = set(groups) - rt.registry.groups()
-    if unknown:
-        raise click.BadParameter(
-            f"no handler registered in group(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(rt.registry.groups())) or 'none'})",
-            param_hint="--group",
-        )
-    master = build_master(rt, groups=set(groups) or None, idle_exit=idle_exit)
-    master.install_signal_handlers()
-    code = master.run()
-    log.info("stopped (exit %d)", code)
-    return code
+    config = runtime(ctx).config  # validated here, so a bad file stops us before any fork
+    setup_logging(config.log.level)
+    report: StartupReport | None = None
+    if detach_:
+        report = detach(logfile)  # only the detached daemon comes back
+    elif logfile:
+        redirect_output(logfile)
+    lock = PidFile(pidfile) if pidfile else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except PidFileError as exc:
+            if report is not None:
+                report.failed(exc.exit_code, str(exc))
+            raise
+    options = DaemonOptions(
+        workers=workers,
+        groups=frozenset(groups) or None,
+        idle_exit=idle_exit,
+        config_path=ctx.ensure_object(dict).get("config_path"),
+        log_setup=worker_logging,
+        close_fds=(lock.fd,) if lock is not None and lock.fd is not None else (),
+    )
+    try:
+        return QueueDaemon(config, options, on_started=report.ok if report else None).run()
+    finally:
+        if lock is not None:
+            lock.release()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from statusq.cli import control, daemon, deadletters, enqueue, status
+from statusq.cli import control, daemon, deadletters, dispatch, enqueue, queues, status
 from statusq.errors import StatusqError
 
 EPILOG = """\b
@@ -42,6 +42,8 @@ cli.add_command(enqueue.enqueue)
 cli.add_command(status.status)
 cli.add_command(deadletters.deadletters)
 cli.add_command(control.control)
+cli.add_command(queues.queues)
+cli.add_command(dispatch.dispatch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,8 @@ class IoMaster:
     def request_stop(self, exit_code: int = 0) -> None:
         """Stop after the item in hand; ``exit_code`` is what :meth:`run` then returns."""
         self.stopping = True
-        self.exit_code = exit_code
+        # A plain stop after a "restart me" must not erase it: the supervisor still has to know.
+        self.exit_code = exit_code or self.exit_code
         with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
             os.write(self._wake_w, b"x")
 

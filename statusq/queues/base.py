@@ -89,6 +89,13 @@ class Consumer(abc.ABC):
         """Control messages received since the last call (headers, body)."""
         return []
 
+    @property
+    def claim_owner(self) -> str | None:
+        """The name this consumer's claims are recorded under, so that a supervisor can give back
+        what a dead worker held (:meth:`QueueManager.release_claims`).  None: the backend does
+        that by itself (a broker redelivers a lost connection's unacked messages)."""
+        return None
+
     def release(self) -> None:
         """Hand back anything fetched ahead but not yet handled (graceful shutdown)."""
 
@@ -131,6 +138,13 @@ class QueueManager(abc.ABC):
     @abc.abstractmethod
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters for good (None: all)."""
+
+    def release_claims(self, owner: str, reason: str) -> int:
+        """Make every item claimed by ``owner`` (a dead worker's :attr:`Consumer.claim_owner`)
+        available again at once, its attempt still counted and ``reason`` kept as its last error;
+        returns how many.  Called by the supervisor after it reaped the worker, so the items come
+        back now rather than after ``claim_timeout``.  The default has nothing to release."""
+        return 0
 
     def close(self) -> None:
         """Free connections; the manager is unusable afterwards."""

@@ -43,6 +43,10 @@ class DBConsumer(Consumer):
             log.warning("LISTEN failed, falling back to polling only: %s", exc)
             return None
 
+    @property
+    def claim_owner(self) -> str:
+        return self.worker
+
     def filenos(self) -> list[int]:
         return [self._listen.fileno()] if self._listen is not None else []
 

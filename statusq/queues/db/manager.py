@@ -220,6 +220,16 @@ class DBQueueManager(QueueManager):
         with self.errors(), self.engine.begin() as conn:
             conn.execute(update(items).where(self._mine(delivery)).values(values))
 
+    def release_claims(self, owner: str, reason: str) -> int:
+        """Give back what a dead worker held, at once; unlike :meth:`release` the attempt counts
+        (its handler may have run), so an item that keeps killing workers is still dead-lettered."""
+        values = {"claimed_by": None, "claimed_at": None, "available_at": time.time(), "last_error": reason}
+        with self.errors(), self.engine.begin() as conn:
+            released: int = conn.execute(update(items).where(items.c.claimed_by == owner).values(values)).rowcount
+            if released:
+                self._notify(conn, "released")
+        return released
+
     def backlog(self) -> list[BacklogRow]:
         now = time.time()
         unclaimed = items.c.claimed_by.is_(None)

@@ -1,0 +1,49 @@
+"""Process titles, so that ``ps``/``top`` show what each statusq process is doing.
+
+``statusq supervisor [main]: 4 workers`` and ``statusq worker 2 [main]: handling distrib
+site=example.org`` / ``idle``.  Setting a title is a memcpy into the process's argv area, cheap
+enough to do around every item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from statusq.hooks import ItemHooks, Result
+from statusq.item import Delivery
+
+log = logging.getLogger(__name__)
+
+
+def set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:  # a dependency, but a missing title must never stop a worker
+        return
+    setproctitle.setproctitle(title)
+
+
+def groups_label(groups: Iterable[str] | None) -> str:
+    return ",".join(sorted(groups)) if groups else "all"
+
+
+def supervisor_title(groups: Iterable[str] | None, state: str) -> str:
+    return f"statusq supervisor [{groups_label(groups)}]: {state}"
+
+
+class ProcTitle(ItemHooks):
+    """A worker's title, switched to "handling TRANSPORT site=SITE" for each item and back."""
+
+    def __init__(self, slot: int, groups: Iterable[str] | None, setter: Callable[[str], None] = set_title) -> None:
+        self.prefix = f"statusq worker {slot} [{groups_label(groups)}]"
+        self.setter = setter
+
+    def show(self, state: str) -> None:
+        self.setter(f"{self.prefix}: {state}")
+
+    def before_item(self, delivery: Delivery) -> None:
+        self.show(f"handling {delivery.transport} site={delivery.site}")
+
+    def after_item(self, delivery: Delivery, result: Result) -> None:
+        self.show("idle")

@@ -1,0 +1,220 @@
+"""statusq.daemon: state files, the pid file, process titles and the supervisor's lifeline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statusq.daemon.lifeline import Lifeline
+from statusq.daemon.pidfile import PidFile, PidFileError
+from statusq.daemon.processes import descendants
+from statusq.daemon.proctitle import ProcTitle, groups_label, supervisor_title
+from statusq.daemon.state import (
+    RunDir,
+    StateReporter,
+    SupervisorState,
+    WorkerState,
+    daemon_summary,
+    describe_worker,
+    read_worker,
+    remove_stale,
+    running_daemons,
+    worker_row,
+)
+from statusq.hooks import Outcome, Result
+from statusq.limits import MemoryProbe
+from tests.unit.fakes import make_delivery
+
+
+class FixedProbe(MemoryProbe):
+    def rss(self, pid: int | str = "self") -> int:
+        return 42 << 20
+
+
+@pytest.fixture
+def reporter(tmp_path: Path) -> StateReporter:
+    return StateReporter(tmp_path / "worker-1.json", WorkerState(slot=2, pid=1234, generation=0), FixedProbe())
+
+
+# -- state files --------------------------------------------------------------------------------
+
+
+def test_a_worker_reports_busy_before_its_handler_runs_and_idle_after(reporter: StateReporter) -> None:
+    # Given a worker that became ready with its consumer id
+    reporter.ready("host:1234:abcd")
+    delivery = make_delivery({"n": 1}, id="7", site="example.org", transport="distrib", attempt=2)
+
+    # When an item starts
+    reporter.before_item(delivery)
+
+    # Then its file names the item and when it started (on the clock the supervisor compares with)
+    busy = read_worker(reporter.path)
+    assert busy is not None and busy.state == "busy" and busy.consumer == "host:1234:abcd"
+    assert busy.item is not None and (busy.item.id, busy.item.attempt) == ("7", 2)
+    assert busy.item.since_monotonic <= time.monotonic()
+    assert "busy" in describe_worker(busy) and "item id=7 site=example.org transport=distrib" in describe_worker(busy)
+
+    # And after the outcome it is idle again, with the outcome counted
+    reporter.after_item(delivery, Result(Outcome.RETRY, "boom"))
+    idle = read_worker(reporter.path)
+    assert idle is not None and idle.state == "idle" and idle.item is None
+    assert idle.handled == {"done": 0, "retry": 1, "dead": 0} and idle.rss == 42 << 20
+
+
+def test_a_start_failure_and_a_request_are_last_words_the_supervisor_reads(reporter: StateReporter) -> None:
+    reporter.request("shutdown")
+    reporter.failed("plugin 'x' failed to import")
+
+    state = read_worker(reporter.path)
+    assert state is not None and state.error == "plugin 'x' failed to import" and state.request == "shutdown"
+    assert state.requests == 1
+    assert not state.ready
+
+
+def test_an_unwritable_state_file_never_fails_the_item(tmp_path: Path) -> None:
+    reporter = StateReporter(tmp_path / "missing" / "worker-1.json", WorkerState(1, 1, 0), FixedProbe())
+
+    reporter.before_item(make_delivery())  # no exception
+
+    assert not reporter.path.exists()
+
+
+def test_garbage_in_a_state_file_reads_as_no_state(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("{not json")
+    (tmp_path / "b.json").write_text('{"unexpected": 1}')
+
+    assert read_worker(tmp_path / "a.json") is None
+    assert read_worker(tmp_path / "b.json") is None
+    assert read_worker(tmp_path / "absent.json") is None
+
+
+def test_status_sees_live_daemons_only_and_stale_folders_are_removed(tmp_path: Path) -> None:
+    # Given the folder of this (live) process, and one of a supervisor that died long ago
+    live = RunDir(tmp_path)
+    live.create()
+    live.write_supervisor(SupervisorState(os.getpid(), ["main"], 2, "x.toml", restarts={"crash": 1, "memory": 3}))
+    StateReporter(live.worker_path(os.getpid()), WorkerState(1, os.getpid(), 0), FixedProbe()).ready("c")
+    dead_pid = _a_dead_pid()
+    stale = RunDir(tmp_path, dead_pid)
+    stale.create()
+    stale.write_supervisor(SupervisorState(dead_pid, None, 1, None))
+
+    # When status looks, and a new supervisor cleans up
+    [(supervisor, workers)] = running_daemons(tmp_path)
+    remove_stale(tmp_path)
+
+    # Then only the live daemon is shown, with its workers and restarts, and the stale folder went
+    assert supervisor.pid == os.getpid() and [w.slot for w in workers] == [1]
+    summary = daemon_summary(supervisor)
+    assert "2 worker(s) [main]" in summary and "restarts: crash 1, memory 3" in summary
+    assert worker_row(workers[0])[:3] == ["1", str(os.getpid()), "idle"]
+    assert live.path.exists() and not stale.path.exists()
+
+
+def _a_dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+# -- pid file -----------------------------------------------------------------------------------
+
+
+def test_a_pid_file_held_by_a_running_daemon_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "statusq.pid"
+    with PidFile(path):
+        assert path.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(PidFileError, match=rf"held by a running daemon \(pid {os.getpid()}\)") as err:
+            PidFile(path).acquire()
+        assert err.value.exit_code == os.EX_CANTCREAT
+    assert not path.exists()
+
+
+def test_a_stale_pid_file_is_taken_over(tmp_path: Path) -> None:
+    # Given a file left by a daemon that crashed: its lock died with it
+    path = tmp_path / "statusq.pid"
+    path.write_text("99999999\n")
+
+    with PidFile(path) as pidfile:
+        assert path.read_text() == f"{os.getpid()}\n" and pidfile.fd is not None
+
+
+def test_a_pid_file_in_an_unwritable_place_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+
+    with pytest.raises(PidFileError, match="cannot open"):
+        PidFile(tmp_path / "file" / "statusq.pid").acquire()
+
+
+# -- process titles -----------------------------------------------------------------------------
+
+
+def test_a_worker_title_shows_what_it_handles() -> None:
+    titles: list[str] = []
+    title = ProcTitle(2, {"main"}, setter=titles.append)
+    delivery = make_delivery(transport="distrib", site="example.org")
+
+    title.show("idle")
+    title.before_item(delivery)
+    title.after_item(delivery, Result(Outcome.DONE))
+
+    assert titles == [
+        "statusq worker 2 [main]: idle",
+        "statusq worker 2 [main]: handling distrib site=example.org",
+        "statusq worker 2 [main]: idle",
+    ]
+
+
+def test_group_labels() -> None:
+    assert groups_label(None) == "all"
+    assert groups_label({"xmpp", "main"}) == "main,xmpp"
+    assert supervisor_title(None, "2/2 workers, running") == "statusq supervisor [all]: 2/2 workers, running"
+
+
+# -- lifeline ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read_fd, write_fd = os.pipe()
+    yield read_fd, write_fd
+    for fd in (read_fd, write_fd):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def test_the_lifeline_reports_the_supervisors_death_once(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    lost: list[bool] = []
+    lifeline = Lifeline(read_fd, lambda: lost.append(True))
+
+    # While the supervisor lives, nothing to read: no news
+    assert lifeline.poll() is False and lost == [] and lifeline.filenos() == [read_fd]
+
+    # When its end closes (the kernel does that when the supervisor dies)
+    os.close(write_fd)
+    lifeline.poll()
+
+    # Then the worker is told once, and stops watching the descriptor
+    assert lost == [True] and lifeline.filenos() == []
+
+
+# -- the process tree a hard kill takes down ------------------------------------------------------
+
+
+def test_descendants_are_read_from_proc_children_files(tmp_path: Path) -> None:
+    # Given a worker 10 with a shell 11 (two threads) that started 12, which started 13
+    for pid, tid, kids in [(10, 10, "11"), (11, 11, "12 "), (11, 14, ""), (12, 12, "13"), (13, 13, "")]:
+        task = tmp_path / str(pid) / "task" / str(tid)
+        task.mkdir(parents=True)
+        (task / "children").write_text(kids)
+
+    assert sorted(descendants(10, tmp_path)) == [11, 12, 13]
+    assert descendants(99, tmp_path) == []
