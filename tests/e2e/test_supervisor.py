@@ -145,14 +145,16 @@ def handled_once_each(record_file: Path, expected: list[int]) -> Counter[int]:
 
 
 def test_workers_sigkilled_every_half_second_lose_no_item(db_url, write_config, record_file, tmp_path, daemons) -> None:
-    # Given 5,000 quick items, and a claim_timeout far longer than the test, so that only the
+    # Given 5,000 short items, and a claim_timeout far longer than the test, so that only the
     # supervisor's release can bring back what a killed worker held
     config = write_config(
         db_url,
         queue={"claim_timeout": "1h", "max_retries": 20},
         daemon={"spawn_delay": "50ms", "storm_attempts": 10000},
     )
-    enqueue_many(db_url, [{"n": n} for n in range(5000)])
+    # 2 ms of work per item: a kill then lands mid-item (holding a claim) rather than between
+    # items, and the queue lasts long enough for about ten kills.
+    enqueue_many(db_url, [{"n": n, "action": "sleep", "seconds": 0.002} for n in range(5000)])
     daemon = start_daemon(config, "--workers", "2", log=tmp_path / "daemon.log")
     daemons.append(daemon)
     wait_for(lambda: len(ready_workers(config, daemon)) == 2, what="two workers ready")
