@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statusq.dispatcher.registry import QueueSpec, WorkItem, as_work_item
 from statusq.dispatcher.tables import QueueRow, RunRow, members, metadata, queues, runs
 from statusq.errors import QueueError
-from statusq.queues.db.engine import make_engine
+from statusq.queues.db.engine import create_tables, db_errors, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +56,14 @@ class DispatchStore:
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Driver errors become QueueError naming the database (without a password)."""
-        try:
+        with db_errors(self.engine):
             yield
-        except (DBAPIError, SQLAlchemyError) as exc:
-            where = self.engine.url.render_as_string(hide_password=True)
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise QueueError(f"database {where}: {detail}") from exc
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A transaction, with the tables created on first use (two processes may race: retry)."""
         if not self._ready:
-            for attempt in (1, 2):
-                try:
-                    with self.errors():
-                        metadata.create_all(self.engine)
-                    break
-                except QueueError:
-                    if attempt == 2:
-                        raise
-                    time.sleep(0.2)
+            create_tables(self.engine, metadata)
             self._ready = True
         with self.errors(), self.engine.begin() as conn:
             yield conn

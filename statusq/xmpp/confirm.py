@@ -23,10 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Connection, Engine, Float, Integer, MetaData, String, Table, insert, select, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from statusq.errors import QueueError
+from statusq.queues.db.engine import create_tables, db_errors
 
 #: Letters and digits that cannot be mistaken for one another (no 0/O, 1/I/L).
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -149,25 +148,12 @@ class ConfirmStore:
         return store
 
     def create_tables(self) -> None:
-        # Two processes starting at once may both try; the loser's error is harmless.
-        for attempt in (1, 2):
-            try:
-                with self.errors():
-                    metadata.create_all(self.engine)
-                return
-            except QueueError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
+        create_tables(self.engine, metadata)
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        try:
+        with db_errors(self.engine):
             yield
-        except (DBAPIError, SQLAlchemyError) as exc:
-            where = self.engine.url.render_as_string(hide_password=True)
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise QueueError(f"database {where}: {detail}") from exc
 
     def _key(self, site: str, address: str) -> ColumnElement[bool]:
         return (confirmations.c.site == site) & (confirmations.c.address == address)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from statusq.errors import ConfigError
+from statusq.errors import ConfigError, QueueError
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -51,3 +54,28 @@ def make_engine(url_text: str) -> Engine:
         f"unsupported database {backend!r} (use sqlite:///PATH or postgresql://...)",
         key="queue.db_url",
     )
+
+
+@contextmanager
+def db_errors(engine: Engine) -> Iterator[None]:
+    """Translate driver errors at the boundary into QueueError, naming the database (no password)."""
+    try:
+        yield
+    except (DBAPIError, SQLAlchemyError) as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise QueueError(f"database {where}: {detail}") from exc
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create what is missing.  Two processes starting at once may both try; the loser's error
+    is harmless, so it tries once more before giving up."""
+    for attempt in (1, 2):
+        try:
+            with db_errors(engine):
+                metadata.create_all(engine)
+            return
+        except QueueError:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from statusq import codec, names
@@ -27,7 +27,7 @@ from statusq.config import Config
 from statusq.errors import QueueError
 from statusq.item import Delivery
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
-from statusq.queues.db.engine import make_engine
+from statusq.queues.db.engine import create_tables, db_errors, make_engine
 from statusq.queues.db.schema import dead, items, metadata
 
 log = logging.getLogger(__name__)
@@ -45,26 +45,13 @@ class DBQueueManager(QueueManager):
         self._create_tables()
 
     def _create_tables(self) -> None:
-        # Two daemons starting at once may both try; the loser's error is harmless.
-        for attempt in (1, 2):
-            try:
-                with self.errors():
-                    metadata.create_all(self.engine)
-                return
-            except QueueError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
+        create_tables(self.engine, metadata)
 
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Translate driver errors at the boundary, naming the database (without a password)."""
-        try:
+        with db_errors(self.engine):
             yield
-        except (DBAPIError, SQLAlchemyError) as exc:
-            where = self.engine.url.render_as_string(hide_password=True)
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise QueueError(f"database {where}: {detail}") from exc
 
     def enqueue(
         self,
