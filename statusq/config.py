@@ -146,6 +146,45 @@ class DispatcherConfig(_Section):
     chunk: int = Field(default=defaults.DISPATCH_CHUNK, ge=1, le=100_000)
 
 
+def _listen(value: str) -> str:
+    """``host:port`` for a listening socket; port 0 picks a free one (tests)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:9464), got {value!r}")
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+
+
+class MetricsConfig(_Section):
+    """``[metrics]``: the one metrics model and its exporters (statusq.metrics)."""
+
+    enabled: bool = True
+    #: The Prometheus endpoint, served by the supervisor for all its workers.
+    listen: Listen = defaults.METRICS_LISTEN
+    #: "auto": a series per site until ``max_sites`` sites were seen, then "_other";
+    #: "all": always per site; "none": one "_all" series; a list: those sites, the rest "_other".
+    site_labels: Literal["auto", "all", "none"] | list[str] = "auto"
+    max_sites: int = Field(default=defaults.METRICS_MAX_SITES, ge=0, le=100_000)
+    #: statsd-style UDP events to host:port; None: off.
+    statsd: Listen | None = None
+    statsd_prefix: str = "statusq"
+    #: How long a backlog count (a database query) is reused between scrapes.
+    backlog_ttl: Duration = Field(default=defaults.METRICS_BACKLOG_TTL, ge=0)
+
+
+class WebConfig(_Section):
+    """``[web]``: the status and queue admin page (statusq.web), served by the supervisor."""
+
+    enabled: bool = False
+    listen: Listen = defaults.WEB_LISTEN
+    #: Needed for every state-changing request; None: the page is read-only for everyone.
+    token: str | None = Field(default=None, min_length=16)
+    #: Whether the pages may be read without the token.
+    anonymous_read: bool = False
+
+
 class Config(_Section):
     """The whole of one statusq.toml, with relative paths already resolved."""
 
@@ -156,17 +195,21 @@ class Config(_Section):
     sites: SitesConfig = SitesConfig()
     log: LogConfig = LogConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
     #: The file this came from (None: built-in defaults); not a TOML key.
     source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _claims_outlive_items(self) -> Config:
-        # A claim that expires while its handler still runs hands the item to a second worker.
+        # A claim that expires while its handler may still run hands the item to a second worker:
+        # the handler can outlive time_limit by up to time_limit_grace, until the supervisor's SIGKILL.
         limit = self.daemon.time_limit
-        if limit and self.queue.claim_timeout <= limit:
+        grace = self.daemon.time_limit_grace
+        if limit and self.queue.claim_timeout <= limit + grace:
             raise ValueError(
                 f"queue.claim_timeout ({self.queue.claim_timeout:g}s) must be longer than "
-                f"daemon.time_limit ({limit:g}s)"
+                f"daemon.time_limit + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
             )
         return self
 

@@ -81,3 +81,8 @@ XMPP_RECONNECT_DELAY = 1.0  # first reconnect delay; doubles (with jitter)...
 XMPP_RECONNECT_DELAY_MAX = 60.0  # ...up to this
 XMPP_CONFIRM_TTL = 86400.0  # a confirmation code is valid this long
 XMPP_CONFIRM_MAX_FAILURES = 5  # wrong codes before the pending code is void
+
+METRICS_LISTEN = "127.0.0.1:9464"  # the metrics endpoint of the whole daemon (supervisor)
+METRICS_MAX_SITES = 100  # per-site series a worker keeps under site_labels = "auto"
+METRICS_BACKLOG_TTL = 5.0  # seconds a backlog count is reused between scrapes
+WEB_LISTEN = "127.0.0.1:9465"  # the status page: its own port, so /metrics can be opened wider

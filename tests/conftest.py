@@ -118,6 +118,7 @@ def write_config(tmp_path: Path, plugin_dir: Path) -> Callable[..., Path]:
         *,
         queue: dict[str, Any] | None = None,
         daemon: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> Path:
         import json
 
@@ -130,7 +131,10 @@ def write_config(tmp_path: Path, plugin_dir: Path) -> Callable[..., Path]:
             "claim_timeout": "30s",
             **(queue or {}),
         }
-        daemon = {"time_limit": "20s", **(daemon or {})}
+        daemon = {"time_limit": "20s", "time_limit_grace": "5s", **(daemon or {})}
+        # Off unless a test asks: many daemons run one after another, and a metrics port left
+        # bound by one must not be what the next test depends on.
+        metrics = {"enabled": False, **(metrics or {})}
 
         def table(values: dict[str, Any]) -> str:
             return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
@@ -138,7 +142,7 @@ def write_config(tmp_path: Path, plugin_dir: Path) -> Callable[..., Path]:
         path = tmp_path / "statusq.toml"
         path.write_text(
             f'var_dir = "var"\n[queue]\n{table(queue)}[daemon]\n{table(daemon)}'
-            f'[plugins]\npaths = ["{plugin_dir.name}"]\n' + textwrap.dedent(extra)
+            f'[metrics]\n{table(metrics)}[plugins]\npaths = ["{plugin_dir.name}"]\n' + textwrap.dedent(extra)
         )
         return path
 

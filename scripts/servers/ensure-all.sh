@@ -52,6 +52,15 @@ if ((${#pkgs[@]})); then
         || log "installing ${pkgs[*]} failed (see $LOGDIR/apt.log); trying server by server"
 fi
 
+# The tools the monitoring and web tests drive (snmpd, promtool, gmond, chromium...).
+if ! "$HERE/tools.sh" >"$LOGDIR/tools.log" 2>&1 </dev/null; then
+    tools_failed=1
+    printf 'FAIL tools: %s (log: %s)\n' "$(grep '^error: ' "$LOGDIR/tools.log" | tail -n 1)" "$LOGDIR/tools.log"
+else
+    tools_failed=0
+    printf 'ok   tools\n'
+fi
+
 # Start them in parallel (JVM and Erlang boots overlap); each writes its own log.
 declare -A PID
 for s in "${servers[@]}"; do
@@ -72,6 +81,7 @@ for s in "${servers[@]}"; do
     fi
 done
 
+((tools_failed)) && failed+=(tools)
 ((${#failed[@]} == 0)) && exit 0
 
 if [[ ${CI:-} == [Tt][Rr][Uu][Ee] ]]; then   # same test as tests/servers.py (case-insensitive)

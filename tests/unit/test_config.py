@@ -245,6 +245,34 @@ def test_claim_timeout_must_outlive_the_time_limit(tmp_path: Path, claim: str, l
     assert "daemon.time_limit" in err.reason
 
 
+def test_claim_timeout_must_outlive_the_time_limit_plus_its_grace(tmp_path: Path) -> None:
+    # A handler ignoring SIGALRM runs until the supervisor's SIGKILL at time_limit + grace; a
+    # claim expiring before that would hand its item to a second worker while it still runs.
+    text = '[queue]\nclaim_timeout = "65s"\n[daemon]\ntime_limit = "60s"\ntime_limit_grace = "10s"\n'
+
+    err = config_error(tmp_path / "statusq.toml", text)
+
+    assert "daemon.time_limit_grace" in err.reason
+    ok = '[queue]\nclaim_timeout = "71s"\n[daemon]\ntime_limit = "60s"\ntime_limit_grace = "10s"\n'
+    assert load_config(write(tmp_path / "ok.toml", ok)).queue.claim_timeout == 71.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[metrics]\nlisten = "9464"\n', "metrics.listen"),
+        ('[metrics]\nlisten = "127.0.0.1:99999"\n', "metrics.listen"),
+        ('[metrics]\nsite_labels = "some"\n', "metrics.site_labels"),
+        ('[metrics]\nstatsd = "localhost"\n', "metrics.statsd"),
+        ('[web]\ntoken = "short"\n', "web.token"),
+    ],
+)
+def test_bad_monitoring_settings_name_their_key(tmp_path: Path, text: str, key: str) -> None:
+    err = config_error(tmp_path / "statusq.toml", text)
+
+    assert key in err.reason or key in str(err)
+
+
 def test_claim_timeout_is_free_when_the_time_limit_is_off(tmp_path: Path) -> None:
     path = write(tmp_path / "statusq.toml", '[queue]\nclaim_timeout = "1s"\n[daemon]\ntime_limit = 0\n')
 

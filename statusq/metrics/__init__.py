@@ -1,0 +1,1 @@
+"""The one metrics model of a daemon and its exporters; ``docs/metrics.md`` names every series."""
