@@ -104,7 +104,9 @@ def test_two_daemons_on_one_database_never_handle_an_item_twice(db_url, write_co
 
 def test_sigkilled_worker_loses_no_item(db_url, write_config, record_file, tmp_path) -> None:
     # Given a daemon in the middle of a long item, and a short claim timeout
-    config = write_config(db_url, queue={"claim_timeout": "2s"}, daemon={"time_limit": "1s", "time_limit_grace": "0.5s"})
+    config = write_config(
+        db_url, queue={"claim_timeout": "2s"}, daemon={"time_limit": "1s", "time_limit_grace": "0.5s"}
+    )
     with statusq.connect(config) as qm:
         qm.enqueue({"n": 1, "action": "sleep", "seconds": 0.5}, "count")
     first = start_daemon(config, log=tmp_path / "first.log")
