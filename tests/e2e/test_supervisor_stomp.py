@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
-from tests.e2e.test_supervisor import daemons, ready_workers, status_json, stop
+from tests.e2e.test_supervisor import Producer, daemons, handled_once_each, ready_workers, status_json, stop
 from tests.stomp import Broker, make_broker, stomp_toml
 
 pytestmark = pytest.mark.e2e
@@ -81,3 +81,31 @@ def test_workers_sigkilled_every_half_second_lose_no_item_over_stomp(
     assert letters.returncode == 0, letters.stderr
     assert json.loads(letters.stdout) == []
     assert any(r["attempt"] > 1 for r in read_records(record_file)), "no redelivery was counted"
+
+
+def test_sigterm_during_a_steady_stream_over_stomp_exits_0_losing_nothing_and_doubling_nothing(
+    broker: Broker, write_config: Callable[..., Path], record_file: Path, tmp_path: Path, daemons: list
+) -> None:
+    # Given a daemon working on a steady stream of items, with a prefetch window to hand back
+    config = write_config("sqlite:///unused.sqlite", stomp_toml(broker, prefetch=20), queue={"subsystem": "stomp"})
+    daemon = start_daemon(config, "--workers", "2", log=tmp_path / "daemon.log")
+    daemons.append(daemon)
+    producer = Producer(config, lambda n: {"n": n, "action": "sleep", "seconds": 0.01})
+    producer.start()
+    wait_for(lambda: len(read_records(record_file)) >= 150, what="the stream flowing")
+
+    # When it gets SIGTERM mid-stream
+    daemon.send_signal(signal.SIGTERM)
+    code = daemon.wait(timeout=60)
+    sent = producer.stop()
+
+    # Then it exits 0 having handled nothing twice: the prefetched items went back unhandled
+    assert code == 0
+    assert max(Counter(r["n"] for r in read_records(record_file)).values()) == 1
+    # And a later run handles exactly what was left, each item once
+    assert run_cli("daemon", "--idle-exit", "2", config=config).returncode == 0
+    assert set(handled_once_each(record_file, sent).values()) == {1}
+    # The hand-back keeps counts; only what the broker pushed into the window it freed, in the
+    # moment before the disconnect, comes back marked redelivered: at most a window per worker.
+    charged = [r for r in read_records(record_file) if r["attempt"] > 1]
+    assert len(charged) <= 2 * 20, f"{len(charged)} items charged an attempt by a graceful stop"
