@@ -183,6 +183,11 @@ class WebConfig(_Section):
     token: str | None = Field(default=None, min_length=16)
     #: Whether the pages may be read without the token.
     anonymous_read: bool = False
+    #: Host names the page answers to besides IP literals and localhost (a DNS-rebinding guard).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: How often the handled-per-second chart samples ``/metrics``, and how far back it shows.
+    sample_every: Duration = Field(default=5.0, gt=0)
+    history: Duration = Field(default=600.0, gt=0)
 
 
 class Config(_Section):

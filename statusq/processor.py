@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from statusq import codec
 from statusq.errors import DecodeError, ItemTimeLimitExceeded
-from statusq.hooks import HookChain, ItemHooks, Outcome, Result
+from statusq.hooks import Failure, HookChain, ItemHooks, Outcome, Result
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.queues.base import Consumer
@@ -54,7 +54,7 @@ class ItemProcessor:
             # A bug of ours, not the handler's (those are caught in _run): keep the worker alive
             # and the item counted, so a systematic failure ends in the dead-letter queue.
             log.exception("processing failed outside the handler, id=%s", delivery.id)
-            result = self._failed(delivery, f"internal error: {_describe(exc)}", True)
+            result = self._failed(delivery, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
         self._settle(delivery, consumer, result)
         self.hooks.after_item(delivery, result)
         return result
@@ -67,23 +67,29 @@ class ItemProcessor:
                 Outcome.DEAD,
                 f"gave up after {delivery.attempt - 1} attempts, the last of which never "
                 f"finished (worker died or was killed?){last}",
+                kind=Failure.INTERNAL,
             )
         lookup = self.sites.lookup(delivery.site)
         if lookup.site is None:
-            return self._failed(delivery, lookup.problem or "site unavailable", lookup.retryable)
+            return self._failed(
+                delivery, lookup.problem or "site unavailable", lookup.retryable, Failure.SITE_UNAVAILABLE
+            )
         if not delivery.transport:
             return Result(
                 Outcome.DEAD,
                 "cannot determine the item's transport: no statusq-transport header, and it was not "
                 "sent to a breakout destination",
+                kind=Failure.BAD_ITEM,
             )
         handler = self.registry.handler(delivery.transport)
         if handler is None:
-            return Result(Outcome.DEAD, f"no handler registered for transport {delivery.transport!r}")
+            return Result(
+                Outcome.DEAD, f"no handler registered for transport {delivery.transport!r}", kind=Failure.NO_HANDLER
+            )
         try:
             payload = codec.decode(delivery.body, delivery.content_type)
         except DecodeError as exc:
-            return Result(Outcome.DEAD, f"cannot decode {delivery.content_type} body: {exc}")
+            return Result(Outcome.DEAD, f"cannot decode {delivery.content_type} body: {exc}", kind=Failure.BAD_ITEM)
         item = QueueItem(
             id=delivery.id,
             site=delivery.site,
@@ -101,18 +107,21 @@ class ItemProcessor:
                 done = handler.handle(item)
         except (Exception, ItemTimeLimitExceeded) as exc:
             log.debug("handler raised", exc_info=True)
-            return self._failed(delivery, _describe(exc), True, time.perf_counter() - started)
+            kind = Failure.TIME_LIMIT if isinstance(exc, ItemTimeLimitExceeded) else Failure.HANDLER_ERROR
+            return self._failed(delivery, _describe(exc), True, kind, time.perf_counter() - started)
         duration = time.perf_counter() - started
         if done is False:
-            return self._failed(delivery, "handler returned False", True, duration)
+            return self._failed(delivery, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)
 
-    def _failed(self, delivery: Delivery, reason: str, retryable: bool, duration: float = 0.0) -> Result:
+    def _failed(
+        self, delivery: Delivery, reason: str, retryable: bool, kind: Failure, duration: float = 0.0
+    ) -> Result:
         if not retryable:
-            return Result(Outcome.DEAD, reason, duration)
+            return Result(Outcome.DEAD, reason, duration, kind=kind)
         if self.policy.gives_up(delivery.attempt):
-            return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration)
-        return Result(Outcome.RETRY, reason, duration, self.policy.backoff(delivery.attempt))
+            return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration, kind=kind)
+        return Result(Outcome.RETRY, reason, duration, self.policy.backoff(delivery.attempt), kind)
 
     def _settle(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
         fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
