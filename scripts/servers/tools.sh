@@ -22,6 +22,10 @@ missing=()
 for cmd in "${!TOOLS[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${TOOLS[$cmd]}")
 done
+# snmptranslate needs the SMIv2 base modules (SNMPv2-SMI, -TC, -CONF) to load our MIB. Debian
+# main ships them only in erlang-snmp (snmp-mibs-downloader is non-free and downloads them).
+smi() { compgen -G "/usr/lib/erlang/lib/snmp-*/mibs/SNMPv2-SMI.mib" >/dev/null; }
+smi || missing+=(erlang-snmp)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"
@@ -29,4 +33,5 @@ fi
 for cmd in "${!TOOLS[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || fail "$cmd (Debian package ${TOOLS[$cmd]}) is still missing"
 done
-echo "tools: ${!TOOLS[*]}"
+smi || fail "the SMIv2 base MIBs (Debian package erlang-snmp) are still missing"
+echo "tools: ${!TOOLS[*]} SNMPv2-SMI"

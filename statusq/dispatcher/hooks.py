@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from statusq.dispatcher.store import DispatchStore
 from statusq.errors import QueueError
 from statusq.hooks import ItemHooks, Outcome, Result
 from statusq.item import Delivery
+
+if TYPE_CHECKING:
+    from statusq.dispatcher.store import DispatchStore
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,9 @@ def run_item(delivery: Delivery) -> RunItem | None:
 class DispatchHooks(ItemHooks):
     """Records run progress and per-item success in the dispatcher's tables.
 
-    The store is opened on the first dispatched item, so a worker that never sees one never
-    connects.  A database error is logged in one line and the item goes on: accounting must never
+    The store is opened, and SQLAlchemy imported, on the first dispatched item, so a worker that
+    never sees one never connects and stays ~10 MB smaller (a STOMP worker needs no SQL at all).
+    A database error is logged in one line and the item goes on: accounting must never
     fail work.
     """
 
@@ -60,6 +63,8 @@ class DispatchHooks(ItemHooks):
     @property
     def store(self) -> DispatchStore:
         if self._store is None:
+            from statusq.dispatcher.store import DispatchStore
+
             self._store = DispatchStore(self.db_url)
         return self._store
 

@@ -218,3 +218,20 @@ def test_descendants_are_read_from_proc_children_files(tmp_path: Path) -> None:
 
     assert sorted(descendants(10, tmp_path)) == [11, 12, 13]
     assert descendants(99, tmp_path) == []
+
+
+def test_a_state_outgrowing_the_map_is_still_read_whole(tmp_path: Path) -> None:
+    # Given a reporter whose first state fits one page
+    path = tmp_path / "worker-1.json"
+    reporter = StateReporter(path, WorkerState(slot=1, pid=1, generation=0), FixedProbe())
+    reporter.ready("c")
+
+    # When a state needs more than a page (a long start-up error), then a short one again
+    reporter.failed("x" * 10_000)
+    long_state = read_worker(path)
+    reporter.write(error=None, state="idle")
+
+    # Then each read gives the state last written, whole
+    assert long_state is not None and long_state.error == "x" * 10_000
+    short_state = read_worker(path)
+    assert short_state is not None and short_state.error is None and short_state.state == "idle"
