@@ -77,6 +77,17 @@ class ControlActions:
     shutdown: Callable[[], None]
 
 
+#: Told of every control message: (command, or "unknown"; "applied" or "refused").  Metrics.
+CommandObserver = Callable[[str, str], None]
+
+
+def command_name(body: bytes) -> str:
+    """The command a message names, from a closed set (a label value must not be what a stranger
+    sends): one of :data:`COMMANDS`, else ``unknown``."""
+    words = body[:64].decode("utf-8", "replace").split()
+    return words[0] if words and words[0] in COMMANDS else "unknown"
+
+
 class ControlManager(IoManager):
     """Applies control messages the consumer received, between items."""
 
@@ -90,12 +101,14 @@ class ControlManager(IoManager):
         *,
         channel: str | None,
         secret: str | None,
+        observer: CommandObserver | None = None,
     ) -> None:
         self.consumer = consumer
         self.sites = sites
         self.actions = actions
         self.channel = channel
         self.secret = secret
+        self.observer = observer
 
     def timeout(self) -> float:
         return 0.0 if self.consumer.control_pending() else math.inf
@@ -107,11 +120,21 @@ class ControlManager(IoManager):
                 command = accept(headers, body, channel=self.channel, secret=self.secret)
             except DataError as exc:
                 log.warning("control message ignored: %s", exc)
+                self._observe(command_name(body), "refused")
                 continue
             log.info("control: %s", command)
             self.apply(command)
+            self._observe(command.command, "applied")
             did = True
         return did
+
+    def _observe(self, command: str, result: str) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(command, result)
+        except Exception:  # monitoring never stops a command
+            log.exception("control command observer failed; ignored")
 
     def apply(self, command: ControlCommand) -> None:
         if command.command == "update-site" and command.site:

@@ -114,9 +114,7 @@ class ItemProcessor:
             return self._failed(delivery, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)
 
-    def _failed(
-        self, delivery: Delivery, reason: str, retryable: bool, kind: Failure, duration: float = 0.0
-    ) -> Result:
+    def _failed(self, delivery: Delivery, reason: str, retryable: bool, kind: Failure, duration: float = 0.0) -> Result:
         if not retryable:
             return Result(Outcome.DEAD, reason, duration, kind=kind)
         if self.policy.gives_up(delivery.attempt):

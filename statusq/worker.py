@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from statusq.control import ControlActions, ControlManager
 from statusq.defaults import DEFAULT_GROUP, EXIT_RESTART
@@ -25,6 +26,10 @@ from statusq.queues.base import Consumer, Subscription
 from statusq.retry import RetryPolicy
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
+
+if TYPE_CHECKING:
+    from statusq.metrics.hooks import MetricsHooks
+    from statusq.metrics.worker import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ class WorkerParts:
     master: IoMaster
     consumer: Consumer
     memory_limit: SoftMemoryLimit
+    #: The metrics hook of this worker (None under ``[metrics] enabled = false``).
+    metrics: MetricsHooks | None = None
 
 
 def build_worker(
@@ -81,12 +88,13 @@ def build_worker(
 ) -> WorkerParts:
     config = runtime.config
     queue_manager = runtime.queue_manager()
+    metrics = worker_metrics(runtime) if config.metrics.enabled else None
     processor = ItemProcessor(
         runtime.registry,
         runtime.sites,
         RetryPolicy.from_config(config.queue),
         item_time_limit=config.daemon.time_limit,
-        hooks=HookChain([*(hooks or []), dispatch_hooks(runtime)]),
+        hooks=HookChain([*(hooks or []), *([metrics.hooks] if metrics else []), dispatch_hooks(runtime)]),
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     listener = QueueListener(consumer, processor, config.queue.poll_max)
@@ -100,10 +108,25 @@ def build_worker(
     memory_limit = SoftMemoryLimit(config.daemon.soft_memory_limit)
     dispatcher = dispatcher_manager(runtime, queue_manager)
     xmpp = xmpp_managers(runtime, queue_manager, groups)  # [] unless this process serves "xmpp"
-    managers = [listener, *(extra_managers or []), *([dispatcher] if dispatcher else []), *xmpp]
+    managers = [
+        listener,
+        *([metrics.manager] if metrics else []),
+        *(extra_managers or []),
+        *([dispatcher] if dispatcher else []),
+        *xmpp,
+    ]
     master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit)
-    master.managers.append(control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master)))
-    return WorkerParts(master, consumer, memory_limit)
+    control = control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master))
+    control.observer = metrics.hooks.control if metrics else None
+    master.managers.append(control)
+    return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None)
+
+
+def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:
+    """Imported here, not at the top: prometheus-client is for processes that handle items."""
+    from statusq.metrics.worker import worker_metrics as build
+
+    return build(runtime)
 
 
 def build_master(

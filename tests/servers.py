@@ -26,3 +26,16 @@ def require(host: str, port: int, what: str) -> None:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_tool(name: str) -> str:
+    """The path of command-line tool ``name``; skip (locally) or fail (CI) when it is not installed."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed (scripts/servers/tools.sh installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)

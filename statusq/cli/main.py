@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from statusq.cli import control, daemon, deadletters, dispatch, enqueue, queues, status
+from statusq.cli import control, daemon, deadletters, dispatch, enqueue, monitor, queues, status
 from statusq.errors import StatusqError
 
 EPILOG = """\b
@@ -44,6 +44,9 @@ cli.add_command(deadletters.deadletters)
 cli.add_command(control.control)
 cli.add_command(queues.queues)
 cli.add_command(dispatch.dispatch)
+cli.add_command(monitor.snmp_agent, name="snmp")
+cli.add_command(monitor.check)
+cli.add_command(monitor.gmetric)
 
 
 def main(argv: list[str] | None = None) -> int:

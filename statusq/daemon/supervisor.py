@@ -47,6 +47,8 @@ from statusq.daemon.state import (
 )
 from statusq.daemon.storm import StormGuard, StormSettings, Verdict
 from statusq.errors import ConfigError
+from statusq.metrics.supervisor import SupervisorMetrics
+from statusq.web import start_web
 
 log = logging.getLogger("statusq.daemon")
 
@@ -86,6 +88,7 @@ class QueueDaemon:
         self.reload_pending: str | None = None
         self.exit_code: int | None = None
         self.run_dir = RunDir(config.var_dir)
+        self.metrics = SupervisorMetrics(config, self.run_dir)
         groups = sorted(self.options.groups) if self.options.groups else None
         self.status = SupervisorState(
             os.getpid(), groups, self.wanted, config.source, self.options.idle_exit,
@@ -105,10 +108,13 @@ class QueueDaemon:
         try:
             remove_stale(self.config.var_dir)
             self.run_dir.create()
+            self.metrics.prepare()  # before any fork: the workers inherit where to write
         except OSError as exc:
             raise ConfigError(f"cannot create {self.run_dir.path}: {exc.strerror}", key="var_dir") from None
         self._lifeline = os.pipe()
         self.flags.install()
+        web = start_web(lambda: self.config)
+        self.metrics.start(lambda: self.config)
         try:
             log.info(
                 "supervisor pid %d: starting %d worker(s) for group(s) %s, config %s",
@@ -122,6 +128,8 @@ class QueueDaemon:
             log.info("supervisor stopped (exit %d)", code)
             return code
         finally:
+            web.stop()
+            self.metrics.stop()
             for proc in self.procs.values():  # only after an error of ours: let them drain
                 send(proc.pid, signal.SIGTERM)
             self.flags.restore()
@@ -191,6 +199,7 @@ class QueueDaemon:
         proc = WorkerProcess(slot, pid, generation, config, time.monotonic(), worker_file(self.run_dir.path, pid))
         proc.candidate = candidate
         self.procs[pid] = proc
+        self.metrics.worker_started(slot, len(self.procs))
         self._published = 0.0
         return proc
 
@@ -280,6 +289,7 @@ class QueueDaemon:
             item=state.item.describe() if state is not None and state.item is not None else None,
         )
         log.log(end.level, "%s %s", proc.name, end.detail)
+        self.metrics.worker_exited(proc.pid, end.cause.value, end.counter, len(self.procs))
         if end.may_hold_claims and state is not None and state.consumer:
             release_claims(proc, state.consumer, f"{proc.name} {end.detail}")
         if end.counter:

@@ -9,12 +9,59 @@ counts attempts and backs off the same way.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from statusq.errors import QueueError
 from statusq.item import Delivery
+
+log = logging.getLogger(__name__)
+
+#: Told of each item this process enqueued: (the site as the caller gave it, or None; transport).
+EnqueueObserver = Callable[[str | None, str], None]
+_observers: list[EnqueueObserver] = []
+_depth = threading.local()
+
+
+def observe_enqueues(observer: EnqueueObserver) -> Callable[[], None]:
+    """Have ``observer`` called after every successful enqueue in this process, by any backend
+    (plugins and the dispatcher enqueue through managers of their own); returns the undo.  A
+    worker's metrics count with it; a process that installs none pays one empty loop."""
+    _observers.append(observer)
+
+    def stop() -> None:
+        if observer in _observers:
+            _observers.remove(observer)
+
+    return stop
+
+
+def _observed(enqueue: Callable[..., str]) -> Callable[..., str]:
+    """``enqueue`` that tells the observers, once per item even when an override calls super()."""
+
+    @functools.wraps(enqueue)
+    def wrapper(
+        self: QueueManager, payload: Any, transport: str, site: str | None = None, *args: Any, **kw: Any
+    ) -> str:
+        depth = getattr(_depth, "value", 0)
+        _depth.value = depth + 1
+        try:
+            item_id = enqueue(self, payload, transport, site, *args, **kw)
+        finally:
+            _depth.value = depth
+        if depth == 0:
+            for observer in _observers:
+                try:
+                    observer(site, transport)
+                except Exception:
+                    log.exception("enqueue observer failed; ignored")
+        return item_id
+
+    return wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +152,13 @@ class Consumer(abc.ABC):
 
 
 class QueueManager(abc.ABC):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every backend's enqueue is observed without each having to remember to report.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("enqueue")
+        if own is not None and not getattr(own, "__isabstractmethod__", False):
+            cls.enqueue = _observed(own)  # type: ignore[method-assign]
+
     @abc.abstractmethod
     def enqueue(
         self,

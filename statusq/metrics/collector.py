@@ -1,0 +1,177 @@
+"""The supervisor's part of the model, assembled at scrape time: no second bookkeeping.
+
+Workers, their states and RSS, and the restarts by cause come from the state files the
+supervisor and its workers keep anyway (:mod:`statusq.daemon.state`); the backlog and the
+dead letters from the queue backend, and the periodic queues from the dispatcher's table, each
+reused for ``[metrics] backlog_ttl`` so that a scrape every second costs a query every few.
+A source that fails leaves its series out of that scrape and is logged; the rest is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from statusq.daemon.exits import RESTART_COUNTERS
+from statusq.daemon.state import RunDir, WorkerState, alive
+from statusq.limits import MemoryProbe
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: ``statusq_workers`` states; a worker that failed at start is on its way out.
+WORKER_STATES = ("starting", "idle", "busy", "exiting")
+_STATE_OF = {"failed": "exiting"}
+_WARN_EVERY = 60.0
+
+
+class Cached(Generic[T]):
+    """A value loaded at most once per ``ttl`` seconds, None while its source fails."""
+
+    def __init__(self, load: Callable[[], T], ttl: float, what: str, clock: Callable[[], float] = time.monotonic):
+        self.load, self.ttl, self.what, self.clock = load, ttl, what, clock
+        self._value: T | None = None
+        self._until = -1.0
+        self._warned = -_WARN_EVERY
+        self._lock = threading.Lock()  # two scrapes at once make one query
+
+    def get(self) -> T | None:
+        with self._lock:
+            now = self.clock()
+            if now < self._until:
+                return self._value
+            try:
+                self._value = self.load()
+            except Exception as exc:
+                self._value = None
+                if now - self._warned >= _WARN_EVERY:
+                    self._warned = now
+                    log.warning("metrics: %s left out: %s", self.what, exc)
+            self._until = now + self.ttl
+            return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    ready: int
+    delayed: int
+    in_flight: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchQueue:
+    """One periodic queue as the dispatch series show it."""
+
+    name: str
+    last_run: float | None
+    running: bool
+    hung: bool
+    #: Items per period (batch: its members; serial: what its latest run planned); None: unknown.
+    items: int | None
+
+
+class DaemonCollector(Collector):
+    """Reads one supervisor's folder of state files (and the cached sources) at each scrape."""
+
+    def __init__(
+        self,
+        run_dir: RunDir,
+        backlog: Cached[Backlog] | None = None,
+        dispatch: Cached[list[DispatchQueue]] | None = None,
+        *,
+        is_alive: Callable[[int], bool] = alive,
+        rss: Callable[[int], int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.run_dir = run_dir
+        self.backlog = backlog
+        self.dispatch = dispatch
+        self.is_alive = is_alive
+        self.rss = rss or MemoryProbe().rss
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("statusq_up", "1 while the supervisor serves.", value=1)
+        yield from self._daemon()
+        yield from self._backlog()
+        yield from self._dispatch()
+
+    def _daemon(self) -> Iterator[Metric]:
+        supervisor = self.run_dir.supervisor()
+        workers = [w for w in self.run_dir.workers() if self.is_alive(w.pid)]
+        states = GaugeMetricFamily("statusq_workers", "Worker processes by state.", labels=["state"])
+        counts = dict.fromkeys(WORKER_STATES, 0)
+        for worker in workers:
+            state = _STATE_OF.get(worker.state, worker.state)
+            if state in counts:
+                counts[state] += 1
+        for state, count in counts.items():
+            states.add_metric([state], count)
+        yield states
+        yield GaugeMetricFamily(
+            "statusq_items_in_flight", "Items being handled now.", value=sum(1 for w in workers if w.item is not None)
+        )
+        rss = GaugeMetricFamily("statusq_worker_rss_bytes", "Resident memory per worker slot.", labels=["slot"])
+        for slot, worker in sorted(_current_per_slot(workers).items()):
+            rss.add_metric([str(slot)], self.rss(worker.pid) or worker.rss)
+        yield rss
+        if supervisor is None:
+            return  # not written yet (the first second of a daemon)
+        yield GaugeMetricFamily(
+            "statusq_workers_expected", "Workers the supervisor keeps running.", value=supervisor.workers
+        )
+        restarts = CounterMetricFamily(
+            "statusq_worker_restarts", "Workers replaced, by why they ended.", labels=["cause"]
+        )
+        for cause in RESTART_COUNTERS:
+            restarts.add_metric([cause], supervisor.restarts.get(cause, 0))
+        yield restarts
+
+    def _backlog(self) -> Iterator[Metric]:
+        backlog = self.backlog.get() if self.backlog is not None else None
+        if backlog is None:
+            return
+        family = GaugeMetricFamily("statusq_backlog_items", "Items waiting or in hand, by state.", labels=["state"])
+        for state in ("ready", "delayed", "in_flight"):
+            family.add_metric([state], getattr(backlog, state))
+        yield family
+        yield GaugeMetricFamily("statusq_dead_letters", "Items in the dead-letter table.", value=backlog.dead)
+
+    def _dispatch(self) -> Iterator[Metric]:
+        queues = self.dispatch.get() if self.dispatch is not None else None
+        if queues is None:
+            return
+        now = self.clock()
+        age = GaugeMetricFamily(
+            "statusq_dispatch_last_run_age_seconds", "Seconds since the queue last dispatched.", labels=["queue"]
+        )
+        running = GaugeMetricFamily("statusq_dispatch_running", "1 while a run is in progress.", labels=["queue"])
+        hung = GaugeMetricFamily("statusq_dispatch_hung", "1 when the run is past its timeout.", labels=["queue"])
+        items = GaugeMetricFamily("statusq_dispatch_items", "Items the queue dispatches per period.", labels=["queue"])
+        for queue in queues:
+            if queue.last_run is not None:
+                age.add_metric([queue.name], max(0.0, now - queue.last_run))
+            running.add_metric([queue.name], int(queue.running))
+            hung.add_metric([queue.name], int(queue.hung))
+            if queue.items is not None:
+                items.add_metric([queue.name], queue.items)
+        yield from (age, running, hung, items)
+
+
+def _current_per_slot(workers: Iterable[WorkerState]) -> dict[int, WorkerState]:
+    """During a reload a slot has two workers; the newer one is the slot's."""
+    found: dict[int, WorkerState] = {}
+    for worker in workers:
+        other = found.get(worker.slot)
+        if other is None or (worker.generation, worker.started_at) > (other.generation, other.started_at):
+            found[worker.slot] = worker
+    return found

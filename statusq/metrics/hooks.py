@@ -1,0 +1,133 @@
+"""The worker's side of the metrics model: an item hook, and the counters beside the item path.
+
+The hook runs twice for every item, so it keeps each label combination's child series in a dict
+of its own (prometheus-client's ``labels()`` validates and locks on every call) and sends at most
+one statsd datagram per item.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from statusq.hooks import Failure, ItemHooks, Outcome, Result
+from statusq.item import Delivery
+from statusq.metrics.labels import SiteLabels
+from statusq.metrics.model import OUTCOMES, UNKNOWN_TRANSPORT, ItemMetrics
+from statusq.metrics.statsd import Statsd, counter, timing
+
+#: Failures after which the handler ran, so its time is worth a histogram sample.
+_HANDLER_RAN = frozenset({Failure.HANDLER_ERROR, Failure.HANDLER_FALSE, Failure.TIME_LIMIT})
+#: Label combinations remembered before starting over (10,000 sites x transports x outcomes).
+_CACHE_MAX = 50_000
+
+
+class MetricsHooks(ItemHooks):
+    """Counts every settled item and times its handler; statsd gets the same events."""
+
+    def __init__(
+        self,
+        model: ItemMetrics,
+        sites: SiteLabels,
+        transports: Collection[str],
+        statsd: Statsd | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.model = model
+        self.sites = sites
+        self.transports = frozenset(transports)
+        self.statsd = statsd
+        self.clock = clock
+        self._site: str | None = None
+        self._latency_line: str | None = None
+        self._last_handled = 0.0
+        self._items: dict[tuple[str, str, Outcome], Any] = {}
+        self._errors: dict[tuple[str, str, Failure], Any] = {}
+        self._enqueued: dict[tuple[str, str], Any] = {}
+        self._handling: dict[str, Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def transport(self, name: str) -> str:
+        return name if name in self.transports else UNKNOWN_TRANSPORT
+
+    def before_item(self, delivery: Delivery) -> None:
+        if delivery.site != self._site:
+            if self._site is not None:
+                self.model.site_switches.inc()
+            self._site = delivery.site
+        if delivery.attempt != 1:
+            return  # a retry waited for its backoff on purpose: not latency
+        latency = max(0.0, self.clock() - delivery.enqueued_at)
+        child = self._latency.get(delivery.transport)
+        if child is None:
+            child = self._latency[delivery.transport] = self.model.latency.labels(self.transport(delivery.transport))
+        child.observe(latency)
+        if self.statsd is not None:  # sent with the outcome: one datagram per item
+            self._latency_line = timing(self.statsd.name("latency", self.transport(delivery.transport)), latency)
+
+    def after_item(self, delivery: Delivery, result: Result) -> None:
+        site, transport, outcome, kind = delivery.site, delivery.transport, result.outcome, result.kind
+        items = self._items.get((site, transport, outcome))
+        if items is None:
+            items = self._child(self._items, (site, transport, outcome), self.model.items, OUTCOMES[outcome])
+        items.inc()
+        if kind is not None:
+            errors = self._errors.get((site, transport, kind))
+            if errors is None:
+                errors = self._child(self._errors, (site, transport, kind), self.model.errors, kind.value)
+            errors.inc()
+        ran = kind is None or kind in _HANDLER_RAN
+        if ran:
+            handling = self._handling.get(transport)
+            if handling is None:
+                handling = self._handling[transport] = self.model.handling.labels(self.transport(transport))
+            handling.observe(result.duration)
+        if outcome is Outcome.DONE:
+            now = self.clock()
+            if now - self._last_handled >= 1.0:  # to the second: one file write fewer per item
+                self._last_handled = now
+                self.model.last_handled.set(now)
+        if self.statsd is not None:
+            self._send(transport, result, ran)
+
+    def _child(self, cache: dict[Any, Any], key: tuple[str, str, Any], family: Any, last: str) -> Any:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        child = cache[key] = family.labels(self.sites(key[0]), self.transport(key[1]), last)
+        return child
+
+    def _send(self, transport: str, result: Result, ran: bool) -> None:
+        statsd = self.statsd
+        assert statsd is not None
+        label, outcome = self.transport(transport), OUTCOMES[result.outcome]
+        lines = [counter(statsd.name("items", outcome)), counter(statsd.name("items", label, outcome))]
+        if result.kind is not None:
+            lines.append(counter(statsd.name("errors", result.kind.value)))
+        if ran:
+            lines.append(timing(statsd.name("handling", label), result.duration))
+        if self._latency_line is not None:
+            lines.append(self._latency_line)
+            self._latency_line = None
+        statsd.send(*lines)
+
+    # -- beside the item path ----------------------------------------------------------------
+
+    def enqueued(self, site: str, transport: str) -> None:
+        """An item was enqueued by this process (a plugin, the dispatcher)."""
+        child = self._enqueued.get((site, transport))
+        if child is None:
+            if len(self._enqueued) >= _CACHE_MAX:
+                self._enqueued.clear()
+            child = self._enqueued[site, transport] = self.model.enqueued.labels(
+                self.sites(site), self.transport(transport)
+            )
+        child.inc()
+        if self.statsd is not None:
+            self.statsd.send(counter(self.statsd.name("enqueued", self.transport(transport))))
+
+    def control(self, command: str, result: str) -> None:
+        """A control message was applied or refused (``command`` is one of a closed set)."""
+        self.model.control.labels(command, result).inc()
+        if self.statsd is not None:
+            self.statsd.send(counter(self.statsd.name("control", command, result)))

@@ -1,0 +1,123 @@
+"""The supervisor's part of the metrics: the workers' folder, the endpoint, statsd state changes.
+
+The folder (``<var_dir>/run/<supervisor pid>/metrics``) is created empty before the first fork
+and named in ``PROMETHEUS_MULTIPROC_DIR``, which the workers inherit; it goes when the
+supervisor ends.  Counters of workers that died stay in it (a restart must not make a counter go
+down); their live gauges are dropped when each one is reaped.
+
+Everything here is optional to the daemon: with ``[metrics] enabled = false`` each method does
+nothing, and no failure in here stops the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from statusq.config import Config
+from statusq.daemon.state import RunDir
+from statusq.metrics import MULTIPROC_ENV
+from statusq.metrics.statsd import Statsd, counter, gauge
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from statusq.metrics.server import MetricsServer
+
+log = logging.getLogger(__name__)
+
+FOLDER = "metrics"
+
+
+class SupervisorMetrics:
+    def __init__(self, config: Config, run_dir: RunDir) -> None:
+        self.settings = config.metrics
+        self.run_dir = run_dir
+        self.folder = run_dir.path / FOLDER
+        #: What the endpoint serves (None until started); the web page reads the same registry.
+        self.registry: CollectorRegistry | None = None
+        self.server: MetricsServer | None = None
+        self._previous_env: str | None = None
+        self._prepared = False
+        statsd = self.settings.statsd if self.settings.enabled else None
+        self.statsd = Statsd(statsd, self.settings.statsd_prefix) if statsd else None
+
+    def prepare(self) -> None:
+        """Before the first fork: an empty folder for the workers' values, named in the environment."""
+        if not self.settings.enabled:
+            return
+        try:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+        except OSError as exc:
+            log.error("metrics: cannot create %s (%s); workers keep their metrics to themselves", self.folder, exc)
+            return
+        self._previous_env = os.environ.get(MULTIPROC_ENV)
+        os.environ[MULTIPROC_ENV] = str(self.folder)
+        self._prepared = True
+
+    def start(self, config: Callable[[], Config]) -> None:
+        """Serve ``/metrics``; ``config`` gives the config in force (it changes on reload)."""
+        if not self._prepared:
+            return
+        try:
+            self._start(config)
+        except Exception:
+            log.exception("metrics: cannot serve /metrics; the daemon runs without it")
+
+    def _start(self, config: Callable[[], Config]) -> None:
+        from statusq.metrics.collector import Cached, DaemonCollector
+        from statusq.metrics.server import MetricsServer, daemon_registry
+        from statusq.metrics.sources import db_backlog, dispatch_queues
+
+        ttl = self.settings.backlog_ttl
+        backlog = Cached(db_backlog(config), ttl, "backlog") if config().queue.subsystem == "db" else None
+        dispatch = Cached(dispatch_queues(config), ttl, "dispatch queues")
+        registry = daemon_registry(self.folder, DaemonCollector(self.run_dir, backlog, dispatch))
+        server = MetricsServer(registry, self.settings.listen)
+        self.registry = registry
+        if server.start():
+            self.server = server
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self.server.address if self.server is not None else None
+
+    def worker_started(self, slot: int, alive: int) -> None:
+        if self.statsd is not None:
+            s = self.statsd
+            self.statsd.send(counter(s.name("workers", "started")), gauge(s.name("workers", "alive"), alive))
+
+    def worker_exited(self, pid: int, cause: str, restart: str | None, alive: int) -> None:
+        """A worker was reaped: drop its live gauges, tell statsd why it ended."""
+        if self._prepared:
+            from prometheus_client import multiprocess
+
+            with contextlib.suppress(OSError):
+                multiprocess.mark_process_dead(pid, str(self.folder))  # type: ignore[no-untyped-call]
+        if self.statsd is not None:
+            s = self.statsd
+            lines = [counter(s.name("workers", "exited", cause)), gauge(s.name("workers", "alive"), alive)]
+            if restart is not None:
+                lines.append(counter(s.name("workers", "restarts", restart)))
+            s.send(*lines)
+
+    def stop(self) -> None:
+        """After the last worker: stop serving, forget the folder."""
+        if self.server is not None:
+            self.server.stop()
+        self.server = None
+        if self.statsd is not None:
+            self.statsd.close()
+        if not self._prepared:
+            return
+        self._prepared = False
+        if self._previous_env is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = self._previous_env
+        shutil.rmtree(self.folder, ignore_errors=True)

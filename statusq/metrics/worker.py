@@ -1,0 +1,70 @@
+"""Wiring the metrics model into one worker process (see :func:`statusq.worker.build_worker`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from statusq.io.manager import IoManager
+from statusq.metrics import MULTIPROC_ENV
+from statusq.metrics.hooks import MetricsHooks
+from statusq.metrics.labels import SiteLabels
+from statusq.metrics.model import ItemMetrics, use_multiprocess_files
+from statusq.metrics.statsd import Statsd
+from statusq.queues.base import observe_enqueues
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from statusq.runtime import Runtime
+
+#: The file in the daemon's metrics folder where "auto" site labels are admitted (labels.py).
+SITE_LABELS_FILE = "site-labels"
+
+
+class MetricsManager(IoManager):
+    """Counts this process's enqueues while the worker's loop runs, and closes the statsd socket
+    after it: an IoManager for its start and stop, never polled."""
+
+    name = "metrics"
+
+    def __init__(self, hooks: MetricsHooks, default_site: str) -> None:
+        self.hooks = hooks
+        self.default_site = default_site
+        self._undo: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        self._undo = observe_enqueues(self._enqueued)
+
+    def _enqueued(self, site: str | None, transport: str) -> None:
+        self.hooks.enqueued(site or self.default_site, transport)
+
+    def stop(self) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+        if self.hooks.statsd is not None:
+            self.hooks.statsd.close()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMetrics:
+    hooks: MetricsHooks
+    manager: MetricsManager
+    #: True when the values go to the supervisor's folder (a daemon's worker).
+    shared: bool
+
+
+def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:
+    """The hook and manager of a worker; None under ``[metrics] enabled = false``."""
+    config = runtime.config.metrics
+    if not config.enabled:
+        return None
+    shared = use_multiprocess_files()
+    folder = Path(os.environ[MULTIPROC_ENV]) if shared else None
+    sites = SiteLabels(config.site_labels, config.max_sites, folder / SITE_LABELS_FILE if folder else None)
+    statsd = Statsd(config.statsd, config.statsd_prefix) if config.statsd else None
+    hooks = MetricsHooks(ItemMetrics(), sites, runtime.registry.transports(), statsd)
+    return WorkerMetrics(hooks, MetricsManager(hooks, runtime.config.sites.default), shared)

@@ -1,0 +1,237 @@
+"""Requests to responses: routing, the access checks, and the actions behind the forms.
+
+Kept apart from sockets and threads (``server.py``) so that every rule here, who may read, who
+may change, which requests are refused, is tested by calling :meth:`App.handle` directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from statusq.config import Config
+from statusq.errors import StatusqError
+from statusq.web import forms, pages, queues, sources
+from statusq.web.auth import Access, Gate, clear_cookie, session_cookie
+from statusq.web.chart import RateHistory
+from statusq.web.html import Markup, render
+from statusq.web.layout import CSP, STYLE, Context, page
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEAD_LETTER_LIMIT = 200
+READ_PAGES = ("/", "/queues", "/deadletters", "/sites")
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/html; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def all_headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": self.content_type,
+            "Content-Length": str(len(self.body)),
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            **self.headers,
+        }
+
+
+def redirect(to: str, **headers: str) -> Response:
+    return Response(303, headers={"Location": to, **headers})
+
+
+class App:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        history: RateHistory,
+        sampler: sources.Sampler | None = None,
+        specs: queues.SpecCache | None = None,
+    ) -> None:
+        self.config = config
+        self.gate = Gate(lambda: self.config().web)
+        self.history = history
+        self.sampler = sampler
+        self.specs = specs or queues.SpecCache(config().source)
+
+    # -- the entry point ---------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Response:
+        path = urlsplit(target).path
+        refusal = self._refuse_origin(method, headers)
+        if refusal is not None:
+            return self._refused(403, refusal)
+        if method == "GET" and path == "/style.css":
+            return Response(200, STYLE.encode(), "text/css; charset=utf-8")
+        access = self.gate.access(headers)
+        if method == "GET":
+            return self._get(path, access)
+        if method == "POST":
+            return self._post(path, access, body)
+        return Response(405, b"method not allowed", "text/plain; charset=utf-8", {"Allow": "GET, POST"})
+
+    def _refuse_origin(self, method: str, headers: Mapping[str, str]) -> str | None:
+        """Requests for another host name (DNS rebinding) or, for POST, from another site."""
+        host = headers.get("Host", "")
+        if not self._known_host(host):
+            return f"unknown host {host[:100]!r} (add it to [web] allowed_hosts)"
+        if method == "POST":
+            origin = headers.get("Origin")
+            if origin and origin != "null" and urlsplit(origin).netloc != host:
+                return "cross-origin form refused"
+            if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+                return "cross-site form refused"
+        return None
+
+    def _known_host(self, host: str) -> bool:
+        name = urlsplit(f"//{host}").hostname or ""
+        if name == "localhost" or name in self.config().web.allowed_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def _refused(self, status: int, why: str, access: Access | None = None) -> Response:
+        ctx = self._context(access or Access(read=False, write=False), "")
+        return self._html(page(ctx, "Refused", render('<p class="problem">{why}</p>', why=why)), status)
+
+    def _context(self, access: Access, path: str) -> Context:
+        flash: list[str] = []
+        if access.session is not None:
+            flash, access.session.flash = access.session.flash, []
+        return Context(access, self.gate.writable, path, flash)
+
+    @staticmethod
+    def _html(markup: Markup, status: int = 200) -> Response:
+        return Response(status, markup.encode())
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _get(self, path: str, access: Access) -> Response:
+        if path == "/login":
+            return self._html(pages.login(self._context(access, path)))
+        if path not in READ_PAGES:
+            return self._refused(404, "no such page", access)
+        if not access.read:
+            return redirect("/login")
+        ctx = self._context(access, path)
+        config = self.config()
+        if path == "/":
+            backlog = _attempt(lambda: sources.backlog(config))
+            return self._html(pages.overview(ctx, sources.daemons(config), self._rates(), backlog))
+        if path == "/queues":
+            return self._html(pages.queues(ctx, _attempt(lambda: queues.views(config, self.specs.get()))))
+        if path == "/deadletters":
+            letters = _attempt(lambda: sources.dead_letters(config, DEAD_LETTER_LIMIT))
+            return self._html(pages.dead_letters(ctx, letters, DEAD_LETTER_LIMIT))
+        backlog = _attempt(lambda: sources.backlog(config))
+        seen = [] if isinstance(backlog, str) else [r.site for r in backlog]
+        rows = _attempt(lambda: sources.sites(config, seen))
+        return self._html(pages.sites(ctx, rows, sources.control_channel(config)))
+
+    def _rates(self) -> pages.Rates:
+        samples = self.sampler.latest if self.sampler is not None else None
+        return pages.Rates(self.history.points(), self.history.window, self.history.problem, samples)
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def _post(self, path: str, access: Access, body: bytes) -> Response:
+        try:
+            form = forms.parse_form(body)
+        except forms.FormError as exc:
+            return self._refused(400, str(exc), access)
+        if path == "/login":
+            return self._login(form)
+        if not self.gate.writable:
+            return self._refused(403, "read-only: no [web] token is configured", access)
+        if not access.write:
+            return self._refused(403, "log in with the token first", access)
+        if not self.gate.csrf_ok(access, form):
+            return self._refused(403, "missing or wrong CSRF token: reload the page and try again", access)
+        if path == "/logout":
+            self.gate.sessions.drop(access.session.id if access.session else None)
+            return redirect("/login", **{"Set-Cookie": clear_cookie()})
+        action = self._actions().get(path)
+        if action is None and path.startswith("/queues/"):
+            action = self._set_queue
+        if action is None:
+            return self._refused(404, "no such action", access)
+        back = "/" + path.split("/")[1]
+        try:
+            message = action(path, form)
+        except StatusqError as exc:  # a FormError, or the backend refused
+            message = f"not done: {exc}"
+        log.info("web page: %s %s: %s", path, "header token" if access.by_header else "session", message)
+        if access.session is not None:
+            access.session.flash.append(message)
+        return redirect(back)
+
+    def _login(self, form: dict[str, str]) -> Response:
+        session = self.gate.login(form.get("token"))
+        if session is None:
+            log.warning("web page: login with a wrong token refused")
+            ctx = self._context(Access(read=False, write=False), "/login")
+            return self._html(pages.login(ctx, failed=True), 403)
+        return redirect("/", **{"Set-Cookie": session_cookie(session.id)})
+
+    def _actions(self) -> dict[str, Callable[[str, dict[str, str]], str]]:
+        return {
+            "/deadletters/requeue": self._requeue,
+            "/deadletters/purge": self._purge,
+            "/sites/add": self._site_command,
+            "/sites/remove": self._site_command,
+        }
+
+    def _set_queue(self, path: str, form: dict[str, str]) -> str:
+        name = path.removeprefix("/queues/")
+        spec = next((s for s in self.specs.get() if s.name == name), None)
+        if spec is None:
+            raise forms.FormError(f"no periodic queue {name!r}")
+        current = next(v for v in queues.views(self.config(), [spec]))
+        values = forms.queue_settings(form, current)
+        if not values:
+            return f"{name}: nothing changed"
+        queues.apply_settings(self.config(), spec, values)
+        said = ", ".join(f"{k} {pages.duration_field(v) if k == 'frequency' else v}" for k, v in values.items())
+        return f"{name}: {said} (every daemon applies it at its next tick)"
+
+    def _requeue(self, _path: str, form: dict[str, str]) -> str:
+        ids = None if form.get("all") == "yes" else [forms.item_id(form)]
+        moved = sources.requeue(self.config(), ids)
+        return f"requeued {moved} item(s)"
+
+    def _purge(self, _path: str, form: dict[str, str]) -> str:
+        gone = sources.purge(self.config(), [forms.item_id(form)])
+        return f"purged {gone} item(s)"
+
+    def _site_command(self, path: str, form: dict[str, str]) -> str:
+        config = self.config()
+        unavailable = sources.control_channel(config)
+        if unavailable is not None:
+            raise forms.FormError(unavailable)
+        command = "update-site" if path.endswith("/add") else "remove-site"
+        text = f"{command} {forms.site_name(form)}"
+        sources.send_control(config, text)
+        return f"sent to every daemon: {text}"
+
+
+def _attempt(read: Callable[[], T]) -> T | str:
+    """What a source returned, or why it failed, for the page to show instead."""
+    try:
+        return read()
+    except StatusqError as exc:
+        return str(exc)

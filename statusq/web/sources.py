@@ -1,0 +1,143 @@
+"""Where the page's facts come from, each from its owner: no bookkeeping of the page's own.
+
+Processes: the state files ``statusq status`` reads.  Backlog, dead letters, the control channel:
+the queue backend, on a short-lived connection (the supervisor forks; a pooled connection would
+be shared with its workers).  Rates and broker-side counts: the daemon's ``/metrics``, sampled by
+one thread.  Sites: the sites folder, read as a worker reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from statusq.config import Config
+from statusq.daemon.state import SupervisorState, WorkerState, running_daemons
+from statusq.metrics.scrape import Samples, ScrapeError, fetch
+from statusq.queues.base import BacklogRow, DeadLetter
+from statusq.runtime import Runtime
+from statusq.sites import SiteTable
+from statusq.web.chart import RateHistory
+
+log = logging.getLogger(__name__)
+
+HANDLED = "statusq_items_total"
+
+
+def metrics_url(config: Config) -> str | None:
+    """The daemon's own ``/metrics``, reached over loopback when it listens on every address."""
+    if not config.metrics.enabled:
+        return None
+    host, _, port = config.metrics.listen.rpartition(":")
+    if port == "0":
+        return None  # a port picked at start: nobody outside the exporter knows it
+    if host in ("0.0.0.0", "", "*"):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "[::1]"
+    return f"http://{host}:{port}/metrics"
+
+
+class Sampler:
+    """Scrapes ``/metrics`` every ``every`` seconds in a thread of its own, feeding the rate
+    history; request threads read :attr:`latest` and never wait for a scrape."""
+
+    def __init__(self, url: str | None, history: RateHistory, every: float) -> None:
+        self.url = url
+        self.history = history
+        self.every = every
+        self.latest: Samples | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="statusq-web-sampler", daemon=True)
+
+    def start(self) -> None:
+        if self.url is None:
+            self.history.failed("metrics disabled ([metrics] enabled = false)")
+            return
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def sample(self) -> None:
+        assert self.url is not None
+        try:
+            samples = fetch(self.url, timeout=min(5.0, max(1.0, self.every)))
+        except ScrapeError as exc:
+            self.latest = None
+            self.history.failed(str(exc))
+            return
+        self.latest = samples
+        self.history.add_total(time.time(), samples.sum(HANDLED, outcome="handled"))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except Exception:  # a sampler that dies leaves a chart that silently stops
+                log.exception("web page: sampling %s failed", self.url)
+            self._stop.wait(self.every)
+
+
+def daemons(config: Config) -> list[tuple[SupervisorState, list[WorkerState]]]:
+    return running_daemons(config.var_dir)
+
+
+def backlog(config: Config) -> list[BacklogRow]:
+    with Runtime(config).queue_manager() as qm:
+        return qm.backlog()
+
+
+def dead_letters(config: Config, limit: int) -> list[DeadLetter]:
+    with Runtime(config).queue_manager() as qm:
+        return qm.dead_letters(limit)
+
+
+def requeue(config: Config, ids: Iterable[str] | None) -> int:
+    with Runtime(config).queue_manager() as qm:
+        return qm.requeue_dead(ids)
+
+
+def purge(config: Config, ids: Iterable[str] | None) -> int:
+    with Runtime(config).queue_manager() as qm:
+        return qm.purge_dead(ids)
+
+
+def control_channel(config: Config) -> str | None:
+    """Why site commands cannot be sent, or None when they can."""
+    if config.queue.subsystem != "stomp":
+        return f"the {config.queue.subsystem!r} backend has no control channel (it needs STOMP)"
+    if not config.queue.stomp.control_channel:
+        return "no control channel configured ([queue.stomp] control_channel)"
+    return None
+
+
+def send_control(config: Config, text: str) -> None:
+    with Runtime(config).queue_manager() as qm:
+        qm.send_control(text)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRow:
+    name: str
+    status: str  # "served", or why not
+    has_file: bool
+
+
+def sites(config: Config, seen: Iterable[str] = ()) -> list[SiteRow]:
+    """Every site with a file, and the sites items were seen for; each with what a worker that
+    read the folder now would do with its items."""
+    table = SiteTable(config)
+    folder = Path(config.sites.dir)
+    files = {p.name.removesuffix(".toml") for p in folder.glob("*.toml")} if folder.is_dir() else set()
+    rows = []
+    for name in sorted(files | set(seen)):
+        problem = table.lookup(name).problem
+        rows.append(SiteRow(name, problem or "served", name in files))
+    return rows

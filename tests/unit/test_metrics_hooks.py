@@ -1,0 +1,205 @@
+"""The worker's metrics: the processor's failure kinds, the item hook, enqueues, control commands.
+
+A real processor, real prometheus-client series in a registry of the test's own, a real UDP
+socket for statsd; only the consumer is an in-memory one.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statusq.config import Config
+from statusq.control import ControlActions, ControlManager
+from statusq.dispatcher.simulate import CollectingQueueManager
+from statusq.handler import QueueHandler
+from statusq.hooks import Failure, HookChain, Outcome
+from statusq.item import Delivery, QueueItem
+from statusq.metrics.hooks import MetricsHooks
+from statusq.metrics.labels import OTHER, SiteLabels
+from statusq.metrics.model import ItemMetrics
+from statusq.metrics.statsd import Statsd
+from statusq.metrics.worker import MetricsManager
+from statusq.processor import ItemProcessor
+from statusq.registry import HandlerRegistry
+from statusq.retry import RetryPolicy
+from statusq.sites import SiteTable
+from tests.unit.fakes import RecordingConsumer, make_delivery
+
+POLICY = RetryPolicy(max_retries=2, delay=1.0, delay_max=10.0)  # 3 attempts
+
+
+class Scripted(QueueHandler):
+    def handle(self, item: QueueItem) -> bool | None:
+        action = item.payload.get("do", "ok")
+        if action == "raise":
+            raise ValueError("boom")
+        return action != "false"
+
+
+@pytest.fixture
+def receiver() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def hooks(receiver: socket.socket) -> MetricsHooks:
+    statsd = Statsd(f"127.0.0.1:{receiver.getsockname()[1]}", "sq")
+    return MetricsHooks(ItemMetrics(), SiteLabels("auto", 1), {"echo"}, statsd)
+
+
+@pytest.fixture
+def processor(hooks: MetricsHooks, tmp_path: Path) -> ItemProcessor:
+    registry = HandlerRegistry()
+    registry.register("echo", Scripted, group="main", plugin="test")
+    sites = SiteTable(Config.model_validate({"sites": {"dir": str(tmp_path / "sites")}}))
+    sites.remove("gone.example")
+    return ItemProcessor(registry, sites, POLICY, hooks=HookChain([hooks]))
+
+
+def value(hooks: MetricsHooks, name: str, **labels: str) -> float:
+    found = hooks.model.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def run(processor: ItemProcessor, *deliveries: Delivery) -> list[Any]:
+    consumer = RecordingConsumer()
+    return [processor.process(d, consumer) for d in deliveries]
+
+
+def test_every_failure_has_its_kind(processor: ItemProcessor) -> None:
+    results = run(
+        processor,
+        make_delivery({"do": "false"}),
+        make_delivery({"do": "raise"}, attempt=3),
+        make_delivery({}, transport="nobody"),
+        make_delivery(body=b"{not json"),
+        make_delivery({}, transport=""),
+        make_delivery({}, site="gone.example"),
+        make_delivery({}, attempt=4),
+        make_delivery({"do": "ok"}),
+    )
+    assert [(r.outcome, r.kind) for r in results] == [
+        (Outcome.RETRY, Failure.HANDLER_FALSE),
+        (Outcome.DEAD, Failure.HANDLER_ERROR),
+        (Outcome.DEAD, Failure.NO_HANDLER),
+        (Outcome.DEAD, Failure.BAD_ITEM),
+        (Outcome.DEAD, Failure.BAD_ITEM),
+        (Outcome.DEAD, Failure.SITE_UNAVAILABLE),
+        (Outcome.DEAD, Failure.INTERNAL),  # an earlier attempt never finished
+        (Outcome.DONE, None),
+    ]
+
+
+def test_settled_items_are_counted_by_bounded_labels(processor: ItemProcessor, hooks: MetricsHooks) -> None:
+    # Given max_sites 1: the first site gets a series, later ones are _other
+    run(
+        processor,
+        make_delivery({"do": "ok"}, site="a.example"),
+        make_delivery({"do": "ok"}, site="a.example"),
+        make_delivery({"do": "false"}, site="b.example"),
+        make_delivery({"do": "raise"}, site="c.example", attempt=3),
+        make_delivery({}, site="a.example", transport="typo"),
+    )
+
+    assert value(hooks, "statusq_items_total", site="a.example", transport="echo", outcome="handled") == 2
+    assert value(hooks, "statusq_items_total", site=OTHER, transport="echo", outcome="retried") == 1
+    assert value(hooks, "statusq_items_total", site=OTHER, transport="echo", outcome="dead_lettered") == 1
+    assert value(hooks, "statusq_item_errors_total", site=OTHER, transport="echo", kind="handler_false") == 1
+    assert value(hooks, "statusq_item_errors_total", site=OTHER, transport="echo", kind="handler_error") == 1
+    # A transport no handler serves does not get a series of its own
+    assert value(hooks, "statusq_items_total", site="a.example", transport="_unknown", outcome="dead_lettered") == 1
+    assert value(hooks, "statusq_item_errors_total", site="a.example", transport="_unknown", kind="no_handler") == 1
+    # The handler ran four times; the item without a handler has no handling time
+    assert value(hooks, "statusq_handling_seconds_count", transport="echo") == 4
+    assert value(hooks, "statusq_handling_seconds_count", transport="_unknown") == 0
+    # a -> a -> b -> c -> a: three switches
+    assert value(hooks, "statusq_site_switches_total") == 3
+    assert value(hooks, "statusq_last_handled_timestamp_seconds") == pytest.approx(time.time(), abs=60)
+
+
+def test_latency_is_measured_for_first_attempts_from_enqueue(processor: ItemProcessor, hooks: MetricsHooks) -> None:
+    first = make_delivery({"do": "ok"})
+    first.enqueued_at = time.time() - 30
+    retry = make_delivery({"do": "ok"}, attempt=2)
+    retry.enqueued_at = time.time() - 3600  # its backoff was on purpose
+
+    run(processor, first, retry)
+
+    assert value(hooks, "statusq_latency_seconds_count", transport="echo") == 1
+    assert 30 <= value(hooks, "statusq_latency_seconds_sum", transport="echo") < 3600
+
+
+def test_statsd_gets_one_datagram_per_item(processor: ItemProcessor, receiver: socket.socket) -> None:
+    run(processor, make_delivery({"do": "false"}))
+
+    lines = receiver.recv(65536).decode().splitlines()
+    names = [line.split(":")[0] for line in lines]
+    assert names == [
+        "sq.items.retried",
+        "sq.items.echo.retried",
+        "sq.errors.handler_false",
+        "sq.handling.echo",
+        "sq.latency.echo",
+    ]
+    assert lines[0] == "sq.items.retried:1|c" and lines[3].endswith("|ms")
+
+
+def test_enqueues_of_any_manager_in_the_process_are_counted_once(hooks: MetricsHooks) -> None:
+    class Wrapping(CollectingQueueManager):
+        def enqueue(self, payload: Any, transport: str, site: str | None = None, *args: Any, **kw: Any) -> str:
+            return super().enqueue(payload, transport, site, *args, **kw)
+
+    manager = MetricsManager(hooks, default_site="default")
+    one, two = CollectingQueueManager(clock=time.time), Wrapping(clock=time.time)
+    one.enqueue({}, "echo", site="a.example")  # before the worker's loop: not counted
+    manager.start()
+    one.enqueue({}, "echo", site="a.example")
+    two.enqueue({}, "echo")
+    manager.stop()
+    two.enqueue({}, "echo")  # after it: not counted
+
+    assert value(hooks, "statusq_enqueued_total", site="a.example", transport="echo") == 1
+    assert value(hooks, "statusq_enqueued_total", site=OTHER, transport="echo") == 1  # "default", past max_sites
+
+
+class ControlConsumer(RecordingConsumer):
+    def __init__(self, messages: list[tuple[dict[str, str], bytes]]) -> None:
+        super().__init__()
+        self.messages = messages
+
+    def take_control(self) -> list[tuple[dict[str, str], bytes]]:
+        taken, self.messages = self.messages, []
+        return taken
+
+
+def test_control_commands_are_counted_applied_or_refused(hooks: MetricsHooks, tmp_path: Path) -> None:
+    reloads = []
+    channel = {"destination": "/topic/control"}
+    consumer = ControlConsumer(
+        [
+            (channel, b"reload"),
+            (channel, b"reboot now"),
+            ({"destination": "/topic/else"}, b"shutdown"),
+            (channel, b"reload"),
+        ]
+    )
+    sites = SiteTable(Config.model_validate({"sites": {"dir": str(tmp_path)}}))
+    actions = ControlActions(reload=lambda: reloads.append(1), restart=lambda: None, shutdown=lambda: None)
+    manager = ControlManager(consumer, sites, actions, channel="/topic/control", secret=None, observer=hooks.control)
+
+    manager.poll()
+
+    assert len(reloads) == 2
+    assert value(hooks, "statusq_control_commands_total", command="reload", result="applied") == 2
+    assert value(hooks, "statusq_control_commands_total", command="unknown", result="refused") == 1
+    assert value(hooks, "statusq_control_commands_total", command="shutdown", result="refused") == 1

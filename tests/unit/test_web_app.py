@@ -1,0 +1,218 @@
+"""The page's rules, request by request, against a real SQLite queue (no sockets, no browser)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from statusq.config import Config
+from statusq.dispatcher.registry import QueueSpec, declare
+from statusq.queues import Subscription
+from statusq.runtime import Runtime
+from statusq.web.app import App, Response
+from statusq.web.auth import COOKIE
+from statusq.web.chart import RateHistory
+
+TOKEN = "a-token-of-twenty-chars"
+HOST = {"Host": "127.0.0.1:9465"}
+BODY = '{"x": "<script>alert(1)</script>"}'
+
+
+class FixedSpecs:
+    def __init__(self, specs: list[QueueSpec]) -> None:
+        self.specs = specs
+
+    def get(self) -> list[QueueSpec]:
+        return self.specs
+
+
+def make_config(tmp_path: Path, **web: Any) -> Config:
+    return Config.model_validate(
+        {
+            "var_dir": str(tmp_path / "var"),
+            "queue": {"subsystem": "db", "db_url": f"sqlite:///{tmp_path / 'q.sqlite'}"},
+            "sites": {"dir": str(tmp_path / "sites")},
+            "metrics": {"enabled": False},
+            "web": {"enabled": True, **web},
+        }
+    )
+
+
+def make_app(config: Config) -> App:
+    spec = declare("cron", transport="count", plugin="p", frequency="5m", items=3)
+    return App(lambda: config, RateHistory(600), None, FixedSpecs([spec]))  # type: ignore[arg-type]
+
+
+def dead_letter(config: Config, body: str = BODY) -> str:
+    with Runtime(config).queue_manager() as qm:
+        qm.enqueue(body, "count", site="example.org", content_type="application/json")
+        consumer = qm.subscribe(Subscription())
+        delivery = consumer.fetch()
+        assert delivery is not None
+        consumer.dead_letter(delivery, "reason <b>bold</b>")
+        consumer.close()
+        return qm.dead_letters()[0].id
+
+
+def dead_ids(config: Config) -> list[str]:
+    with Runtime(config).queue_manager() as qm:
+        return [d.id for d in qm.dead_letters()]
+
+
+def login(app: App) -> tuple[dict[str, str], str]:
+    response = app.handle("POST", "/login", HOST, urlencode({"token": TOKEN}).encode())
+    assert response.status == 303
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    session = cookie.split(";")[0]
+    page = app.handle("GET", "/deadletters", {**HOST, "Cookie": session})
+    found = re.search(r'name="csrf" value="([^"]+)"', page.body.decode())
+    assert found is not None
+    return {**HOST, "Cookie": session}, found.group(1)
+
+
+def post(app: App, path: str, headers: dict[str, str], **form: str) -> Response:
+    return app.handle("POST", path, headers, urlencode(form).encode())
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path, token=TOKEN)
+
+
+def test_reading_needs_a_login_unless_anonymous_read(tmp_path: Path, config: Config) -> None:
+    app = make_app(config)
+    assert app.handle("GET", "/", HOST).headers["Location"] == "/login"
+    assert app.handle("GET", "/login", HOST).status == 200
+    open_app = make_app(make_config(tmp_path, token=TOKEN, anonymous_read=True))
+    page = open_app.handle("GET", "/queues", HOST)
+    assert page.status == 200
+    assert "cron" in page.body.decode() and 'action="/queues/cron"' not in page.body.decode()
+
+
+def test_a_wrong_token_is_refused(config: Config) -> None:
+    response = post(make_app(config), "/login", HOST, token="wrong-token-of-20-chars")
+    assert response.status == 403 and "Set-Cookie" not in response.headers
+
+
+def test_every_response_has_the_security_headers(config: Config) -> None:
+    headers = make_app(config).handle("GET", "/login", HOST).all_headers()
+    assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'none' covers scripts
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_dead_letter_body_and_reason_are_shown_as_text(config: Config) -> None:
+    dead_letter(config)
+    app = make_app(config)
+    headers, _ = login(app)
+    page = app.handle("GET", "/deadletters", headers).body.decode()
+    assert "<script" not in page and "<b>bold" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "reason &lt;b&gt;bold&lt;/b&gt;" in page
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(config: Config) -> None:
+    letter = dead_letter(config)
+    app = make_app(config)
+    headers, csrf = login(app)
+    assert post(app, "/deadletters/purge", headers, id=letter).status == 403
+    assert post(app, "/deadletters/purge", headers, id=letter, csrf="forged").status == 403
+    assert post(app, "/deadletters/purge", HOST, id=letter, csrf=csrf).status == 403  # no cookie
+    assert dead_ids(config) == [letter]
+    assert post(app, "/deadletters/purge", headers, id=letter, csrf=csrf).status == 303
+    assert dead_ids(config) == []
+
+
+def test_requeue_puts_the_item_back_and_says_so(config: Config) -> None:
+    letter = dead_letter(config)
+    app = make_app(config)
+    headers, csrf = login(app)
+    assert post(app, "/deadletters/requeue", headers, id=letter, csrf=csrf).headers["Location"] == "/deadletters"
+    assert dead_ids(config) == []
+    assert "requeued 1 item(s)" in app.handle("GET", "/deadletters", headers).body.decode()
+    with Runtime(config).queue_manager() as qm:
+        assert sum(r.ready for r in qm.backlog()) == 1
+
+
+def test_the_queue_form_stores_what_statusq_queues_shows(config: Config) -> None:
+    from statusq.dispatcher.store import DispatchStore
+
+    app = make_app(config)
+    headers, csrf = login(app)
+    response = post(app, "/queues/cron", headers, csrf=csrf, enabled="no", frequency="30s", items="7")
+    assert response.status == 303
+    store = DispatchStore(config.db_url)
+    try:
+        row = store.row("cron")
+    finally:
+        store.close()
+    assert row is not None and (row.enabled, row.frequency, row.items) == (False, 30.0, 7)
+    page = app.handle("GET", "/queues", headers).body.decode()
+    assert "cron: enabled False, frequency 30s, items 7" in page
+
+
+def test_a_bad_form_value_is_reported_and_not_stored(config: Config) -> None:
+    app = make_app(config)
+    headers, csrf = login(app)
+    post(app, "/queues/cron", headers, csrf=csrf, enabled="yes", frequency="soon", items="3")
+    page = app.handle("GET", "/queues", headers).body.decode()
+    assert "not done: frequency" in page
+    assert re.search(r"<td>cron</td><td>serial</td><td>yes</td><td>5m</td>", page)
+
+
+def test_without_a_token_nothing_can_be_changed(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    letter = dead_letter(config)
+    app = make_app(config)
+    assert app.handle("GET", "/deadletters", HOST).status == 200
+    assert post(app, "/deadletters/purge", HOST, id=letter).status == 403
+    assert dead_ids(config) == [letter]
+
+
+def test_the_bearer_header_may_change_without_a_session(config: Config) -> None:
+    letter = dead_letter(config)
+    app = make_app(config)
+    headers = {**HOST, "Authorization": f"Bearer {TOKEN}"}
+    assert post(app, "/deadletters/purge", headers, id=letter).status == 303
+    assert dead_ids(config) == []
+
+
+def test_foreign_host_names_and_cross_site_posts_are_refused(config: Config) -> None:
+    app = make_app(config)
+    assert app.handle("GET", "/login", {"Host": "evil.example:9465"}).status == 403
+    assert app.handle("GET", "/login", {"Host": "localhost:9465"}).status == 200
+    headers, csrf = login(app)
+    for extra in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        assert post(app, "/logout", {**headers, **extra}, csrf=csrf).status == 403
+    assert post(app, "/logout", {**headers, "Origin": "http://127.0.0.1:9465"}, csrf=csrf).status == 303
+
+
+def test_sites_cannot_be_changed_without_a_control_channel(config: Config, tmp_path: Path) -> None:
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites" / "example.org.toml").write_text("enabled = true\n")
+    (tmp_path / "sites" / "broken.example.toml").write_text("enabled = [\n")
+    app = make_app(config)
+    headers, csrf = login(app)
+    page = app.handle("GET", "/sites", headers).body.decode()
+    assert "<td>example.org</td><td>served</td>" in page
+    assert "broken.example" in page and "broken config" in page
+    assert "has no control channel" in page and 'action="/sites/add"' not in page
+    post(app, "/sites/add", headers, csrf=csrf, site="new.example")
+    assert (
+        "not done: the &#x27;db&#x27; backend has no control channel"
+        in app.handle("GET", "/sites", headers).body.decode()
+    )
+
+
+def test_the_overview_degrades_without_metrics(config: Config) -> None:
+    app = make_app(config)
+    headers, _ = login(app)
+    page = app.handle("GET", "/", headers).body.decode()
+    assert "no running daemon found" in page
+    assert "metrics unavailable" in page and "<svg" in page
+    assert COOKIE not in page
