@@ -99,6 +99,7 @@ class StompConsumer(Consumer):
         if not self.link.connected and (not reconnect_due or not self._connect()):
             return None
         self._sort_incoming()
+        redelivered: list[Delivery] = []
         while (frame := self._next_frame()) is not None:
             delivery = wire.to_delivery(
                 frame.headers,
@@ -108,11 +109,13 @@ class StompConsumer(Consumer):
                 frame.generation,
             )
             if frame.headers.get("redelivered", "false").lower() == "true":
-                self._count_redelivery(delivery)
+                redelivered.append(delivery)
                 continue
+            self._count_redeliveries(redelivered)
             if self.link.acks_overdue(_ACK_DELAY):
                 self.link.flush_acks()
             return delivery
+        self._count_redeliveries(redelivered)
         self.link.flush_acks()  # nothing more to do right now: confirm what is done
         return None
 
@@ -135,20 +138,29 @@ class StompConsumer(Consumer):
             self.link.send_in(tx, destination, delivery.body, headers)
             self.link.ack_in(tx, token.ack_id)
 
-    def _count_redelivery(self, delivery: Delivery) -> None:
+    def _count_redeliveries(self, deliveries: list[Delivery]) -> None:
         """A redelivered frame's worker died (or its connection did): that was an attempt.
 
         The count must live in the message, not in this process, so a copy with the attempt
-        raised replaces the original before the item runs again.
+        raised replaces the original before the item runs again.  All the redelivered frames in
+        hand go in one transaction: after a RabbitMQ mirror takes over a queue, every message in
+        it comes flagged redelivered, and a confirmed commit per message (~60/s) kept the workers
+        re-sending for minutes without running an item.
         """
-        token = delivery.token
-        assert isinstance(token, wire.FrameToken)
-        error = delivery.error or "redelivered by the broker: the worker holding it died or disconnected"
-        headers = wire.copy_headers(
-            delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
-        )
-        log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
-        self._resend_and_ack(delivery, token.destination, self.manager.wire_headers(headers))
+        current = [d for d in deliveries if self._token(d) is not None]
+        if not current:
+            return
+        with self.link.transaction() as tx:
+            for delivery in current:
+                token = delivery.token
+                assert isinstance(token, wire.FrameToken)
+                error = delivery.error or "redelivered by the broker: the worker holding it died or disconnected"
+                headers = wire.copy_headers(
+                    delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
+                )
+                self.link.send_in(tx, token.destination, delivery.body, self.manager.wire_headers(headers))
+                self.link.ack_in(tx, token.ack_id)
+                log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
 
     def ack(self, delivery: Delivery) -> None:
         token = self._token(delivery)
