@@ -49,6 +49,10 @@ class QueueListener(IoManager):
             self._interval = self.poll_max
             self._due = time.monotonic() + self._interval
             return False
+        if delivery is None and self.consumer.take_progress():
+            self._interval = POLL_MIN
+            self._due = 0.0
+            return True
         if delivery is None:
             self._due = time.monotonic() + self._interval
             self._interval = min(self.poll_max, self._interval * 2)

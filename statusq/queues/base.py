@@ -116,6 +116,11 @@ class Consumer(abc.ABC):
     def fetch(self) -> Delivery | None:
         """The next delivery, or None at once when nothing is ready (never blocks)."""
 
+    def take_progress(self) -> bool:
+        """Whether fetches since the last call did queue work without yielding a delivery (a
+        STOMP consumer re-counting redelivered frames): ``--idle-exit`` must not call that idle."""
+        return False
+
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> None:
         """The handler finished: the item is gone for good."""

@@ -95,3 +95,24 @@ def test_filenos_and_stop_go_to_the_consumer(processor: ItemProcessor) -> None:
     listener.stop()
 
     assert consumer.closed
+
+
+class RecountingConsumer(RecordingConsumer):
+    """Yields nothing, but did broker work: re-counted a redelivered frame, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress = [True]
+
+    def take_progress(self) -> bool:
+        return self.progress.pop() if self.progress else False
+
+
+def test_queue_work_without_a_delivery_is_work_not_idleness(processor: ItemProcessor) -> None:
+    # A STOMP consumer busy re-counting redeliveries (a RabbitMQ mirror's takeover flags every
+    # message) returns no item; --idle-exit must not take that for an empty queue
+    listener = QueueListener(RecountingConsumer(), processor, POLL_MAX)
+
+    assert listener.poll() is True
+    assert listener.timeout() <= 0
+    assert listener.poll() is False

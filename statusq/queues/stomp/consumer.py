@@ -41,6 +41,7 @@ class StompConsumer(Consumer):
         # One local queue per subscription, served in turns: a flooded site's breakout cannot
         # keep another subscription's items waiting behind its whole prefetch window.
         self._pending: dict[str, deque[Frame]] = {}
+        self._progress = False  # redeliveries re-counted since take_progress()
         for destination in self.destinations:
             sub_id = self.link.subscribe(destination, "client-individual", window)
             self._pending[sub_id] = deque()
@@ -150,6 +151,7 @@ class StompConsumer(Consumer):
         current = [d for d in deliveries if self._token(d) is not None]
         if not current:
             return
+        self._progress = True
         with self.link.transaction() as tx:
             for delivery in current:
                 token = delivery.token
@@ -161,6 +163,10 @@ class StompConsumer(Consumer):
                 self.link.send_in(tx, token.destination, delivery.body, self.manager.wire_headers(headers))
                 self.link.ack_in(tx, token.ack_id)
                 log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
+
+    def take_progress(self) -> bool:
+        progress, self._progress = self._progress, False
+        return progress
 
     def ack(self, delivery: Delivery) -> None:
         token = self._token(delivery)
