@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from statusq.cli.helpers import echo_table, runtime
 from statusq.dispatcher.registry import QueueRegistry, QueueSpec, queue_registry
-from statusq.dispatcher.schedule import Settings, rescheduled
 from statusq.dispatcher.status import TABLE_HEADERS, queue_view, table_row
 from statusq.units import parse_duration
 
@@ -127,17 +125,7 @@ def set_(
         values = {"enabled": None, "frequency": None, "items": None, "timeout": None} | values
     store = _store(ctx)
     try:
-        store.ensure([spec])
-        row = store.row(name)
-        assert row is not None
-        current = {"enabled": row.enabled, "frequency": row.frequency, "items": row.items, "timeout": row.timeout}
-        settings = Settings.effective(spec, **(current | values))
-        if "frequency" in values or "items" in values:
-            # A queue that only ever found nothing to do counts from when it last looked.
-            state = replace(row.schedule(), last_run=row.last_run or row.checked_at)
-            values["next_due"] = rescheduled(state, settings, time.time())
-        store.set_overrides(name, values)
-        row = store.row(name)
+        row = store.change_settings(spec, values, time.time())
     finally:
         store.close()
     now = time.time()

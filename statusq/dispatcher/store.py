@@ -13,11 +13,13 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
 from statusq.dispatcher.registry import QueueSpec, WorkItem, as_work_item
+from statusq.dispatcher.schedule import Settings, rescheduled
 from statusq.dispatcher.tables import QueueRow, RunRow, members, metadata, queues, runs
 from statusq.errors import QueueError
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
@@ -126,6 +128,35 @@ class DispatchStore:
         """Store the operator's settings (keys of ``queues``; None clears an override)."""
         with self.begin() as conn:
             return bool(conn.execute(update(queues).where(queues.c.name == name).values(values)).rowcount)
+
+    def change_settings(self, spec: QueueSpec, values: dict[str, Any], now: float) -> QueueRow:
+        """Store an operator's overrides (``enabled``, ``frequency``, ``items``, ``timeout``; None
+        drops one) and return the queue's row as it then is.
+
+        The one place ``statusq queues set`` and the web page's form change a queue, so the two can
+        never disagree: a new frequency or batch size also moves the next run, counted from the
+        last one (see :func:`rescheduled`), or a queue set from hourly to every minute would still
+        wait out the hour.
+        """
+        self.ensure([spec])
+        row = self._existing(spec.name)
+        values = dict(values)
+        if "frequency" in values or "items" in values:
+            current = {"enabled": row.enabled, "frequency": row.frequency, "items": row.items, "timeout": row.timeout}
+            settings = Settings.effective(spec, **(current | values))
+            # A queue that only ever found nothing to do counts from when it last looked.
+            state = replace(row.schedule(), last_run=row.last_run or row.checked_at)
+            values["next_due"] = rescheduled(state, settings, now)
+        if not values:
+            return row
+        self.set_overrides(spec.name, values)
+        return self._existing(spec.name)
+
+    def _existing(self, name: str) -> QueueRow:
+        row = self.row(name)
+        if row is None:  # ensure() just made it: only someone dropping tables gets here
+            raise QueueError(f"queue {name!r} has no row")
+        return row
 
     # -- claims -----------------------------------------------------------------------------------
 

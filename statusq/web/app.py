@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEAD_LETTER_LIMIT = 200
+#: Removals remembered for the sites page; beyond this the oldest are forgotten.
+REMOVED_LIMIT = 10_000
 READ_PAGES = ("/", "/queues", "/deadletters", "/sites")
 
 
@@ -65,6 +69,10 @@ class App:
         self.history = history
         self.sampler = sampler
         self.specs = specs or queues.SpecCache(config().source)
+        #: When each site was removed from this page (dropped again by an add).  A removed site
+        #: keeps its file, so without this the sites page would go on calling it served.
+        self.removed: dict[str, float] = {}
+        self._removed_lock = threading.Lock()
 
     # -- the entry point ---------------------------------------------------------------------
 
@@ -140,7 +148,9 @@ class App:
             return self._html(pages.dead_letters(ctx, letters, DEAD_LETTER_LIMIT))
         backlog = _attempt(lambda: sources.backlog(config))
         seen = [] if isinstance(backlog, str) else [r.site for r in backlog]
-        rows = _attempt(lambda: sources.sites(config, seen))
+        with self._removed_lock:
+            removed = dict(self.removed)
+        rows = _attempt(lambda: sources.sites(config, seen, removed))
         return self._html(pages.sites(ctx, rows, sources.control_channel(config)))
 
     def _rates(self) -> pages.Rates:
@@ -224,9 +234,20 @@ class App:
         if unavailable is not None:
             raise forms.FormError(unavailable)
         command = "update-site" if path.endswith("/add") else "remove-site"
-        text = f"{command} {forms.site_name(form)}"
+        site = forms.site_name(form)
+        text = f"{command} {site}"
         sources.send_control(config, text)
-        return f"sent to every daemon: {text}"
+        with self._removed_lock:
+            self.removed.pop(site, None)
+            if command == "remove-site":
+                self.removed[site] = time.time()
+                while len(self.removed) > REMOVED_LIMIT:
+                    del self.removed[next(iter(self.removed))]
+        message = f"sent to every daemon: {text}"
+        if command == "update-site" and config.sites.require_file and not sources.site_file(config, site).exists():
+            # The daemons re-read a file that is not there: the site is as unknown as before.
+            message += f" (but there is no {sources.site_file(config, site)} here: its items stay refused)"
+        return message
 
 
 def _attempt(read: Callable[[], T]) -> T | str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,14 +130,24 @@ class SiteRow:
     has_file: bool
 
 
-def sites(config: Config, seen: Iterable[str] = ()) -> list[SiteRow]:
-    """Every site with a file, and the sites items were seen for; each with what a worker that
-    read the folder now would do with its items."""
+def site_file(config: Config, name: str) -> Path:
+    return Path(config.sites.dir) / f"{name}.toml"
+
+
+def sites(config: Config, seen: Iterable[str] = (), removed: Mapping[str, float] | None = None) -> list[SiteRow]:
+    """Every site with a file, the sites items were seen for and those removed from the page
+    (``removed``: when); each with what a worker that read the folder now would do with its
+    items, unless the page sent it a remove-site since (the folder cannot show that)."""
+    removed = removed or {}
     table = SiteTable(config)
     folder = Path(config.sites.dir)
     files = {p.name.removesuffix(".toml") for p in folder.glob("*.toml")} if folder.is_dir() else set()
     rows = []
-    for name in sorted(files | set(seen)):
-        problem = table.lookup(name).problem
-        rows.append(SiteRow(name, problem or "served", name in files))
+    for name in sorted(files | set(seen) | set(removed)):
+        if name in removed:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(removed[name]))
+            status = f"removed (remove-site sent from this page at {when})"
+        else:
+            status = table.lookup(name).problem or "served"
+        rows.append(SiteRow(name, status, name in files))
     return rows

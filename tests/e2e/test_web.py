@@ -1,7 +1,8 @@
 """The web status page in a real headless Chromium, against a live ``statusq daemon``.
 
 Driven as a person would: log in through the form, read the overview while the daemon works,
-change a queue through the Aegir form, press Requeue, look at a hostile item body.  Debian's
+change a queue through the Aegir form, press Requeue, look at a hostile item body, add and remove
+sites through the control channel (a daemon on ActiveMQ: the channel is STOMP's).  Debian's
 chromium and chromium-driver are used with the driver's path named, so Selenium never tries to
 download a driver (which cannot work here).  Without them the tests are skipped, or fail under
 CI=true, where ``make test`` has installed them.
@@ -17,6 +18,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,28 @@ class Daemon:
         return letters
 
 
+def web_toml(listen: str) -> str:
+    return f'[web]\nenabled = true\nlisten = "{listen}"\ntoken = "{TOKEN}"\nsample_every = "0.5s"\n'
+
+
+@contextmanager
+def serving(config: Path, log: Path, web: str, metrics: str, *args: str) -> Iterator[Daemon]:
+    """A daemon started on ``config``, yielded once its page answers, stopped afterwards."""
+    proc = start_daemon(config, *args, log=log)
+    base = f"http://{web}"
+    try:
+        wait_for(lambda: _answers(f"{base}/login") or proc.poll() is not None, 30, "the web page")
+        assert proc.poll() is None, log.read_text()
+        yield Daemon(config, base, f"http://{metrics}/metrics", proc, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def daemon(
     tmp_path: Path,
@@ -125,22 +149,29 @@ def daemon(
     gate.touch()
     monkeypatch.setenv("WEB_GATE", str(gate))
     web, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    extra = f'[web]\nenabled = true\nlisten = "{web}"\ntoken = "{TOKEN}"\nsample_every = "0.5s"\n'
-    config = write_config(f"sqlite:///{tmp_path / 'queue.sqlite'}", extra, metrics={"enabled": True, "listen": metrics})
+    metrics_table = {"enabled": True, "listen": metrics}
+    config = write_config(f"sqlite:///{tmp_path / 'queue.sqlite'}", web_toml(web), metrics=metrics_table)
+    with serving(config, tmp_path / "daemon.log", web, metrics, "--workers", "2") as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def stomp_daemon(tmp_path: Path, record_file: Path, write_config: Callable[..., Path]) -> Iterator[Daemon]:
+    """A daemon on the shared ActiveMQ (destinations of its own) serving only sites with a file
+    (``[sites] require_file``): old.example has one from the start."""
+    from tests.stomp import make_broker, stomp_toml
+
+    broker = make_broker("activemq")
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites" / "old.example.toml").write_text('[settings.counter]\ngreeting = "hello"\n')
+    web, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    extra = stomp_toml(broker, control_secret="s3cret") + "[sites]\nrequire_file = true\n" + web_toml(web)
+    config = write_config(f"sqlite:///{tmp_path / 'dispatch.sqlite'}", extra, queue={"subsystem": "stomp"})
     log = tmp_path / "daemon.log"
-    proc = start_daemon(config, "--workers", "2", log=log)
-    base = f"http://{web}"
-    try:
-        wait_for(lambda: _answers(f"{base}/login") or proc.poll() is not None, 30, "the web page")
-        assert proc.poll() is None, log.read_text()
-        yield Daemon(config, base, f"http://{metrics}/metrics", proc, log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(config, log, web, metrics, "--workers", "1") as daemon:
+        # A control message reaches only the workers subscribed when it is sent.
+        wait_for(lambda: "worker ready" in log.read_text(), 60, "the worker subscribed")
+        yield daemon
 
 
 def _answers(url: str) -> bool:
@@ -278,3 +309,59 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Any, daemon: Daemon) 
     assert b"CSRF" in refused.value.read()
     assert daemon.queue("cron")["frequency"] == 3600
     assert _answers(f"{daemon.base}/login")
+
+
+def test_sites_added_and_removed_from_the_page_are_served_and_refused(
+    browser: Any, stomp_daemon: Daemon, tmp_path: Path, record_file: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    daemon = stomp_daemon
+
+    def site_row(name: str) -> Any:
+        browser.get(f"{daemon.base}/sites")
+        return browser.find_element(By.XPATH, f"//main//tr[td[1][text()='{name}']]")
+
+    def dead_error(item: str) -> str | None:
+        return next((d["error"] for d in daemon.dead() if d["id"] == item), None)
+
+    # Given a daemon serving only sites with a file, old.example's from the start
+    log_in(browser, daemon)
+    assert site_row("old.example").text.startswith("old.example served yes")
+    # And new.example's file written while it runs: not served yet, its items are refused
+    (tmp_path / "sites" / "new.example.toml").write_text('[settings.counter]\ngreeting = "welcome"\n')
+    early = daemon.enqueue("count", {"n": 0}, site="new.example")
+    wait_for(lambda: dead_error(early) is not None, 30, "the item for the unknown site dead-lettered")
+    assert "unknown site 'new.example'" in str(dead_error(early))
+
+    # When new.example is added through the page's form
+    browser.get(f"{daemon.base}/sites")
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/sites/add']")
+    form.find_element(By.NAME, "site").send_keys("new.example")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    wait_for(lambda: "sent to every daemon: update-site new.example" in browser.page_source, 10, "the sent message")
+    wait_for(lambda: "control: update-site new.example" in daemon.log.read_text(), 30, "the update applied")
+    # Then its items are handled, with the settings from its file
+    daemon.enqueue("count", {"n": 1}, site="new.example")
+    wait_for(lambda: [r["n"] for r in read_records(record_file)] == [1], 30, "the item for the added site")
+    assert read_records(record_file)[0]["greeting"] == "welcome"
+    assert site_row("new.example").text.startswith("new.example served yes")
+
+    # When it is removed with its row's button
+    site_row("new.example").find_element(By.CSS_SELECTOR, "form[action='/sites/remove'] button").click()
+    wait_for(lambda: "sent to every daemon: remove-site new.example" in browser.page_source, 10, "the sent message")
+    wait_for(lambda: "control: remove-site new.example" in daemon.log.read_text(), 30, "the removal applied")
+    # Then its items are dead letters, with that reason, shown on the page
+    late = daemon.enqueue("count", {"n": 2}, site="new.example")
+    wait_for(lambda: dead_error(late) is not None, 30, "the item for the removed site dead-lettered")
+    assert "site 'new.example' was removed" in str(dead_error(late))
+    browser.get(f"{daemon.base}/deadletters")
+    assert "was removed" in browser.find_element(By.XPATH, f"//tr[td[1][text()='{late}']]").text
+    assert [r["n"] for r in read_records(record_file)] == [1]
+    # And old.example is still served
+    daemon.enqueue("count", {"n": 3}, site="old.example")
+    wait_for(lambda: [r["n"] for r in read_records(record_file)] == [1, 3], 30, "the item for old.example")
+    assert read_records(record_file)[1]["greeting"] == "hello"
+    # And the sites page no longer calls new.example served, while old.example still is
+    assert site_row("new.example").text.startswith("new.example removed")
+    assert site_row("old.example").text.startswith("old.example served yes")

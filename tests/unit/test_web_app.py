@@ -216,3 +216,46 @@ def test_the_overview_degrades_without_metrics(config: Config) -> None:
     assert "no running daemon found" in page
     assert "metrics unavailable" in page and "<svg" in page
     assert COOKIE not in page
+
+
+def test_a_site_removed_from_the_page_is_shown_removed_until_added_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a page on STOMP (the control channel faked: what is sent is recorded) and sites with files
+    config = Config.model_validate(
+        {
+            "var_dir": str(tmp_path / "var"),
+            "queue": {"subsystem": "stomp", "stomp": {"control_channel": "/topic/control"}},
+            "sites": {"dir": str(tmp_path / "sites"), "require_file": True},
+            "metrics": {"enabled": False},
+            "web": {"enabled": True, "token": TOKEN},
+        }
+    )
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites" / "a.example.toml").write_text("enabled = true\n")
+    (tmp_path / "sites" / "b.example.toml").write_text("enabled = true\n")
+    sent: list[str] = []
+    monkeypatch.setattr("statusq.web.sources.send_control", lambda _config, text: sent.append(text))
+    monkeypatch.setattr("statusq.web.sources.backlog", lambda _config: [])
+    app = make_app(config)
+    headers, csrf = login(app)
+
+    def status(site: str) -> str:
+        page = app.handle("GET", "/sites", headers).body.decode()
+        found = re.search(rf"<td>{re.escape(site)}</td><td>([^<]*)</td>", page)
+        assert found is not None, page
+        return found.group(1)
+
+    assert status("a.example") == "served"
+    # When a.example is removed, Then the page says so (its file is still there) and b.example is untouched
+    post(app, "/sites/remove", headers, csrf=csrf, site="a.example")
+    assert status("a.example").startswith("removed (remove-site sent from this page at ")
+    assert status("b.example") == "served"
+    # When it is added again, Then it is served again
+    post(app, "/sites/add", headers, csrf=csrf, site="a.example")
+    assert status("a.example") == "served"
+    # And adding a site with no file here is sent, with a warning that it changes nothing
+    post(app, "/sites/add", headers, csrf=csrf, site="c.example")
+    page = app.handle("GET", "/sites", headers).body.decode()
+    assert "update-site c.example (but there is no" in page and "its items stay refused" in page
+    assert sent == ["remove-site a.example", "update-site a.example", "update-site c.example"]
