@@ -135,7 +135,7 @@ def rss_mb(pid: int) -> float:
 def statusq_consume(broker: str, n: int, prefetch: int, work: Path) -> tuple[float, float]:
     basename = f"/queue/bench{uuid.uuid4().hex[:8]}/"
     fill(BROKERS[broker], physical(broker, basename + "main"), n, "noop")
-    out = work / f"{broker}.tput"
+    out = work / f"{broker}-{uuid.uuid4().hex[:8]}.tput"  # fresh per round
     proc = daemon(write_config(work, broker, basename, prefetch), {"BENCH_OUT": str(out), "BENCH_EXPECT": str(n)})
     try:
         deadline = time.monotonic() + 600
@@ -182,12 +182,20 @@ def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]
         proc.wait(timeout=60)
 
 
+def raw_round(broker: str, args: argparse.Namespace) -> float:
+    port = BROKERS[broker]
+    destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
+    fill(port, destination, args.messages, "noop")
+    return raw_consume(port, destination, args.messages, args.prefetch)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--prefetch", type=int, default=100)
     parser.add_argument("--samples", type=int, default=500, help="latency samples")
     parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=list(BROKERS))
+    parser.add_argument("--rounds", type=int, default=3, help="a/b pairs per broker, in alternating order")
     args = parser.parse_args()
     print(
         f"statusq bench {time.strftime('%Y-%m-%d')} on {platform.node()} ({os.cpu_count()} cores, "
@@ -198,20 +206,38 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for broker in args.brokers:
-            port = BROKERS[broker]
-            destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
-            fill(port, destination, args.messages, "noop")
-            raw = raw_consume(port, destination, args.messages, args.prefetch)
-            ours, _ = statusq_consume(broker, args.messages, args.prefetch, work)
+            raws, ours, ratios = [], [], []
+            for round_ in range(args.rounds):
+                # Alternate which runs first: a broker still busy with the previous fill's
+                # journal, or warming up, must not always favour the same side.
+                pair = [
+                    lambda broker=broker: raw_round(broker, args),
+                    lambda broker=broker: statusq_consume(broker, args.messages, args.prefetch, work)[0],
+                ]
+                first, second = pair if round_ % 2 == 0 else pair[::-1]
+                a_or_b = [first(), second()]
+                raw, ours_ = a_or_b if round_ % 2 == 0 else a_or_b[::-1]
+                raws.append(raw)
+                ours.append(ours_)
+                ratios.append(ours_ / raw)
+                print(
+                    f"  {broker} round {round_ + 1}: a {raw:,.0f}/s, b {ours_:,.0f}/s, b/a {ours_ / raw:.2f}",
+                    flush=True,
+                )
             p50, p99, rss = latency(broker, args.samples, work)
-            rows.append((broker, raw, ours, ours / raw, p50, p99, rss))
+            rows.append((broker, statistics.median(raws), statistics.median(ours), ratios, p50, p99, rss))
     print()
     print(
-        "| broker | (a) raw stomp.py msg/s | (b) statusq msg/s | b/a | latency p50 ms | p99 ms | idle worker RSS MB |"
+        "| broker | (a) raw stomp.py msg/s | (b) statusq msg/s | b/a (median of rounds) | b/a per round "
+        "| latency p50 ms | p99 ms | idle worker RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for broker, raw, ours, ratio, p50, p99, rss in rows:
-        print(f"| {broker} | {raw:,.0f} | {ours:,.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for broker, raw, ours_, ratios, p50, p99, rss in rows:
+        per_round = ", ".join(f"{r:.2f}" for r in ratios)
+        print(
+            f"| {broker} | {raw:,.0f} | {ours_:,.0f} | {statistics.median(ratios):.2f} | {per_round} "
+            f"| {p50:.1f} | {p99:.1f} | {rss:.0f} |"
+        )
     return 0
 
 

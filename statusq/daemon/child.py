@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +26,11 @@ from statusq.control import ControlActions
 from statusq.daemon.exits import worker_exit_code
 from statusq.daemon.lifeline import Lifeline, die_with_parent
 from statusq.daemon.proctitle import ProcTitle
-from statusq.daemon.state import StateReporter, WorkerState, worker_file
+from statusq.daemon.reporter import StateReporter
+from statusq.daemon.state import WorkerState, worker_file
 from statusq.defaults import EXIT_MEMORY_AT_START, EXIT_RESTART
 from statusq.errors import StatusqError
+from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.runtime import Runtime
 from statusq.worker import build_worker, check_groups
@@ -114,6 +118,26 @@ def _stop_on_sigterm(master: IoMaster) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+class StateFlush(IoManager):
+    """Writes the state file's deferred "idle" when no next item came within ``delay``: while
+    items flow, each one's "busy" write carries it instead."""
+
+    name = "state"
+
+    def __init__(self, reporter: StateReporter, delay: float = 0.01) -> None:
+        self.reporter = reporter
+        self.delay = delay
+
+    def timeout(self) -> float:
+        if not self.reporter.dirty:
+            return math.inf
+        return self.reporter.dirty_since + self.delay - time.monotonic()
+
+    def poll(self) -> bool:
+        self.reporter.flush()
+        return False
+
+
 def _run(spec: WorkerSpec) -> int:
     _reset_process(spec)
     if os.getppid() != spec.supervisor:
@@ -135,7 +159,7 @@ def _run(spec: WorkerSpec) -> int:
             groups=groups,
             idle_exit=spec.idle_exit,
             hooks=[reporter, title],
-            extra_managers=[lifeline],
+            extra_managers=[StateFlush(reporter), lifeline],
             actions=_forwarding_actions(reporter),
         )
     except StatusqError as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import mmap
 import os
 import shutil
 import time
@@ -26,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from statusq.defaults import RUN_DIR
-from statusq.hooks import ItemHooks, Outcome, Result
-from statusq.item import Delivery
-from statusq.limits import MemoryProbe
+from statusq.hooks import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -282,103 +279,6 @@ def remove_stale(var_dir: str | os.PathLike[str]) -> None:
         run = RunDir(var_dir, int(entry.name))
         if not any(alive(w.pid) for w in run.workers()):
             run.remove()
-
-
-class StateReporter(ItemHooks):
-    """A worker's side: keeps its state file current, item by item.
-
-    Writes happen around each item (before the handler runs, after the outcome is settled), so
-    the file says "busy since T" for exactly as long as the supervisor's hard limit must watch.
-    That is twice per item, on the hot path, so the file is a shared memory map written in place
-    and padded with spaces (JSON whitespace): a store into memory is no system call, and each
-    system call in this thread hands the GIL to stomp.py's receiver thread (a ``pwrite`` per
-    write cost a fifth of the worker's time; a write-and-rename a hundred times more).  Readers
-    see the page cache the map writes to, and cope with overlapping a write (:func:`read_worker`).
-    RSS is read from /proc at most once a second, for the same reason.  A failed write is logged
-    once and otherwise ignored: monitoring must never fail an item.
-    """
-
-    #: The map grows in steps of this size when a state (a long error, say) outgrows it.
-    PAGE = 4096
-    RSS_EVERY = 1.0
-
-    def __init__(self, path: Path, state: WorkerState, probe: MemoryProbe | None = None) -> None:
-        self.path = path
-        self.state = state
-        self.probe = probe or MemoryProbe()
-        self._map: mmap.mmap | None = None
-        self._length = 0  # of the JSON last written; beyond it, spaces
-        self._rss_at = -self.RSS_EVERY
-        self._warned = False
-
-    def write(self, **changes: Any) -> None:
-        for key, value in changes.items():
-            setattr(self.state, key, value)
-        self.state.updated_at = time.time()
-        data = json.dumps(self.state.to_dict(), separators=(",", ":")).encode()
-        try:
-            self._store(data)
-        except (OSError, ValueError) as exc:
-            if not self._warned:
-                log.warning("cannot write the state file %s (the supervisor is blind to us): %s", self.path, exc)
-                self._warned = True
-
-    def _store(self, data: bytes) -> None:
-        if self._map is None or len(data) > len(self._map):
-            self._open(len(data))
-        assert self._map is not None
-        n = len(data)
-        self._map[:n] = data
-        if self._length > n:
-            self._map[n : self._length] = b" " * (self._length - n)
-        self._length = n
-
-    def _open(self, needed: int) -> None:
-        """Map the file, or a larger one: the old content stays until overwritten."""
-        size = (needed // self.PAGE + 1) * self.PAGE
-        old = 0
-        if self._map is not None:
-            old = len(self._map)
-            self._map.close()
-            self._map = None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-        self._map[old:] = b" " * (size - old)  # ftruncate's zero bytes are not JSON whitespace
-
-    def _rss(self) -> int:
-        now = time.monotonic()
-        if now - self._rss_at >= self.RSS_EVERY:
-            self._rss_at = now
-            self.state.rss = self.probe.rss()
-        return self.state.rss
-
-    def ready(self, consumer: str | None) -> None:
-        self._rss_at = time.monotonic()
-        self.write(state="idle", consumer=consumer, ready_at=time.time(), rss=self.probe.rss())
-
-    def failed(self, error: str) -> None:
-        self.write(state="failed", error=error)
-
-    def exiting(self) -> None:
-        self.write(state="exiting", item=None)
-
-    def request(self, what: str) -> None:
-        """Ask the supervisor to do what only it can (``restart``, ``shutdown``)."""
-        self.write(request=what, requests=self.state.requests + 1)
-
-    def before_item(self, delivery: Delivery) -> None:
-        item = ItemInHand(
-            delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), time.monotonic()
-        )
-        self.write(state="busy", item=item)
-
-    def after_item(self, delivery: Delivery, result: Result) -> None:
-        self.state.handled[result.outcome.value] = self.state.handled.get(result.outcome.value, 0) + 1
-        self.write(state="idle", item=None, rss=self._rss())
 
 
 def remove_file(path: Path) -> None:

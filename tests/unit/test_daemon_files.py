@@ -14,9 +14,9 @@ from statusq.daemon.lifeline import Lifeline
 from statusq.daemon.pidfile import PidFile, PidFileError
 from statusq.daemon.processes import descendants
 from statusq.daemon.proctitle import ProcTitle, groups_label, supervisor_title
+from statusq.daemon.reporter import StateReporter
 from statusq.daemon.state import (
     RunDir,
-    StateReporter,
     SupervisorState,
     WorkerState,
     daemon_summary,
@@ -59,11 +59,41 @@ def test_a_worker_reports_busy_before_its_handler_runs_and_idle_after(reporter: 
     assert busy.item.since_monotonic <= time.monotonic()
     assert "busy" in describe_worker(busy) and "item id=7 site=example.org transport=distrib" in describe_worker(busy)
 
-    # And after the outcome it is idle again, with the outcome counted
+    # And after the outcome it is idle again, with the outcome counted: for a short item, once
+    # the loop found no next item to say so instead (the "idle" write is deferred)
     reporter.after_item(delivery, Result(Outcome.RETRY, "boom"))
+    deferred = read_worker(reporter.path)
+    assert reporter.dirty and deferred is not None and deferred.state == "busy"
+    reporter.flush()
     idle = read_worker(reporter.path)
     assert idle is not None and idle.state == "idle" and idle.item is None
     assert idle.handled == {"done": 0, "retry": 1, "dead": 0} and idle.rss == 42 << 20
+
+
+def test_a_long_item_is_reported_idle_at_once(reporter: StateReporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An item that ran a while may have been near its time limit: no moment of a stale "busy"
+    monkeypatch.setattr(StateReporter, "DEFER_UNDER", 0.0)
+    reporter.ready("c")
+    delivery = make_delivery()
+    reporter.before_item(delivery)
+
+    reporter.after_item(delivery, Result(Outcome.DONE))
+
+    idle = read_worker(reporter.path)
+    assert not reporter.dirty and idle is not None and idle.state == "idle" and idle.handled["done"] == 1
+
+
+def test_the_next_items_busy_write_carries_the_deferred_idle(reporter: StateReporter) -> None:
+    reporter.ready("c")
+    first, second = make_delivery(id="1"), make_delivery(id="2")
+    reporter.before_item(first)
+    reporter.after_item(first, Result(Outcome.DONE))
+
+    reporter.before_item(second)
+
+    state = read_worker(reporter.path)
+    assert not reporter.dirty and state is not None and state.item is not None and state.item.id == "2"
+    assert state.handled["done"] == 1
 
 
 def test_a_start_failure_and_a_request_are_last_words_the_supervisor_reads(reporter: StateReporter) -> None:

@@ -7,6 +7,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,66 @@ def test_time_limit_restores_an_outer_timer() -> None:
         remaining, _interval = signal.getitimer(signal.ITIMER_REAL)
 
     assert remaining > 0
+
+
+@pytest.fixture
+def no_outer_timer() -> Iterator[None]:
+    """The worker's situation: no other timer running (pytest-timeout's is put aside)."""
+    left, interval = signal.getitimer(signal.ITIMER_REAL)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    handler = signal.getsignal(signal.SIGALRM)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_item_timer_arms_once_while_items_flow(no_outer_timer: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A timer call per item cost more than a no-op item's bookkeeping: while items follow one
+    # another within the limit, the alarm armed for the first one is left to run
+    calls: list[float] = []
+    real = signal.setitimer
+    monkeypatch.setattr(
+        limits.signal, "setitimer", lambda which, seconds, *a: calls.append(seconds) or real(which, seconds)
+    )
+    timer = limits.ItemTimer(30.0)
+
+    for _ in range(100):
+        with timer:
+            pass
+
+    assert calls == [30.0]
+
+
+def test_item_timer_measures_each_item_from_its_own_start(no_outer_timer: None) -> None:
+    # Given an alarm armed by a first item, which a second item finds still pending
+    timer = limits.ItemTimer(0.3)
+    with timer:
+        spin(0.2)
+    started = time.monotonic()
+
+    # When the second item runs past the limit
+    with pytest.raises(ItemTimeLimitExceeded), timer:
+        spin(5.0)
+
+    # Then it was stopped at its own limit, not at the first item's (the alarm was re-armed)
+    assert time.monotonic() - started >= 0.3 - 0.01
+
+
+def test_an_alarm_with_no_item_in_hand_stops_nothing(no_outer_timer: None) -> None:
+    timer = limits.ItemTimer(0.05)
+    with timer:
+        pass
+    spin(0.15)  # the alarm fires while idle: nothing to stop, nothing raised
+
+    with timer:  # and the next item is timed afresh
+        spin(0.01)
