@@ -8,4 +8,6 @@ config=conf/statusq.toml
 producer=$!
 trap 'kill "$producer" 2>/dev/null || true; wait "$producer" 2>/dev/null || true' EXIT
 echo "statusq demo: daemon on $config, producer pid $producer; Ctrl-C stops both" >&2
+echo "  watch it: curl -s http://127.0.0.1:9464/metrics | grep statusq_items;" \
+    ".venv/bin/statusq --config $config status; scripts/check_statusq" >&2
 .venv/bin/statusq --config "$config" daemon "$@"

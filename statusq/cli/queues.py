@@ -11,7 +11,7 @@ import click
 
 from statusq.cli.helpers import echo_table, runtime
 from statusq.dispatcher.registry import QueueRegistry, QueueSpec, queue_registry
-from statusq.dispatcher.status import TABLE_HEADERS, queue_view, table_row
+from statusq.dispatcher.status import TABLE_HEADERS, current_views, queue_view, table_row
 from statusq.units import parse_duration
 
 if TYPE_CHECKING:
@@ -55,20 +55,13 @@ def queues(ctx: click.Context, as_json: bool) -> int:
     (ok, running, hung, error, disabled)."""
     if ctx.invoked_subcommand is not None:
         return 0
-    specs = _specs(ctx)
-    store = _store(ctx)
-    try:
-        store.ensure(specs)
-        rows = store.rows()
-    finally:
-        store.close()
-    now = time.time()
-    views = [queue_view(spec, rows.get(spec.name), now) for spec in specs]
+    views = current_views(runtime(ctx).config.db_url, list(_specs(ctx)))
     if as_json:
         click.echo(json.dumps([v.as_json() for v in views], indent=2))
     elif not views:
         click.echo("no periodic queues: no plugin declares one")
     else:
+        now = time.time()
         echo_table(TABLE_HEADERS, [table_row(v, now) for v in views])
         for view in views:
             if view.status == "hung":

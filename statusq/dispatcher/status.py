@@ -162,3 +162,20 @@ TABLE_HEADERS = [
     "RUNNING FOR",
     "STATUS",
 ]
+
+
+def current_views(db_url: str, specs: list[QueueSpec]) -> list[QueueView]:
+    """What ``statusq queues`` and the web page show, row for row, read from the store now
+    (rows for newly declared queues are created on the way)."""
+    import time
+
+    from statusq.dispatcher.store import DispatchStore  # SQLAlchemy: only where queues are shown
+
+    store = DispatchStore(db_url)
+    try:
+        store.ensure(specs)
+        rows = store.rows()
+    finally:
+        store.close()
+    now = time.time()
+    return [queue_view(spec, rows.get(spec.name), now) for spec in specs]

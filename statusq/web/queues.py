@@ -20,7 +20,7 @@ from typing import Any
 
 from statusq.config import Config
 from statusq.dispatcher.registry import QueueSpec
-from statusq.dispatcher.status import QueueView, queue_view
+from statusq.dispatcher.status import QueueView, current_views, queue_view
 from statusq.errors import StatusqError
 
 #: Declarations are read again after this long (a reload may have brought new plugin code).
@@ -76,14 +76,7 @@ class SpecCache:
 
 def views(config: Config, specs: list[QueueSpec]) -> list[QueueView]:
     """What ``statusq queues`` shows, row for row."""
-    store = _store(config)
-    try:
-        store.ensure(specs)
-        rows = store.rows()
-    finally:
-        store.close()
-    now = time.time()
-    return [queue_view(spec, rows.get(spec.name), now) for spec in specs]
+    return current_views(config.db_url, specs)
 
 
 def apply_settings(config: Config, spec: QueueSpec, values: dict[str, Any]) -> QueueView:
