@@ -69,6 +69,8 @@ class Check:
     aliases: tuple[str, ...]
     value: Callable[[Totals], float | None]
     uom: str = ""
+    #: What perfdata shows, when it differs from what the thresholds judge.
+    shown: Callable[[Totals], float | None] | None = None
 
 
 def _age_when_waiting(totals: Totals) -> float | None:
@@ -81,7 +83,8 @@ CHECKS = (
     Check("hung_queues", "hung queues", ("hung",), lambda t: t.dispatch_hung),
     Check("workers_down", "workers down", ("down",), lambda t: t.workers_down),
     # Judged only while items are ready: an idle daemon with nothing to do is not stuck.
-    Check("last_handled_age", "last handled", ("age",), _age_when_waiting, "s"),
+    # Graphed always (when known), so the perfdata line has no holes.
+    Check("last_handled_age", "last handled", ("age",), _age_when_waiting, "s", lambda t: t.last_handled_age),
 )
 KEYS = {name: check.key for check in CHECKS for name in (check.key, *check.aliases)}
 
@@ -124,7 +127,8 @@ def evaluate(totals: Totals, warning: dict[str, Range], critical: dict[str, Rang
             elif warn and warn.alerts(value):
                 status = max(status, Status.WARNING)
                 problems.append(f"{check.label} {number(value)}{check.uom} (warning {warn.text})")
-        shown = "U" if value is None else f"{number(value)}{check.uom}"
+        graphed = check.shown(totals) if check.shown else value
+        shown = "U" if graphed is None else f"{number(graphed)}{check.uom}"
         perf.append(f"'{check.key}'={shown};{warn.text if warn else ''};{crit.text if crit else ''};0")
     perf[:0] = [
         f"'handled'={number(totals.handled)}c;;;0",

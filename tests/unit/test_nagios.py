@@ -108,7 +108,8 @@ def test_age_is_judged_only_while_items_are_ready() -> None:
     idle = dataclasses.replace(stale, backlog_ready=0)
     result = evaluate(idle, critical="age=600")
     assert result.status is Status.OK
-    assert "'last_handled_age'=U;;600;0" in result.line
+    # still graphed: the perfdata has no holes while the daemon is idle
+    assert "'last_handled_age'=900s;;600;0" in result.line
 
 
 def test_never_handled() -> None:
@@ -116,6 +117,7 @@ def test_never_handled() -> None:
     result = evaluate(fresh, critical="age=1")
     assert result.status is Status.OK
     assert "never handled" in result.line
+    assert "'last_handled_age'=U;" in result.line
 
 
 def test_unknown_has_a_reason_and_no_pipe() -> None:
