@@ -101,7 +101,7 @@ log.console = false
 EOF
     if ((N == 2)); then
         # Node 2 joins node 1 while it boots (no stop_app/join_cluster/start_app round, ~4 s of
-        # CLI start-ups); the retries cover node 1 booting at the same moment.
+        # CLI start-ups); node 1 is up by then (cmd_start), the retries are a safety margin.
         cat >>"$DIR/rabbitmq.conf" <<EOF
 cluster_formation.peer_discovery_backend = classic_config
 cluster_formation.classic_config.nodes.1 = statusq-ha1@localhost
@@ -163,10 +163,13 @@ cmd_start() {
     # Leftovers of an interrupted run are ours and throw-away: never a reason to refuse.
     cmd_kill 1
     cmd_kill 2
-    # Both boot at once (half the wait); node 2 joins node 1 by itself (see write_config).
+    # Node 1 first, fully booted; then node 2, which joins it by itself (see write_config).
+    # Booting both at once raced: node 2 joined node 1 before node 1's own boot had finished,
+    # and node 1 then failed its feature-flag check ("All replicas on diskfull nodes are not
+    # active yet", seen in a CI run).
     l1=$(launch 1)
-    l2=$(launch 2)
     wait_stomp 1 "$deadline" "$l1"
+    l2=$(launch 2)
     wait_stomp 2 "$deadline" "$l2"
     running=$(ctl 1 eval 'rabbit_nodes:all_running().') || fail "cannot ask statusq-ha1@localhost for its cluster"
     [[ $running == *"statusq-ha1@localhost"* && $running == *"statusq-ha2@localhost"* ]] \
