@@ -31,6 +31,7 @@ T = TypeVar("T")
 WORKER_STATES = ("starting", "idle", "busy", "exiting")
 _STATE_OF = {"failed": "exiting"}
 _WARN_EVERY = 60.0
+_SLOW_FAILURE = 1.0  # seconds a failing load took before it counts as a timeout
 
 
 class Cached(Generic[T]):
@@ -55,16 +56,25 @@ class Cached(Generic[T]):
                 if now - self._warned >= _WARN_EVERY:
                     self._warned = now
                     log.warning("metrics: %s left out: %s", self.what, exc)
+                if self.clock() - now >= _SLOW_FAILURE:
+                    # A source that fails by timing out (a broker without the statistics plugin)
+                    # would make every scrape wait that long: ask it again only now and then.
+                    self._until = now + max(self.ttl, _WARN_EVERY)
+                    return None
             self._until = now + self.ttl
             return self._value
 
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    ready: int
-    delayed: int
-    in_flight: int
-    dead: int
+    """What a backend can tell of its queues; None where it cannot know (its series is left out):
+    ActiveMQ keeps a retry's backoff in its scheduler, outside any queue's count, so ``delayed``
+    is unknown there, and RabbitMQ over STOMP tells nothing at all."""
+
+    ready: int | None
+    delayed: int | None
+    in_flight: int | None
+    dead: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +150,17 @@ class DaemonCollector(Collector):
         backlog = self.backlog.get() if self.backlog is not None else None
         if backlog is None:
             return
-        family = GaugeMetricFamily("statusq_backlog_items", "Items waiting or in hand, by state.", labels=["state"])
-        for state in ("ready", "delayed", "in_flight"):
-            family.add_metric([state], getattr(backlog, state))
-        yield family
-        yield GaugeMetricFamily("statusq_dead_letters", "Items in the dead-letter table.", value=backlog.dead)
+        states = {"ready": backlog.ready, "delayed": backlog.delayed, "in_flight": backlog.in_flight}
+        known = {state: count for state, count in states.items() if count is not None}
+        if known:
+            family = GaugeMetricFamily("statusq_backlog_items", "Items waiting or in hand, by state.", labels=["state"])
+            for state, count in known.items():
+                family.add_metric([state], count)
+            yield family
+        if backlog.dead is not None:
+            yield GaugeMetricFamily(
+                "statusq_dead_letters", "Items dead-lettered, not yet retried or purged.", value=backlog.dead
+            )
 
     def _dispatch(self) -> Iterator[Metric]:
         queues = self.dispatch.get() if self.dispatch is not None else None

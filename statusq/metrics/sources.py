@@ -4,10 +4,9 @@ Each call opens its own short-lived connection and closes it: the supervisor for
 pooled connection would be copied into each of them (as for releasing a dead worker's claims).
 The numbers are the ones ``statusq status`` and ``statusq queues`` show.
 
-STOMP: a broker's queue depths are the broker's to tell (ActiveMQ's statistics plugin, the
-RabbitMQ management API); reading them is not built, so under ``subsystem = "stomp"`` the backlog
-series are left out.  Browsing the dead-letter destination per scrape would cost a connection and
-every message: left out too.
+STOMP: a broker's queue depths are the broker's to tell; ActiveMQ's statistics plugin is read
+by :mod:`statusq.metrics.activemq` (browsing the dead-letter destination per scrape would cost
+every message), and RabbitMQ's management API is not read, so there the series are left out.
 """
 
 from __future__ import annotations

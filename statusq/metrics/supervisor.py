@@ -70,18 +70,31 @@ class SupervisorMetrics:
             log.exception("metrics: cannot serve /metrics; the daemon runs without it")
 
     def _start(self, config: Callable[[], Config]) -> None:
+        from statusq.metrics.activemq import ActiveMQBacklog
         from statusq.metrics.collector import Cached, DaemonCollector
         from statusq.metrics.server import MetricsServer, daemon_registry
         from statusq.metrics.sources import db_backlog, dispatch_queues
 
         ttl = self.settings.backlog_ttl
-        backlog = Cached(db_backlog(config), ttl, "backlog") if config().queue.subsystem == "db" else None
+        subsystem = config().queue.subsystem
+        backlog = None
+        if subsystem == "db":
+            backlog = Cached(db_backlog(config), ttl, "backlog")
+        elif subsystem == "stomp":
+            backlog = Cached(ActiveMQBacklog(config, self._served_groups), ttl, "ActiveMQ statistics")
         dispatch = Cached(dispatch_queues(config), ttl, "dispatch queues")
         registry = daemon_registry(self.folder, DaemonCollector(self.run_dir, backlog, dispatch))
         server = MetricsServer(registry, self.settings.listen)
         self.registry = registry
         if server.start():
             self.server = server
+
+    def _served_groups(self) -> list[str] | None:
+        """The groups this daemon's workers serve (None: all), as the supervisor wrote them."""
+        state = self.run_dir.supervisor()
+        if state is None:
+            raise LookupError("the supervisor's state file is not written yet")
+        return state.groups
 
     @property
     def address(self) -> tuple[str, int] | None:

@@ -31,10 +31,14 @@ def run(tmp_path: Path) -> RunDir:
     return run
 
 
-def scrape(collector: DaemonCollector) -> Samples:
+def registry_of(collector: DaemonCollector) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(collector)
-    return Samples.parse(generate_latest(registry).decode())
+    return registry
+
+
+def scrape(collector: DaemonCollector) -> Samples:
+    return Samples.parse(generate_latest(registry_of(collector)).decode())
 
 
 def test_workers_restarts_and_rss_come_from_the_state_files(run: RunDir) -> None:
@@ -93,6 +97,20 @@ def test_backlog_and_dispatch_series(run: RunDir) -> None:
     assert found.get("statusq_dispatch_items", queue="fresh") is None
 
 
+def test_what_a_backend_cannot_know_is_left_out_not_served_as_zero(run: RunDir) -> None:
+    # ActiveMQ: no delayed count (its scheduler holds retries outside the queues)
+    activemq = Cached(lambda: Backlog(ready=4, delayed=None, in_flight=1, dead=0), 5.0, "backlog")
+    found = scrape(DaemonCollector(run, activemq, is_alive=lambda pid: True))
+    assert {s.labels["state"]: s.value for s in found.select("statusq_backlog_items")} == {"ready": 4, "in_flight": 1}
+    assert found.get("statusq_dead_letters") == 0
+
+    # RabbitMQ: nothing at all, so not even the families' names
+    rabbitmq = Cached(lambda: Backlog(None, None, None, None), 5.0, "backlog")
+    text = generate_latest(registry_of(DaemonCollector(run, rabbitmq, is_alive=lambda pid: True))).decode()
+    assert "statusq_backlog_items" not in text and "statusq_dead_letters" not in text
+    assert "statusq_up 1.0" in text
+
+
 def test_a_failing_source_leaves_its_series_out_and_is_asked_again_after_ttl(run: RunDir, caplog) -> None:
     now = [0.0]
     calls = []
@@ -115,6 +133,26 @@ def test_a_failing_source_leaves_its_series_out_and_is_asked_again_after_ttl(run
     now[0] = 9.0
     assert scrape(collector).get("statusq_backlog_items", state="ready") == 1
     assert calls == [0.0, 5.0]
+
+
+def test_a_source_that_fails_by_timing_out_is_asked_again_only_a_minute_later() -> None:
+    # A broker without the statistics plugin never answers: each scrape would wait the timeout
+    now = [0.0]
+    calls = []
+
+    def load() -> Backlog:
+        calls.append(now[0])
+        now[0] += 5.0  # the wait for an answer that never comes
+        raise TimeoutError("no answer from ActiveMQ's statistics plugin within 5s")
+
+    backlog = Cached(load, 5.0, "backlog", clock=lambda: now[0])
+
+    assert backlog.get() is None
+    now[0] = 30.0
+    assert backlog.get() is None
+    now[0] = 61.0
+    assert backlog.get() is None
+    assert calls == [0.0, 61.0]
 
 
 def queue_row(name: str, kind: str, *, run: RunRow | None = None, **fields: Any) -> QueueRow:
