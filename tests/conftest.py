@@ -168,7 +168,26 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+#: Daemons started by the running test; :func:`_no_daemon_outlives_its_test` kills what is left.
+_STARTED: list[subprocess.Popen[str]] = []
+
+
 def start_daemon(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
     argv = [*STATUSQ, "--config", str(config), "daemon", *args]
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
-    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=os.environ)
+    daemon = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=os.environ)
+    _STARTED.append(daemon)
+    return daemon
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way must not leave a daemon working on (and holding ports, brokers'
+    consumers, database claims) into the next test: SIGKILL its supervisor, whose workers then
+    see their lifeline close and exit."""
+    yield
+    while _STARTED:
+        daemon = _STARTED.pop()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)
