@@ -15,11 +15,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from statusq.config import Config
 from statusq.control import ControlActions
@@ -118,23 +118,32 @@ def _stop_on_sigterm(master: IoMaster) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-class StateFlush(IoManager):
-    """Writes the state file's deferred "idle" when no next item came within ``delay``: while
-    items flow, each one's "busy" write carries it instead."""
+class Deferred(Protocol):
+    """Something that writes lazily: due for :meth:`flush` since ``dirty_since`` (or not)."""
 
-    name = "state"
+    @property
+    def dirty_since(self) -> float | None: ...
 
-    def __init__(self, reporter: StateReporter, delay: float = 0.01) -> None:
-        self.reporter = reporter
+    def flush(self) -> None: ...
+
+
+class FlushWhenIdle(IoManager):
+    """Writes what the state file and the process title deferred ("idle") when no next item
+    came within ``delay``: while items flow, each one's "busy" write carries it instead."""
+
+    name = "flush"
+
+    def __init__(self, deferred: Sequence[Deferred], delay: float = 0.01) -> None:
+        self.deferred = list(deferred)
         self.delay = delay
 
     def timeout(self) -> float:
-        if not self.reporter.dirty:
-            return math.inf
-        return self.reporter.dirty_since + self.delay - time.monotonic()
+        due = [since for d in self.deferred if (since := d.dirty_since) is not None]
+        return min(due) + self.delay - time.monotonic() if due else math.inf
 
     def poll(self) -> bool:
-        self.reporter.flush()
+        for deferred in self.deferred:
+            deferred.flush()
         return False
 
 
@@ -159,7 +168,7 @@ def _run(spec: WorkerSpec) -> int:
             groups=groups,
             idle_exit=spec.idle_exit,
             hooks=[reporter, title],
-            extra_managers=[StateFlush(reporter), lifeline],
+            extra_managers=[FlushWhenIdle([reporter, title]), lifeline],
             actions=_forwarding_actions(reporter),
         )
     except StatusqError as exc:

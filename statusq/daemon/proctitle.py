@@ -8,6 +8,7 @@ enough to do around every item.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from statusq.hooks import ItemHooks, Result
@@ -33,17 +34,34 @@ def supervisor_title(groups: Iterable[str] | None, state: str) -> str:
 
 
 class ProcTitle(ItemHooks):
-    """A worker's title, switched to "handling TRANSPORT site=SITE" for each item and back."""
+    """A worker's title, switched to "handling TRANSPORT site=SITE" for each item and back.
+
+    While items flow, "idle" waits for :meth:`flush` (the worker's loop calls it when no next
+    item came within a few milliseconds), and a title equal to the one shown is not set again:
+    a flood of one site's items costs no ``setproctitle`` at all, where two per item cost a tenth
+    of a no-op item's time.
+    """
 
     def __init__(self, slot: int, groups: Iterable[str] | None, setter: Callable[[str], None] = set_title) -> None:
         self.prefix = f"statusq worker {slot} [{groups_label(groups)}]"
         self.setter = setter
+        self._shown = ""
+        #: "idle" is due since then (monotonic), or None.
+        self.dirty_since: float | None = None
 
     def show(self, state: str) -> None:
-        self.setter(f"{self.prefix}: {state}")
+        self.dirty_since = None
+        title = f"{self.prefix}: {state}"
+        if title != self._shown:
+            self.setter(title)
+            self._shown = title
 
     def before_item(self, delivery: Delivery) -> None:
         self.show(f"handling {delivery.transport} site={delivery.site}")
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
-        self.show("idle")
+        self.dirty_since = time.monotonic()
+
+    def flush(self) -> None:
+        if self.dirty_since is not None:
+            self.show("idle")

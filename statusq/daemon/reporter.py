@@ -5,17 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import operator
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from statusq.daemon.state import ItemInHand, WorkerState
+from statusq.daemon.state import WORKER_FIELDS, ItemInHand, WorkerState
 from statusq.hooks import ItemHooks, Result
 from statusq.item import Delivery
 from statusq.limits import MemoryProbe
 
 log = logging.getLogger("statusq.daemon.state")
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_text = json.encoder.encode_basestring_ascii
+#: WorkerState fields outside the item path: their JSON text is cached between writes.
+_STATIC = tuple(name for name in WORKER_FIELDS if name not in {"state", "item", "handled", "rss", "updated_at"})
+_static_values = operator.attrgetter(*_STATIC)
 
 
 class StateReporter(ItemHooks):
@@ -46,22 +53,52 @@ class StateReporter(ItemHooks):
         self._length = 0  # of the JSON last written; beyond it, spaces
         self._rss_at = -self.RSS_EVERY
         self._warned = False
-        #: State changed in memory but not yet written (see :meth:`after_item`), since when.
-        self.dirty = False
-        self.dirty_since = 0.0
+        #: State changed in memory but not yet written (see :meth:`after_item`) since then
+        #: (monotonic), or None.
+        self.dirty_since: float | None = None
+        self._static_key: tuple[Any, ...] = ()
+        self._static = ""
+
+    @property
+    def dirty(self) -> bool:
+        return self.dirty_since is not None
 
     def write(self, **changes: Any) -> None:
-        self.dirty = False
+        self.dirty_since = None
         for key, value in changes.items():
             setattr(self.state, key, value)
         self.state.updated_at = time.time()
-        data = json.dumps(self.state.to_dict(), separators=(",", ":")).encode()
+        data = self._json().encode()
         try:
             self._store(data)
         except (OSError, ValueError) as exc:
             if not self._warned:
                 log.warning("cannot write the state file %s (the supervisor is blind to us): %s", self.path, exc)
                 self._warned = True
+
+    def _json(self) -> str:
+        """The state as JSON, as ``json.dumps(state.to_dict())`` would have it (a test holds the
+        two equal), built from a cached text of the fields that rarely change: encoding the
+        whole state took as long as the rest of a no-op item."""
+        state = self.state
+        key = _static_values(state)
+        if key != self._static_key:
+            self._static_key = key
+            self._static = _ENCODER.encode(dict(zip(_STATIC, key, strict=True)))[:-1]
+        item = state.item
+        if item is None:
+            item_json = "null"
+        else:
+            item_json = (
+                f'{{"id":{_text(item.id)},"site":{_text(item.site)},"transport":{_text(item.transport)},'
+                f'"attempt":{int(item.attempt)},"since":{float(item.since)!r},'
+                f'"since_monotonic":{float(item.since_monotonic)!r}}}'
+            )
+        handled = ",".join(f"{_text(k)}:{int(v)}" for k, v in state.handled.items())
+        return (
+            f'{self._static},"state":{_text(state.state)},"item":{item_json},"handled":{{{handled}}},'
+            f'"rss":{int(state.rss)},"updated_at":{float(state.updated_at)!r}}}'
+        )
 
     def _store(self, data: bytes) -> None:
         if self._map is None or len(data) > len(self._map):
@@ -121,19 +158,20 @@ class StateReporter(ItemHooks):
 
         After a short one, the next item's "busy" write usually follows within microseconds and
         says all this too, so the "idle" write waits for :meth:`flush`, which the worker's loop
-        calls when no next item came within a few milliseconds (:class:`StateFlush`).  That halves the writes while
-        items flow; the file says "busy" a moment too long, by far less than any time limit.
+        calls when no next item came within a few milliseconds
+        (:class:`~statusq.daemon.child.FlushWhenIdle`).  That halves the writes while items flow;
+        the file says "busy" a moment too long, by far less than any time limit.
         """
         self.state.handled[result.outcome.value] = self.state.handled.get(result.outcome.value, 0) + 1
         item = self.state.item
         self.state.state, self.state.item, self.state.rss = "idle", None, self._rss()
-        if item is None or time.monotonic() - item.since_monotonic >= self.DEFER_UNDER:
+        now = time.monotonic()
+        if item is None or now - item.since_monotonic >= self.DEFER_UNDER:
             self.write()
         else:
-            self.dirty = True
-            self.dirty_since = time.monotonic()
+            self.dirty_since = now
 
     def flush(self) -> None:
         """Write what :meth:`after_item` left in memory."""
-        if self.dirty:
+        if self.dirty_since is not None:
             self.write()

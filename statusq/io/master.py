@@ -91,11 +91,15 @@ class IoMaster:
         last_select = 0.0
         last_memory_check = 0.0
         while not self.stopping:
-            wait = min([_MAX_WAIT, *(m.timeout() for m in self.managers)])
+            managers = list(self.managers)
+            # Asked once per turn, not again before each poll(): with half a dozen managers, the
+            # second round of calls cost more than an item's ack while items flow.
+            timeouts = [m.timeout() for m in managers]
+            wait = min([_MAX_WAIT, *timeouts])
             now = self.clock()
             by_fd: dict[int, IoManager] = {}
             if wait > 0 or now - last_select >= _SELECT_EVERY:
-                by_fd = {fd: m for m in self.managers for fd in m.filenos()}
+                by_fd = {fd: m for m in managers for fd in m.filenos()}
                 # While a manager has work due, skip select() but for a glance now and then at
                 # the other descriptors: every select() gives the GIL away to the broker's
                 # receiver thread, and while items flow that cost as much as handling them.
@@ -104,15 +108,17 @@ class IoMaster:
                     ready, _, _ = select.select([self._wake_r, *by_fd], [], [], max(0.0, wait))
                 except InterruptedError:
                     ready = []
+                if wait > 0:  # time passed in select(): what was not due may be now
+                    timeouts = [m.timeout() for m in managers]
             else:
                 ready = []
             if self._wake_r in ready:
                 self._drain_wake_pipe()
             woken = {by_fd[fd] for fd in ready if fd in by_fd}
-            for manager in self.managers:
+            for manager, due_in in zip(managers, timeouts, strict=True):
                 if self.stopping:
                     break
-                if (manager in woken or manager.timeout() <= 0) and manager.poll():
+                if (due_in <= 0 or manager in woken) and manager.poll():
                     last_work = self.clock()
             over = None
             if self.memory_limit is not None and now - last_memory_check >= _MEMORY_EVERY:

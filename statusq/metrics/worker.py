@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from statusq.io.manager import IoManager
 from statusq.metrics import MULTIPROC_ENV
-from statusq.metrics.hooks import MetricsHooks
+from statusq.metrics.hooks import FLUSH_DELAY, MetricsHooks
 from statusq.metrics.labels import SiteLabels
 from statusq.metrics.model import ItemMetrics, use_multiprocess_files
 from statusq.metrics.statsd import Statsd
@@ -25,8 +27,9 @@ SITE_LABELS_FILE = "site-labels"
 
 
 class MetricsManager(IoManager):
-    """Counts this process's enqueues while the worker's loop runs, and closes the statsd socket
-    after it: an IoManager for its start and stop, never polled."""
+    """Counts this process's enqueues while the worker's loop runs, writes the item hook's counts
+    to the series soon after they change (:meth:`MetricsHooks.flush`), and at the end flushes
+    the last ones and closes the statsd socket."""
 
     name = "metrics"
 
@@ -41,7 +44,16 @@ class MetricsManager(IoManager):
     def _enqueued(self, site: str | None, transport: str) -> None:
         self.hooks.enqueued(site or self.default_site, transport)
 
+    def timeout(self) -> float:
+        since = self.hooks.dirty_since
+        return math.inf if since is None else since + FLUSH_DELAY - time.monotonic()
+
+    def poll(self) -> bool:
+        self.hooks.flush()
+        return False
+
     def stop(self) -> None:
+        self.hooks.flush()
         if self._undo is not None:
             self._undo()
             self._undo = None

@@ -85,7 +85,9 @@ def test_the_mib_loads_and_names_the_oids_the_agent_serves() -> None:
     }
     argv = [translate, "-m", "STATUSQ-MIB", "-M", f"+{ROOT / 'conf'}:{smi_dir()}", "-On"]
     result = subprocess.run([*argv, *(f"STATUSQ-MIB::{n}" for n in names)], capture_output=True, text=True)
-    assert (result.returncode, result.stderr) == (0, "")
+    # net-snmp's first run on a machine reports the cache folders it creates: news, not warnings
+    warnings = [line for line in result.stderr.splitlines() if not line.startswith("Created directory:")]
+    assert (result.returncode, warnings) == (0, [])
     assert result.stdout.split() == list(names.values())
     served = {snmp.format_oid(v.oid) for v in snmp.mib_values(Samples.parse(metrics_text(time.time())), 0)}
     assert set(names.values()) <= served

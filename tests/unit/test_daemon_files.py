@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -94,6 +95,29 @@ def test_the_next_items_busy_write_carries_the_deferred_idle(reporter: StateRepo
     state = read_worker(reporter.path)
     assert not reporter.dirty and state is not None and state.item is not None and state.item.id == "2"
     assert state.handled["done"] == 1
+
+
+def test_the_state_file_holds_what_json_dumps_of_the_state_would(reporter: StateReporter) -> None:
+    # The reporter writes its JSON from a cached text of the rarely changing fields: every
+    # change of those, and text that needs escaping, must still come out exact
+    def file_matches_state() -> bool:
+        written = json.loads(reporter.path.read_bytes())
+        return bool(written == json.loads(json.dumps(reporter.state.to_dict())))
+
+    reporter.ready('host:1:\u00e9"quoted"')
+    assert file_matches_state()
+    odd = make_delivery(id='7"\\n\u2603', site="ex\u00e4mple.org", transport="distrib", attempt=3)
+    reporter.before_item(odd)
+    assert file_matches_state()
+    reporter.after_item(odd, Result(Outcome.DEAD, "boom"))
+    reporter.flush()
+    assert file_matches_state()
+    reporter.request("restart")  # a cached field changes
+    assert file_matches_state() and json.loads(reporter.path.read_bytes())["requests"] == 1
+    reporter.failed("a long error " * 500)  # outgrows the map
+    assert file_matches_state()
+    reporter.exiting()
+    assert file_matches_state()
 
 
 def test_a_start_failure_and_a_request_are_last_words_the_supervisor_reads(reporter: StateReporter) -> None:
@@ -194,11 +218,31 @@ def test_a_worker_title_shows_what_it_handles() -> None:
     title.show("idle")
     title.before_item(delivery)
     title.after_item(delivery, Result(Outcome.DONE))
+    assert title.dirty_since is not None  # "idle" waits for the loop's flush...
+    title.flush()
 
     assert titles == [
         "statusq worker 2 [main]: idle",
         "statusq worker 2 [main]: handling distrib site=example.org",
         "statusq worker 2 [main]: idle",
+    ]
+    assert title.dirty_since is None
+
+
+def test_a_title_is_set_once_while_one_sites_items_flow() -> None:
+    titles: list[str] = []
+    title = ProcTitle(1, None, setter=titles.append)
+    a, b = make_delivery(site="a.example"), make_delivery(site="b.example")
+
+    for delivery in (a, a, a, b):
+        title.before_item(delivery)
+        title.after_item(delivery, Result(Outcome.DONE))  # ...so the next item comes first
+    title.flush()
+
+    assert titles == [
+        "statusq worker 1 [all]: handling echo site=a.example",
+        "statusq worker 1 [all]: handling echo site=b.example",
+        "statusq worker 1 [all]: idle",
     ]
 
 

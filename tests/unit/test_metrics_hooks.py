@@ -110,7 +110,12 @@ def test_settled_items_are_counted_by_bounded_labels(processor: ItemProcessor, h
         make_delivery({"do": "raise"}, site="c.example", attempt=3),
         make_delivery({}, site="a.example", transport="typo"),
     )
+    # Held in memory until the worker's loop flushes them (a few times a second)
+    assert hooks.dirty_since is not None
+    assert value(hooks, "statusq_items_total", site="a.example", transport="echo", outcome="handled") == 0
+    hooks.flush()
 
+    assert hooks.dirty_since is None
     assert value(hooks, "statusq_items_total", site="a.example", transport="echo", outcome="handled") == 2
     assert value(hooks, "statusq_items_total", site=OTHER, transport="echo", outcome="retried") == 1
     assert value(hooks, "statusq_items_total", site=OTHER, transport="echo", outcome="dead_lettered") == 1
@@ -134,9 +139,61 @@ def test_latency_is_measured_for_first_attempts_from_enqueue(processor: ItemProc
     retry.enqueued_at = time.time() - 3600  # its backoff was on purpose
 
     run(processor, first, retry)
+    hooks.flush()
 
     assert value(hooks, "statusq_latency_seconds_count", transport="echo") == 1
     assert 30 <= value(hooks, "statusq_latency_seconds_sum", transport="echo") < 3600
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bucket-counts", "observe-fallback"])
+def test_flushed_timings_equal_observing_each_one(bulk: bool) -> None:
+    # Values below, on and above bucket bounds, and past the last finite one
+    values = [0.0, 0.0005, 0.001, 0.0010001, 0.3, 0.25, 1.0, 299.0, 300.0, 301.0, 12345.6]
+    direct, batched = ItemMetrics(), ItemMetrics()
+    for v in values:
+        direct.handling.labels("echo").observe(v)
+    hooks = MetricsHooks(batched, SiteLabels("auto", 1), {"echo"})
+    child: Any = batched.handling.labels("echo")
+    if not bulk:  # a prometheus-client whose histogram internals differ: only observe() is known
+
+        class Opaque:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def observe(self, value: float) -> None:
+                self.inner.observe(value)
+
+        child = Opaque(child)
+    for v in values:
+        hooks._observe(child, v)
+    hooks.flush()
+
+    def histogram(model: ItemMetrics) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for metric in model.registry.collect()
+            if metric.name == "statusq_handling_seconds"
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert histogram(batched) == pytest.approx(histogram(direct))
+    assert histogram(batched)[("statusq_handling_seconds_count", "")] == len(values)
+
+
+def test_the_manager_flushes_soon_after_a_count_and_at_stop(processor: ItemProcessor, hooks: MetricsHooks) -> None:
+    manager = MetricsManager(hooks, "default")
+    assert manager.timeout() == float("inf")  # nothing held: never woken for it
+
+    run(processor, make_delivery({"do": "ok"}))
+
+    assert 0 < manager.timeout() <= 0.05
+    manager.poll()
+    assert manager.timeout() == float("inf")
+    assert value(hooks, "statusq_items_total", site="example.org", transport="echo", outcome="handled") == 1
+    run(processor, make_delivery({"do": "ok"}))
+    manager.stop()
+    assert value(hooks, "statusq_items_total", site="example.org", transport="echo", outcome="handled") == 2
 
 
 def test_statsd_gets_one_datagram_per_item(processor: ItemProcessor, receiver: socket.socket) -> None:
