@@ -64,9 +64,12 @@ class StateReporter(ItemHooks):
         return self.dirty_since is not None
 
     def write(self, **changes: Any) -> None:
-        self.dirty_since = None
         for key, value in changes.items():
             setattr(self.state, key, value)
+        self._write()
+
+    def _write(self) -> None:
+        self.dirty_since = None
         self.state.updated_at = time.time()
         data = self._json().encode()
         try:
@@ -94,7 +97,7 @@ class StateReporter(ItemHooks):
                 f'"attempt":{int(item.attempt)},"since":{float(item.since)!r},'
                 f'"since_monotonic":{float(item.since_monotonic)!r}}}'
             )
-        handled = ",".join(f"{_text(k)}:{int(v)}" for k, v in state.handled.items())
+        handled = ",".join([f'"{k}":{int(v)}' for k, v in state.handled.items()])  # keys: Outcome values
         return (
             f'{self._static},"state":{_text(state.state)},"item":{item_json},"handled":{{{handled}}},'
             f'"rss":{int(state.rss)},"updated_at":{float(state.updated_at)!r}}}'
@@ -148,10 +151,12 @@ class StateReporter(ItemHooks):
         self.write(request=what, requests=self.state.requests + 1)
 
     def before_item(self, delivery: Delivery) -> None:
-        item = ItemInHand(
+        state = self.state
+        state.item = ItemInHand(
             delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), time.monotonic()
         )
-        self.write(state="busy", item=item)
+        state.state = "busy"
+        self._write()
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         """Idle again; written at once only after a long item.
@@ -162,16 +167,18 @@ class StateReporter(ItemHooks):
         (:class:`~statusq.daemon.child.FlushWhenIdle`).  That halves the writes while items flow;
         the file says "busy" a moment too long, by far less than any time limit.
         """
-        self.state.handled[result.outcome.value] = self.state.handled.get(result.outcome.value, 0) + 1
-        item = self.state.item
-        self.state.state, self.state.item, self.state.rss = "idle", None, self._rss()
+        state = self.state
+        outcome = result.outcome.value
+        state.handled[outcome] = state.handled.get(outcome, 0) + 1
+        item = state.item
+        state.state, state.item, state.rss = "idle", None, self._rss()
         now = time.monotonic()
         if item is None or now - item.since_monotonic >= self.DEFER_UNDER:
-            self.write()
+            self._write()
         else:
             self.dirty_since = now
 
     def flush(self) -> None:
         """Write what :meth:`after_item` left in memory."""
         if self.dirty_since is not None:
-            self.write()
+            self._write()

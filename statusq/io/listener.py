@@ -61,5 +61,9 @@ class QueueListener(IoManager):
         self._due = 0.0
         return True
 
+    def more(self) -> bool:
+        # Not past a control message: it is applied between items, before the next one.
+        return self._due == 0.0 and not self.consumer.control_pending()
+
     def stop(self) -> None:
         self.consumer.close()

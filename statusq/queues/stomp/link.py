@@ -34,8 +34,11 @@ from statusq.errors import ConnectionClosed, QueueError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Frame:
+    """A received MESSAGE, as the receiver thread hands it over (not frozen: a frozen dataclass
+    costs a ``object.__setattr__`` per field, in the thread every frame passes through)."""
+
     generation: int
     headers: dict[str, str]
     body: bytes
@@ -95,8 +98,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def on_message(self, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else str(frame.body or "").encode()
-        headers = dict(frame.headers)
-        if "destination" in headers:
+        headers = frame.headers  # a dict stomp.py parsed for this frame alone: ours now
+        if self._logical and "destination" in headers:
             headers["destination"] = self._logical.get(headers["destination"], headers["destination"])
         self.frames.put(Frame(self.generation, headers, body))
         self._wake()

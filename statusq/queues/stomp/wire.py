@@ -55,6 +55,8 @@ BROKER_HEADERS = frozenset(
         "correlation-id",
     }
 )
+#: Headers that are not the producer's own: the broker's, and the content type.
+_NOT_USER = BROKER_HEADERS | {"content-type"}
 MAX_ERROR = 900  # brokers limit header sizes; the full error is in the worker's log
 
 
@@ -127,11 +129,7 @@ def to_delivery(
     timestamp_ms = _float(headers.get("timestamp"), 0.0)
     enqueued = _float(headers.get(ENQUEUED_AT), timestamp_ms / 1000 if timestamp_ms else time.time())
     priority = _int(headers.get("priority"), -1)
-    user = {
-        k: v
-        for k, v in headers.items()
-        if k not in BROKER_HEADERS and k != "content-type" and not k.startswith("statusq-")
-    }
+    user = {k: v for k, v in headers.items() if k not in _NOT_USER and not k.startswith("statusq-")}
     return Delivery(
         id=headers.get(ID) or headers.get("message-id", ""),
         site=site,
