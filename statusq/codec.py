@@ -65,7 +65,7 @@ def parse_xml(body: bytes) -> etree._Element:
 
 def decode(body: bytes, content_type: str) -> Any:
     """Turn a raw body into the payload a handler gets."""
-    if is_json(content_type):
+    if content_type == JSON_TYPE or is_json(content_type):  # the first: every item statusq sends
         try:
             return json.loads(body.decode("utf-8"))
         except UnicodeDecodeError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from stomp.protocol import Protocol12
+from stomp.utils import convert_frame, pack
 
 from statusq.control import accept, parse_command
 from statusq.errors import DataError
@@ -10,6 +12,7 @@ from statusq.item import Delivery
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route
 from statusq.queues.stomp.destinations import Destinations, Route
+from statusq.queues.stomp.link import ack_frame
 
 BASE = "/queue/statusq/"
 
@@ -133,3 +136,23 @@ def test_control_messages_are_accepted_only_from_the_channel_with_the_secret() -
 def test_a_delivery_from_an_earlier_connection_is_recognised() -> None:
     delivery = Delivery("1", "s", "t", b"", "application/json", {}, 1, 0.0, token=wire.FrameToken("a", "s", "d", {}, 1))
     assert isinstance(delivery.token, wire.FrameToken) and delivery.token.generation == 1
+
+
+@pytest.mark.parametrize(
+    "ack_id",
+    ["ID:host-40941-1700000000000-3:1:1:1:17", "T_sub-0@@session-Qx@@12", "odd\\id:with\nnew\rlines"],
+)
+def test_batched_acks_are_the_frames_stomp_py_sends_for_one(ack_id: str) -> None:
+    # What Protocol12.ack(id) hands its transport, as bytes on the wire (escapes included)
+    sent: list[bytes] = []
+
+    class Capture:
+        def set_listener(self, name: str, listener: object) -> None:
+            pass
+
+        def transmit(self, frame: object) -> None:
+            sent.append(pack(convert_frame(frame)))
+
+    Protocol12(Capture()).ack(ack_id)
+
+    assert ack_frame(ack_id) == sent[0]

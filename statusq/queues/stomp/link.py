@@ -25,8 +25,6 @@ from typing import Any
 
 import stomp
 from stomp.exception import ConnectFailedException, StompException
-from stomp.utils import Frame as _StompFrame
-from stomp.utils import convert_frame, pack
 
 from statusq.config import StompConfig
 from statusq.errors import ConnectionClosed, QueueError
@@ -50,6 +48,16 @@ class _Subscription:
     id: str
     ack: str
     headers: dict[str, str]
+
+
+#: STOMP 1.2 header escapes, as stomp.py's Protocol12 applies them to what it sends.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": "\\r"})
+
+
+def ack_frame(ack_id: str) -> bytes:
+    """An ACK frame as ``conn.ack(ack_id)`` sends it; encoded here because acks are written in
+    batches, one system call for many, and stomp.py's frame encoder cost more than the item."""
+    return b"ACK\nid:" + ack_id.translate(_ESCAPES).encode() + b"\n\n\x00"
 
 
 def _server(entry: str) -> tuple[str, int]:
@@ -271,8 +279,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         acks, self._acks = self._acks, []
         if not acks:
             return
-        # stomp.py's own encoder (it escapes ':' in ActiveMQ's ack ids), one write for all.
-        data = b"".join(pack(convert_frame(_StompFrame("ACK", {"id": a}))) for a in acks)
+        data = b"".join([ack_frame(a) for a in acks])
         with self._translated("ACK"):
             self._require().transport.send(data)
 

@@ -123,11 +123,15 @@ def to_delivery(
     """
     headers = frame_headers
     destination = headers.get("destination", "")
-    route = destinations.route(destination)
-    transport = headers.get(TRANSPORT) or (route.transport if route else None) or ""
-    site = headers.get(SITE) or (route.site if route else None) or default_site
-    timestamp_ms = _float(headers.get("timestamp"), 0.0)
-    enqueued = _float(headers.get(ENQUEUED_AT), timestamp_ms / 1000 if timestamp_ms else time.time())
+    transport, site = headers.get(TRANSPORT), headers.get(SITE)
+    if not (transport and site):  # a foreign producer's: the destination tells
+        route = destinations.route(destination)
+        transport = transport or (route.transport if route else None) or ""
+        site = site or (route.site if route else None) or default_site
+    enqueued = _float(headers.get(ENQUEUED_AT), -1.0)
+    if enqueued < 0:
+        timestamp_ms = _float(headers.get("timestamp"), 0.0)
+        enqueued = timestamp_ms / 1000 if timestamp_ms else time.time()
     priority = _int(headers.get("priority"), -1)
     user = {k: v for k, v in headers.items() if k not in _NOT_USER and not k.startswith("statusq-")}
     return Delivery(
