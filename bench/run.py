@@ -70,8 +70,9 @@ def fill(port: int, destination: str, n: int, transport: str) -> None:
     conn.disconnect()
 
 
-def raw_consume(port: int, destination: str, n: int, prefetch: int) -> float:
-    """The ceiling: receive and ack, nothing else.  Returns messages per second."""
+def raw_consume(port: int, destination: str, n: int, prefetch: int) -> tuple[float, float]:
+    """The ceiling: receive and ack, nothing else.  Messages per second, and CPU microseconds
+    per message (both threads: stomp.py's receiver and this one)."""
     frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     class Listener(stomp.ConnectionListener):  # type: ignore[misc]
@@ -83,15 +84,15 @@ def raw_consume(port: int, destination: str, n: int, prefetch: int) -> float:
     window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
     conn.subscribe(destination, "raw", ack="client-individual", headers=window)
     first = frames.get(timeout=60)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     conn.ack(first.headers["ack"])
     for _ in range(n - 1):
         frame = frames.get(timeout=60)
         json.loads(frame.body)  # the decode any consumer does
         conn.ack(frame.headers["ack"])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     conn.disconnect()
-    return (n - 1) / elapsed
+    return (n - 1) / elapsed, cpu / (n - 1) * 1e6
 
 
 def write_config(folder: Path, broker: str, basename: str, prefetch: int) -> Path:
@@ -141,8 +142,8 @@ def statusq_consume(broker: str, n: int, prefetch: int, work: Path) -> tuple[flo
         deadline = time.monotonic() + 600
         while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        count, seconds = out.read_text().split()
-        return (int(count) - 1) / float(seconds), 0.0
+        count, seconds, cpu = out.read_text().split()
+        return (int(count) - 1) / float(seconds), float(cpu) / (int(count) - 1) * 1e6
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -182,7 +183,7 @@ def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]
         proc.wait(timeout=60)
 
 
-def raw_round(broker: str, args: argparse.Namespace) -> float:
+def raw_round(broker: str, args: argparse.Namespace) -> tuple[float, float]:
     port = BROKERS[broker]
     destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
     fill(port, destination, args.messages, "noop")
@@ -206,37 +207,43 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for broker in args.brokers:
-            raws, ours, ratios = [], [], []
+            raws, ours, ratios, cpus = [], [], [], []
             for round_ in range(args.rounds):
                 # Alternate which runs first: a broker still busy with the previous fill's
                 # journal, or warming up, must not always favour the same side.
                 pair = [
                     lambda broker=broker: raw_round(broker, args),
-                    lambda broker=broker: statusq_consume(broker, args.messages, args.prefetch, work)[0],
+                    lambda broker=broker: statusq_consume(broker, args.messages, args.prefetch, work),
                 ]
                 first, second = pair if round_ % 2 == 0 else pair[::-1]
                 a_or_b = [first(), second()]
-                raw, ours_ = a_or_b if round_ % 2 == 0 else a_or_b[::-1]
+                (raw, raw_cpu), (ours_, our_cpu) = a_or_b if round_ % 2 == 0 else a_or_b[::-1]
                 raws.append(raw)
                 ours.append(ours_)
                 ratios.append(ours_ / raw)
+                cpus.append((raw_cpu, our_cpu))
                 print(
-                    f"  {broker} round {round_ + 1}: a {raw:,.0f}/s, b {ours_:,.0f}/s, b/a {ours_ / raw:.2f}",
+                    f"  {broker} round {round_ + 1}: a {raw:,.0f}/s ({raw_cpu:.0f} us CPU/msg), "
+                    f"b {ours_:,.0f}/s ({our_cpu:.0f} us CPU/msg), b/a {ours_ / raw:.2f}",
                     flush=True,
                 )
             p50, p99, rss = latency(broker, args.samples, work)
-            rows.append((broker, statistics.median(raws), statistics.median(ours), ratios, p50, p99, rss))
+            cpu_a = statistics.median(c[0] for c in cpus)
+            cpu_b = statistics.median(c[1] for c in cpus)
+            rows.append((broker, statistics.median(raws), statistics.median(ours), ratios, cpu_a, cpu_b, p50, p99, rss))
     print()
+    # CPU per message (every thread of the consuming process) moves less than the rates on a
+    # shared machine: a/b of it is the same ratio, seen from the other side.
     print(
         "| broker | (a) raw stomp.py msg/s | (b) statusq msg/s | b/a (median of rounds) | b/a per round "
-        "| latency p50 ms | p99 ms | idle worker RSS MB |"
+        "| CPU us/msg a / b | latency p50 ms | p99 ms | idle worker RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for broker, raw, ours_, ratios, p50, p99, rss in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for broker, raw, ours_, ratios, cpu_a, cpu_b, p50, p99, rss in rows:
         per_round = ", ".join(f"{r:.2f}" for r in ratios)
         print(
             f"| {broker} | {raw:,.0f} | {ours_:,.0f} | {statistics.median(ratios):.2f} | {per_round} "
-            f"| {p50:.1f} | {p99:.1f} | {rss:.0f} |"
+            f"| {cpu_a:.0f} / {cpu_b:.0f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |"
         )
     return 0
 
