@@ -71,7 +71,12 @@ class StompConsumer(Consumer):
         return [self.link.fileno()]
 
     def drain_wakeups(self) -> None:
-        self.link.drain_wakeups()
+        # Only once nothing waits: until then the byte in the wake-up pipe can stay, and the
+        # receiver thread writes no other (one per wake-up).  Draining before every item cost a
+        # write and two reads per item, each handing the GIL between the two threads.  The drain
+        # still comes before the fetch that finds nothing, so no frame can slip past a wait.
+        if self.link.frames.empty() and not any(self._pending.values()):
+            self.link.drain_wakeups()
 
     def _sort_incoming(self) -> None:
         frames = self.link.frames
