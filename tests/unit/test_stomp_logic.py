@@ -55,6 +55,17 @@ def test_statusq_headers_make_the_delivery(dests: Destinations) -> None:
     assert (delivery.token.ack_id, delivery.token.generation) == ("ID:1-ack", 3)
 
 
+def test_only_the_producers_own_headers_are_the_items(dests: Destinations) -> None:
+    plain = frame_headers(**wire.new_headers("a.example", "distrib", "application/json"), priority="4")
+    assert wire.to_delivery(plain, b"{}", dests, "default", generation=1).headers == {}
+    later = {**plain, "statusq-from-a-newer-version": "x", "x-trace": "abc"}
+    assert wire.to_delivery(later, b"{}", dests, "default", generation=1).headers == {"x-trace": "abc"}
+    # A site header without a transport: the breakout destination still names the transport
+    half = frame_headers(destination=BASE + "main/distrib", **{wire.SITE: "b.example"})
+    delivery = wire.to_delivery(half, b"{}", dests, "default", generation=1)
+    assert (delivery.transport, delivery.site) == ("distrib", "b.example")
+
+
 def test_a_foreign_message_takes_transport_and_site_from_its_breakout(dests: Destinations) -> None:
     headers = frame_headers(destination=BASE + "main/distrib/big.example.org", timestamp="1700000000000")
     delivery = wire.to_delivery(headers, b"raw", dests, "default", generation=1)

@@ -57,6 +57,7 @@ BROKER_HEADERS = frozenset(
 )
 #: Headers that are not the producer's own: the broker's, and the content type.
 _NOT_USER = BROKER_HEADERS | {"content-type"}
+_KNOWN = _NOT_USER | {SITE, TRANSPORT, ATTEMPT, ENQUEUED_AT, ID, ERROR, ATTEMPTS, ORIGINAL_DESTINATION, DEAD_AT, SECRET}
 MAX_ERROR = 900  # brokers limit header sizes; the full error is in the worker's log
 
 
@@ -133,7 +134,10 @@ def to_delivery(
         timestamp_ms = _float(headers.get("timestamp"), 0.0)
         enqueued = timestamp_ms / 1000 if timestamp_ms else time.time()
     priority = _int(headers.get("priority"), -1)
-    user = {k: v for k, v in headers.items() if k not in _NOT_USER and not k.startswith("statusq-")}
+    if headers.keys() <= _KNOWN:  # a statusq item with no headers of its producer's: the usual case
+        user = {}
+    else:
+        user = {k: v for k, v in headers.items() if k not in _NOT_USER and not k.startswith("statusq-")}
     return Delivery(
         id=headers.get(ID) or headers.get("message-id", ""),
         site=site,
