@@ -122,11 +122,20 @@ class ItemProcessor:
         return Result(Outcome.RETRY, reason, duration, self.policy.backoff(delivery.attempt), kind)
 
     def _settle(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
-        fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
         if result.outcome is Outcome.DONE:
             consumer.ack(delivery)
-            log.info("done site=%s transport=%s id=%s attempt=%d %.1fms", *fields, result.duration * 1e3)
-        elif result.outcome is Outcome.RETRY:
+            if log.isEnabledFor(logging.INFO):  # its arguments cost more than the no-op handler
+                log.info(
+                    "done site=%s transport=%s id=%s attempt=%d %.1fms",
+                    delivery.site,
+                    delivery.transport,
+                    delivery.id,
+                    delivery.attempt,
+                    result.duration * 1e3,
+                )
+            return
+        fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
+        if result.outcome is Outcome.RETRY:
             consumer.retry(delivery, result.delay, result.reason or "")
             log.warning(
                 "retry site=%s transport=%s id=%s attempt=%d in %.1fs: %s",

@@ -46,18 +46,26 @@ class ProcTitle(ItemHooks):
         self.prefix = f"statusq worker {slot} [{groups_label(groups)}]"
         self.setter = setter
         self._shown = ""
+        #: The (transport, site) the title says is being handled, or None.
+        self._handling: tuple[str, str] | None = None
         #: "idle" is due since then (monotonic), or None.
         self.dirty_since: float | None = None
 
     def show(self, state: str) -> None:
         self.dirty_since = None
+        self._handling = None
         title = f"{self.prefix}: {state}"
         if title != self._shown:
             self.setter(title)
             self._shown = title
 
     def before_item(self, delivery: Delivery) -> None:
+        key = (delivery.transport, delivery.site)
+        if key == self._handling:  # the title says so already
+            self.dirty_since = None
+            return
         self.show(f"handling {delivery.transport} site={delivery.site}")
+        self._handling = key
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         self.dirty_since = time.monotonic()

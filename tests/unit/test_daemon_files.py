@@ -238,11 +238,13 @@ def test_a_title_is_set_once_while_one_sites_items_flow() -> None:
         title.before_item(delivery)
         title.after_item(delivery, Result(Outcome.DONE))  # ...so the next item comes first
     title.flush()
+    title.before_item(b)  # after "idle", the same site is news again
 
     assert titles == [
         "statusq worker 1 [all]: handling echo site=a.example",
         "statusq worker 1 [all]: handling echo site=b.example",
         "statusq worker 1 [all]: idle",
+        "statusq worker 1 [all]: handling echo site=b.example",
     ]
 
 
