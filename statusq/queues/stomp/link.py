@@ -28,6 +28,7 @@ from stomp.exception import ConnectFailedException, StompException
 
 from statusq.config import StompConfig
 from statusq.errors import ConnectionClosed, QueueError
+from statusq.queues.stomp import frames
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             auto_decode=False,
             timeout=self.config.receipt_timeout,
         )
+        frames.install(conn)  # stomp.py's own frame reader if this version lacks the hook
         conn.set_listener("statusq", self)
         self.generation += 1
         try:
