@@ -3,6 +3,8 @@
 
 For each broker (ActiveMQ on 61613, RabbitMQ's STOMP on 61614), same prefetch and ack mode:
   (a) raw:     a bare stomp.py consumer acking N persistent 200-byte messages (client-individual)
+  (a') the same consumer with statusq's frame reader (statusq/queues/stomp/frames.py) installed:
+       b/a' is what statusq itself costs, apart from the parsing it does faster than stomp.py
   (b) statusq: `statusq daemon`, one worker, a no-op handler, on the same N messages
   (c) latency: enqueue -> handler start, p50/p99, items enqueued one at a time to an idle worker
 Rates count from the first message handled to the last, so connection set-up is left out of
@@ -39,8 +41,14 @@ def physical(broker: str, destination: str) -> str:
     return "/queue/" + destination.removeprefix("/queue/").strip("/").replace("/", ".")
 
 
-def connect(port: int) -> Any:
+def connect(port: int, fast_frames: bool = False) -> Any:
     conn = stomp.Connection12([("127.0.0.1", port)], vhost="/", auto_decode=False)
+    if fast_frames:
+        sys.path.insert(0, str(ROOT))
+        from statusq.queues.stomp import frames
+
+        if not frames.install(conn):
+            raise SystemExit("this stomp.py lacks the hook statusq's frame reader needs")
     conn.connect("guest", "guest", wait=True)
     return conn
 
@@ -70,7 +78,7 @@ def fill(port: int, destination: str, n: int, transport: str) -> None:
     conn.disconnect()
 
 
-def raw_consume(port: int, destination: str, n: int, prefetch: int) -> tuple[float, float]:
+def raw_consume(port: int, destination: str, n: int, prefetch: int, fast_frames: bool) -> tuple[float, float]:
     """The ceiling: receive and ack, nothing else.  Messages per second, and CPU microseconds
     per message (both threads: stomp.py's receiver and this one)."""
     frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -79,7 +87,7 @@ def raw_consume(port: int, destination: str, n: int, prefetch: int) -> tuple[flo
         def on_message(self, frame: Any) -> None:
             frames.put(frame)
 
-    conn = connect(port)
+    conn = connect(port, fast_frames)
     conn.set_listener("l", Listener())
     window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
     conn.subscribe(destination, "raw", ack="client-individual", headers=window)
@@ -183,11 +191,11 @@ def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]
         proc.wait(timeout=60)
 
 
-def raw_round(broker: str, args: argparse.Namespace) -> tuple[float, float]:
+def raw_round(broker: str, args: argparse.Namespace, fast_frames: bool = False) -> tuple[float, float]:
     port = BROKERS[broker]
     destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
     fill(port, destination, args.messages, "noop")
-    return raw_consume(port, destination, args.messages, args.prefetch)
+    return raw_consume(port, destination, args.messages, args.prefetch, fast_frames)
 
 
 def main() -> int:
@@ -207,43 +215,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for broker in args.brokers:
-            raws, ours, ratios, cpus = [], [], [], []
+            runs: list[dict[str, tuple[float, float]]] = []
             for round_ in range(args.rounds):
-                # Alternate which runs first: a broker still busy with the previous fill's
+                # Rotate which runs first: a broker still busy with the previous fill's
                 # journal, or warming up, must not always favour the same side.
-                pair = [
-                    lambda broker=broker: raw_round(broker, args),
-                    lambda broker=broker: statusq_consume(broker, args.messages, args.prefetch, work),
-                ]
-                first, second = pair if round_ % 2 == 0 else pair[::-1]
-                a_or_b = [first(), second()]
-                (raw, raw_cpu), (ours_, our_cpu) = a_or_b if round_ % 2 == 0 else a_or_b[::-1]
-                raws.append(raw)
-                ours.append(ours_)
-                ratios.append(ours_ / raw)
-                cpus.append((raw_cpu, our_cpu))
+                kinds = {
+                    "a": lambda broker=broker: raw_round(broker, args),
+                    "a2": lambda broker=broker: raw_round(broker, args, fast_frames=True),
+                    "b": lambda broker=broker: statusq_consume(broker, args.messages, args.prefetch, work),
+                }
+                order = list(kinds)[round_ % 3 :] + list(kinds)[: round_ % 3]
+                run = {kind: kinds[kind]() for kind in order}
+                runs.append(run)
+                (a, cpu_a), (a2, cpu_a2), (b, cpu_b) = run["a"], run["a2"], run["b"]
                 print(
-                    f"  {broker} round {round_ + 1}: a {raw:,.0f}/s ({raw_cpu:.0f} us CPU/msg), "
-                    f"b {ours_:,.0f}/s ({our_cpu:.0f} us CPU/msg), b/a {ours_ / raw:.2f}",
+                    f"  {broker} round {round_ + 1}: a {a:,.0f}/s ({cpu_a:.0f} us CPU/msg), "
+                    f"a' {a2:,.0f}/s ({cpu_a2:.0f}), b {b:,.0f}/s ({cpu_b:.0f}), b/a {b / a:.2f}, b/a' {b / a2:.2f}",
                     flush=True,
                 )
             p50, p99, rss = latency(broker, args.samples, work)
-            cpu_a = statistics.median(c[0] for c in cpus)
-            cpu_b = statistics.median(c[1] for c in cpus)
-            rows.append((broker, statistics.median(raws), statistics.median(ours), ratios, cpu_a, cpu_b, p50, p99, rss))
+            rows.append((broker, runs, p50, p99, rss))
     print()
     # CPU per message (every thread of the consuming process) moves less than the rates on a
     # shared machine: a/b of it is the same ratio, seen from the other side.
     print(
-        "| broker | (a) raw stomp.py msg/s | (b) statusq msg/s | b/a (median of rounds) | b/a per round "
-        "| CPU us/msg a / b | latency p50 ms | p99 ms | idle worker RSS MB |"
+        "| broker | (a) raw stomp.py msg/s | (a') + statusq's frame reader | (b) statusq msg/s "
+        "| b/a (median) | b/a per round | b/a' (median) | b/a' per round | CPU us/msg a / a' / b "
+        "| latency p50 ms | p99 ms | idle worker RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for broker, raw, ours_, ratios, cpu_a, cpu_b, p50, p99, rss in rows:
-        per_round = ", ".join(f"{r:.2f}" for r in ratios)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for broker, runs, p50, p99, rss in rows:
+
+        def med(kind: str, i: int, runs: list[dict[str, tuple[float, float]]] = runs) -> float:
+            return statistics.median(run[kind][i] for run in runs)
+
+        ba = [run["b"][0] / run["a"][0] for run in runs]
+        ba2 = [run["b"][0] / run["a2"][0] for run in runs]
         print(
-            f"| {broker} | {raw:,.0f} | {ours_:,.0f} | {statistics.median(ratios):.2f} | {per_round} "
-            f"| {cpu_a:.0f} / {cpu_b:.0f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |"
+            f"| {broker} | {med('a', 0):,.0f} | {med('a2', 0):,.0f} | {med('b', 0):,.0f} "
+            f"| {statistics.median(ba):.2f} | {', '.join(f'{r:.2f}' for r in ba)} "
+            f"| {statistics.median(ba2):.2f} | {', '.join(f'{r:.2f}' for r in ba2)} "
+            f"| {med('a', 1):.0f} / {med('a2', 1):.0f} / {med('b', 1):.0f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |"
         )
     return 0
 
