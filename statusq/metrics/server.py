@@ -18,13 +18,17 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from statusq.metrics.archive import Archive, LockedCollector
+
 log = logging.getLogger(__name__)
 
 
-def daemon_registry(folder: Path, collector: Collector) -> CollectorRegistry:
-    """The workers' files in ``folder``, and the supervisor's collector: the whole model."""
+def daemon_registry(folder: Path, collector: Collector, archive: Archive) -> CollectorRegistry:
+    """The workers' files in ``folder`` (read only while ``archive`` folds none), and the
+    supervisor's collector: the whole model."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
+    files = MultiProcessCollector(None, path=str(folder))  # type: ignore[no-untyped-call]
+    registry.register(LockedCollector(files, archive.lock))
     registry.register(collector)
     return registry
 

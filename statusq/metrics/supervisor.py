@@ -2,8 +2,9 @@
 
 The folder (``<var_dir>/run/<supervisor pid>/metrics``) is created empty before the first fork
 and named in ``PROMETHEUS_MULTIPROC_DIR``, which the workers inherit; it goes when the
-supervisor ends.  Counters of workers that died stay in it (a restart must not make a counter go
-down); their live gauges are dropped when each one is reaped.
+supervisor ends.  Counters of workers that died are kept (a restart must not make a counter go
+down), folded into archive files when each one is reaped (:mod:`statusq.metrics.archive`); their
+live gauges are dropped.
 
 Everything here is optional to the daemon: with ``[metrics] enabled = false`` each method does
 nothing, and no failure in here stops the supervisor.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from statusq.config import Config
 from statusq.daemon.state import RunDir
 from statusq.metrics import MULTIPROC_ENV
+from statusq.metrics.archive import Archive
 from statusq.metrics.statsd import Statsd, counter, gauge
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class SupervisorMetrics:
         self.settings = config.metrics
         self.run_dir = run_dir
         self.folder = run_dir.path / FOLDER
+        self.archive = Archive(self.folder)
         #: What the endpoint serves (None until started); the web page reads the same registry.
         self.registry: CollectorRegistry | None = None
         self.server: MetricsServer | None = None
@@ -83,7 +86,7 @@ class SupervisorMetrics:
         elif subsystem == "stomp":
             backlog = Cached(ActiveMQBacklog(config, self._served_groups), ttl, "ActiveMQ statistics")
         dispatch = Cached(dispatch_queues(config), ttl, "dispatch queues")
-        registry = daemon_registry(self.folder, DaemonCollector(self.run_dir, backlog, dispatch))
+        registry = daemon_registry(self.folder, DaemonCollector(self.run_dir, backlog, dispatch), self.archive)
         server = MetricsServer(registry, self.settings.listen)
         self.registry = registry
         if server.start():
@@ -106,12 +109,16 @@ class SupervisorMetrics:
             self.statsd.send(counter(s.name("workers", "started")), gauge(s.name("workers", "alive"), alive))
 
     def worker_exited(self, pid: int, cause: str, restart: str | None, alive: int) -> None:
-        """A worker was reaped: drop its live gauges, tell statsd why it ended."""
+        """A worker was reaped: drop its live gauges, fold its counters, tell statsd why it ended."""
         if self._prepared:
             from prometheus_client import multiprocess
 
             with contextlib.suppress(OSError):
                 multiprocess.mark_process_dead(pid, str(self.folder))  # type: ignore[no-untyped-call]
+            try:
+                self.archive.fold(pid)
+            except (OSError, ValueError) as exc:  # its files stay: counted still, just not folded
+                log.warning("metrics: cannot fold worker %d's files into the archive: %s", pid, exc)
         if self.statsd is not None:
             s = self.statsd
             lines = [counter(s.name("workers", "exited", cause)), gauge(s.name("workers", "alive"), alive)]

@@ -198,6 +198,11 @@ def test_a_working_daemon_serves_metrics_that_pass_promtool_and_match_the_work(
     after = samples(port)
     assert after.sum("statusq_items_total", transport="count") == settled
     assert after.get("statusq_items_total", site="a.example", transport="count", outcome="handled") == 8
+    assert after.get("statusq_handling_seconds_count", transport="count") == settled
+    # And the dead worker's files were folded into the archive, not left to pile up
+    folder = config.parent / "var" / "run" / str(daemon.pid) / "metrics"
+    assert not list(folder.glob(f"*_{victim}.db"))
+    assert (folder / "counter_archive.db").exists() and (folder / "histogram_archive.db").exists()
     wait_for(lambda: statsd.count("statusq.workers.restarts.crash:1|c") == 1, what="statsd restart event")
     assert statsd.count("statusq.workers.exited.crash:1|c") == 1
 
