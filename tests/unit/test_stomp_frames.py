@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import random
+import textwrap
 
 import pytest
 import stomp
@@ -96,3 +98,27 @@ def test_random_header_lines_parse_as_stomp_py_parses_them() -> None:
         raw = ("\n".join(lines) + "\n\n").encode() + b"body"
         ours, theirs = frames.parse_frame(raw), stomp.utils.parse_frame(raw)
         assert (ours.cmd, ours.headers, ours.body) == (theirs.cmd, theirs.headers, theirs.body), raw
+
+
+# stomp.py's reader that FastTransport.__read_frames stands in for, as FastTransport copies it but
+# for the parse.  A stomp.py release that changes it fails this test: review FastTransport then.
+_STOMP_READER = """
+def __read_frames(self):
+    frames = self.__read()
+
+    for frame in frames:
+        if self.__is_eol(frame):
+            f = HEARTBEAT_FRAME
+        else:
+            f = parse_frame(frame)
+        if f is None:
+            continue
+        if self.__auto_decode:
+            f.body = decode(f.body)
+        self.process_frame(f, frame)
+"""
+
+
+def test_the_stomp_py_reader_fast_transport_replaces_is_the_one_it_was_written_against() -> None:
+    source = inspect.getsource(stomp.transport.BaseTransport._BaseTransport__read_frames)
+    assert textwrap.dedent(source).strip() == _STOMP_READER.strip()
