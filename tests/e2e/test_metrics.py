@@ -187,8 +187,11 @@ def test_a_working_daemon_serves_metrics_that_pass_promtool_and_match_the_work(
     assert statsd.count("statusq.errors.handler_false:1|c") == 3
     assert statsd.count("statusq.workers.started:1|c") == 2
 
-    # When a worker is SIGKILLed
-    victim = live_workers(config, daemon)[0]
+    # When a worker that handled items is SIGKILLed
+    folder = config.parent / "var" / "run" / str(daemon.pid) / "metrics"
+    victim = next(pid for pid in live_workers(config, daemon) if (folder / f"histogram_{pid}.db").exists())
+    kinds = {p.name.rsplit("_", 1)[0] for p in folder.glob(f"*_{victim}.db")} - {"gauge_liveall", "gauge_livesum"}
+    assert {"counter", "histogram"} <= kinds
     os.kill(victim, signal.SIGKILL)
 
     # Then the restart is counted, a replacement serves, and no counter went down
@@ -200,9 +203,8 @@ def test_a_working_daemon_serves_metrics_that_pass_promtool_and_match_the_work(
     assert after.get("statusq_items_total", site="a.example", transport="count", outcome="handled") == 8
     assert after.get("statusq_handling_seconds_count", transport="count") == settled
     # And the dead worker's files were folded into the archive, not left to pile up
-    folder = config.parent / "var" / "run" / str(daemon.pid) / "metrics"
     assert not list(folder.glob(f"*_{victim}.db"))
-    assert (folder / "counter_archive.db").exists() and (folder / "histogram_archive.db").exists()
+    assert all((folder / f"{kind}_archive.db").exists() for kind in kinds)
     wait_for(lambda: statsd.count("statusq.workers.restarts.crash:1|c") == 1, what="statsd restart event")
     assert statsd.count("statusq.workers.exited.crash:1|c") == 1
 
