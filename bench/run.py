@@ -31,6 +31,7 @@ from typing import Any
 import stomp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # statusq from this checkout, for (a') and the latency probe
 BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
 BROKERS = {"activemq": 61613, "rabbitmq": 61614}
 
@@ -44,7 +45,6 @@ def physical(broker: str, destination: str) -> str:
 def connect(port: int, fast_frames: bool = False) -> Any:
     conn = stomp.Connection12([("127.0.0.1", port)], vhost="/", auto_decode=False)
     if fast_frames:
-        sys.path.insert(0, str(ROOT))
         from statusq.queues.stomp import frames
 
         if not frames.install(conn):
@@ -159,7 +159,6 @@ def statusq_consume(broker: str, n: int, prefetch: int, work: Path) -> tuple[flo
 
 def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]:
     """p50 and p99 of enqueue -> handler start, and the idle worker's RSS."""
-    sys.path.insert(0, str(ROOT))
     import statusq
 
     basename = f"/queue/lat{uuid.uuid4().hex[:8]}/"

@@ -15,7 +15,6 @@ takes it around each collection.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,8 +22,6 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
-
-log = logging.getLogger(__name__)
 
 #: File prefix -> how two values of the same series combine.
 _KINDS = {"counter": "sum", "histogram": "sum", "gauge_max": "max"}

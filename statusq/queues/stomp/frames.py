@@ -30,7 +30,8 @@ from stomp.utils import Frame
 _READER = "_BaseTransport__read_frames"  # stomp.py 9: BaseTransport.__read_frames
 _ESCAPE = re.compile(r"\\.")
 _UNESCAPES = {"\\r": "\r", "\\n": "\n", "\\c": ":", "\\\\": "\\"}
-_HOOKS = ("_BaseTransport__read", "_BaseTransport__is_eol", "_BaseTransport__auto_decode")
+#: What FastTransport reads off a transport instance (set by stomp.py's ``__init__``).
+_INSTANCE_HOOKS = ("_BaseTransport__is_eol", "_BaseTransport__auto_decode")
 
 
 def parse_frame(frame: bytes) -> Any:
@@ -95,7 +96,7 @@ def install(conn: Any) -> bool:
     transport = conn.transport
     if type(transport) is not stomp.transport.Transport or not supported():
         return False
-    if not all(hasattr(transport, hook) for hook in _HOOKS):
+    if not all(hasattr(transport, hook) for hook in _INSTANCE_HOOKS):
         return False
     transport.__class__ = FastTransport
     return True
