@@ -14,7 +14,9 @@ from statusq.errors import (
     StatusqError,
 )
 from statusq.handler import QueueHandler
-from statusq.item import QueueItem
+from statusq.item import Message, QueueItem
+from statusq.middleware import Middleware, MiddlewareChain
+from statusq.outcome import Failure, Outcome, Result
 from statusq.plugins import PluginApi
 from statusq.queues.base import QueueManager
 from statusq.runtime import connect
@@ -24,12 +26,18 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DecodeError",
+    "Failure",
+    "Message",
+    "Middleware",
+    "MiddlewareChain",
+    "Outcome",
     "PluginApi",
     "PluginError",
     "QueueError",
     "QueueHandler",
     "QueueItem",
     "QueueManager",
+    "Result",
     "StatusqError",
     "connect",
     "current_site",

@@ -190,6 +190,22 @@ class WebConfig(_Section):
     history: Duration = Field(default=600.0, gt=0)
 
 
+class TransportConfig(_Section):
+    """``[transports.NAME]``: what producers and workers must agree on about one transport,
+    read from config so that a process that only enqueues never imports a plugin."""
+
+    #: The handler group whose workers take this transport's items (``--group``); a plugin
+    #: registering the transport in another group stops the daemon at start.
+    group: str = Field(default=defaults.DEFAULT_GROUP, pattern=defaults.NAME_PATTERN)
+
+
+def _transport_names(value: dict[str, TransportConfig]) -> dict[str, TransportConfig]:
+    bad = [name for name in value if not re.match(defaults.NAME_PATTERN, name)]
+    if bad:
+        raise ValueError(f"invalid transport name {bad[0]!r} (lowercase letters, digits and '_.-', max 64)")
+    return value
+
+
 class Config(_Section):
     """The whole of one statusq.toml, with relative paths already resolved."""
 
@@ -202,6 +218,7 @@ class Config(_Section):
     dispatcher: DispatcherConfig = DispatcherConfig()
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
+    transports: Annotated[dict[str, TransportConfig], AfterValidator(_transport_names)] = Field(default_factory=dict)
     #: The file this came from (None: built-in defaults); not a TOML key.
     source: str | None = Field(default=None, exclude=True)
 
@@ -217,6 +234,14 @@ class Config(_Section):
                 f"daemon.time_limit + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
             )
         return self
+
+    def group_of(self, transport: str) -> str:
+        """The handler group a transport's items are routed to: ``[transports.NAME] group``,
+        else statusq's own transports' group (XMPP's), else the default group."""
+        configured = self.transports.get(transport)
+        if configured is not None:
+            return configured.group
+        return defaults.BUILTIN_GROUPS.get(transport, defaults.DEFAULT_GROUP)
 
     @property
     def base_dir(self) -> Path:

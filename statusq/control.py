@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from statusq.defaults import SITE_PATTERN
 from statusq.errors import DataError
 from statusq.io.manager import IoManager
+from statusq.middleware import MiddlewareChain
 from statusq.queues.base import Consumer
 from statusq.sites import SiteTable
 
@@ -77,10 +78,6 @@ class ControlActions:
     shutdown: Callable[[], None]
 
 
-#: Told of every control message: (command, or "unknown"; "applied" or "refused").  Metrics.
-CommandObserver = Callable[[str, str], None]
-
-
 def command_name(body: bytes) -> str:
     """The command a message names, from a closed set (a label value must not be what a stranger
     sends): one of :data:`COMMANDS`, else ``unknown``."""
@@ -101,14 +98,14 @@ class ControlManager(IoManager):
         *,
         channel: str | None,
         secret: str | None,
-        observer: CommandObserver | None = None,
+        middleware: MiddlewareChain | None = None,
     ) -> None:
         self.consumer = consumer
         self.sites = sites
         self.actions = actions
         self.channel = channel
         self.secret = secret
-        self.observer = observer
+        self.middleware = middleware if middleware is not None else MiddlewareChain()
 
     def timeout(self) -> float:
         return 0.0 if self.consumer.control_pending() else math.inf
@@ -129,12 +126,7 @@ class ControlManager(IoManager):
         return did
 
     def _observe(self, command: str, result: str) -> None:
-        if self.observer is None:
-            return
-        try:
-            self.observer(command, result)
-        except Exception:  # monitoring never stops a command
-            log.exception("control command observer failed; ignored")
+        self.middleware.after_control(command, result)  # isolated: monitoring never stops a command
 
     def apply(self, command: ControlCommand) -> None:
         if command.command == "update-site" and command.site:

@@ -71,6 +71,9 @@ QUEUE_TIMEOUT = 600.0  # a run still going after this is reported hung (and no l
 
 # XMPP (statusq.xmpp): per-site [settings.xmpp] tables in the site files
 XMPP_GROUP = "xmpp"  # the handler group whose worker owns the connections (--group xmpp --workers 1)
+#: statusq's own transports and their group, so no config needs to route them ([transports.NAME]
+#: group overrides): outgoing messages, confirmations, and received chat for plugins' handlers.
+BUILTIN_GROUPS = {"xmppout": XMPP_GROUP, "xmppconfirm": XMPP_GROUP, "xmppin": XMPP_GROUP}
 XMPP_PORT = 5222
 XMPP_RESOURCE = "statusq"
 XMPP_PING_INTERVAL = 120.0  # XEP-0199 ping to the server, as StatusNet's XmppManager did

@@ -45,3 +45,18 @@ class Delivery:
     priority: int | None = None
     token: Any = None
     error: str | None = None  # the previous attempt's error, when the backend kept it
+
+
+@dataclass(slots=True)
+class Message:
+    """An item on its way in: checked and encoded by :meth:`QueueManager.enqueue`, then put by the
+    backend.  Middleware's ``before_enqueue`` sees it first and may add headers (a trace id, a
+    unique key); ``id`` is set by the backend's put (a row id, a STOMP message id)."""
+
+    site: str
+    transport: str
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+    priority: int
+    id: str = ""

@@ -23,6 +23,7 @@ from statusq import defaults
 from statusq.config import Config
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
+from statusq.middleware import Middleware, MiddlewareChain
 from statusq.registry import HandlerRegistry
 
 if TYPE_CHECKING:
@@ -44,10 +45,22 @@ class PluginSource:
 class PluginApi:
     """What a plugin's ``register(api)`` may call; one instance per plugin, to name it in errors."""
 
-    def __init__(self, plugin: str, registry: HandlerRegistry, config: Config) -> None:
+    def __init__(
+        self, plugin: str, registry: HandlerRegistry, config: Config, middleware: MiddlewareChain | None = None
+    ) -> None:
         self.plugin = plugin
         self.config = config
         self._registry = registry
+        self._middleware = middleware if middleware is not None else MiddlewareChain()
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Run ``middleware``'s hooks in this process: around every item a worker handles, every
+        enqueue through a queue manager statusq opens, every control command (see
+        :class:`statusq.Middleware`).  Added in the order the plugins register."""
+        try:
+            self._middleware.add(middleware)
+        except TypeError as exc:
+            raise PluginError(str(exc), key=f"plugin {self.plugin}") from None
 
     def register_handler(
         self, transport: str, handler_class: type[QueueHandler], group: str = defaults.DEFAULT_GROUP
@@ -158,13 +171,16 @@ def _register_function(source: PluginSource) -> Callable[[PluginApi], Any]:
     return register  # type: ignore[no-any-return]
 
 
-def load_plugins(config: Config, registry: HandlerRegistry | None = None) -> HandlerRegistry:
-    """Import every enabled plugin and let it register; any failure stops start-up."""
+def load_plugins(
+    config: Config, registry: HandlerRegistry | None = None, *, middleware: MiddlewareChain | None = None
+) -> HandlerRegistry:
+    """Import every enabled plugin and let it register (handlers, periodic queues, middleware
+    into ``middleware``); any failure stops start-up."""
     registry = registry if registry is not None else HandlerRegistry()
     for source in discover(config):
         register = _register_function(source)
         try:
-            register(PluginApi(source.name, registry, config))
+            register(PluginApi(source.name, registry, config, middleware))
         except PluginError:
             raise
         except Exception as exc:

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 from statusq import codec
 from statusq.errors import DecodeError, ItemTimeLimitExceeded
-from statusq.hooks import Failure, HookChain, ItemHooks, Outcome, Result
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
+from statusq.middleware import MiddlewareChain
+from statusq.outcome import Failure, Outcome, Result
 from statusq.queues.base import Consumer
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
@@ -36,18 +37,18 @@ class ItemProcessor:
         policy: RetryPolicy,
         *,
         item_time_limit: float = 0.0,
-        hooks: ItemHooks | None = None,
+        middleware: MiddlewareChain | None = None,
     ) -> None:
         self.registry = registry
         self.sites = sites
         self.policy = policy
         self.item_time_limit = item_time_limit
         self._timer = ItemTimer(item_time_limit)
-        # Always a chain: a bare hook that raises must not keep an item from being settled.
-        self.hooks = hooks if isinstance(hooks, HookChain) else HookChain([hooks] if hooks else [])
+        # Always a chain: it isolates each hook, so one that raises cannot keep an item unsettled.
+        self.middleware = middleware if middleware is not None else MiddlewareChain()
 
     def process(self, delivery: Delivery, consumer: Consumer) -> Result:
-        self.hooks.before_item(delivery)
+        self.middleware.before_item(delivery)
         try:
             result = self._run(delivery)
         except Exception as exc:
@@ -56,7 +57,7 @@ class ItemProcessor:
             log.exception("processing failed outside the handler, id=%s", delivery.id)
             result = self._failed(delivery, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
         self._settle(delivery, consumer, result)
-        self.hooks.after_item(delivery, result)
+        self.middleware.after_item(delivery, result)
         return result
 
     def _run(self, delivery: Delivery) -> Result:

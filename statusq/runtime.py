@@ -1,21 +1,21 @@
-"""Everything one process builds from a config: plugins, sites, the queue backend.
+"""Everything one process builds from a config: plugins, sites, middleware, queue backends.
 
-Built lazily, so an application that only enqueues never imports a plugin.
+This is the assembly layer: the backends below it are built from the config alone and never
+reach back up here.  Plugins are loaded lazily, on the first look at :attr:`Runtime.registry`,
+so an application that only enqueues never imports one, whatever the backend.
 """
 
 from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 from statusq.config import Config, load_config
+from statusq.middleware import MiddlewareChain
 from statusq.plugins import load_plugins
+from statusq.queues.base import QueueManager
 from statusq.registry import HandlerRegistry
 from statusq.sites import SiteTable
-
-if TYPE_CHECKING:
-    from statusq.queues import QueueManager
 
 
 class Runtime:
@@ -27,17 +27,43 @@ class Runtime:
         return cls(load_config(path))
 
     @cached_property
+    def middleware(self) -> MiddlewareChain:
+        """The process's one chain: plugins add to it (``api.add_middleware``), a worker adds its
+        own bookkeeping, and every queue manager opened here runs its enqueue hooks."""
+        return MiddlewareChain()
+
+    @cached_property
     def registry(self) -> HandlerRegistry:
-        return load_plugins(self.config)
+        return load_plugins(self.config, middleware=self.middleware)
 
     @cached_property
     def sites(self) -> SiteTable:
         return SiteTable(self.config)
 
     def queue_manager(self) -> QueueManager:
-        from statusq.queues import open_queue_manager
+        """A new manager of the configured backend, with the process's middleware."""
+        manager = open_queue_manager(self)
+        manager.use_middleware(self.middleware)
+        return manager
 
-        return open_queue_manager(self)
+
+def open_queue_manager(runtime: Runtime) -> QueueManager:
+    """The backend named by ``[queue] subsystem``; imported here, not at the top, so each process
+    pulls in only its own backend's library (SQLAlchemy, stomp.py).  Only the inline backend
+    needs the plugins: it runs handlers inside ``enqueue``."""
+    config = runtime.config
+    subsystem = config.queue.subsystem
+    if subsystem == "inline":
+        from statusq.queues.inline import InlineQueueManager
+
+        return InlineQueueManager(runtime)
+    if subsystem == "stomp":
+        from statusq.queues.stomp import StompQueueManager
+
+        return StompQueueManager(config)
+    from statusq.queues.db import DBQueueManager
+
+    return DBQueueManager(config)
 
 
 def connect(config_path: str | os.PathLike[str] | None = None) -> QueueManager:

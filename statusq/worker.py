@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from statusq.control import ControlActions, ControlManager
 from statusq.defaults import DEFAULT_GROUP, EXIT_RESTART
 from statusq.dispatcher import dispatch_hooks, dispatcher_manager
-from statusq.errors import StatusqError
-from statusq.hooks import HookChain, ItemHooks
+from statusq.errors import ConfigError, StatusqError
 from statusq.io.listener import QueueListener
 from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.limits import SoftMemoryLimit
+from statusq.middleware import Middleware
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, Subscription
 from statusq.retry import RetryPolicy
@@ -44,7 +44,11 @@ class GroupError(StatusqError):
 
 
 def check_groups(runtime: Runtime, groups: set[str] | None) -> None:
-    """Refuse groups no handler is registered in; only known once the plugins are loaded."""
+    """Refuse groups no handler is registered in, and handlers registered in another group than
+    the config routes their transport to (producers read the config, not the plugins: such a
+    handler's items would go where its workers never look).  Only known once the plugins are
+    loaded."""
+    check_routes(runtime)
     unknown = (groups or set()) - runtime.registry.groups()
     if unknown:
         raise GroupError(
@@ -53,11 +57,29 @@ def check_groups(runtime: Runtime, groups: set[str] | None) -> None:
         )
 
 
+def check_routes(runtime: Runtime) -> None:
+    config = runtime.config
+    for transport in sorted(runtime.registry.transports()):
+        registration = runtime.registry.get(transport)
+        assert registration is not None
+        routed = config.group_of(transport)
+        if registration.group != routed:
+            raise ConfigError(
+                f"plugin {registration.plugin!r} registers transport {transport!r} in group "
+                f"{registration.group!r}, but producers route it to group {routed!r}: add "
+                f'[transports.{transport}] group = "{registration.group}"',
+                file=config.source,
+                key=f"transports.{transport}.group",
+            )
+
+
 def subscription_for(runtime: Runtime, groups: set[str] | None) -> Subscription:
     """Transports of the chosen groups; the default group also sweeps unknown transports."""
     registry = runtime.registry
     if groups is None:
-        return Subscription()  # everything; the processor dead-letters what has no handler
+        # Everything; the processor dead-letters what has no handler.  A broker subscribes to
+        # the destinations of the groups handlers are registered in.
+        return Subscription(groups=frozenset(registry.groups() | {DEFAULT_GROUP}))
     return Subscription(
         transports=frozenset(registry.transports(groups)),
         catch_unknown=DEFAULT_GROUP in groups,
@@ -82,19 +104,24 @@ def build_worker(
     *,
     groups: set[str] | None = None,
     idle_exit: float | None = None,
-    hooks: list[ItemHooks] | None = None,
+    middleware: list[Middleware] | None = None,
     extra_managers: list[IoManager] | None = None,
     actions: ActionsFactory | None = None,
 ) -> WorkerParts:
+    """``middleware``: the process's own (state file, title), run before the metrics' and the
+    dispatcher's, after the plugins' (which joined the chain as they were loaded)."""
     config = runtime.config
-    queue_manager = runtime.queue_manager()
     metrics = worker_metrics(runtime) if config.metrics.enabled else None
+    chain = runtime.middleware
+    for one in [*(middleware or []), *([metrics.hooks] if metrics else []), dispatch_hooks(runtime)]:
+        chain.add(one)
+    queue_manager = runtime.queue_manager()
     processor = ItemProcessor(
         runtime.registry,
         runtime.sites,
         RetryPolicy.from_config(config.queue),
         item_time_limit=config.daemon.time_limit,
-        hooks=HookChain([*(hooks or []), *([metrics.hooks] if metrics else []), dispatch_hooks(runtime)]),
+        middleware=chain,
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     listener = QueueListener(consumer, processor, config.queue.poll_max)
@@ -115,10 +142,8 @@ def build_worker(
         *([dispatcher] if dispatcher else []),
         *xmpp,
     ]
-    master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit)
-    control = control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master))
-    control.observer = metrics.hooks.control if metrics else None
-    master.managers.append(control)
+    master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit, middleware=chain)
+    master.managers.append(control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master)))
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None)
 
 
@@ -134,11 +159,13 @@ def build_master(
     *,
     groups: set[str] | None = None,
     idle_exit: float | None = None,
-    hooks: list[ItemHooks] | None = None,
+    middleware: list[Middleware] | None = None,
     extra_managers: list[IoManager] | None = None,
 ) -> IoMaster:
     """The loop of a worker that acts on its own (tests, embedding)."""
-    parts = build_worker(runtime, groups=groups, idle_exit=idle_exit, hooks=hooks, extra_managers=extra_managers)
+    parts = build_worker(
+        runtime, groups=groups, idle_exit=idle_exit, middleware=middleware, extra_managers=extra_managers
+    )
     return parts.master
 
 
@@ -163,4 +190,5 @@ def control_manager(
         actions or lone_actions(runtime, master),
         channel=stomp.control_channel,
         secret=stomp.control_secret,
+        middleware=runtime.middleware,
     )

@@ -167,7 +167,7 @@ def _run(spec: WorkerSpec) -> int:
             runtime,
             groups=groups,
             idle_exit=spec.idle_exit,
-            hooks=[reporter, title],
+            middleware=[reporter, title],
             extra_managers=[FlushWhenIdle([reporter, title]), lifeline],
             actions=_forwarding_actions(reporter),
         )

@@ -11,8 +11,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from statusq.hooks import ItemHooks, Result
 from statusq.item import Delivery
+from statusq.middleware import Middleware
+from statusq.outcome import Result
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def supervisor_title(groups: Iterable[str] | None, state: str) -> str:
     return f"statusq supervisor [{groups_label(groups)}]: {state}"
 
 
-class ProcTitle(ItemHooks):
+class ProcTitle(Middleware):
     """A worker's title, switched to "handling TRANSPORT site=SITE" for each item and back.
 
     While items flow, "idle" waits for :meth:`flush` (the worker's loop calls it when no next

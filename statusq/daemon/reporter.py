@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from statusq.daemon.state import WORKER_FIELDS, ItemInHand, WorkerState
-from statusq.hooks import ItemHooks, Result
 from statusq.item import Delivery
 from statusq.limits import MemoryProbe
+from statusq.middleware import Middleware
+from statusq.outcome import Result
 
 log = logging.getLogger("statusq.daemon.state")
 
@@ -25,7 +26,7 @@ _STATIC = tuple(name for name in WORKER_FIELDS if name not in {"state", "item", 
 _static_values = operator.attrgetter(*_STATIC)
 
 
-class StateReporter(ItemHooks):
+class StateReporter(Middleware):
     """A worker's side: keeps its state file current, item by item.
 
     Writes happen around each item (before the handler runs, after the outcome is settled), so

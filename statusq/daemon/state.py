@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from statusq.defaults import RUN_DIR
-from statusq.hooks import Outcome
+from statusq.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from statusq.errors import QueueError
-from statusq.hooks import ItemHooks, Outcome, Result
 from statusq.item import Delivery
+from statusq.middleware import Middleware
+from statusq.outcome import Outcome, Result
 
 if TYPE_CHECKING:
     from statusq.dispatcher.store import DispatchStore
@@ -46,7 +47,7 @@ def run_item(delivery: Delivery) -> RunItem | None:
     return RunItem(queue, int(run), key)
 
 
-class DispatchHooks(ItemHooks):
+class DispatchHooks(Middleware):
     """Records run progress and per-item success in the dispatcher's tables.
 
     The store is opened, and SQLAlchemy imported, on the first dispatched item, so a worker that

@@ -17,8 +17,8 @@ from statusq.dispatcher.hooks import run_item
 from statusq.dispatcher.registry import QueueRegistry, QueueSpec
 from statusq.dispatcher.runner import Dispatcher, Report
 from statusq.dispatcher.store import DispatchStore
-from statusq.hooks import Outcome
-from statusq.item import Delivery
+from statusq.item import Delivery, Message
+from statusq.outcome import Outcome
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 
 
@@ -62,6 +62,9 @@ class CollectingQueueManager(QueueManager):
             raise QueueError("broker unavailable (simulated)")
         self.items.append(Enqueued(payload, transport, site, dict(headers or {}), self.clock()))
         return str(len(self.items))
+
+    def _put(self, message: Message) -> str:
+        raise NotImplementedError("enqueue() is overridden: payloads are kept as given, not encoded")
 
     def subscribe(self, subscription: Subscription) -> Consumer:
         raise NotImplementedError("the simulation has no consumers: call Simulation.work()")

@@ -18,6 +18,7 @@ from types import FrameType
 from statusq.defaults import EXIT_RESTART
 from statusq.io.manager import IoManager
 from statusq.limits import SoftMemoryLimit
+from statusq.middleware import MiddlewareChain
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ class IoMaster:
         memory_limit: SoftMemoryLimit | None = None,
         idle_exit: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        middleware: MiddlewareChain | None = None,
     ) -> None:
         self.managers = list(managers)
+        self.middleware = middleware if middleware is not None else MiddlewareChain()
         self.memory_limit = memory_limit
         self.idle_exit = idle_exit
         self.clock = clock
@@ -76,7 +79,11 @@ class IoMaster:
             for manager in self.managers:
                 manager.start()
                 started.append(manager)
-            code = self._loop()
+            self.middleware.after_worker_boot()
+            try:
+                code = self._loop()
+            finally:
+                self.middleware.before_worker_shutdown()
         finally:
             for manager in reversed(started):
                 try:

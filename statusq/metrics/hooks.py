@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from statusq.hooks import Failure, ItemHooks, Outcome, Result
-from statusq.item import Delivery
+from statusq.item import Delivery, Message
 from statusq.metrics.labels import SiteLabels
 from statusq.metrics.model import OUTCOMES, UNKNOWN_TRANSPORT, ItemMetrics
 from statusq.metrics.statsd import Statsd, counter, timing
+from statusq.middleware import Middleware
+from statusq.outcome import Failure, Outcome, Result
 
 #: Failures after which the handler ran, so its time is worth a histogram sample.
 _HANDLER_RAN = frozenset({Failure.HANDLER_ERROR, Failure.HANDLER_FALSE, Failure.TIME_LIMIT})
@@ -64,7 +65,7 @@ class _Samples:
         child._sum.inc(self.sum)
 
 
-class MetricsHooks(ItemHooks):
+class MetricsHooks(Middleware):
     """Counts every settled item and times its handler; statsd gets the same events."""
 
     def __init__(
@@ -184,8 +185,9 @@ class MetricsHooks(ItemHooks):
 
     # -- beside the item path ----------------------------------------------------------------
 
-    def enqueued(self, site: str, transport: str) -> None:
+    def after_enqueue(self, message: Message) -> None:
         """An item was enqueued by this process (a plugin, the dispatcher)."""
+        site, transport = message.site, message.transport
         child = self._enqueued.get((site, transport))
         if child is None:
             if len(self._enqueued) >= _CACHE_MAX:
@@ -197,7 +199,7 @@ class MetricsHooks(ItemHooks):
         if self.statsd is not None:
             self.statsd.send(counter(self.statsd.name("enqueued", self.transport(transport))))
 
-    def control(self, command: str, result: str) -> None:
+    def after_control(self, command: str, result: str) -> None:
         """A control message was applied or refused (``command`` is one of a closed set)."""
         self.model.control.labels(command, result).inc()
         if self.statsd is not None:

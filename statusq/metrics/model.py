@@ -16,8 +16,8 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from statusq.hooks import Outcome
 from statusq.metrics import MULTIPROC_ENV
+from statusq.outcome import Outcome
 
 #: ``outcome`` label values, per processor outcome.
 OUTCOMES = {Outcome.DONE: "handled", Outcome.RETRY: "retried", Outcome.DEAD: "dead_lettered"}

@@ -15,11 +15,8 @@ from statusq.metrics.hooks import FLUSH_DELAY, MetricsHooks
 from statusq.metrics.labels import SiteLabels
 from statusq.metrics.model import ItemMetrics, use_multiprocess_files
 from statusq.metrics.statsd import Statsd
-from statusq.queues.base import observe_enqueues
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from statusq.runtime import Runtime
 
 #: The file in the daemon's metrics folder where "auto" site labels are admitted (labels.py).
@@ -27,22 +24,14 @@ SITE_LABELS_FILE = "site-labels"
 
 
 class MetricsManager(IoManager):
-    """Counts this process's enqueues while the worker's loop runs, writes the item hook's counts
-    to the series soon after they change (:meth:`MetricsHooks.flush`), and at the end flushes
-    the last ones and closes the statsd socket."""
+    """Writes the metrics middleware's counts to the series soon after they change
+    (:meth:`MetricsHooks.flush`), and at the end flushes the last ones and closes the statsd
+    socket."""
 
     name = "metrics"
 
-    def __init__(self, hooks: MetricsHooks, default_site: str) -> None:
+    def __init__(self, hooks: MetricsHooks) -> None:
         self.hooks = hooks
-        self.default_site = default_site
-        self._undo: Callable[[], None] | None = None
-
-    def start(self) -> None:
-        self._undo = observe_enqueues(self._enqueued)
-
-    def _enqueued(self, site: str | None, transport: str) -> None:
-        self.hooks.enqueued(site or self.default_site, transport)
 
     def timeout(self) -> float:
         since = self.hooks.dirty_since
@@ -54,9 +43,6 @@ class MetricsManager(IoManager):
 
     def stop(self) -> None:
         self.hooks.flush()
-        if self._undo is not None:
-            self._undo()
-            self._undo = None
         if self.hooks.statsd is not None:
             self.hooks.statsd.close()
 
@@ -79,4 +65,4 @@ def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:
     sites = SiteLabels(config.site_labels, config.max_sites, folder / SITE_LABELS_FILE if folder else None)
     statsd = Statsd(config.statsd, config.statsd_prefix) if config.statsd else None
     hooks = MetricsHooks(ItemMetrics(), sites, runtime.registry.transports(), statsd)
-    return WorkerMetrics(hooks, MetricsManager(hooks, runtime.config.sites.default), shared)
+    return WorkerMetrics(hooks, MetricsManager(hooks), shared)

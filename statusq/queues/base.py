@@ -9,59 +9,18 @@ counts attempts and backs off the same way.
 from __future__ import annotations
 
 import abc
-import functools
 import logging
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from statusq import codec, names
+from statusq.defaults import DEFAULT_SITE
 from statusq.errors import QueueError
-from statusq.item import Delivery
+from statusq.item import Delivery, Message
+from statusq.middleware import MiddlewareChain
 
 log = logging.getLogger(__name__)
-
-#: Told of each item this process enqueued: (the site as the caller gave it, or None; transport).
-EnqueueObserver = Callable[[str | None, str], None]
-_observers: list[EnqueueObserver] = []
-_depth = threading.local()
-
-
-def observe_enqueues(observer: EnqueueObserver) -> Callable[[], None]:
-    """Have ``observer`` called after every successful enqueue in this process, by any backend
-    (plugins and the dispatcher enqueue through managers of their own); returns the undo.  A
-    worker's metrics count with it; a process that installs none pays one empty loop."""
-    _observers.append(observer)
-
-    def stop() -> None:
-        if observer in _observers:
-            _observers.remove(observer)
-
-    return stop
-
-
-def _observed(enqueue: Callable[..., str]) -> Callable[..., str]:
-    """``enqueue`` that tells the observers, once per item even when an override calls super()."""
-
-    @functools.wraps(enqueue)
-    def wrapper(
-        self: QueueManager, payload: Any, transport: str, site: str | None = None, *args: Any, **kw: Any
-    ) -> str:
-        depth = getattr(_depth, "value", 0)
-        _depth.value = depth + 1
-        try:
-            item_id = enqueue(self, payload, transport, site, *args, **kw)
-        finally:
-            _depth.value = depth
-        if depth == 0:
-            for observer in _observers:
-                try:
-                    observer(site, transport)
-                except Exception:
-                    log.exception("enqueue observer failed; ignored")
-        return item_id
-
-    return wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +116,14 @@ class Consumer(abc.ABC):
 
 
 class QueueManager(abc.ABC):
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Every backend's enqueue is observed without each having to remember to report.
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("enqueue")
-        if own is not None and not getattr(own, "__isabstractmethod__", False):
-            cls.enqueue = _observed(own)  # type: ignore[method-assign]
+    """A backend.  :meth:`enqueue` is the same for all of them (check, encode, middleware); a
+    backend implements only :meth:`_put`, so no backend can forget a check or a hook."""
 
-    @abc.abstractmethod
+    #: The site of an item enqueued without one; backends built from a config set its own.
+    default_site: str = DEFAULT_SITE
+    #: Told of every enqueue through this manager (see :meth:`use_middleware`).
+    _middleware: MiddlewareChain | None = None
+
     def enqueue(
         self,
         payload: Any,
@@ -175,6 +134,31 @@ class QueueManager(abc.ABC):
         content_type: str | None = None,
     ) -> str:
         """Queue one item; returns its id.  Raises DataError for a payload that cannot travel."""
+        body, content_type = codec.encode(payload, content_type)
+        message = Message(
+            site=names.check_site(site or self.default_site),
+            transport=names.check_transport(transport),
+            body=body,
+            content_type=content_type,
+            headers=names.check_headers(headers),
+            priority=names.check_priority(priority),
+        )
+        middleware = self._middleware
+        if middleware is not None:
+            middleware.before_enqueue(message)
+        message.id = self._put(message)
+        if middleware is not None:
+            middleware.after_enqueue(message)
+        return message.id
+
+    def use_middleware(self, chain: MiddlewareChain) -> None:
+        """Run ``chain``'s enqueue hooks around every enqueue through this manager: the process's
+        chain, handed over by whoever opens the manager (statusq.runtime does)."""
+        self._middleware = chain
+
+    @abc.abstractmethod
+    def _put(self, message: Message) -> str:
+        """Put one checked, encoded item on its queue; its id."""
 
     @abc.abstractmethod
     def subscribe(self, subscription: Subscription) -> Consumer: ...

@@ -10,12 +10,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from statusq import codec, names
-from statusq.defaults import DEFAULT_SITE
-from statusq.hooks import Outcome
-from statusq.item import Delivery
+from statusq.item import Delivery, Message
+from statusq.outcome import Outcome
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 from statusq.retry import RetryPolicy
 
@@ -60,31 +58,23 @@ class InlineQueueManager(QueueManager):
         from statusq.processor import ItemProcessor
 
         self.processor = ItemProcessor(runtime.registry, runtime.sites, RetryPolicy.from_config(runtime.config.queue))
+        self.default_site = runtime.config.sites.default
         self._ids = itertools.count(1)
         self.handled = 0
         self.dead: list[DeadLetter] = []
 
-    def enqueue(
-        self,
-        payload: Any,
-        transport: str,
-        site: str | None = None,
-        headers: dict[str, str] | None = None,
-        priority: int | None = None,
-        content_type: str | None = None,
-    ) -> str:
-        body, content_type = codec.encode(payload, content_type)
+    def _put(self, message: Message) -> str:
         return self._deliver(
             Delivery(
                 id=f"inline-{next(self._ids)}",
-                site=names.check_site(site or DEFAULT_SITE),
-                transport=names.check_transport(transport),
-                body=body,
-                content_type=content_type,
-                headers=names.check_headers(headers),
+                site=message.site,
+                transport=message.transport,
+                body=message.body,
+                content_type=message.content_type,
+                headers=message.headers,
                 attempt=1,
                 enqueued_at=time.time(),
-                priority=names.check_priority(priority),
+                priority=message.priority,
             )
         )
 

@@ -27,8 +27,8 @@ from statusq.daemon.state import (
     running_daemons,
     worker_row,
 )
-from statusq.hooks import Outcome, Result
 from statusq.limits import MemoryProbe
+from statusq.outcome import Outcome, Result
 from tests.unit.fakes import make_delivery
 
 

@@ -16,8 +16,9 @@ from statusq.dispatcher.registry import WorkItem, declare
 from statusq.dispatcher.simulate import Enqueued, Simulation
 from statusq.dispatcher.tables import members
 from statusq.handler import QueueHandler
-from statusq.hooks import Outcome, Result
 from statusq.item import Delivery, QueueItem
+from statusq.middleware import MiddlewareChain
+from statusq.outcome import Outcome, Result
 from statusq.processor import ItemProcessor
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
@@ -42,7 +43,9 @@ def sim(tmp_path: Path) -> Simulation:
 def processor(hooks: DispatchHooks, max_retries: int = 0) -> ItemProcessor:
     registry = HandlerRegistry()
     registry.register("cron", Cron, group="main", plugin="t")
-    return ItemProcessor(registry, SiteTable(Config()), RetryPolicy(max_retries, 0.01, 0.01), hooks=hooks)
+    return ItemProcessor(
+        registry, SiteTable(Config()), RetryPolicy(max_retries, 0.01, 0.01), middleware=MiddlewareChain([hooks])
+    )
 
 
 def delivery(item: Enqueued, attempt: int = 1) -> Delivery:

@@ -10,7 +10,7 @@ import pytest
 
 from statusq.dispatcher.registry import WorkItem, declare
 from statusq.dispatcher.simulate import Enqueued, Simulation
-from statusq.hooks import Outcome
+from statusq.outcome import Outcome
 
 HOUR = 3600.0
 

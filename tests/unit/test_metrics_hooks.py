@@ -16,16 +16,18 @@ import pytest
 
 from statusq.config import Config
 from statusq.control import ControlActions, ControlManager
-from statusq.dispatcher.simulate import CollectingQueueManager
+from statusq.dispatcher.simulate import CollectingQueueManager, Enqueued
 from statusq.handler import QueueHandler
-from statusq.hooks import Failure, HookChain, Outcome
-from statusq.item import Delivery, QueueItem
+from statusq.item import Delivery, Message, QueueItem
 from statusq.metrics.hooks import MetricsHooks
 from statusq.metrics.labels import OTHER, SiteLabels
 from statusq.metrics.model import ItemMetrics
 from statusq.metrics.statsd import Statsd
 from statusq.metrics.worker import MetricsManager
+from statusq.middleware import MiddlewareChain
+from statusq.outcome import Failure, Outcome
 from statusq.processor import ItemProcessor
+from statusq.queues.base import QueueManager
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
 from statusq.sites import SiteTable
@@ -63,7 +65,7 @@ def processor(hooks: MetricsHooks, tmp_path: Path) -> ItemProcessor:
     registry.register("echo", Scripted, group="main", plugin="test")
     sites = SiteTable(Config.model_validate({"sites": {"dir": str(tmp_path / "sites")}}))
     sites.remove("gone.example")
-    return ItemProcessor(registry, sites, POLICY, hooks=HookChain([hooks]))
+    return ItemProcessor(registry, sites, POLICY, middleware=MiddlewareChain([hooks]))
 
 
 def value(hooks: MetricsHooks, name: str, **labels: str) -> float:
@@ -182,7 +184,7 @@ def test_flushed_timings_equal_observing_each_one(bulk: bool) -> None:
 
 
 def test_the_manager_flushes_soon_after_a_count_and_at_stop(processor: ItemProcessor, hooks: MetricsHooks) -> None:
-    manager = MetricsManager(hooks, "default")
+    manager = MetricsManager(hooks)
     assert manager.timeout() == float("inf")  # nothing held: never woken for it
 
     run(processor, make_delivery({"do": "ok"}))
@@ -211,19 +213,27 @@ def test_statsd_gets_one_datagram_per_item(processor: ItemProcessor, receiver: s
     assert lines[0] == "sq.items.retried:1|c" and lines[3].endswith("|ms")
 
 
-def test_enqueues_of_any_manager_in_the_process_are_counted_once(hooks: MetricsHooks) -> None:
-    class Wrapping(CollectingQueueManager):
-        def enqueue(self, payload: Any, transport: str, site: str | None = None, *args: Any, **kw: Any) -> str:
-            return super().enqueue(payload, transport, site, *args, **kw)
+def test_enqueues_through_managers_with_the_chain_are_counted_once(hooks: MetricsHooks) -> None:
+    class Kept(CollectingQueueManager):
+        """A backend: the base class's enqueue (template), this class's put."""
 
-    manager = MetricsManager(hooks, default_site="default")
-    one, two = CollectingQueueManager(clock=time.time), Wrapping(clock=time.time)
-    one.enqueue({}, "echo", site="a.example")  # before the worker's loop: not counted
-    manager.start()
+        enqueue = QueueManager.enqueue
+
+        def _put(self, message: Message) -> str:
+            self.items.append(Enqueued(message.body, message.transport, message.site, message.headers, 0.0))
+            return str(len(self.items))
+
+    class Wrapping(Kept):
+        def _put(self, message: Message) -> str:
+            return super()._put(message)
+
+    chain = MiddlewareChain([hooks])
+    bare, one, two = Kept(clock=time.time), Kept(clock=time.time), Wrapping(clock=time.time)
+    one.use_middleware(chain)
+    two.use_middleware(chain)
+    bare.enqueue({}, "echo", site="a.example")  # no chain: not counted
     one.enqueue({}, "echo", site="a.example")
     two.enqueue({}, "echo")
-    manager.stop()
-    two.enqueue({}, "echo")  # after it: not counted
 
     assert value(hooks, "statusq_enqueued_total", site="a.example", transport="echo") == 1
     assert value(hooks, "statusq_enqueued_total", site=OTHER, transport="echo") == 1  # "default", past max_sites
@@ -252,7 +262,9 @@ def test_control_commands_are_counted_applied_or_refused(hooks: MetricsHooks, tm
     )
     sites = SiteTable(Config.model_validate({"sites": {"dir": str(tmp_path)}}))
     actions = ControlActions(reload=lambda: reloads.append(1), restart=lambda: None, shutdown=lambda: None)
-    manager = ControlManager(consumer, sites, actions, channel="/topic/control", secret=None, observer=hooks.control)
+    manager = ControlManager(
+        consumer, sites, actions, channel="/topic/control", secret=None, middleware=MiddlewareChain([hooks])
+    )
 
     manager.poll()
 

@@ -12,8 +12,9 @@ import pytest
 from statusq.config import Config, SiteConfig
 from statusq.defaults import XML_TYPE
 from statusq.handler import QueueHandler
-from statusq.hooks import HookChain, ItemHooks, Outcome, Result
 from statusq.item import Delivery, QueueItem
+from statusq.middleware import Middleware, MiddlewareChain
+from statusq.outcome import Outcome, Result
 from statusq.processor import ItemProcessor
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
@@ -267,10 +268,10 @@ def test_invalid_site_name_is_dead_lettered(processor: ItemProcessor, consumer: 
     assert len(consumer.dead) == 1
 
 
-# --- hooks ------------------------------------------------------------------------------------
+# --- middleware ------------------------------------------------------------------------------------
 
 
-class Recording(ItemHooks):
+class Recording(Middleware):
     def __init__(self, name: str, log: list[Any]) -> None:
         self.name, self.log = name, log
 
@@ -281,7 +282,7 @@ class Recording(ItemHooks):
         self.log.append((self.name, "after", result.outcome))
 
 
-class Failing(ItemHooks):
+class Failing(Middleware):
     def before_item(self, delivery: Delivery) -> None:
         raise RuntimeError("before hook broke")
 
@@ -293,8 +294,8 @@ def test_hooks_run_around_the_item_after_hooks_in_reverse(
     registry: HandlerRegistry, sites_dir: Path, consumer: RecordingConsumer
 ) -> None:
     log: list[Any] = []
-    hooks = HookChain([Recording("a", log), Recording("b", log)])
-    processor = ItemProcessor(registry, site_table(sites_dir), POLICY, hooks=hooks)
+    chain = MiddlewareChain([Recording("a", log), Recording("b", log)])
+    processor = ItemProcessor(registry, site_table(sites_dir), POLICY, middleware=chain)
 
     process(processor, consumer, make_delivery(id="x"))
 
@@ -312,8 +313,8 @@ def test_a_failing_hook_does_not_change_the_outcome(
 ) -> None:
     # Given a failing hook between two working ones
     log: list[Any] = []
-    hooks = HookChain([Recording("a", log), Failing(), Recording("b", log)])
-    processor = ItemProcessor(registry, site_table(sites_dir), POLICY, hooks=hooks)
+    chain = MiddlewareChain([Recording("a", log), Failing(), Recording("b", log)])
+    processor = ItemProcessor(registry, site_table(sites_dir), POLICY, middleware=chain)
 
     # When an item is processed
     result = process(processor, consumer, make_delivery({"do": action}))
@@ -326,7 +327,7 @@ def test_a_failing_hook_does_not_change_the_outcome(
 def test_a_failing_hook_given_directly_does_not_change_the_outcome(
     registry: HandlerRegistry, sites_dir: Path, consumer: RecordingConsumer
 ) -> None:
-    processor = ItemProcessor(registry, site_table(sites_dir), POLICY, hooks=Failing())
+    processor = ItemProcessor(registry, site_table(sites_dir), POLICY, middleware=MiddlewareChain([Failing()]))
 
     result = process(processor, consumer, make_delivery())
 

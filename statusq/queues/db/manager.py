@@ -22,10 +22,9 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from statusq import codec, names
 from statusq.config import Config
 from statusq.errors import QueueError
-from statusq.item import Delivery
+from statusq.item import Delivery, Message
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
 from statusq.queues.db.schema import dead, items, metadata
@@ -39,6 +38,7 @@ _STALE = "claim expired: the worker holding it died or hung"
 class DBQueueManager(QueueManager):
     def __init__(self, config: Config) -> None:
         self.url = config.db_url
+        self.default_site = config.sites.default
         self.engine = make_engine(self.url)
         self.claim_timeout = config.queue.claim_timeout
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -53,33 +53,22 @@ class DBQueueManager(QueueManager):
         with db_errors(self.engine):
             yield
 
-    def enqueue(
-        self,
-        payload: Any,
-        transport: str,
-        site: str | None = None,
-        headers: dict[str, str] | None = None,
-        priority: int | None = None,
-        content_type: str | None = None,
-    ) -> str:
-        from statusq.defaults import DEFAULT_SITE
-
-        body, content_type = codec.encode(payload, content_type)
+    def _put(self, message: Message) -> str:
         now = time.time()
         row = {
-            "site": names.check_site(site or DEFAULT_SITE),
-            "transport": names.check_transport(transport),
-            "priority": names.check_priority(priority),
-            "content_type": content_type,
-            "body": body,
-            "headers": json.dumps(names.check_headers(headers)),
+            "site": message.site,
+            "transport": message.transport,
+            "priority": message.priority,
+            "content_type": message.content_type,
+            "body": message.body,
+            "headers": json.dumps(message.headers),
             "attempts": 0,
             "enqueued_at": now,
             "available_at": now,
         }
         with self.errors(), self.engine.begin() as conn:
             item_id = conn.execute(insert(items).values(row).returning(items.c.id)).scalar_one()
-            self._notify(conn, transport)
+            self._notify(conn, message.transport)
         return str(item_id)
 
     def _notify(self, conn: Connection, transport: str) -> None:

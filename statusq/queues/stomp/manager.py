@@ -4,40 +4,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
-from statusq import codec, names
+from statusq.config import Config
 from statusq.defaults import DEFAULT_GROUP
 from statusq.errors import ConnectionClosed, QueueError
+from statusq.item import Message
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import StompLink
 
-if TYPE_CHECKING:
-    from statusq.runtime import Runtime
-
 log = logging.getLogger(__name__)
 
 
 class StompQueueManager(QueueManager):
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.stomp = runtime.config.queue.stomp
-        self.default_site = runtime.config.sites.default
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stomp = config.queue.stomp
+        self.default_site = config.sites.default
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self._producer: StompLink | None = None
 
     # -- producing ----------------------------------------------------------------------------
 
     def group_of(self, transport: str) -> str:
-        registration = self.runtime.registry.get(transport)
-        return registration.group if registration is not None else DEFAULT_GROUP
+        """Routing comes from the config, never from the plugins: a producer imports none."""
+        return self.config.group_of(transport)
 
     def groups_for(self, subscription: Subscription) -> set[str]:
         if subscription.groups is not None:
             return set(subscription.groups)
-        return self.runtime.registry.groups() | {DEFAULT_GROUP}
+        return {DEFAULT_GROUP} | {t.group for t in self.config.transports.values()}
 
     def wire_headers(self, headers: dict[str, str]) -> dict[str, str]:
         """Delivery mode on every send.  RabbitMQ turns ``persistent:false`` on a new queue into
@@ -66,24 +63,13 @@ class StompQueueManager(QueueManager):
                     self._producer.close()
                     self._producer = None
 
-    def enqueue(
-        self,
-        payload: Any,
-        transport: str,
-        site: str | None = None,
-        headers: dict[str, str] | None = None,
-        priority: int | None = None,
-        content_type: str | None = None,
-    ) -> str:
-        body, content_type = codec.encode(payload, content_type)
-        site = names.check_site(site or self.default_site)
-        names.check_transport(transport)
-        user = names.check_headers(headers)
-        if any(k.startswith("statusq-") or k in wire.BROKER_HEADERS for k in user):
+    def _put(self, message: Message) -> str:
+        if any(k.startswith("statusq-") or k in wire.BROKER_HEADERS for k in message.headers):
             raise QueueError("headers may not set statusq-* or broker headers")
-        out = {**user, **wire.new_headers(site, transport, content_type)}
-        out["priority"] = str(names.check_priority(priority))
-        self.send(self.destinations.for_item(self.group_of(transport), transport, site), body, out)
+        out = {**message.headers, **wire.new_headers(message.site, message.transport, message.content_type)}
+        out["priority"] = str(message.priority)
+        destination = self.destinations.for_item(self.group_of(message.transport), message.transport, message.site)
+        self.send(destination, message.body, out)
         return out[wire.ID]
 
     def send_control(self, text: str) -> None:
