@@ -27,6 +27,7 @@ from statusq.middleware import Middleware, MiddlewareChain
 from statusq.registry import HandlerRegistry
 
 if TYPE_CHECKING:
+    from statusq.queues.base import QueueManager
     from statusq.xmpp.api import XmppApi
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,43 @@ class PluginSource:
     load: Callable[[], Any]
 
 
+def _no_connect() -> QueueManager:
+    raise PluginError("api.xmpp cannot send here: these plugins were loaded without a queue backend")
+
+
+class PluginContext:
+    """What the plugins of one process share, handed down by the assembly layer: its middleware
+    chain, its way to open a queue manager, and the XMPP producer built on that at first use."""
+
+    def __init__(
+        self,
+        config: Config,
+        middleware: MiddlewareChain | None = None,
+        connect: Callable[[], QueueManager] | None = None,
+    ) -> None:
+        self.config = config
+        self.middleware = middleware if middleware is not None else MiddlewareChain()
+        self.connect = connect or _no_connect
+
+    @functools.cached_property
+    def xmpp(self) -> XmppApi:
+        # Imported on first use, like the dispatcher below: most processes never send XMPP.
+        from statusq.xmpp.api import XmppApi
+
+        return XmppApi(self.config, self.connect)
+
+
 class PluginApi:
     """What a plugin's ``register(api)`` may call; one instance per plugin, to name it in errors."""
 
     def __init__(
-        self, plugin: str, registry: HandlerRegistry, config: Config, middleware: MiddlewareChain | None = None
+        self, plugin: str, registry: HandlerRegistry, config: Config, context: PluginContext | None = None
     ) -> None:
         self.plugin = plugin
         self.config = config
         self._registry = registry
-        self._middleware = middleware if middleware is not None else MiddlewareChain()
+        self._context = context if context is not None else PluginContext(config)
+        self._middleware = self._context.middleware
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Run ``middleware``'s hooks in this process: around every item a worker handles, every
@@ -70,10 +98,8 @@ class PluginApi:
     @property
     def xmpp(self) -> XmppApi:
         """Send XMPP from handlers: ``api.xmpp.send(site, to, body)`` queues onto ``xmppout`` (see
-        :mod:`statusq.xmpp`; imported only when a plugin asks, like the dispatcher below)."""
-        from statusq.xmpp.api import XmppApi
-
-        return XmppApi.shared(self.config, self._registry)
+        :mod:`statusq.xmpp`; imported only when a plugin asks)."""
+        return self._context.xmpp
 
     def register_queue(self, name: str, kind: str = "serial", *, transport: str, **options: Any) -> None:
         """Declare a periodic queue whose runs the dispatcher enqueues onto ``transport``.
@@ -84,10 +110,10 @@ class PluginApi:
         ``max_runs`` (100/1/6).  Both: ``timeout`` (10m), ``enabled``, ``priority``,
         ``description``.  See :func:`statusq.dispatcher.registry.declare`.
         """
-        from statusq.dispatcher.registry import declare, queue_registry
+        from statusq.dispatcher.registry import declare
 
         spec = declare(name, kind, transport=transport, plugin=self.plugin, **options)
-        queue_registry(self._registry).register(spec)
+        self._registry.queues.register(spec)
 
 
 def _import_path(name: str, path: Path) -> ModuleType:
@@ -172,22 +198,21 @@ def _register_function(source: PluginSource) -> Callable[[PluginApi], Any]:
 
 
 def load_plugins(
-    config: Config, registry: HandlerRegistry | None = None, *, middleware: MiddlewareChain | None = None
+    config: Config, registry: HandlerRegistry | None = None, *, context: PluginContext | None = None
 ) -> HandlerRegistry:
     """Import every enabled plugin and let it register (handlers, periodic queues, middleware
-    into ``middleware``); any failure stops start-up."""
+    into ``context``'s chain); any failure stops start-up."""
     registry = registry if registry is not None else HandlerRegistry()
+    context = context if context is not None else PluginContext(config)
     for source in discover(config):
         register = _register_function(source)
         try:
-            register(PluginApi(source.name, registry, config, middleware))
+            register(PluginApi(source.name, registry, config, context))
         except PluginError:
             raise
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             raise PluginError(f"plugin {source.name!r} failed in register(): {detail}") from exc
         log.debug("plugin loaded: %s (%s)", source.name, source.origin)
-    from statusq.dispatcher.registry import queue_registry
-
-    queue_registry(registry).check_handlers(registry)  # a queue nobody handles: refused at start-up
+    registry.queues.check_handlers(registry)  # a queue nobody handles: refused at start-up
     return registry

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from statusq import defaults
+from statusq.dispatcher.registry import QueueRegistry
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
 
@@ -28,6 +29,8 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._by_transport: dict[str, Registration] = {}
         self._instances: dict[str, QueueHandler] = {}
+        #: The periodic queues the same plugins declared (``api.register_queue``).
+        self.queues = QueueRegistry()
 
     def register(self, transport: str, handler_class: type[QueueHandler], *, group: str, plugin: str) -> None:
         for what, value in (("transport", transport), ("group", group)):

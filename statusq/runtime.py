@@ -12,7 +12,7 @@ from functools import cached_property
 
 from statusq.config import Config, load_config
 from statusq.middleware import MiddlewareChain
-from statusq.plugins import load_plugins
+from statusq.plugins import PluginContext, load_plugins
 from statusq.queues.base import QueueManager
 from statusq.registry import HandlerRegistry
 from statusq.sites import SiteTable
@@ -34,7 +34,7 @@ class Runtime:
 
     @cached_property
     def registry(self) -> HandlerRegistry:
-        return load_plugins(self.config, middleware=self.middleware)
+        return load_plugins(self.config, context=PluginContext(self.config, self.middleware, self.queue_manager))
 
     @cached_property
     def sites(self) -> SiteTable:

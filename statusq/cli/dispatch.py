@@ -12,7 +12,6 @@ import time
 import click
 
 from statusq.cli.helpers import runtime, setup_logging
-from statusq.dispatcher.registry import queue_registry
 
 EPILOG = """\b
 Examples (crontab):
@@ -36,7 +35,7 @@ def dispatch(ctx: click.Context, names: tuple[str, ...], force: bool) -> int:
     # Each line of stdout says what happened; stderr gets warnings (a crontab mails them), or all
     # of the log when the config asks for DEBUG.
     setup_logging("DEBUG" if rt.config.log.level == "DEBUG" else "WARNING")
-    specs = queue_registry(rt.registry)
+    specs = rt.registry.queues
     unknown = sorted(set(names) - set(specs.names()))
     if unknown:
         known = ", ".join(specs.names()) or "none"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from statusq.cli.helpers import echo_table, runtime
-from statusq.dispatcher.registry import QueueRegistry, QueueSpec, queue_registry
+from statusq.dispatcher.registry import QueueRegistry, QueueSpec
 from statusq.dispatcher.status import TABLE_HEADERS, current_views, queue_view, table_row
 from statusq.units import parse_duration
 
@@ -29,7 +29,7 @@ Examples:
 
 
 def _specs(ctx: click.Context) -> QueueRegistry:
-    return queue_registry(runtime(ctx).registry)
+    return runtime(ctx).registry.queues
 
 
 def _spec(ctx: click.Context, name: str) -> QueueSpec:

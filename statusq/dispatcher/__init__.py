@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from statusq.dispatcher.registry import QueueSpec, WorkItem, queue_registry
+from statusq.dispatcher.registry import QueueSpec, WorkItem
 
 if TYPE_CHECKING:
     from statusq.dispatcher.hooks import DispatchHooks
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from statusq.queues.base import QueueManager
     from statusq.runtime import Runtime
 
-__all__ = ["QueueSpec", "WorkItem", "dispatch_hooks", "dispatcher_manager", "make_dispatcher", "queue_registry"]
+__all__ = ["QueueSpec", "WorkItem", "dispatch_hooks", "dispatcher_manager", "make_dispatcher"]
 
 
 def make_dispatcher(runtime: Runtime, queue_manager: QueueManager) -> Dispatcher:
@@ -33,7 +33,7 @@ def make_dispatcher(runtime: Runtime, queue_manager: QueueManager) -> Dispatcher
 
     config = runtime.config.dispatcher
     return Dispatcher(
-        queue_registry(runtime.registry),
+        runtime.registry.queues,
         DispatchStore(runtime.config.db_url),
         queue_manager,
         owner=worker_name(),
@@ -46,7 +46,7 @@ def dispatcher_manager(runtime: Runtime, queue_manager: QueueManager) -> IoManag
     """The dispatcher as a worker's IoManager; None when no plugin declares a queue or
     ``[dispatcher] enabled = false``.  Safe in every worker of every daemon: runs are claimed in
     the database, so each due run happens once cluster-wide."""
-    if not runtime.config.dispatcher.enabled or not len(queue_registry(runtime.registry)):
+    if not runtime.config.dispatcher.enabled or not len(runtime.registry.queues):
         return None
     from statusq.dispatcher.manager import DispatcherManager
 

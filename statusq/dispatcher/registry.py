@@ -3,13 +3,13 @@
 A plugin calls ``api.register_queue(...)``; a mistake there (a duplicate name, a batch queue
 without members, ``min_runs > max_runs``, a frequency of "soon") stops start-up with the plugin
 named, rather than surfacing as a queue that silently never runs.  This module depends only on
-the core layer, so the plugin API can reach it without importing the dispatcher machinery.
+the core layer, so the handler registry can hold the declarations (``registry.queues``) without
+importing the dispatcher machinery.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -202,16 +202,3 @@ class QueueRegistry:
                     f"queue {spec.name!r} sends to transport {spec.transport!r}, which no plugin handles",
                     key=f"plugin {spec.plugin}",
                 )
-
-
-# A Runtime keeps only the HandlerRegistry that load_plugins() returns; the queues ride along
-# with it here, so the core layer need not know the dispatcher exists.
-_BY_HANDLERS: weakref.WeakKeyDictionary[HandlerRegistry, QueueRegistry] = weakref.WeakKeyDictionary()
-
-
-def queue_registry(handlers: HandlerRegistry) -> QueueRegistry:
-    """The queues declared by the plugins that filled ``handlers``."""
-    found = _BY_HANDLERS.get(handlers)
-    if found is None:
-        found = _BY_HANDLERS[handlers] = QueueRegistry()
-    return found

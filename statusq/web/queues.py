@@ -98,12 +98,11 @@ def _store(config: Config) -> Any:
 
 def main(argv: list[str]) -> int:
     """Print the plugins' queue declarations as JSON (run by :class:`SpecCache`)."""
-    from statusq.dispatcher.registry import queue_registry
     from statusq.runtime import Runtime
 
     try:
         runtime = Runtime.from_path(argv[0] if argv else None)
-        print(specs_to_json(list(queue_registry(runtime.registry))))
+        print(specs_to_json(list(runtime.registry.queues)))
     except StatusqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 78

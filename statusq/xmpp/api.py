@@ -7,15 +7,15 @@ Light on purpose (no slixmpp import): an application that only enqueues pays not
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from statusq.errors import DataError
 
 if TYPE_CHECKING:
     from statusq.config import Config
     from statusq.queues.base import QueueManager
-    from statusq.registry import HandlerRegistry
     from statusq.xmpp.confirm import AddressStatus, ConfirmStore
 
 #: Outgoing messages, handled by the xmpp group's worker: ``{"to", "body", "type"}``.
@@ -125,7 +125,8 @@ def confirmation_status(config: Config, site: str, address: str) -> AddressStatu
 
 class XmppApi:
     """``api.xmpp`` in a plugin's ``register(api)``: the calls above, on a queue manager opened on
-    first use and shared by the plugins of the process.  Keep the object, call it from handlers::
+    first use (by ``connect``, the process's own way, with its middleware) and shared by the
+    plugins of the process.  Keep the object, call it from handlers::
 
         def register(api):
             xmpp = api.xmpp
@@ -134,31 +135,15 @@ class XmppApi:
                     xmpp.send(item.site, "admin@example.org", f"done: {item.id}")
     """
 
-    _shared: ClassVar[dict[int, XmppApi]] = {}
-
-    def __init__(self, config: Config, registry: HandlerRegistry | None = None) -> None:
+    def __init__(self, config: Config, connect: Callable[[], QueueManager]) -> None:
         self.config = config
-        self._registry = registry
+        self._connect = connect
         self._queue: QueueManager | None = None
         self._store: ConfirmStore | None = None
 
-    @classmethod
-    def shared(cls, config: Config, registry: HandlerRegistry | None = None) -> XmppApi:
-        api = cls._shared.get(id(config))
-        if api is None or api.config is not config:
-            api = cls._shared[id(config)] = cls(config, registry)
-        return api
-
     def queue_manager(self) -> QueueManager:
         if self._queue is None:
-            from statusq.runtime import Runtime
-
-            runtime = Runtime(self.config)
-            if self._registry is not None:
-                # The registry being filled by this very load: a STOMP backend routes by it, and
-                # loading the plugins a second time from inside a handler would be a waste.
-                runtime.__dict__["registry"] = self._registry
-            self._queue = runtime.queue_manager()
+            self._queue = self._connect()
         return self._queue
 
     def send(self, site: str, to: str, body: str, *, message_type: str = "chat") -> str:

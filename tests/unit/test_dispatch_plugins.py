@@ -10,7 +10,6 @@ import pytest
 
 from statusq import plugins
 from statusq.config import Config, SiteConfig
-from statusq.dispatcher import queue_registry
 from statusq.item import QueueItem
 from statusq.sites import site_context
 
@@ -32,7 +31,7 @@ def config(tmp_path: Path) -> Config:
 def loaded(tmp_path: Path) -> tuple[Config, Any, Any]:
     cfg = config(tmp_path)
     handlers = plugins.load_plugins(cfg)
-    return cfg, handlers, queue_registry(handlers)
+    return cfg, handlers, handlers.queues
 
 
 def item(payload: Any, site: str = "a.example") -> QueueItem:

@@ -10,7 +10,6 @@ import pytest
 
 from statusq import plugins
 from statusq.config import Config
-from statusq.dispatcher import queue_registry
 from statusq.dispatcher.registry import QueueRegistry, WorkItem, as_work_item, declare
 from statusq.errors import PluginError
 from tests.unit.fakes import write_plugin
@@ -35,7 +34,7 @@ def load(tmp_path: Path, **sources: str) -> QueueRegistry:
     for name, source in sources.items():
         write_plugin(tmp_path / "plugins", name, source)
     config = Config.model_validate({"plugins": {"paths": [str(tmp_path / "plugins")]}})
-    return queue_registry(plugins.load_plugins(config))
+    return plugins.load_plugins(config).queues
 
 
 def test_a_plugin_declares_queues_with_aegirs_defaults(tmp_path: Path) -> None:
@@ -50,7 +49,7 @@ def test_a_plugin_declares_queues_with_aegirs_defaults(tmp_path: Path) -> None:
 
 def test_one_registry_per_handler_registry(tmp_path: Path) -> None:
     specs = load(tmp_path, hosting=QUEUES_PLUGIN)
-    assert len(queue_registry(plugins.load_plugins(Config()))) == 0
+    assert len(plugins.load_plugins(Config()).queues) == 0
     assert len(specs) == 3
 
 

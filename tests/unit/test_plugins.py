@@ -285,3 +285,49 @@ def test_same_name_twice_in_folders_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(PluginError, match="two plugins named 'alpha'"):
         plugins.discover(config_for(tmp_path / "a", tmp_path / "b"))
+
+
+MIDDLEWARE_PLUGIN = """
+    import statusq
+
+    class Seen(statusq.Middleware):
+        def __init__(self):
+            self.enqueued = []
+
+        def after_enqueue(self, message):
+            self.enqueued.append((message.site, message.transport, message.id))
+
+    SEEN = Seen()
+
+    def register(api):
+        api.add_middleware(SEEN)
+    """
+
+
+def test_a_plugin_adds_middleware_that_every_queue_manager_of_the_process_runs(tmp_path: Path) -> None:
+    # Given a plugin that adds an enqueue-watching middleware, and a runtime on SQLite
+    from statusq.runtime import Runtime
+
+    folder = tmp_path / "plugins"
+    write_plugin(folder, "watch", MIDDLEWARE_PLUGIN)
+    config = Config.model_validate(
+        {"plugins": {"paths": [str(folder)]}, "queue": {"db_url": f"sqlite:///{tmp_path / 'q.sqlite'}"}}
+    )
+    runtime = Runtime(config)
+
+    # When the plugins are loaded and an item is enqueued through the runtime's manager
+    assert len(runtime.registry) == 0
+    with runtime.queue_manager() as qm:
+        item_id = qm.enqueue({}, "echo", site="a.example")
+
+    # Then the plugin's middleware saw it, with the id the backend gave it
+    (seen,) = runtime.middleware.middleware
+    assert seen.enqueued == [("a.example", "echo", item_id)]  # type: ignore[attr-defined]
+
+
+def test_adding_something_that_is_not_middleware_is_a_plugin_error(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins"
+    write_plugin(folder, "wrong", "def register(api):\n    api.add_middleware(object())\n")
+
+    with pytest.raises(PluginError, match=r"plugin wrong.*must subclass statusq\.Middleware"):
+        plugins.load_plugins(Config.model_validate({"plugins": {"paths": [str(folder)]}}))

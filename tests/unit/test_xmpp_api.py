@@ -13,7 +13,7 @@ import statusq.xmpp
 from statusq.config import Config
 from statusq.errors import DataError, PluginError
 from statusq.item import Message, QueueItem
-from statusq.plugins import PluginApi
+from statusq.plugins import PluginApi, PluginContext
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 from statusq.registry import HandlerRegistry
 from statusq.runtime import Runtime
@@ -208,8 +208,9 @@ def test_handlers_outside_the_xmpp_worker_fail_with_the_fix_in_the_reason() -> N
 def test_api_xmpp_is_one_shared_producer_on_the_plugins_registry(tmp_path: Path) -> None:
     runtime = _runtime(tmp_path)
     registry = HandlerRegistry()
-    first = PluginApi("one", registry, runtime.config).xmpp
-    second = PluginApi("two", registry, runtime.config).xmpp
+    context = PluginContext(runtime.config, runtime.middleware, runtime.queue_manager)
+    first = PluginApi("one", registry, runtime.config, context).xmpp
+    second = PluginApi("two", registry, runtime.config, context).xmpp
 
     assert isinstance(first, XmppApi) and first is second
     try:
