@@ -97,7 +97,7 @@ class StompConfig(_Section):
 
 
 class QueueConfig(_Section):
-    subsystem: Literal["db", "stomp", "inline"] = "db"
+    subsystem: Literal["db", "stomp", "memory", "inline"] = "db"
     db_url: str | None = None
     max_retries: int = Field(default=defaults.MAX_RETRIES, ge=0, le=1000)
     retry_delay: Duration = defaults.RETRY_DELAY

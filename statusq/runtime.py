@@ -53,10 +53,17 @@ def open_queue_manager(runtime: Runtime) -> QueueManager:
     needs the plugins: it runs handlers inside ``enqueue``."""
     config = runtime.config
     subsystem = config.queue.subsystem
-    if subsystem == "inline":
-        from statusq.queues.inline import InlineQueueManager
+    if subsystem == "memory":
+        from statusq.queues.memory import MemoryQueueManager
 
-        return InlineQueueManager(runtime)
+        return MemoryQueueManager(config)  # a fresh broker: in-process only
+    if subsystem == "inline":
+        from statusq.processor import ItemProcessor
+        from statusq.queues.inline import InlineQueueManager
+        from statusq.retry import RetryPolicy
+
+        processor = ItemProcessor(runtime.registry, runtime.sites, RetryPolicy.from_config(config.queue))
+        return InlineQueueManager(config, processor.process)
     if subsystem == "stomp":
         from statusq.queues.stomp import StompQueueManager
 

@@ -143,7 +143,10 @@ def build_worker(
         *xmpp,
     ]
     master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit, middleware=chain)
-    master.managers.append(control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master)))
+    control = control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master))
+    # First: a turn polls its due managers in order, and a command that came in during an item
+    # must be applied before the listener takes the next one (QueueListener.more stops its burst).
+    master.managers.insert(0, control)
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None)
 
 

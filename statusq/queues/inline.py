@@ -1,124 +1,54 @@
 """The inline backend: ``enqueue`` runs the handler at once, in the caller's process.
 
-For development and for tests of handlers: the same processor as a daemon (site switch, decode,
-retry count, dead-lettering) with no broker and no waiting.  Retries run immediately, without
-backoff; dead letters live in memory for the life of the manager.
+For development and for tests of handlers: the memory backend, plus the same processor as a daemon
+(site switch, decode, retry count, dead-lettering) run on each item as it is enqueued.  Retries
+run immediately, without backoff; dead letters live in memory for the life of the manager.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
+from statusq.config import Config
 from statusq.item import Delivery, Message
-from statusq.outcome import Outcome
-from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
-from statusq.retry import RetryPolicy
+from statusq.queues.base import Consumer, DeadLetter, Subscription
+from statusq.queues.memory import MemoryBroker, MemoryConsumer, MemoryQueueManager
 
-if TYPE_CHECKING:
-    from statusq.runtime import Runtime
-
-
-class _InlineConsumer(Consumer):
-    """Records how the processor settled the one delivery it is given."""
-
-    def __init__(self, manager: InlineQueueManager) -> None:
-        self.manager = manager
-
-    def fetch(self) -> Delivery | None:
-        return None
-
-    def ack(self, delivery: Delivery) -> None:
-        self.manager.handled += 1
-
-    def retry(self, delivery: Delivery, delay: float, error: str) -> None:
-        delivery.error = error
-
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self.manager.dead.append(
-            DeadLetter(
-                id=delivery.id,
-                site=delivery.site,
-                transport=delivery.transport,
-                attempts=delivery.attempt,
-                error=reason,
-                enqueued_at=delivery.enqueued_at,
-                dead_at=time.time(),
-                content_type=delivery.content_type,
-                body=delivery.body,
-                headers=delivery.headers,
-            )
-        )
+#: Handles one delivery and settles it on the consumer (``ItemProcessor.process``).
+Process = Callable[[Delivery, Consumer], object]
 
 
-class InlineQueueManager(QueueManager):
-    def __init__(self, runtime: Runtime) -> None:
-        from statusq.processor import ItemProcessor
+class InlineQueueManager(MemoryQueueManager):
+    def __init__(self, config: Config, process: Process, broker: MemoryBroker | None = None) -> None:
+        if broker is None:
+            broker = MemoryBroker(claim_timeout=config.queue.claim_timeout, id_prefix="inline-")
+        super().__init__(config, broker)
+        self.process = process
+        # Not attached to the broker: it takes items by id, and wants no wake-ups nor control.
+        self._runner = MemoryConsumer(self.broker, Subscription(), None)
 
-        self.processor = ItemProcessor(runtime.registry, runtime.sites, RetryPolicy.from_config(runtime.config.queue))
-        self.default_site = runtime.config.sites.default
-        self._ids = itertools.count(1)
-        self.handled = 0
-        self.dead: list[DeadLetter] = []
+    @property
+    def handled(self) -> int:
+        """Items done for good (acked)."""
+        return self.broker.acked
+
+    @property
+    def dead(self) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        return self.broker.dead_letters(limit=len(self.broker.dead))[::-1]
 
     def _put(self, message: Message) -> str:
-        return self._deliver(
-            Delivery(
-                id=f"inline-{next(self._ids)}",
-                site=message.site,
-                transport=message.transport,
-                body=message.body,
-                content_type=message.content_type,
-                headers=message.headers,
-                attempt=1,
-                enqueued_at=time.time(),
-                priority=message.priority,
-            )
-        )
+        item_id = super()._put(message)
+        self._run(item_id)
+        return item_id
 
-    def _deliver(self, delivery: Delivery) -> str:
-        consumer = _InlineConsumer(self)
-        while self.processor.process(delivery, consumer).outcome is Outcome.RETRY:
-            delivery.attempt += 1
-        return delivery.id
-
-    def subscribe(self, subscription: Subscription) -> Consumer:
-        return _InlineConsumer(self)
-
-    def backlog(self) -> list[BacklogRow]:
-        rows: dict[tuple[str, str], BacklogRow] = {}
-        for letter in self.dead:
-            key = (letter.site, letter.transport)
-            rows.setdefault(key, BacklogRow(*key)).dead += 1
-        return [rows[key] for key in sorted(rows)]
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return list(reversed(self.dead))[:limit]
-
-    def _take(self, ids: Iterable[str] | None) -> list[DeadLetter]:
-        wanted = None if ids is None else set(ids)
-        taken = [d for d in self.dead if wanted is None or d.id in wanted]
-        self.dead = [d for d in self.dead if d not in taken]
-        return taken
+    def _run(self, item_id: str) -> None:
+        """Until it is acked or dead: a retry is claimed again at once, whatever its delay."""
+        while (delivery := self.broker.claim_id(item_id, self._runner.owner)) is not None:
+            self.process(delivery, self._runner)
 
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        taken = self._take(ids)
-        for letter in taken:
-            self._deliver(
-                Delivery(
-                    id=letter.id,
-                    site=letter.site,
-                    transport=letter.transport,
-                    body=letter.body,
-                    content_type=letter.content_type,
-                    headers=letter.headers,
-                    attempt=1,
-                    enqueued_at=letter.enqueued_at,
-                )
-            )
-        return len(taken)
-
-    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
-        return len(self._take(ids))
+        requeued = self.broker.requeue_dead(ids)
+        for item_id in requeued:
+            self._run(item_id)
+        return len(requeued)

@@ -95,3 +95,16 @@ def handler_plugin(transport: str, *, group: str = "main", cls: str = "Handler")
         def register(api):
             api.register_handler({transport!r}, {cls}, group={group!r})
         """
+
+
+class FakeClock:
+    """A clock that moves only when told (``advance``); pass it where a ``time.time`` goes."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -171,7 +171,7 @@ def test_unknown_key_names_file_and_key(tmp_path: Path, text: str, key: str) -> 
     [
         ('[queue]\nmax_retries = "many"\n', "queue.max_retries", "integer"),
         ("[queue]\nmax_retries = -1\n", "queue.max_retries", "greater than or equal to 0"),
-        ('[queue]\nsubsystem = "kafka"\n', "queue.subsystem", "'db', 'stomp' or 'inline'"),
+        ('[queue]\nsubsystem = "kafka"\n', "queue.subsystem", "'db', 'stomp', 'memory' or 'inline'"),
         ('[daemon]\ntime_limit = "soon"\n', "daemon.time_limit", "'soon' is not a duration"),
         ("[daemon]\ntime_limit = true\n", "daemon.time_limit", "duration"),
         ('[queue]\nretry_delay = "-1s"\n', "queue.retry_delay", "not a duration"),

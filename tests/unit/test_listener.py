@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from statusq.handler import QueueHandler
 from statusq.io.listener import QueueListener
 from statusq.item import Delivery, QueueItem
 from statusq.processor import ItemProcessor
+from statusq.queues.base import Subscription
+from statusq.queues.memory import MemoryQueueManager
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
 from statusq.sites import SiteTable
@@ -29,6 +32,12 @@ class Echo(QueueHandler):
 class FailingConsumer(RecordingConsumer):
     def fetch(self) -> Delivery | None:
         raise QueueError("database is locked")
+
+
+@pytest.fixture
+def queue() -> Iterator[MemoryQueueManager]:
+    with MemoryQueueManager(Config()) as manager:
+        yield manager
 
 
 @pytest.fixture
@@ -65,13 +74,12 @@ def test_idle_polls_back_off_doubling_to_the_cap(processor: ItemProcessor) -> No
     assert intervals == sorted(intervals)
 
 
-def test_an_item_resets_the_backoff(processor: ItemProcessor) -> None:
-    consumer = RecordingConsumer()
-    listener = QueueListener(consumer, processor, POLL_MAX)
+def test_an_item_resets_the_backoff(processor: ItemProcessor, queue: MemoryQueueManager) -> None:
+    listener = QueueListener(queue.subscribe(Subscription()), processor, POLL_MAX)
     for _ in range(5):
         listener.poll()
 
-    consumer.pending.append(make_delivery())
+    queue.enqueue({}, "echo")
     listener.poll()
 
     assert listener._interval == POLL_MIN
@@ -87,14 +95,14 @@ def test_a_failing_backend_backs_off_to_the_cap_and_survives(processor: ItemProc
     assert 0 < listener.timeout() <= POLL_MAX
 
 
-def test_filenos_and_stop_go_to_the_consumer(processor: ItemProcessor) -> None:
-    consumer = RecordingConsumer()
+def test_filenos_and_stop_go_to_the_consumer(processor: ItemProcessor, queue: MemoryQueueManager) -> None:
+    consumer = queue.subscribe(Subscription())
     listener = QueueListener(consumer, processor, POLL_MAX)
 
-    assert listener.filenos() == []
+    assert listener.filenos() == consumer.filenos() != []
     listener.stop()
 
-    assert consumer.closed
+    assert consumer.filenos() == []  # closed: its wake-up pipe is gone
 
 
 class RecountingConsumer(RecordingConsumer):

@@ -27,7 +27,8 @@ from statusq.metrics.worker import MetricsManager
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome
 from statusq.processor import ItemProcessor
-from statusq.queues.base import QueueManager
+from statusq.queues.base import QueueManager, Subscription
+from statusq.queues.memory import MemoryBroker, MemoryQueueManager
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
 from statusq.sites import SiteTable
@@ -239,34 +240,29 @@ def test_enqueues_through_managers_with_the_chain_are_counted_once(hooks: Metric
     assert value(hooks, "statusq_enqueued_total", site=OTHER, transport="echo") == 1  # "default", past max_sites
 
 
-class ControlConsumer(RecordingConsumer):
-    def __init__(self, messages: list[tuple[dict[str, str], bytes]]) -> None:
-        super().__init__()
-        self.messages = messages
-
-    def take_control(self) -> list[tuple[dict[str, str], bytes]]:
-        taken, self.messages = self.messages, []
-        return taken
-
-
 def test_control_commands_are_counted_applied_or_refused(hooks: MetricsHooks, tmp_path: Path) -> None:
     reloads = []
     channel = {"destination": "/topic/control"}
-    consumer = ControlConsumer(
-        [
-            (channel, b"reload"),
-            (channel, b"reboot now"),
-            ({"destination": "/topic/else"}, b"shutdown"),
-            (channel, b"reload"),
-        ]
-    )
-    sites = SiteTable(Config.model_validate({"sites": {"dir": str(tmp_path)}}))
+    config = Config.model_validate({"sites": {"dir": str(tmp_path)}})
+    broker = MemoryBroker()
+    queue = MemoryQueueManager(config, broker)
+    consumer = queue.subscribe(Subscription())
+    # Straight onto the broker: send_control would refuse the bad ones at the sender
+    for headers, body in [
+        (channel, b"reload"),
+        (channel, b"reboot now"),
+        ({"destination": "/topic/else"}, b"shutdown"),
+        (channel, b"reload"),
+    ]:
+        broker.broadcast(headers, body)
+    sites = SiteTable(config)
     actions = ControlActions(reload=lambda: reloads.append(1), restart=lambda: None, shutdown=lambda: None)
     manager = ControlManager(
         consumer, sites, actions, channel="/topic/control", secret=None, middleware=MiddlewareChain([hooks])
     )
 
     manager.poll()
+    queue.close()
 
     assert len(reloads) == 2
     assert value(hooks, "statusq_control_commands_total", command="reload", result="applied") == 2

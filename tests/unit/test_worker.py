@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from statusq.config import Config
+from statusq.control import ControlManager
 from statusq.errors import ConfigError
 from statusq.io.listener import QueueListener
 from statusq.runtime import Runtime
@@ -76,5 +77,6 @@ def test_another_group_takes_only_its_transports(runtime: Runtime) -> None:
 def test_build_master_runs_the_queue_listener(runtime: Runtime) -> None:
     master = build_master(runtime, idle_exit=0)
 
-    assert isinstance(master.managers[0], QueueListener)
+    # The control manager goes first, so a command is applied before the listener's next item
+    assert [type(m) for m in master.managers[:2]] == [ControlManager, QueueListener]
     assert master.run() == 0  # nothing queued inline: idle at once

@@ -1,0 +1,305 @@
+"""The state of the in-memory backend: items, claims, dead letters and control, behind one lock.
+
+It follows the database backend's rules, so that what a test shows here holds there: an attempt is
+counted when an item is claimed, a retry waits on ``available_at``, items are taken by priority and
+then in order of arrival, a claim older than ``claim_timeout`` is taken back, and a dead worker's
+claims are given back by owner.  Time is read from an injectable clock only, so tests move it by
+hand.  Handlers never run under the lock: a handler may enqueue, and a consumer may run on a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from statusq.defaults import CLAIM_TIMEOUT
+from statusq.item import Delivery
+from statusq.queues.base import BacklogRow, DeadLetter, Subscription
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+ControlMessage = tuple[dict[str, str], bytes]
+_STALE = "claim expired: the worker holding it died or hung"
+
+
+@dataclass(slots=True)
+class _Item:
+    id: str
+    seq: int  # arrival order, kept through retries and requeues (the database's id order)
+    site: str
+    transport: str
+    priority: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str]
+    enqueued_at: float
+    available_at: float
+    attempts: int = 0
+    claimed_by: str | None = None
+    claimed_at: float = 0.0
+    last_error: str | None = None
+    dead_at: float = 0.0
+
+
+class Inbox:
+    """One consumer's side of the broker: control messages broadcast to it, and a non-blocking
+    pipe that becomes readable when items may be ready or control arrived (for select())."""
+
+    def __init__(self) -> None:
+        self.control: deque[ControlMessage] = deque()
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def notify(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is readable anyway
+            os.write(self._w, b"x")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._r, 512):
+                pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass(eq=False)
+class MemoryBroker:
+    """Shared by every manager and consumer given it; thread-safe."""
+
+    clock: Clock = time.time
+    claim_timeout: float = CLAIM_TIMEOUT
+    id_prefix: str = "memory-"
+    items: dict[str, _Item] = field(default_factory=dict)
+    dead: dict[str, _Item] = field(default_factory=dict)  # in the order they died
+    acked: int = 0  # items done for good, for tests and the inline backend's ``handled``
+    _inboxes: list[Inbox] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def put(
+        self, *, site: str, transport: str, priority: int, content_type: str, body: bytes, headers: dict[str, str]
+    ) -> str:
+        with self._lock:
+            seq = next(self._seq)
+            now, item_id = self.clock(), f"{self.id_prefix}{seq}"
+            item = _Item(item_id, seq, site, transport, priority, content_type, body, headers, now, now)
+            self.items[item.id] = item
+        self.wake()
+        return item.id
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def claim(self, subscription: Subscription, owner: str) -> Delivery | None:
+        """The next ready item of ``subscription`` (priority, then arrival), its attempt counted."""
+        with self._lock:
+            now = self.clock()
+            ready = [i for i in self.items.values() if self._ready(i, now) and _wanted(subscription, i)]
+            if not ready:
+                return None
+            return self._claim(min(ready, key=lambda i: (-i.priority, i.seq)), owner, now)
+
+    def claim_id(self, item_id: str, owner: str) -> Delivery | None:
+        """Item ``item_id`` if it is still queued and unclaimed, whatever its ``available_at``
+        (the inline backend runs a retry at once)."""
+        with self._lock:
+            item = self.items.get(item_id)
+            if item is None or item.claimed_by is not None:
+                return None
+            return self._claim(item, owner, self.clock())
+
+    def _ready(self, item: _Item, now: float) -> bool:
+        if item.available_at > now:
+            return False
+        return item.claimed_by is None or item.claimed_at < now - self.claim_timeout
+
+    def _claim(self, item: _Item, owner: str, now: float) -> Delivery:
+        if item.claimed_by is not None:
+            item.last_error = _STALE
+        item.claimed_by, item.claimed_at = owner, now
+        item.attempts += 1
+        return Delivery(
+            id=item.id,
+            site=item.site,
+            transport=item.transport,
+            body=item.body,
+            content_type=item.content_type,
+            headers=dict(item.headers),
+            attempt=item.attempts,
+            enqueued_at=item.enqueued_at,
+            priority=item.priority,
+            token=(item.id, owner),
+            error=item.last_error,
+        )
+
+    def _mine(self, delivery: Delivery, action: str) -> _Item | None:
+        """The item ``delivery`` was claimed from, while that claim still holds (lock held)."""
+        item_id, owner = delivery.token
+        item = self.items.get(item_id)
+        if item is not None and item.claimed_by == owner:
+            return item
+        log.warning(
+            "claim lost before %s, id=%s site=%s: it outlived claim_timeout and another worker may have run it again",
+            action,
+            delivery.id,
+            delivery.site,
+        )
+        return None
+
+    def ack(self, delivery: Delivery) -> None:
+        with self._lock:
+            if self._mine(delivery, "ack") is not None:
+                del self.items[delivery.id]
+                self.acked += 1
+
+    def retry(self, delivery: Delivery, delay: float, error: str) -> None:
+        with self._lock:
+            item = self._mine(delivery, "retry")
+            if item is None:
+                return
+            item.claimed_by, item.available_at, item.last_error = None, self.clock() + delay, error
+        self.wake()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._lock:
+            item = self._mine(delivery, "dead-letter")
+            if item is None:
+                return
+            item.claimed_by, item.last_error, item.dead_at = None, reason, self.clock()
+            self.dead[item.id] = self.items.pop(item.id)
+
+    def release(self, owner: str) -> int:
+        """Give back untouched what ``owner`` holds: the attempts it started do not count."""
+        return self._unclaim(owner, None, uncount=True)
+
+    def release_claims(self, owner: str, reason: str) -> int:
+        """Give back what a dead ``owner`` held, at once, its attempts counted and ``reason`` kept."""
+        return self._unclaim(owner, reason, uncount=False)
+
+    def _unclaim(self, owner: str, reason: str | None, *, uncount: bool) -> int:
+        with self._lock:
+            now = self.clock()
+            held = [i for i in self.items.values() if i.claimed_by == owner]
+            for item in held:
+                item.claimed_by = None
+                if uncount:
+                    item.attempts -= 1
+                else:
+                    item.available_at, item.last_error = now, reason
+        if held:
+            self.wake()
+        return len(held)
+
+    # -- control and wake-ups ----------------------------------------------------------------
+
+    def attach(self) -> Inbox:
+        """A new consumer's inbox: it gets wake-ups and every control message from now on."""
+        inbox = Inbox()
+        with self._lock:
+            self._inboxes.append(inbox)
+        return inbox
+
+    def detach(self, inbox: Inbox) -> None:
+        with self._lock:
+            if inbox in self._inboxes:
+                self._inboxes.remove(inbox)
+        inbox.close()
+
+    def broadcast(self, headers: dict[str, str], body: bytes) -> None:
+        """A control message for every attached consumer (a topic: latecomers do not get it)."""
+        with self._lock:
+            for inbox in self._inboxes:
+                inbox.control.append((dict(headers), body))
+        self.wake()
+
+    def wake(self) -> None:
+        """Make every consumer's descriptor readable: items may be ready (also call it after
+        moving a fake clock past a retry's delay)."""
+        with self._lock:
+            inboxes = list(self._inboxes)
+        for inbox in inboxes:
+            inbox.notify()
+
+    # -- administration ----------------------------------------------------------------------
+
+    def backlog(self) -> list[BacklogRow]:
+        rows: dict[tuple[str, str], BacklogRow] = {}
+        with self._lock:
+            now = self.clock()
+            for item in self.items.values():
+                row = rows.setdefault((item.site, item.transport), BacklogRow(item.site, item.transport))
+                if item.claimed_by is not None:
+                    row.in_flight += 1
+                elif item.available_at <= now:
+                    row.ready += 1
+                else:
+                    row.delayed += 1
+            for item in self.dead.values():
+                rows.setdefault((item.site, item.transport), BacklogRow(item.site, item.transport)).dead += 1
+        return [rows[key] for key in sorted(rows)]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first."""
+        with self._lock:
+            newest = list(reversed(self.dead.values()))[:limit]
+        return [_letter(item) for item in newest]
+
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Put dead letters back with a fresh attempt count, in their old place; their ids."""
+        with self._lock:
+            now = self.clock()
+            taken = self._take_dead(ids)
+            for item in taken:
+                item.attempts, item.available_at, item.last_error, item.dead_at = 0, now, None, 0.0
+                self.items[item.id] = item
+        if taken:
+            self.wake()
+        return [item.id for item in taken]
+
+    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
+        with self._lock:
+            return len(self._take_dead(ids))
+
+    def _take_dead(self, ids: Iterable[str] | None) -> list[_Item]:
+        chosen = list(self.dead) if ids is None else [i for i in dict.fromkeys(ids) if i in self.dead]
+        return [self.dead.pop(item_id) for item_id in chosen]
+
+
+def _wanted(subscription: Subscription, item: _Item) -> bool:
+    """The database backend's claim filter: transports (or unknown ones, for the sweeper), sites."""
+    if subscription.sites is not None and item.site not in subscription.sites:
+        return False
+    if subscription.transports is None or item.transport in subscription.transports:
+        return True
+    return subscription.catch_unknown and item.transport not in subscription.known_transports
+
+
+def _letter(item: _Item) -> DeadLetter:
+    return DeadLetter(
+        id=item.id,
+        site=item.site,
+        transport=item.transport,
+        attempts=item.attempts,
+        error=item.last_error or "",
+        enqueued_at=item.enqueued_at,
+        dead_at=item.dead_at,
+        content_type=item.content_type,
+        body=item.body,
+        headers=dict(item.headers),
+    )
