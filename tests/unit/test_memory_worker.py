@@ -181,18 +181,23 @@ def test_a_failing_item_backs_off_on_the_clock_then_is_dead_lettered(world: Worl
     assert letter.dead_at == third
 
 
-def test_shutdown_sent_during_an_item_stops_before_the_next(world: World) -> None:
-    # Given three items; while the first is handled, a shutdown is broadcast
-    ids = [world.producer.enqueue({}, "scripted") for _ in range(3)]
+def send_during(world: World, item_id: str, command: str) -> None:
+    """Record every item; while ``item_id`` is handled, broadcast the control ``command``."""
     world.record_items()
     recorded = world.handler.on_handle
 
-    def first_sends_shutdown(item: Any) -> None:
+    def sends_command(item: Any) -> None:
         recorded(item)
-        if item.id == ids[0]:
-            world.producer.send_control("shutdown")
+        if item.id == item_id:
+            world.producer.send_control(command)
 
-    world.handler.on_handle = first_sends_shutdown
+    world.handler.on_handle = sends_command
+
+
+def test_shutdown_sent_during_an_item_stops_before_the_next(world: World) -> None:
+    # Given three items; while the first is handled, a shutdown is broadcast
+    ids = [world.producer.enqueue({}, "scripted") for _ in range(3)]
+    send_during(world, ids[0], "shutdown")
     master, _ = world.worker()
 
     # When the worker runs
@@ -205,15 +210,7 @@ def test_shutdown_sent_during_an_item_stops_before_the_next(world: World) -> Non
 
 def test_reload_sent_during_an_item_is_applied_before_the_next(world: World) -> None:
     ids = [world.producer.enqueue({}, "scripted") for _ in range(3)]
-    world.record_items()
-    recorded = world.handler.on_handle
-
-    def first_sends_reload(item: Any) -> None:
-        recorded(item)
-        if item.id == ids[0]:
-            world.producer.send_control("reload")
-
-    world.handler.on_handle = first_sends_reload
+    send_during(world, ids[0], "reload")
     master, clockwork = world.worker()
     clockwork.on_turn = lambda: None if waiting(world.producer) else master.request_stop()
 
