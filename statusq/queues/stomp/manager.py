@@ -24,6 +24,7 @@ class StompQueueManager(QueueManager):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.stomp = runtime.config.queue.stomp
+        self.ack_flush = runtime.config.queue.ack_flush
         self.default_site = runtime.config.sites.default
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self._producer: StompLink | None = None
