@@ -167,3 +167,16 @@ def test_batched_acks_are_the_frames_stomp_py_sends_for_one(ack_id: str) -> None
     Protocol12(Capture()).ack(ack_id)
 
     assert ack_frame(ack_id) == sent[0]
+
+
+def test_the_broker_redelivered_flag_reaches_the_delivery(dests: Destinations) -> None:
+    headers = frame_headers(**wire.new_headers("a.example", "distrib", "application/json"))
+    assert wire.to_delivery(headers, b"{}", dests, "default", generation=1).redelivered is False
+    again = {**headers, "redelivered": "true"}
+    assert wire.to_delivery(again, b"{}", dests, "default", generation=1).redelivered is True
+
+
+def test_a_retry_without_delay_goes_straight_back_on_both_brokers() -> None:
+    # The redelivery recount re-sends with no delay: no scheduler header, no holding queue
+    for flavor in ("activemq", "rabbitmq"):
+        assert retry_route(flavor, BASE + "main", 0.0, lambda d: "/queue/statusq.main") == (BASE + "main", {})
