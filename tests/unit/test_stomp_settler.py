@@ -186,3 +186,13 @@ def test_stop_writes_what_is_pending_and_confirms_it(link: FakeLink) -> None:
     assert writer.stop(timeout=30)
     assert link.acks == [["a"]] and len(link.commits) == 1
     assert writer._unconfirmed == []
+
+
+def test_an_idle_worker_has_its_settlements_written_at_once(clock: FakeClock) -> None:
+    pending = Settlements(FLUSH, batch=10)
+    pending.record_ack(1, "a", clock())
+    assert not pending.due(clock())
+    pending.urgent = True
+    assert pending.due(clock()) and pending.wait_time(clock()) == 0
+    pending.take()
+    assert pending.urgent is False

@@ -73,6 +73,7 @@ class Settlements:
         self.batch = batch
         self._window = Window(0)
         self._since = 0.0
+        self.urgent = False  # the worker has nothing else to do: write now, not at the deadline
 
     def __len__(self) -> int:
         return len(self._window)
@@ -114,14 +115,16 @@ class Settlements:
         """How long the writer may sleep: until the oldest pending settlement is due."""
         if not self._window:
             return _IDLE_WAIT
-        if len(self._window) >= self.batch:
+        if self.urgent or len(self._window) >= self.batch:
             return 0.0
         return max(0.0, self._since + self.flush_after - now)
 
     def due(self, now: float) -> bool:
-        return bool(self._window) and (len(self._window) >= self.batch or now >= self._since + self.flush_after)
+        window = self._window
+        return bool(window) and (self.urgent or len(window) >= self.batch or now >= self._since + self.flush_after)
 
     def take(self) -> Window:
+        self.urgent = False
         window, self._window = self._window, Window(self._window.generation)
         return window
 
@@ -166,6 +169,14 @@ class SettlementWriter:
     def resend(self, generation: int, resend: Resend) -> None:
         with self._cond:
             if self._pending.record_resend(generation, resend, self._clock()):
+                self._cond.notify()
+
+    def hurry(self) -> None:
+        """The worker found nothing more to do: write what is pending now (as the fetch that found
+        the queue empty used to), instead of at ``ack_flush``.  Only a flag and a notify."""
+        with self._cond:
+            if self._pending and not self._pending.urgent:
+                self._pending.urgent = True
                 self._cond.notify()
 
     def void(self, generation: int) -> None:
