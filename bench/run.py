@@ -6,6 +6,8 @@ For each broker (ActiveMQ on 61613, RabbitMQ's STOMP on 61614), same prefetch an
   (a') the same consumer with statusq's frame reader (statusq/queues/stomp/frames.py) installed:
        b/a' is what statusq itself costs, apart from the parsing it does faster than stomp.py
   (b) statusq: `statusq daemon`, one worker, a no-op handler, on the same N messages
+  (f) as (b), but every 10th item fails once (returns False on its first attempt; retry_delay 0):
+       f/b is what retries cost (issue 14's target: >= 0.8)
   (c) latency: enqueue -> handler start, p50/p99, items enqueued one at a time to an idle worker
 Rates count from the first message handled to the last, so connection set-up is left out of
 both.  Figures vary by +-30% on shared machines: read the ratio b/a, measured minutes apart.
@@ -109,6 +111,7 @@ def write_config(folder: Path, broker: str, basename: str, prefetch: int) -> Pat
         f"""
 [queue]
 subsystem = "stomp"
+retry_delay = "0s"
 [queue.stomp]
 servers = ["127.0.0.1:{BROKERS[broker]}"]
 username = "guest"
@@ -141,11 +144,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def statusq_consume(broker: str, n: int, prefetch: int, work: Path) -> tuple[float, float]:
+def statusq_consume(broker: str, n: int, prefetch: int, work: Path, fail_every: int = 0) -> tuple[float, float]:
     basename = f"/queue/bench{uuid.uuid4().hex[:8]}/"
     fill(BROKERS[broker], physical(broker, basename + "main"), n, "noop")
     out = work / f"{broker}-{uuid.uuid4().hex[:8]}.tput"  # fresh per round
-    proc = daemon(write_config(work, broker, basename, prefetch), {"BENCH_OUT": str(out), "BENCH_EXPECT": str(n)})
+    env = {"BENCH_OUT": str(out), "BENCH_EXPECT": str(n), "BENCH_FAIL_EVERY": str(fail_every)}
+    proc = daemon(write_config(work, broker, basename, prefetch), env)
     try:
         deadline = time.monotonic() + 600
         while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -222,14 +226,18 @@ def main() -> int:
                     "a": lambda broker=broker: raw_round(broker, args),
                     "a2": lambda broker=broker: raw_round(broker, args, fast_frames=True),
                     "b": lambda broker=broker: statusq_consume(broker, args.messages, args.prefetch, work),
+                    "f": lambda broker=broker: statusq_consume(
+                        broker, args.messages, args.prefetch, work, fail_every=10
+                    ),
                 }
-                order = list(kinds)[round_ % 3 :] + list(kinds)[: round_ % 3]
+                order = list(kinds)[round_ % 4 :] + list(kinds)[: round_ % 4]
                 run = {kind: kinds[kind]() for kind in order}
                 runs.append(run)
-                (a, cpu_a), (a2, cpu_a2), (b, cpu_b) = run["a"], run["a2"], run["b"]
+                (a, cpu_a), (a2, cpu_a2), (b, cpu_b), (f, cpu_f) = run["a"], run["a2"], run["b"], run["f"]
                 print(
                     f"  {broker} round {round_ + 1}: a {a:,.0f}/s ({cpu_a:.0f} us CPU/msg), "
-                    f"a' {a2:,.0f}/s ({cpu_a2:.0f}), b {b:,.0f}/s ({cpu_b:.0f}), b/a {b / a:.2f}, b/a' {b / a2:.2f}",
+                    f"a' {a2:,.0f}/s ({cpu_a2:.0f}), b {b:,.0f}/s ({cpu_b:.0f}), b/a {b / a:.2f}, b/a' {b / a2:.2f}, "
+                    f"f {f:,.0f}/s ({cpu_f:.0f}), f/b {f / b:.2f}",
                     flush=True,
                 )
             p50, p99, rss = latency(broker, args.samples, work)
@@ -240,9 +248,10 @@ def main() -> int:
     print(
         "| broker | (a) raw stomp.py msg/s | (a') + statusq's frame reader | (b) statusq msg/s "
         "| b/a (median) | b/a per round | b/a' (median) | b/a' per round | CPU us/msg a / a' / b "
+        "| (f) 10% fail once msg/s | f/b (median) | f/b per round "
         "| latency p50 ms | p99 ms | idle worker RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for broker, runs, p50, p99, rss in rows:
 
         def med(kind: str, i: int, runs: list[dict[str, tuple[float, float]]] = runs) -> float:
@@ -250,11 +259,14 @@ def main() -> int:
 
         ba = [run["b"][0] / run["a"][0] for run in runs]
         ba2 = [run["b"][0] / run["a2"][0] for run in runs]
+        fb = [run["f"][0] / run["b"][0] for run in runs]
         print(
             f"| {broker} | {med('a', 0):,.0f} | {med('a2', 0):,.0f} | {med('b', 0):,.0f} "
             f"| {statistics.median(ba):.2f} | {', '.join(f'{r:.2f}' for r in ba)} "
             f"| {statistics.median(ba2):.2f} | {', '.join(f'{r:.2f}' for r in ba2)} "
-            f"| {med('a', 1):.0f} / {med('a2', 1):.0f} / {med('b', 1):.0f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |"
+            f"| {med('a', 1):.0f} / {med('a2', 1):.0f} / {med('b', 1):.0f} "
+            f"| {med('f', 0):,.0f} | {statistics.median(fb):.2f} | {', '.join(f'{r:.2f}' for r in fb)} "
+            f"| {p50:.1f} | {p99:.1f} | {rss:.0f} |"
         )
     return 0
 

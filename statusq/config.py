@@ -104,6 +104,7 @@ class QueueConfig(_Section):
     retry_delay_max: Duration = defaults.RETRY_DELAY_MAX
     claim_timeout: Duration = defaults.CLAIM_TIMEOUT
     poll_max: Duration = defaults.POLL_MAX
+    ack_flush: Duration = Field(default=defaults.ACK_FLUSH, gt=0)
     stomp: StompConfig = StompConfig()
 
 

@@ -22,6 +22,7 @@ RETRY_DELAY_MAX = 600.0
 CLAIM_TIMEOUT = 900.0  # a DB claim older than this is taken back (worker presumed dead)
 POLL_MIN = 0.005  # DB consumer: first idle poll interval...
 POLL_MAX = 0.2  # ...doubling up to this cap, so latency stays far below StatusNet's 10 s
+ACK_FLUSH = 0.02  # STOMP: longest a finished item's ack/retry/dead letter waits before it is written
 
 # [daemon]
 TIME_LIMIT = 300.0  # seconds one item may run; 0 disables

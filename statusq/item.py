@@ -45,6 +45,10 @@ class Delivery:
     priority: int | None = None
     token: Any = None
     error: str | None = None  # the previous attempt's error, when the backend kept it
+    #: The broker says an earlier delivery of this message was not settled (its worker died or
+    #: its connection dropped): the listener counts that attempt instead of running the item.
+    #: Only message brokers set it; a database claim that expired is counted by the backend.
+    redelivered: bool = False
 
 
 @dataclass(slots=True)

@@ -10,19 +10,25 @@ from statusq import PluginApi, QueueHandler, QueueItem
 
 OUT = os.environ.get("BENCH_OUT", "/dev/null")
 EXPECT = int(os.environ.get("BENCH_EXPECT", "0"))
+#: Every FAIL_EVERY-th item (by the bench's numeric ids) returns False on its first attempt: the
+#: retry path under load.  0: none fails.
+FAIL_EVERY = int(os.environ.get("BENCH_FAIL_EVERY", "0"))
 
 
 class Noop(QueueHandler):
-    """Writes: items, seconds and CPU seconds (all the worker's threads) from the first to the last."""
+    """Writes: items done, seconds and CPU seconds (all the worker's threads) from the first
+    handler call to the last item done (a failed first attempt is not an item done)."""
 
     count = 0
     first = 0.0
     first_cpu = 0.0
 
     def handle(self, item: QueueItem) -> bool:
-        Noop.count += 1
-        if Noop.count == 1:
+        if Noop.count == 0 and not Noop.first:
             Noop.first, Noop.first_cpu = time.perf_counter(), time.process_time()
+        if FAIL_EVERY and item.attempt == 1 and int(item.id) % FAIL_EVERY == 0:
+            return False
+        Noop.count += 1
         if Noop.count == EXPECT:
             with open(OUT + ".tmp", "w") as fh:
                 fh.write(f"{Noop.count} {time.perf_counter() - Noop.first} {time.process_time() - Noop.first_cpu}\n")

@@ -8,10 +8,13 @@ import time
 from statusq.defaults import POLL_MIN
 from statusq.errors import QueueError
 from statusq.io.manager import IoManager
+from statusq.item import Delivery
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer
 
 log = logging.getLogger(__name__)
+
+_REDELIVERED = "redelivered by the broker: the worker holding it died or disconnected"
 
 
 class QueueListener(IoManager):
@@ -40,7 +43,9 @@ class QueueListener(IoManager):
         try:
             self.consumer.drain_wakeups()
             delivery = self.consumer.fetch()
-            if delivery is not None:
+            if delivery is not None and delivery.redelivered:
+                self.count_redelivery(delivery)
+            elif delivery is not None:
                 self.processor.process(delivery, self.consumer)
         except QueueError as exc:
             # The backend is down: back off to the cap and try again; never die of it.  An item
@@ -60,6 +65,17 @@ class QueueListener(IoManager):
         self._interval = POLL_MIN
         self._due = 0.0
         return True
+
+    def count_redelivery(self, delivery: Delivery) -> None:
+        """A redelivered item's worker died (or its connection did) holding it: that was an attempt.
+
+        The count must live in the message, not in this process, so the item is not run: a copy
+        with the attempt raised replaces it, at once (a retry with no delay, written with other
+        settlements).  That copy then runs, or is dead-lettered by the processor's rule for an
+        attempt beyond the last (the previous one never finished).
+        """
+        self.consumer.retry(delivery, 0.0, delivery.error or _REDELIVERED)
+        log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
 
     def more(self) -> bool:
         # Not past a control message: it is applied between items, before the next one.

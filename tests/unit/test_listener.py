@@ -124,3 +124,28 @@ def test_queue_work_without_a_delivery_is_work_not_idleness(processor: ItemProce
     assert listener.poll() is True
     assert listener.timeout() <= 0
     assert listener.poll() is False
+
+
+def test_a_redelivered_item_is_counted_not_run(processor: ItemProcessor) -> None:
+    # Given a delivery the broker flags redelivered (its worker died holding it)
+    redelivered = make_delivery(id="r", attempt=1)
+    redelivered.redelivered = True
+    consumer = RecordingConsumer([redelivered])
+    listener = QueueListener(consumer, processor, POLL_MAX)
+
+    # When the listener polls it
+    assert listener.poll() is True, "counting is work: --idle-exit must not see idleness"
+
+    # Then it is retried at once with the reason, not handed to the handler
+    assert consumer.acked == [] and consumer.dead == []
+    [(delivery, delay, error)] = consumer.retried
+    assert delivery.id == "r" and delay == 0.0 and "redelivered by the broker" in error
+    assert listener.timeout() <= 0
+
+
+def test_a_redelivered_item_keeps_its_previous_error(processor: ItemProcessor) -> None:
+    redelivered = make_delivery(id="r", attempt=2, error="ValueError: boom")
+    redelivered.redelivered = True
+    consumer = RecordingConsumer([redelivered])
+    QueueListener(consumer, processor, POLL_MAX).poll()
+    assert consumer.retried[0][2] == "ValueError: boom"

@@ -12,7 +12,7 @@ from statusq.item import Delivery
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route
 from statusq.queues.stomp.destinations import Destinations, Route
-from statusq.queues.stomp.link import ack_frame
+from statusq.queues.stomp.link import ack_frame, encode_frame
 
 BASE = "/queue/statusq/"
 
@@ -167,3 +167,53 @@ def test_batched_acks_are_the_frames_stomp_py_sends_for_one(ack_id: str) -> None
     Protocol12(Capture()).ack(ack_id)
 
     assert ack_frame(ack_id) == sent[0]
+
+
+def test_the_broker_redelivered_flag_reaches_the_delivery(dests: Destinations) -> None:
+    headers = frame_headers(**wire.new_headers("a.example", "distrib", "application/json"))
+    assert wire.to_delivery(headers, b"{}", dests, "default", generation=1).redelivered is False
+    again = {**headers, "redelivered": "true"}
+    assert wire.to_delivery(again, b"{}", dests, "default", generation=1).redelivered is True
+
+
+def test_a_retry_without_delay_goes_straight_back_on_both_brokers() -> None:
+    # The redelivery recount re-sends with no delay: no scheduler header, no holding queue
+    for flavor in ("activemq", "rabbitmq"):
+        assert retry_route(flavor, BASE + "main", 0.0, lambda d: "/queue/statusq.main") == (BASE + "main", {})
+
+
+def test_transaction_frames_are_the_frames_stomp_py_sends() -> None:
+    # What Protocol12 hands its transport for BEGIN, SEND, ACK and COMMIT in a transaction,
+    # compared parsed (stomp.py sorts the headers; the broker does not care about their order)
+    from stomp.utils import parse_frame
+
+    sent: list[bytes] = []
+
+    class Capture:
+        def set_listener(self, name: str, listener: object) -> None:
+            pass
+
+        def transmit(self, frame: object) -> None:
+            sent.append(pack(convert_frame(frame)))
+
+    headers = {"statusq-error": "ValueError: a:b\nc\\d", "x-app": "1", "persistent": "true"}
+    body = b'{"n": 1}'
+    protocol = Protocol12(Capture(), auto_content_length=True)
+    protocol.begin("tx1")
+    protocol.send(BASE + "main", body, headers={**headers, "transaction": "tx1"})
+    protocol.ack("ID:host-1:2:3", transaction="tx1")
+    protocol.commit("tx1", headers={"receipt": "r1"})
+
+    ours = [
+        encode_frame("BEGIN", {"transaction": "tx1"}),
+        encode_frame("SEND", {**headers, "destination": BASE + "main", "transaction": "tx1"}, body),
+        encode_frame("ACK", {"id": "ID:host-1:2:3", "transaction": "tx1"}),
+        encode_frame("COMMIT", {"transaction": "tx1", "receipt": "r1"}),
+    ]
+
+    def parsed(data: bytes) -> tuple[str, dict[str, str], bytes]:
+        frame = parse_frame(data[:-1])  # without the NUL, as the transport hands frames over
+        return frame.cmd, dict(frame.headers), frame.body
+
+    assert [parsed(f) for f in ours] == [parsed(f) for f in sent]
+    assert ours[1].endswith(body + b"\x00")

@@ -1,9 +1,11 @@
-"""One worker's STOMP consumer: subscriptions per group and breakout, fair turns, counted retries.
+"""One worker's STOMP consumer: subscriptions per group and breakout, fair turns, settlements.
 
 Where a frame enters: :meth:`StompLink.on_message` (receiver thread) queues it; :meth:`fetch`
-(the worker's loop) takes it.  Where an ack goes out: :meth:`ack`, or inside the transaction of
-:meth:`retry` / :meth:`dead_letter`, which re-send first and ack only when the commit is confirmed,
-so a crash in between duplicates an item rather than losing it.
+(the worker's loop) takes it, and only reads: a redelivered frame is handed up flagged, and the
+listener counts it (:mod:`statusq.io.listener`).  Where an ack goes out: :meth:`ack`,
+:meth:`retry` and :meth:`dead_letter` only record the settlement; the consumer's
+:class:`SettlementWriter` thread writes it within ``[queue] ack_flush`` (re-sends with the ACKs
+of their originals in one transaction, so a crash in between duplicates an item, never loses it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from statusq.queues.base import Consumer, Subscription
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import retry_route
 from statusq.queues.stomp.link import Frame, StompLink
+from statusq.queues.stomp.settler import Resend, SettlementWriter
 
 if TYPE_CHECKING:
     from statusq.queues.stomp.manager import StompQueueManager
@@ -27,7 +30,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROL = "control"
-_ACK_DELAY = 0.02  # longest an ack waits for company while items keep coming
+
+
+def ack_batch(prefetch: int) -> int:
+    """Settlements written at once, before ``ack_flush`` is up: a quarter of the prefetch window
+    (the broker sends no more than the window holds unacked), at most 32."""
+    return max(1, min(32, prefetch // 4))
 
 
 class StompConsumer(Consumer):
@@ -41,7 +49,6 @@ class StompConsumer(Consumer):
         # One local queue per subscription, served in turns: a flooded site's breakout cannot
         # keep another subscription's items waiting behind its whole prefetch window.
         self._pending: dict[str, deque[Frame]] = {}
-        self._progress = False  # redeliveries re-counted since take_progress()
         for destination in self.destinations:
             sub_id = self.link.subscribe(destination, "client-individual", window)
             self._pending[sub_id] = deque()
@@ -52,6 +59,14 @@ class StompConsumer(Consumer):
         self._turns: deque[str] = deque(self._pending)
         self._retry_at = 0.0
         self._delay = self.config.reconnect_delay
+        self.writer = SettlementWriter(
+            self.link,
+            flush_after=manager.ack_flush,
+            batch=ack_batch(self.config.prefetch),
+            receipt_timeout=self.config.receipt_timeout,
+            name="consumer settlements",
+        )
+        self.writer.start()
         self._connect()
 
     def _connect(self) -> bool:
@@ -63,6 +78,7 @@ class StompConsumer(Consumer):
             self._delay = min(self.config.reconnect_delay_max, self._delay * 2)
             return False
         self._delay = self.config.reconnect_delay
+        self.writer.void(self.link.generation)
         for frames in self._pending.values():
             frames.clear()  # from the old connection: the broker redelivers them
         return True
@@ -101,29 +117,18 @@ class StompConsumer(Consumer):
         return None
 
     def fetch(self) -> Delivery | None:
+        """The next frame as a Delivery; a pure read (settlements are the writer's)."""
         reconnect_due = time.monotonic() >= self._retry_at
         if not self.link.connected and (not reconnect_due or not self._connect()):
             return None
         self._sort_incoming()
-        redelivered: list[Delivery] = []
-        while (frame := self._next_frame()) is not None:
-            delivery = wire.to_delivery(
-                frame.headers,
-                frame.body,
-                self.manager.destinations,
-                self.manager.default_site,
-                frame.generation,
-            )
-            if frame.headers.get("redelivered", "false").lower() == "true":
-                redelivered.append(delivery)
-                continue
-            self._count_redeliveries(redelivered)
-            if self.link.acks_overdue(_ACK_DELAY):
-                self.link.flush_acks()
-            return delivery
-        self._count_redeliveries(redelivered)
-        self.link.flush_acks()  # nothing more to do right now: confirm what is done
-        return None
+        frame = self._next_frame()
+        if frame is None:
+            self.writer.hurry()  # idle: confirm what is done now (ActiveMQ latency rose ~6x without)
+            return None
+        return wire.to_delivery(
+            frame.headers, frame.body, self.manager.destinations, self.manager.default_site, frame.generation
+        )
 
     def _token(self, delivery: Delivery) -> wire.FrameToken | None:
         token = delivery.token
@@ -138,45 +143,13 @@ class StompConsumer(Consumer):
 
     def _resend_and_ack(self, delivery: Delivery, destination: str, headers: dict[str, str]) -> None:
         token = self._token(delivery)
-        if token is None:
-            return
-        with self.link.transaction() as tx:
-            self.link.send_in(tx, destination, delivery.body, headers)
-            self.link.ack_in(tx, token.ack_id)
-
-    def _count_redeliveries(self, deliveries: list[Delivery]) -> None:
-        """A redelivered frame's worker died (or its connection did): that was an attempt.
-
-        The count must live in the message, not in this process, so a copy with the attempt
-        raised replaces the original before the item runs again.  All the redelivered frames in
-        hand go in one transaction: after a RabbitMQ mirror takes over a queue, every message in
-        it comes flagged redelivered, and a confirmed commit per message (~60/s) kept the workers
-        re-sending for minutes without running an item.
-        """
-        current = [d for d in deliveries if self._token(d) is not None]
-        if not current:
-            return
-        self._progress = True
-        with self.link.transaction() as tx:
-            for delivery in current:
-                token = delivery.token
-                assert isinstance(token, wire.FrameToken)
-                error = delivery.error or "redelivered by the broker: the worker holding it died or disconnected"
-                headers = wire.copy_headers(
-                    delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
-                )
-                self.link.send_in(tx, token.destination, delivery.body, self.manager.wire_headers(headers))
-                self.link.ack_in(tx, token.ack_id)
-                log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
-
-    def take_progress(self) -> bool:
-        progress, self._progress = self._progress, False
-        return progress
+        if token is not None:
+            self.writer.resend(token.generation, Resend(token.ack_id, destination, delivery.body, headers))
 
     def ack(self, delivery: Delivery) -> None:
         token = self._token(delivery)
         if token is not None:
-            self.link.ack(token.ack_id)
+            self.writer.ack(token.generation, token.ack_id)
 
     def retry(self, delivery: Delivery, delay: float, error: str) -> None:
         token = delivery.token
@@ -214,10 +187,12 @@ class StompConsumer(Consumer):
 
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the
-        broker mark them redelivered, and each would be charged an attempt)."""
+        broker mark them redelivered, and each would be charged an attempt).  Settlements
+        recorded so far are written and confirmed first, and the writer thread stops."""
+        if not self.writer.stop(self.config.receipt_timeout + 1.0):
+            log.warning("settlement writer did not stop in time (what it held is redelivered)")
         if not self.link.connected:
             return
-        self.link.flush_acks()
         self._sort_incoming()
         frames = [f for q in self._pending.values() for f in q]
         for q in self._pending.values():

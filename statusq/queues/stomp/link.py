@@ -4,6 +4,10 @@
   handler must not stall the thread that answers heartbeats, and an exception in a listener
   callback would end that thread for good.
 - Every wait has a timeout: receipts, connects.
+- Settlements (acks, and the transactions of re-sends) are written by one thread of the
+  consumer's (:mod:`statusq.queues.stomp.settler`) through :meth:`StompLink.write_acks` and
+  :meth:`StompLink.commit_resends`; stomp.py writes each frame whole under its socket semaphore,
+  and frames of a transaction carry its name, so other frames may come between them.
 - stomp.py neither reconnects nor resubscribes after a drop: :meth:`StompLink.connect` builds a
   fresh connection (trying the servers in order: failover) and replays the subscriptions.  Each
   connection has a generation number, so an ack for a frame of an older connection is dropped
@@ -17,9 +21,8 @@ import logging
 import os
 import queue
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ from stomp.exception import ConnectFailedException, StompException
 from statusq.config import StompConfig
 from statusq.errors import ConnectionClosed, QueueError
 from statusq.queues.stomp import frames
+from statusq.queues.stomp.settler import Resend
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,21 @@ def ack_frame(ack_id: str) -> bytes:
     return b"ACK\nid:" + escaped.encode() + b"\n\n\x00"
 
 
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace(":", "\\c").replace("\r", "\\r")
+
+
+def encode_frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    """A client frame as stomp.py's Protocol12 sends it: header values escaped (keys as they
+    are), a content-length with a body.  The frames of a settlement transaction are encoded here
+    and written in one system call, as batched ACKs are; through stomp.py it was one call and
+    one listener round per frame, two frames per retried item."""
+    if body:
+        headers = {**headers, "content-length": str(len(body))}
+    text = command + "\n" + "".join([f"{k}:{_escape(str(v))}\n" for k, v in headers.items()]) + "\n"
+    return text.encode() + body + b"\x00"
+
+
 def _server(entry: str) -> tuple[str, int]:
     host, _, port = entry.rpartition(":")
     return host, int(port)
@@ -78,9 +97,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._failed_receipts: dict[str, str] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self._acks: list[str] = []
-        self._acks_since = 0.0
-        self.ack_batch = max(1, min(32, config.prefetch // 4))
+        self._confirmed: dict[str, bool] = {}  # receipts of pipelined commits, as they come
+        self._write_lock = threading.Lock()  # one writer at a time against reconnects
         self._wake_pending = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -112,8 +130,10 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._wake()
 
     def on_receipt(self, frame: Any) -> None:
-        event = self._receipts.get(frame.headers.get("receipt-id", ""))
+        receipt = frame.headers.get("receipt-id", "")
+        event = self._receipts.get(receipt)
         if event is not None:
+            self._confirmed[receipt] = True
             event.set()
 
     def on_error(self, frame: Any) -> None:
@@ -169,7 +189,9 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def connect(self) -> None:
         """(Re)connect to the first server that answers, and replay every subscription."""
-        self._drop()
+        with self._write_lock:
+            self._drop()
+            self.generation += 1
         servers = [_server(s) for s in self.config.servers]
         conn = stomp.Connection12(
             servers,
@@ -185,7 +207,6 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         )
         frames.install(conn)  # stomp.py's own frame reader if this version lacks the hook
         conn.set_listener("statusq", self)
-        self.generation += 1
         try:
             # wait=False: stomp.py's own wait has no timeout; ours (below) does.
             conn.connect(self.config.username, self.config.password, wait=False)
@@ -206,7 +227,6 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             self._send_subscribe(sub)
 
     def _drop(self) -> None:
-        self._acks.clear()  # for frames of this connection: void on the next one
         conn, self._conn = self._conn, None
         self._connected.clear()
         if conn is not None:
@@ -219,7 +239,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 conn.transport.disconnect_socket()
 
     def close(self) -> None:
-        self._drop()
+        with self._write_lock:
+            self._drop()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -259,35 +280,63 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             with self._receipt() as receipt:
                 conn.send(self.physical(destination), body, headers={**headers, "receipt": receipt})
 
-    def ack(self, ack_id: str) -> None:
-        """Queue an ACK; :meth:`flush_acks` writes the queued ones in one system call.
+    # -- the settlement writer's side (statusq.queues.stomp.settler) ------------------------------
+    # Under _write_lock, so a reconnect cannot slip between "this generation is the live one"
+    # and the write: an ACK for a frame of the old connection, written on the new one, is an
+    # unknown id to the broker (ActiveMQ answers with an ERROR and closes the connection).
 
-        Acks only ever follow a finished handler, so holding a few back keeps at-least-once:
-        if the connection dies first, the broker redelivers those items.  One write per ACK
-        costs a GIL hand-over to the receiver thread each, which halved throughput.
-        """
-        self._acks.append(ack_id)
-        if len(self._acks) >= self.ack_batch:
-            self.flush_acks()
-        elif len(self._acks) == 1:
-            self._acks_since = time.monotonic()
+    def write_acks(self, generation: int, ack_ids: Sequence[str]) -> bool:
+        """ACK frames in one system call (one write per ACK cost a GIL hand-over to the receiver
+        thread each, which halved throughput); False if ``generation`` is gone (not written)."""
+        data = b"".join([ack_frame(a) for a in ack_ids])
+        with self._write_lock:
+            if generation != self.generation or not self.connected:
+                return False
+            with self._translated("ACK"):
+                self._conn.transport.send(data)
+        return True
 
-    def acks_overdue(self, age: float) -> bool:
-        return bool(self._acks) and time.monotonic() - self._acks_since >= age
+    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
+        """BEGIN; each SEND and the ACK of its original; COMMIT with a receipt, not waited for
+        (see :meth:`confirmed`).  None if ``generation`` is gone (nothing written)."""
+        with self._write_lock:
+            if generation != self.generation or not self.connected:
+                return None
+            name, receipt = uuid.uuid4().hex, uuid.uuid4().hex
+            frames = [encode_frame("BEGIN", {"transaction": name})]
+            for r in resends:
+                headers = {**r.headers, "destination": self.physical(r.destination), "transaction": name}
+                frames.append(encode_frame("SEND", headers, r.body))
+                frames.append(encode_frame("ACK", {"id": r.ack_id, "transaction": name}))
+            frames.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipt}))
+            self._receipts[receipt] = threading.Event()
+            try:
+                with self._translated("transaction"):
+                    self._conn.transport.send(b"".join(frames))
+            except BaseException:
+                # Half a transaction on the wire means a broken socket: the broker drops it
+                # with the connection, and redelivers the originals.
+                self._receipts.pop(receipt, None)
+                raise
+        return receipt
 
-    def flush_acks(self) -> None:
-        acks, self._acks = self._acks, []
-        if not acks:
-            return
-        data = b"".join([ack_frame(a) for a in acks])
-        with self._translated("ACK"):
-            self._require().transport.send(data)
+    def confirmed(self, receipt: str) -> bool | None:
+        """True once the broker confirmed ``receipt``; False if it never will (an ERROR, the
+        connection gone); None while it may still come.  Forgets a receipt once decided."""
+        if self._confirmed.pop(receipt, None) is not None:
+            self._receipts.pop(receipt, None)
+            return True
+        event = self._receipts.get(receipt)
+        if event is not None and not event.is_set():
+            return None
+        self._receipts.pop(receipt, None)
+        self._failed_receipts.pop(receipt, None)
+        return False
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[str]:
         """BEGIN … COMMIT with a receipt on the COMMIT; ABORT if the body raises."""
         name = uuid.uuid4().hex
-        self.flush_acks()
         with self._translated("transaction"):
             conn = self._require()
             conn.begin(name)
@@ -323,3 +372,4 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 raise ConnectionClosed(f"{self.name}: connection lost before the receipt")
         finally:
             self._receipts.pop(receipt, None)
+            self._confirmed.pop(receipt, None)

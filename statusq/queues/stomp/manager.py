@@ -21,6 +21,7 @@ class StompQueueManager(QueueManager):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stomp = config.queue.stomp
+        self.ack_flush = config.queue.ack_flush
         self.default_site = config.sites.default
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self._producer: StompLink | None = None

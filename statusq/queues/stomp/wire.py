@@ -156,6 +156,7 @@ def to_delivery(
             generation=generation,
         ),
         error=headers.get(ERROR),
+        redelivered=headers.get("redelivered") == "true",
     )
 
 

@@ -1,0 +1,287 @@
+"""One writer for every settlement of a STOMP consumer: acks, retries, dead letters, recounts.
+
+Why a thread of its own: a settlement held back for company (one write for many acks) used to
+be written only when the worker's thread came back for the next frame.  A handler that ran long,
+or hung until the supervisor's hard kill, so held *finished* items unacked; the broker then
+redelivered them, and they ran again charged an attempt.  Here the worker's thread only records
+a settlement (a list append under a lock); this writer puts it on the wire within ``ack_flush``
+of being recorded, whatever that thread does next, and at once when a batch is full.
+
+Why one transaction per window: each retry or dead letter used to be its own transaction with
+a receipt waited for by the worker (~40 ms each).  Here all re-sends of a window travel with the
+ACKs of their originals in one transaction, whose receipt the writer checks later without
+stopping (commits are pipelined: plain ACKs recorded meanwhile are not held behind a receipt).
+A commit that fails leaves the originals unacked, so the broker redelivers them: a duplicate,
+never a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+_IDLE_WAIT = 1.0  # with nothing pending the writer still wakes now and then: no wait without a timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """A message sent in place of the frame ``ack_id`` (a retry, a dead letter, a recount)."""
+
+    ack_id: str
+    destination: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Window:
+    """The settlements of one flush: plain ACKs, and the re-sends that go in one transaction."""
+
+    generation: int
+    acks: list[str] = field(default_factory=list)
+    resends: list[Resend] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.resends)
+
+
+class SettleLink(Protocol):
+    """What the writer needs of a connection (:class:`~statusq.queues.stomp.link.StompLink`)."""
+
+    def write_acks(self, generation: int, ack_ids: Sequence[str]) -> bool:
+        """ACK frames in one socket send; False when ``generation`` is no longer connected."""
+
+    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
+        """BEGIN, SENDs, ACKs of their originals, COMMIT asking for a receipt; return the receipt
+        id without waiting for it, or None when ``generation`` is no longer connected."""
+
+    def confirmed(self, receipt: str) -> bool | None:
+        """True once the broker confirmed, False if it cannot any more, None while waiting."""
+
+
+class Settlements:
+    """The pending window: pure bookkeeping, no thread, no lock, the clock passed in."""
+
+    def __init__(self, flush_after: float, batch: int) -> None:
+        self.flush_after = flush_after
+        self.batch = batch
+        self._window = Window(0)
+        self._since = 0.0
+        self.urgent = False  # the worker has nothing else to do: write now, not at the deadline
+
+    def __len__(self) -> int:
+        return len(self._window)
+
+    def record_ack(self, generation: int, ack_id: str, now: float) -> bool:
+        """Record an ACK; True when the writer must be told (first of a window, or batch full)."""
+        if not self._admit(generation, now):
+            return False
+        self._window.acks.append(ack_id)
+        return self._tell()
+
+    def record_resend(self, generation: int, resend: Resend, now: float) -> bool:
+        if not self._admit(generation, now):
+            return False
+        self._window.resends.append(resend)
+        return self._tell()
+
+    def _admit(self, generation: int, now: float) -> bool:
+        if generation < self._window.generation:
+            return False  # from a connection already replaced: the broker redelivers that frame
+        if generation > self._window.generation:
+            self.void(generation)
+        if not self._window:
+            self._since = now
+        return True
+
+    def _tell(self) -> bool:
+        size = len(self._window)
+        return size == 1 or size >= self.batch
+
+    def void(self, generation: int) -> int:
+        """Forget what was pending for connections before ``generation``; returns how much."""
+        dropped = len(self._window) if generation > self._window.generation else 0
+        if dropped or generation > self._window.generation:
+            self._window = Window(generation)
+        return dropped
+
+    def wait_time(self, now: float) -> float:
+        """How long the writer may sleep: until the oldest pending settlement is due."""
+        if not self._window:
+            return _IDLE_WAIT
+        if self.urgent or len(self._window) >= self.batch:
+            return 0.0
+        return max(0.0, self._since + self.flush_after - now)
+
+    def due(self, now: float) -> bool:
+        window = self._window
+        return bool(window) and (self.urgent or len(window) >= self.batch or now >= self._since + self.flush_after)
+
+    def take(self) -> Window:
+        self.urgent = False
+        window, self._window = self._window, Window(self._window.generation)
+        return window
+
+
+@dataclass(slots=True)
+class _Unconfirmed:
+    receipt: str
+    deadline: float
+    count: int
+
+
+class SettlementWriter:
+    """The thread that writes :class:`Settlements`; the worker's thread only records."""
+
+    def __init__(
+        self,
+        link: SettleLink,
+        *,
+        flush_after: float,
+        batch: int,
+        receipt_timeout: float,
+        name: str = "settler",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.link = link
+        self.receipt_timeout = receipt_timeout
+        self.name = name
+        self._clock = clock
+        self._pending = Settlements(flush_after, batch)
+        self._cond = threading.Condition(threading.Lock())
+        self._unconfirmed: list[_Unconfirmed] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- the worker's side: record, cheaply -----------------------------------------------------
+
+    def ack(self, generation: int, ack_id: str) -> None:
+        with self._cond:
+            if self._pending.record_ack(generation, ack_id, self._clock()):
+                self._cond.notify()
+
+    def resend(self, generation: int, resend: Resend) -> None:
+        with self._cond:
+            if self._pending.record_resend(generation, resend, self._clock()):
+                self._cond.notify()
+
+    def hurry(self) -> None:
+        """The worker found nothing more to do: write what is pending now (as the fetch that found
+        the queue empty used to), instead of at ``ack_flush``.  Only a flag and a notify."""
+        with self._cond:
+            if self._pending and not self._pending.urgent:
+                self._pending.urgent = True
+                self._cond.notify()
+
+    def void(self, generation: int) -> None:
+        """A new connection: what was pending for the old one is void (the broker redelivers it)."""
+        with self._cond:
+            dropped = self._pending.void(generation)
+        if dropped:
+            log.warning("%s: %d settlement(s) of a lost connection dropped (redelivered)", self.name, dropped)
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"statusq-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Write what is pending, wait for the receipts (at most ``timeout``); False if it could not."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return self.flush_now(timeout)
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def flush_now(self, timeout: float) -> bool:
+        """Write what is pending from the calling thread (no writer thread is running)."""
+        with self._cond:
+            window = self._pending.take()
+        self._write(window)
+        return self._await_receipts(self._clock() + timeout)
+
+    # -- the writer's thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                window = self._next_window()
+                if window is None:
+                    break
+                self._write(window)
+                self._check_receipts(self._clock())
+            self._await_receipts(self._clock() + self.receipt_timeout)
+        except Exception:  # a bug of ours: say so; the broker redelivers what stayed unacked
+            log.exception("%s: settlement writer failed", self.name)
+
+    def _next_window(self) -> Window | None:
+        """The next window to write, an empty one to look at receipts, None to stop."""
+        with self._cond:
+            now = self._clock()
+            if not self._pending.due(now) and not self._stopping:
+                wait = self._pending.wait_time(now)
+                if self._unconfirmed:
+                    wait = min(wait, self._pending.flush_after)
+                self._cond.wait(wait)
+                now = self._clock()
+            if self._stopping and not self._pending:
+                return None
+            if self._stopping or self._pending.due(now):
+                return self._pending.take()
+            return Window(0)
+
+    def _write(self, window: Window) -> None:
+        """Never raises: a failed write is logged, and the broker redelivers the unacked frames."""
+        if not window:
+            return
+        try:
+            if window.acks and not self.link.write_acks(window.generation, window.acks):
+                log.info("%s: %d ack(s) of a lost connection dropped (redelivered)", self.name, len(window.acks))
+            if window.resends:
+                self._commit(window)
+        except Exception as exc:
+            log.error("%s: %d settlement(s) not written, the broker redelivers: %s", self.name, len(window), exc)
+
+    def _commit(self, window: Window) -> None:
+        receipt = self.link.commit_resends(window.generation, window.resends)
+        if receipt is None:
+            log.info("%s: %d re-send(s) of a lost connection dropped (redelivered)", self.name, len(window.resends))
+            return
+        deadline = self._clock() + self.receipt_timeout
+        self._unconfirmed.append(_Unconfirmed(receipt, deadline, len(window.resends)))
+
+    def _check_receipts(self, now: float) -> None:
+        still: list[_Unconfirmed] = []
+        for entry in self._unconfirmed:
+            state = self.link.confirmed(entry.receipt)
+            if state is None and now < entry.deadline:
+                still.append(entry)
+            elif not state:
+                why = "refused or connection lost" if state is False else f"no receipt in {self.receipt_timeout:g}s"
+                log.error(
+                    "%s: commit of %d re-send(s) failed (%s): the broker redelivers the originals",
+                    self.name,
+                    entry.count,
+                    why,
+                )
+        self._unconfirmed = still
+
+    def _await_receipts(self, deadline: float) -> bool:
+        """At the end: the last commits confirmed, or given up at ``deadline``."""
+        while self._unconfirmed:
+            now = self._clock()
+            self._check_receipts(now if now < deadline else float("inf"))
+            if self._unconfirmed:
+                time.sleep(0.005)
+        return True

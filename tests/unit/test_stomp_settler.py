@@ -1,0 +1,198 @@
+"""The STOMP settlement writer: windows, batches, generations and receipts, with a fake link and
+a fake clock (no broker; no durations asserted)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from statusq.queues.stomp.settler import Resend, Settlements, SettlementWriter
+
+FLUSH = 0.02
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeLink:
+    """Records what would go on the wire; receipts confirmed, refused or left pending at will."""
+
+    def __init__(self) -> None:
+        self.generation = 1
+        self.acks: list[list[str]] = []
+        self.commits: list[list[Resend]] = []
+        self.receipts: dict[str, bool | None] = {}
+        self.confirm_at_once: bool | None = True
+        self.written = threading.Event()
+        self.fail_with: Exception | None = None
+
+    def write_acks(self, generation: int, ack_ids: Sequence[str]) -> bool:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if generation != self.generation:
+            return False
+        self.acks.append(list(ack_ids))
+        self.written.set()
+        return True
+
+    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
+        if generation != self.generation:
+            return None
+        self.commits.append(list(resends))
+        receipt = f"r{len(self.commits)}"
+        self.receipts[receipt] = self.confirm_at_once
+        self.written.set()
+        return receipt
+
+    def confirmed(self, receipt: str) -> bool | None:
+        return self.receipts[receipt]
+
+
+def resend(ack_id: str) -> Resend:
+    return Resend(ack_id, "/queue/x", b"{}", {"statusq-attempt": "2"})
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def link() -> FakeLink:
+    return FakeLink()
+
+
+def writer_for(link: FakeLink, clock: FakeClock, batch: int = 4) -> SettlementWriter:
+    return SettlementWriter(link, flush_after=FLUSH, batch=batch, receipt_timeout=10.0, clock=clock)
+
+
+def test_a_settlement_is_due_ack_flush_after_it_was_recorded(clock: FakeClock) -> None:
+    pending = Settlements(FLUSH, batch=10)
+    assert pending.record_ack(1, "a", clock()) is True, "the first of a window wakes the writer"
+    clock.now += FLUSH / 2
+    assert pending.record_ack(1, "b", clock()) is False
+    assert not pending.due(clock())
+    assert pending.wait_time(clock()) == pytest.approx(FLUSH / 2)
+
+    clock.now += FLUSH / 2
+    assert pending.due(clock()), "due counts from the oldest, not the newest"
+    window = pending.take()
+    assert (window.generation, window.acks, window.resends) == (1, ["a", "b"], [])
+    assert len(pending) == 0 and not pending.due(clock() + 1)
+
+
+def test_a_full_batch_is_due_at_once_and_wakes_the_writer(clock: FakeClock) -> None:
+    pending = Settlements(FLUSH, batch=3)
+    told = [pending.record_ack(1, "a", clock()), pending.record_resend(1, resend("b"), clock())]
+    told.append(pending.record_ack(1, "c", clock()))
+    assert told == [True, False, True]
+    assert pending.due(clock()) and pending.wait_time(clock()) == 0
+
+
+def test_settlements_of_an_older_connection_are_dropped(clock: FakeClock) -> None:
+    pending = Settlements(FLUSH, batch=10)
+    pending.record_ack(1, "a", clock())
+    pending.record_ack(2, "b", clock())  # a newer connection: the old window is void
+    pending.record_ack(1, "c", clock())  # late news from the old one: dropped
+    assert pending.take().acks == ["b"]
+    pending.record_ack(2, "d", clock())
+    assert pending.void(3) == 1 and len(pending) == 0
+
+
+def test_plain_acks_in_one_write_and_resends_in_one_commit(link: FakeLink, clock: FakeClock) -> None:
+    writer = writer_for(link, clock, batch=100)
+    for n in range(5):
+        writer.ack(1, f"a{n}")
+    writer.resend(1, resend("r1"))
+    writer.resend(1, resend("r2"))
+
+    assert writer.flush_now(timeout=1.0)
+
+    assert link.acks == [["a0", "a1", "a2", "a3", "a4"]]
+    assert [[r.ack_id for r in c] for c in link.commits] == [["r1", "r2"]], "one transaction per window"
+
+
+def test_a_failed_commit_is_logged_and_nothing_raises(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    link.confirm_at_once = False  # the broker refused it, or the connection dropped
+    writer = writer_for(link, clock)
+    writer.resend(1, resend("r1"))
+    writer.flush_now(timeout=1.0)
+    assert "commit of 1 re-send(s) failed" in caplog.text
+    assert "broker redelivers the originals" in caplog.text
+
+
+def test_a_missing_receipt_is_given_up_at_the_receipt_timeout(link: FakeLink, clock: FakeClock) -> None:
+    link.confirm_at_once = None  # no receipt comes
+    writer = writer_for(link, clock)
+    writer.resend(1, resend("r1"))
+    writer._write(writer._pending.take())
+    writer._check_receipts(clock())
+    assert len(writer._unconfirmed) == 1, "still waiting"
+    clock.now += 11.0
+    writer._check_receipts(clock())
+    assert writer._unconfirmed == []
+
+
+def test_a_write_that_raises_is_logged_not_raised(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    link.fail_with = OSError("broken pipe")
+    writer = writer_for(link, clock)
+    writer.ack(1, "a")
+    writer.flush_now(timeout=1.0)
+    assert "1 settlement(s) not written" in caplog.text
+
+
+def test_a_lost_connections_settlements_never_reach_the_new_one(link: FakeLink, clock: FakeClock) -> None:
+    writer = writer_for(link, clock)
+    writer.ack(1, "old")
+    link.generation = 2  # reconnected before the writer got to it
+    writer.flush_now(timeout=1.0)
+    assert link.acks == []
+    writer.void(2)
+    writer.ack(1, "late")
+    writer.ack(2, "new")
+    writer.flush_now(timeout=1.0)
+    assert link.acks == [["new"]]
+
+
+def test_the_writer_thread_writes_while_the_recording_thread_does_nothing(link: FakeLink) -> None:
+    # Given a running writer (the real clock) and an ack recorded by a thread that then hangs
+    writer = SettlementWriter(link, flush_after=FLUSH, batch=100, receipt_timeout=5.0)
+    writer.start()
+    try:
+        writer.ack(1, "finished")
+        # Then it is written without anyone calling the writer again
+        assert link.written.wait(timeout=30), "the ack was never written"
+        assert link.acks == [["finished"]]
+    finally:
+        assert writer.stop(timeout=30)
+
+
+def test_stop_writes_what_is_pending_and_confirms_it(link: FakeLink) -> None:
+    writer = SettlementWriter(link, flush_after=3600.0, batch=100, receipt_timeout=5.0)
+    writer.start()
+    writer.ack(1, "a")
+    writer.resend(1, resend("r"))
+    assert writer.stop(timeout=30)
+    assert link.acks == [["a"]] and len(link.commits) == 1
+    assert writer._unconfirmed == []
+
+
+def test_an_idle_worker_has_its_settlements_written_at_once(clock: FakeClock) -> None:
+    pending = Settlements(FLUSH, batch=10)
+    pending.record_ack(1, "a", clock())
+    assert not pending.due(clock())
+    pending.urgent = True
+    assert pending.due(clock()) and pending.wait_time(clock()) == 0
+    pending.take()
+    assert pending.urgent is False
