@@ -18,11 +18,12 @@ run: $(STAMP)
 test: $(STAMP) servers lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## lint: ruff and mypy, clean
+## lint: ruff, mypy and import-linter (layers import downward only: pyproject.toml), clean
 lint: $(STAMP)
 	$(VENV)/bin/ruff check statusq plugins scripts tests $(wildcard bench)
 	$(VENV)/bin/ruff format --check statusq plugins scripts tests $(wildcard bench)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## unit: the fast tests only (no servers)
 unit: $(STAMP)

@@ -32,10 +32,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from statusq.dispatcher.registry import WorkItem, declare
 from statusq.dispatcher.runner import ActiveRun
 from statusq.dispatcher.simulate import Simulation
 from statusq.dispatcher.store import members_digest
+from statusq.periodic import WorkItem, declare
 
 SIZES = [1, 99, 100, 250, 900, 5_000, 100_000, 1_000_000]
 HOUR = 3600.0

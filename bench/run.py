@@ -34,6 +34,9 @@ import stomp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # statusq from this checkout, for (a') and the latency probe
+import statusq  # noqa: E402 -- from the checkout: after the line above
+from statusq.queues.stomp import frames  # noqa: E402
+
 BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
 BROKERS = {"activemq": 61613, "rabbitmq": 61614}
 
@@ -46,11 +49,8 @@ def physical(broker: str, destination: str) -> str:
 
 def connect(port: int, fast_frames: bool = False) -> Any:
     conn = stomp.Connection12([("127.0.0.1", port)], vhost="/", auto_decode=False)
-    if fast_frames:
-        from statusq.queues.stomp import frames
-
-        if not frames.install(conn):
-            raise SystemExit("this stomp.py lacks the hook statusq's frame reader needs")
+    if fast_frames and not frames.install(conn):
+        raise SystemExit("this stomp.py lacks the hook statusq's frame reader needs")
     conn.connect("guest", "guest", wait=True)
     return conn
 
@@ -163,8 +163,6 @@ def statusq_consume(broker: str, n: int, prefetch: int, work: Path, fail_every: 
 
 def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]:
     """p50 and p99 of enqueue -> handler start, and the idle worker's RSS."""
-    import statusq
-
     basename = f"/queue/lat{uuid.uuid4().hex[:8]}/"
     config = write_config(work, broker, basename, 100)
     out = work / f"{broker}.lat"

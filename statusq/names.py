@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import uuid
 
 from statusq import defaults
 from statusq.errors import DataError
@@ -37,3 +40,8 @@ def check_headers(headers: dict[str, str] | None) -> dict[str, str]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise DataError("headers must map strings to strings")
     return dict(headers)
+
+
+def worker_name() -> str:
+    """Unique per process start, so a restarted pid never inherits an old claim."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -24,10 +24,12 @@ from statusq.config import Config
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
 from statusq.middleware import Middleware, MiddlewareChain
+from statusq.periodic import declare
 from statusq.registry import HandlerRegistry
 
 if TYPE_CHECKING:
-    from statusq.queues.base import QueueManager
+    # A type only: ``api.xmpp``'s, for plugin authors' type checkers.  The object is made by the
+    # assembly layer and handed down (PluginContext); pyproject.toml lets import-linter pass it.
     from statusq.xmpp.api import XmppApi
 
 log = logging.getLogger(__name__)
@@ -43,30 +45,27 @@ class PluginSource:
     load: Callable[[], Any]
 
 
-def _no_connect() -> QueueManager:
+def _no_xmpp() -> XmppApi:
     raise PluginError("api.xmpp cannot send here: these plugins were loaded without a queue backend")
 
 
 class PluginContext:
     """What the plugins of one process share, handed down by the assembly layer: its middleware
-    chain, its way to open a queue manager, and the XMPP producer built on that at first use."""
+    chain, and how to make the XMPP producer (on a queue manager of the process), on first use."""
 
     def __init__(
         self,
         config: Config,
         middleware: MiddlewareChain | None = None,
-        connect: Callable[[], QueueManager] | None = None,
+        xmpp: Callable[[], XmppApi] | None = None,
     ) -> None:
         self.config = config
         self.middleware = middleware if middleware is not None else MiddlewareChain()
-        self.connect = connect or _no_connect
+        self._make_xmpp = xmpp or _no_xmpp
 
     @functools.cached_property
     def xmpp(self) -> XmppApi:
-        # Imported on first use, like the dispatcher below: most processes never send XMPP.
-        from statusq.xmpp.api import XmppApi
-
-        return XmppApi(self.config, self.connect)
+        return self._make_xmpp()
 
 
 class PluginApi:
@@ -98,7 +97,7 @@ class PluginApi:
     @property
     def xmpp(self) -> XmppApi:
         """Send XMPP from handlers: ``api.xmpp.send(site, to, body)`` queues onto ``xmppout`` (see
-        :mod:`statusq.xmpp`; imported only when a plugin asks)."""
+        :mod:`statusq.xmpp`), made on first use."""
         return self._context.xmpp
 
     def register_queue(self, name: str, kind: str = "serial", *, transport: str, **options: Any) -> None:
@@ -108,10 +107,8 @@ class PluginApi:
         items to run (default: one item per run).  Batch: ``members()`` returning every item that
         must be processed once per period, ``frequency`` (1h), ``threshold``/``min_runs``/
         ``max_runs`` (100/1/6).  Both: ``timeout`` (10m), ``enabled``, ``priority``,
-        ``description``.  See :func:`statusq.dispatcher.registry.declare`.
+        ``description``.  See :func:`statusq.periodic.declare`.
         """
-        from statusq.dispatcher.registry import declare
-
         spec = declare(name, kind, transport=transport, plugin=self.plugin, **options)
         self._registry.queues.register(spec)
 

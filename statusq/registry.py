@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 
 from statusq import defaults
-from statusq.dispatcher.registry import QueueRegistry
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
+from statusq.periodic import QueueRegistry
 
 _NAME = re.compile(defaults.NAME_PATTERN)
 

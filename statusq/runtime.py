@@ -8,7 +8,7 @@ so an application that only enqueues never imports one, whatever the backend.
 from __future__ import annotations
 
 import os
-from functools import cached_property
+from functools import cached_property, partial
 
 from statusq.config import Config, load_config
 from statusq.middleware import MiddlewareChain
@@ -16,6 +16,7 @@ from statusq.plugins import PluginContext, load_plugins
 from statusq.queues.base import QueueManager
 from statusq.registry import HandlerRegistry
 from statusq.sites import SiteTable
+from statusq.xmpp.api import XmppApi
 
 
 class Runtime:
@@ -34,7 +35,8 @@ class Runtime:
 
     @cached_property
     def registry(self) -> HandlerRegistry:
-        return load_plugins(self.config, context=PluginContext(self.config, self.middleware, self.queue_manager))
+        xmpp = partial(XmppApi, self.config, self.queue_manager)  # api.xmpp, made on first use
+        return load_plugins(self.config, context=PluginContext(self.config, self.middleware, xmpp))
 
     @cached_property
     def sites(self) -> SiteTable:
@@ -51,24 +53,25 @@ def open_queue_manager(runtime: Runtime) -> QueueManager:
     """The backend named by ``[queue] subsystem``; imported here, not at the top, so each process
     pulls in only its own backend's library (SQLAlchemy, stomp.py).  Only the inline backend
     needs the plugins: it runs handlers inside ``enqueue``."""
+    # Every import below is local on purpose (hence the noqa): a process imports only its backend.
     config = runtime.config
     subsystem = config.queue.subsystem
     if subsystem == "memory":
-        from statusq.queues.memory import MemoryQueueManager
+        from statusq.queues.memory import MemoryQueueManager  # noqa: PLC0415
 
         return MemoryQueueManager(config)  # a fresh broker: in-process only
     if subsystem == "inline":
-        from statusq.processor import ItemProcessor
-        from statusq.queues.inline import InlineQueueManager
-        from statusq.retry import RetryPolicy
+        from statusq.processor import ItemProcessor  # noqa: PLC0415
+        from statusq.queues.inline import InlineQueueManager  # noqa: PLC0415
+        from statusq.retry import RetryPolicy  # noqa: PLC0415
 
         processor = ItemProcessor(runtime.registry, runtime.sites, RetryPolicy.from_config(config.queue))
         return InlineQueueManager(config, processor.process)
     if subsystem == "stomp":
-        from statusq.queues.stomp import StompQueueManager
+        from statusq.queues.stomp import StompQueueManager  # noqa: PLC0415
 
         return StompQueueManager(config)
-    from statusq.queues.db import DBQueueManager
+    from statusq.queues.db import DBQueueManager  # noqa: PLC0415
 
     return DBQueueManager(config)
 

@@ -113,7 +113,7 @@ def build_worker(
     config = runtime.config
     metrics = worker_metrics(runtime) if config.metrics.enabled else None
     chain = runtime.middleware
-    for one in [*(middleware or []), *([metrics.hooks] if metrics else []), dispatch_hooks(runtime)]:
+    for one in [*(middleware or []), *([metrics.hooks] if metrics else []), dispatch_hooks(config)]:
         chain.add(one)
     queue_manager = runtime.queue_manager()
     processor = ItemProcessor(
@@ -133,8 +133,8 @@ def build_worker(
         config.queue.subsystem,
     )
     memory_limit = SoftMemoryLimit(config.daemon.soft_memory_limit)
-    dispatcher = dispatcher_manager(runtime, queue_manager)
-    xmpp = xmpp_managers(runtime, queue_manager, groups)  # [] unless this process serves "xmpp"
+    dispatcher = dispatcher_manager(config, runtime.registry.queues, queue_manager)
+    xmpp = xmpp_managers(config, runtime.sites, runtime.registry, queue_manager, groups)  # [] unless serving "xmpp"
     managers = [
         listener,
         *([metrics.manager] if metrics else []),
@@ -151,10 +151,10 @@ def build_worker(
 
 
 def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:
-    """Imported here, not at the top: prometheus-client is for processes that handle items."""
-    from statusq.metrics.worker import worker_metrics as build
+    """Imported here, not at the top: prometheus-client only where ``[metrics] enabled``."""
+    from statusq.metrics.worker import worker_metrics as build  # noqa: PLC0415
 
-    return build(runtime)
+    return build(runtime.config.metrics, runtime.registry.transports())
 
 
 def build_master(

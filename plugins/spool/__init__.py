@@ -27,6 +27,7 @@ from typing import Any
 from statusq import DataError, PluginApi, QueueHandler, QueueItem, QueueManager
 from statusq.config import Config
 from statusq.dispatcher import WorkItem
+from statusq.runtime import Runtime
 
 log = logging.getLogger("statusq.plugin.spool")
 
@@ -54,8 +55,6 @@ class SpoolHandler(QueueHandler):
 
     def queue_manager(self) -> QueueManager:
         if self._qm is None:
-            from statusq.runtime import Runtime
-
             self._qm = Runtime(self.config).queue_manager()
         return self._qm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from statusq.cli.helpers import runtime
-from statusq.control import COMMANDS
+from statusq.commands import COMMANDS
 
 
 @click.command()

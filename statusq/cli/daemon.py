@@ -9,6 +9,9 @@ import sys
 import click
 
 from statusq.cli.helpers import LOG_FORMAT, runtime, setup_logging
+from statusq.daemon.detach import StartupReport, detach, redirect_output
+from statusq.daemon.pidfile import PidFile, PidFileError
+from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
 from statusq.defaults import NAME_PATTERN
 from statusq.units import parse_duration
 
@@ -102,10 +105,6 @@ def daemon(
     logfile: str | None,
 ) -> int:
     """Run the supervisor and its workers until SIGTERM/SIGINT (or --idle-exit)."""
-    from statusq.daemon.detach import StartupReport, detach, redirect_output
-    from statusq.daemon.pidfile import PidFile, PidFileError
-    from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
-
     config = runtime(ctx).config  # validated here, so a bad file stops us before any fork
     setup_logging(config.log.level)
     report: StartupReport | None = None

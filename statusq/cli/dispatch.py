@@ -12,6 +12,7 @@ import time
 import click
 
 from statusq.cli.helpers import runtime, setup_logging
+from statusq.dispatcher import make_dispatcher
 
 EPILOG = """\b
 Examples (crontab):
@@ -29,8 +30,6 @@ def dispatch(ctx: click.Context, names: tuple[str, ...], force: bool) -> int:
 
     Exit 0 unless a run failed (69).  A queue busy elsewhere or still running is skipped.
     """
-    from statusq.dispatcher import make_dispatcher
-
     rt = runtime(ctx)
     # Each line of stdout says what happened; stderr gets warnings (a crontab mails them), or all
     # of the log when the config asks for DEBUG.
@@ -44,7 +43,7 @@ def dispatch(ctx: click.Context, names: tuple[str, ...], force: bool) -> int:
         raise click.UsageError("--force needs --queue NAME: forcing every queue at once is rarely meant")
     failed = False
     with rt.queue_manager() as qm:
-        dispatcher = make_dispatcher(rt, qm)
+        dispatcher = make_dispatcher(rt.config, specs, qm)
         try:
             tick = dispatcher.due()
             now = time.time()

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from statusq.cli.helpers import echo_table, runtime
-from statusq.dispatcher.registry import QueueRegistry, QueueSpec
+from statusq.dispatcher import make_dispatcher
 from statusq.dispatcher.status import TABLE_HEADERS, current_views, queue_view, table_row
+from statusq.periodic import QueueRegistry, QueueSpec
 from statusq.units import parse_duration
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _spec(ctx: click.Context, name: str) -> QueueSpec:
 
 
 def _store(ctx: click.Context) -> DispatchStore:
-    from statusq.dispatcher.store import DispatchStore  # SQLAlchemy: only for this command
+    from statusq.dispatcher.store import DispatchStore  # noqa: PLC0415 -- SQLAlchemy: only for this command
 
     return DispatchStore(runtime(ctx).config.db_url)
 
@@ -135,11 +136,10 @@ def run(ctx: click.Context, name: str) -> int:
     Refused while its previous run is still going (not yet hung) or another dispatcher is busy
     with it: exit 75, try again.
     """
-    from statusq.dispatcher import make_dispatcher
-
     spec = _spec(ctx, name)
-    with runtime(ctx).queue_manager() as qm:
-        dispatcher = make_dispatcher(runtime(ctx), qm)
+    rt = runtime(ctx)
+    with rt.queue_manager() as qm:
+        dispatcher = make_dispatcher(rt.config, rt.registry.queues, qm)
         try:
             report = dispatcher.run_now(spec, forced=True)
         finally:

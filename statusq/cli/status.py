@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from statusq.cli.helpers import echo_table, runtime
-from statusq.daemon.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
+from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
 
 @click.command()

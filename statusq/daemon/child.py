@@ -27,12 +27,12 @@ from statusq.daemon.exits import worker_exit_code
 from statusq.daemon.lifeline import Lifeline, die_with_parent
 from statusq.daemon.proctitle import ProcTitle
 from statusq.daemon.reporter import StateReporter
-from statusq.daemon.state import WorkerState, worker_file
 from statusq.defaults import EXIT_MEMORY_AT_START, EXIT_RESTART
 from statusq.errors import StatusqError
 from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.runtime import Runtime
+from statusq.state import WorkerState, worker_file
 from statusq.worker import build_worker, check_groups
 
 log = logging.getLogger("statusq.worker")

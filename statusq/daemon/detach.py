@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -74,8 +75,6 @@ def detach(logfile: str | os.PathLike[str] | None) -> StartupReport:
 
 
 def _wait_for_report(fd: int) -> NoReturn:
-    import select
-
     # One write of less than PIPE_BUF bytes is one read; an empty read is a daemon that died first.
     ready, _, _ = select.select([fd], [], [], _STARTUP_WAIT)
     text = os.read(fd, 4096).decode(errors="replace") if ready else ""

@@ -36,10 +36,6 @@ class Respawn(enum.Enum):
     NEVER = "never"
 
 
-#: The restart counters shown by ``statusq status``, per cause.
-RESTART_COUNTERS = ("crash", "memory", "time_limit")
-
-
 @dataclass(frozen=True, slots=True)
 class Exit:
     """How one worker process ended, classified."""

@@ -21,10 +21,10 @@ from typing import Any
 
 from statusq.config import Config
 from statusq.daemon.child import SUPERVISOR_SIGNALS, WorkerSpec, run_worker
-from statusq.daemon.state import SupervisorState, WorkerState, describe_worker, read_worker
 from statusq.errors import StatusqError
 from statusq.limits import MemoryProbe
 from statusq.runtime import Runtime
+from statusq.state import SupervisorState, WorkerState, describe_worker, read_worker
 
 log = logging.getLogger("statusq.daemon")
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def set_title(title: str) -> None:
     try:
-        import setproctitle
+        import setproctitle  # noqa: PLC0415 -- a C extension, loaded at the first title only
     except ImportError:  # a dependency, but a missing title must never stop a worker
         return
     setproctitle.setproctitle(title)

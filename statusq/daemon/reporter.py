@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from statusq.daemon.state import WORKER_FIELDS, ItemInHand, WorkerState
 from statusq.item import Delivery
 from statusq.limits import MemoryProbe
 from statusq.middleware import Middleware
 from statusq.outcome import Result
+from statusq.state import WORKER_FIELDS, ItemInHand, WorkerState
 
-log = logging.getLogger("statusq.daemon.state")
+log = logging.getLogger("statusq.state")
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _text = json.encoder.encode_basestring_ascii

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from statusq.config import Config
 from statusq.daemon.child import WorkerSpec
-from statusq.daemon.exits import RESTART_COUNTERS, Cause, Exit, Respawn, classify
+from statusq.daemon.exits import Cause, Exit, Respawn, classify
 from statusq.daemon.processes import (
     SignalFlags,
     WorkerProcess,
@@ -37,7 +37,13 @@ from statusq.daemon.processes import (
 )
 from statusq.daemon.proctitle import set_title, supervisor_title
 from statusq.daemon.rollout import Rollout
-from statusq.daemon.state import (
+from statusq.daemon.storm import StormGuard, StormSettings, Verdict
+from statusq.errors import ConfigError
+from statusq.metrics.supervisor import SupervisorMetrics
+from statusq.queues.base import QueueManager
+from statusq.runtime import Runtime
+from statusq.state import (
+    RESTART_COUNTERS,
     RunDir,
     SupervisorState,
     read_worker,
@@ -45,9 +51,6 @@ from statusq.daemon.state import (
     remove_stale,
     worker_file,
 )
-from statusq.daemon.storm import StormGuard, StormSettings, Verdict
-from statusq.errors import ConfigError
-from statusq.metrics.supervisor import SupervisorMetrics
 from statusq.web import start_web
 
 log = logging.getLogger("statusq.daemon")
@@ -113,7 +116,7 @@ class QueueDaemon:
             raise ConfigError(f"cannot create {self.run_dir.path}: {exc.strerror}", key="var_dir") from None
         self._lifeline = os.pipe()
         self.flags.install()
-        web = start_web(lambda: self.config)
+        web = start_web(lambda: self.config, open_admin_queue)
         self.metrics.start(lambda: self.config)
         try:
             log.info(
@@ -421,3 +424,9 @@ class QueueDaemon:
         """SIGUSR1: every worker's state, in the log."""
         for line in dump_lines(self.status, list(self.procs.values())):
             log.info("%s", line)
+
+
+def open_admin_queue(config: Config) -> QueueManager:
+    """A queue manager for the web page's admin calls (backlog, dead letters, control), opened and
+    closed per call: the supervisor forks, and a pooled connection would be shared with workers."""
+    return Runtime(config).queue_manager()

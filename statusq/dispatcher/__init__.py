@@ -6,57 +6,56 @@ formula, fixed).  The dispatcher runs in each worker as an IoManager
 (:func:`dispatcher_manager`) or one-shot (``statusq dispatch``); workers report progress through
 :class:`DispatchHooks`.  Its state lives in ``config.db_url``, whatever the queue backend.
 
-Only light names are imported here: the plugin API reaches :mod:`.registry` at registration time.
+Only light names are imported here: the declarations live in :mod:`statusq.periodic` (the
+registry layer), and the SQLAlchemy side (runner, store) is imported by the calls that need it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from statusq.dispatcher.registry import QueueSpec, WorkItem
+from statusq.config import Config
+from statusq.dispatcher.hooks import DispatchHooks
+from statusq.io.manager import IoManager
+from statusq.names import worker_name
+from statusq.periodic import QueueRegistry, QueueSpec, WorkItem
+from statusq.queues.base import QueueManager
 
 if TYPE_CHECKING:
-    from statusq.dispatcher.hooks import DispatchHooks
     from statusq.dispatcher.runner import Dispatcher
-    from statusq.io.manager import IoManager
-    from statusq.queues.base import QueueManager
-    from statusq.runtime import Runtime
 
 __all__ = ["QueueSpec", "WorkItem", "dispatch_hooks", "dispatcher_manager", "make_dispatcher"]
 
 
-def make_dispatcher(runtime: Runtime, queue_manager: QueueManager) -> Dispatcher:
-    """A dispatcher over the runtime's declared queues, its state in ``config.db_url``."""
-    from statusq.dispatcher.runner import Dispatcher
-    from statusq.dispatcher.store import DispatchStore
-    from statusq.queues.db.manager import worker_name
+def make_dispatcher(config: Config, queues: QueueRegistry, queue_manager: QueueManager) -> Dispatcher:
+    """A dispatcher over the declared ``queues`` (``registry.queues``), its state in ``config.db_url``."""
+    # Local: the runner and its store are SQLAlchemy, for processes that dispatch (hence the noqa).
+    from statusq.dispatcher.runner import Dispatcher  # noqa: PLC0415
+    from statusq.dispatcher.store import DispatchStore  # noqa: PLC0415
 
-    config = runtime.config.dispatcher
     return Dispatcher(
-        runtime.registry.queues,
-        DispatchStore(runtime.config.db_url),
+        queues,
+        DispatchStore(config.db_url),
         queue_manager,
         owner=worker_name(),
-        claim_expiry=config.claim_expiry,
-        chunk=config.chunk,
+        claim_expiry=config.dispatcher.claim_expiry,
+        chunk=config.dispatcher.chunk,
     )
 
 
-def dispatcher_manager(runtime: Runtime, queue_manager: QueueManager) -> IoManager | None:
+def dispatcher_manager(config: Config, queues: QueueRegistry, queue_manager: QueueManager) -> IoManager | None:
     """The dispatcher as a worker's IoManager; None when no plugin declares a queue or
     ``[dispatcher] enabled = false``.  Safe in every worker of every daemon: runs are claimed in
     the database, so each due run happens once cluster-wide."""
-    if not runtime.config.dispatcher.enabled or not len(runtime.registry.queues):
+    if not config.dispatcher.enabled or not len(queues):
         return None
-    from statusq.dispatcher.manager import DispatcherManager
+    from statusq.dispatcher.manager import DispatcherManager  # noqa: PLC0415 -- SQLAlchemy, as above
 
-    return DispatcherManager(make_dispatcher(runtime, queue_manager), runtime.config.dispatcher.tick)
+    return DispatcherManager(make_dispatcher(config, queues, queue_manager), config.dispatcher.tick)
 
 
-def dispatch_hooks(runtime: Runtime) -> DispatchHooks:
+def dispatch_hooks(config: Config) -> DispatchHooks:
     """The item hook that records run progress and each item's success.  Wire it into every
     worker, also where ``[dispatcher] enabled = false``: another host may dispatch the items
     this one handles.  It connects only when it sees a dispatched item."""
-    from statusq.dispatcher.hooks import DispatchHooks
-
-    return DispatchHooks(runtime.config.db_url)
+    return DispatchHooks(config.db_url)

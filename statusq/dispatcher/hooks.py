@@ -64,7 +64,8 @@ class DispatchHooks(Middleware):
     @property
     def store(self) -> DispatchStore:
         if self._store is None:
-            from statusq.dispatcher.store import DispatchStore
+            # Local: SQLAlchemy, only once a dispatched item is seen (a STOMP worker may never).
+            from statusq.dispatcher.store import DispatchStore  # noqa: PLC0415
 
             self._store = DispatchStore(self.db_url)
         return self._store

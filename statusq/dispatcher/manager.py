@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from statusq.dispatcher.registry import QueueSpec
 from statusq.dispatcher.runner import ActiveRun, Dispatcher, Report
 from statusq.io.manager import IoManager
+from statusq.periodic import QueueSpec
 
 log = logging.getLogger(__name__)
 

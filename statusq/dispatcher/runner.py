@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statusq.dispatcher.hooks import HEADER_KEY, HEADER_QUEUE, HEADER_RUN
-from statusq.dispatcher.registry import QueueRegistry, QueueSpec, WorkItem, as_work_item
 from statusq.dispatcher.schedule import EPS, Settings, is_due, needs_new_period, plan_batch, plan_serial, settings_for
 from statusq.dispatcher.store import ClaimLost, DispatchStore
 from statusq.dispatcher.tables import QueueRow, RunRow
 from statusq.errors import QueueError
+from statusq.periodic import QueueRegistry, QueueSpec, WorkItem, as_work_item
 from statusq.queues.base import QueueManager
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from statusq.dispatcher.registry import Kind, QueueSpec
+from statusq.periodic import Kind, QueueSpec
 
 if TYPE_CHECKING:
     from statusq.dispatcher.tables import QueueRow

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statusq.dispatcher.hooks import run_item
-from statusq.dispatcher.registry import QueueRegistry, QueueSpec
 from statusq.dispatcher.runner import Dispatcher, Report
 from statusq.dispatcher.store import DispatchStore
+from statusq.errors import QueueError
 from statusq.item import Delivery, Message
 from statusq.outcome import Outcome
+from statusq.periodic import QueueRegistry, QueueSpec
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 
 
@@ -56,8 +57,6 @@ class CollectingQueueManager(QueueManager):
         priority: int | None = None,
         content_type: str | None = None,
     ) -> str:
-        from statusq.errors import QueueError
-
         if self.fail is not None and self.fail(transport, len(self.items)):
             raise QueueError("broker unavailable (simulated)")
         self.items.append(Enqueued(payload, transport, site, dict(headers or {}), self.clock()))

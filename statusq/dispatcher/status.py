@@ -6,11 +6,12 @@ dispatcher is stuck (a hung run is *also* marked and logged by the next dispatch
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from statusq.dispatcher.registry import QueueSpec
 from statusq.dispatcher.schedule import Settings, batch_shape, settings_for
+from statusq.periodic import QueueSpec
 
 if TYPE_CHECKING:
     from statusq.dispatcher.tables import QueueRow
@@ -167,9 +168,7 @@ TABLE_HEADERS = [
 def current_views(db_url: str, specs: list[QueueSpec]) -> list[QueueView]:
     """What ``statusq queues`` and the web page show, row for row, read from the store now
     (rows for newly declared queues are created on the way)."""
-    import time
-
-    from statusq.dispatcher.store import DispatchStore  # SQLAlchemy: only where queues are shown
+    from statusq.dispatcher.store import DispatchStore  # noqa: PLC0415 -- SQLAlchemy: only where queues are shown
 
     store = DispatchStore(db_url)
     try:

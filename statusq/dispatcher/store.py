@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
-from statusq.dispatcher.registry import QueueSpec, WorkItem, as_work_item
 from statusq.dispatcher.schedule import Settings, rescheduled
 from statusq.dispatcher.tables import QueueRow, RunRow, members, metadata, queues, runs
 from statusq.errors import QueueError
+from statusq.periodic import QueueSpec, WorkItem, as_work_item
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ class DispatchStore:
     def _insert_ignore(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        from sqlalchemy.dialects import postgresql, sqlite
+        # Local: SQLAlchemy's dialect modules, loaded on the first insert rather than by every importer.
+        from sqlalchemy.dialects import postgresql, sqlite  # noqa: PLC0415
 
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from statusq.metrics.collector import Backlog
 from statusq.queues.stomp.destinations import Destinations
+from statusq.queues.stomp.link import StompLink
 
 if TYPE_CHECKING:
     from statusq.config import Config, StompConfig
@@ -185,8 +187,6 @@ class ActiveMQBacklog:
         return self._ask(stomp, plan(stomp, groups))
 
     def _ask(self, stomp: StompConfig, wanted: Plan) -> Backlog:
-        from statusq.queues.stomp.link import StompLink
-
         timeout = min(stomp.receipt_timeout, TIMEOUT)
         link = StompLink(stomp.model_copy(update={"receipt_timeout": timeout, "heartbeats": (0, 0)}), LINK_NAME)
         me = threading.get_ident()
@@ -209,8 +209,6 @@ class ActiveMQBacklog:
 
 def _answers(link: Any, ends: int, timeout: float) -> list[QueueStats]:
     """Replies until ``ends`` end-of-list markers came; TimeoutError past ``timeout``."""
-    import queue
-
     found: list[QueueStats] = []
     deadline = time.monotonic() + timeout
     while ends:

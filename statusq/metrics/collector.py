@@ -1,7 +1,7 @@
 """The supervisor's part of the model, assembled at scrape time: no second bookkeeping.
 
 Workers, their states and RSS, and the restarts by cause come from the state files the
-supervisor and its workers keep anyway (:mod:`statusq.daemon.state`); the backlog and the
+supervisor and its workers keep anyway (:mod:`statusq.state`); the backlog and the
 dead letters from the queue backend, and the periodic queues from the dispatcher's table, each
 reused for ``[metrics] backlog_ttl`` so that a scrape every second costs a query every few.
 A source that fails leaves its series out of that scrape and is logged; the rest is served.
@@ -19,9 +19,8 @@ from typing import Generic, TypeVar
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from statusq.daemon.exits import RESTART_COUNTERS
-from statusq.daemon.state import RunDir, WorkerState, alive
 from statusq.limits import MemoryProbe
+from statusq.state import RESTART_COUNTERS, RunDir, WorkerState, alive
 
 log = logging.getLogger(__name__)
 

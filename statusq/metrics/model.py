@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 from statusq.metrics import MULTIPROC_ENV
 from statusq.outcome import Outcome
@@ -39,8 +39,6 @@ def use_multiprocess_files() -> bool:
     path = os.environ.get(MULTIPROC_ENV)
     if not path or not os.path.isdir(path):
         return False
-    from prometheus_client import values
-
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     return True
 

@@ -26,7 +26,7 @@ def db_backlog(config: Callable[[], Config]) -> Callable[[], Backlog]:
     """Totals of ``statusq status`` for the DB backend."""
 
     def load() -> Backlog:
-        from statusq.queues.db import DBQueueManager
+        from statusq.queues.db import DBQueueManager  # noqa: PLC0415 -- SQLAlchemy: only when scraped on db
 
         with DBQueueManager(config()) as manager:
             rows = manager.backlog()
@@ -46,10 +46,11 @@ def dispatch_queues(
     """The periodic queues' rows; none (and no tables created) where no plugin ever declared one."""
 
     def load() -> list[DispatchQueue]:
-        from sqlalchemy import inspect
+        # Local: SQLAlchemy, only once scraped (hence the noqa).
+        from sqlalchemy import inspect  # noqa: PLC0415
 
-        from statusq.dispatcher.store import DispatchStore
-        from statusq.dispatcher.tables import queues
+        from statusq.dispatcher.store import DispatchStore  # noqa: PLC0415
+        from statusq.dispatcher.tables import queues  # noqa: PLC0415
 
         store = DispatchStore(config().db_url)
         try:

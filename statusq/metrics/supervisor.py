@@ -17,18 +17,17 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, multiprocess
 
 from statusq.config import Config
-from statusq.daemon.state import RunDir
 from statusq.metrics import MULTIPROC_ENV
 from statusq.metrics.archive import Archive
+from statusq.metrics.collector import Cached, DaemonCollector
+from statusq.metrics.server import MetricsServer, daemon_registry
+from statusq.metrics.sources import db_backlog, dispatch_queues
 from statusq.metrics.statsd import Statsd, counter, gauge
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
-    from statusq.metrics.server import MetricsServer
+from statusq.state import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,8 @@ class SupervisorMetrics:
             log.exception("metrics: cannot serve /metrics; the daemon runs without it")
 
     def _start(self, config: Callable[[], Config]) -> None:
-        from statusq.metrics.activemq import ActiveMQBacklog
-        from statusq.metrics.collector import Cached, DaemonCollector
-        from statusq.metrics.server import MetricsServer, daemon_registry
-        from statusq.metrics.sources import db_backlog, dispatch_queues
+        # Local: ActiveMQ's statistics come over stomp.py, which a database-backed daemon never loads.
+        from statusq.metrics.activemq import ActiveMQBacklog  # noqa: PLC0415
 
         ttl = self.settings.backlog_ttl
         subsystem = config().queue.subsystem
@@ -111,8 +108,6 @@ class SupervisorMetrics:
     def worker_exited(self, pid: int, cause: str, restart: str | None, alive: int) -> None:
         """A worker was reaped: drop its live gauges, fold its counters, tell statsd why it ended."""
         if self._prepared:
-            from prometheus_client import multiprocess
-
             with contextlib.suppress(OSError):
                 multiprocess.mark_process_dead(pid, str(self.folder))  # type: ignore[no-untyped-call]
             try:

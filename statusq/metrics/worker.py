@@ -7,17 +7,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from statusq.config import MetricsConfig
 from statusq.io.manager import IoManager
 from statusq.metrics import MULTIPROC_ENV
 from statusq.metrics.hooks import FLUSH_DELAY, MetricsHooks
 from statusq.metrics.labels import SiteLabels
 from statusq.metrics.model import ItemMetrics, use_multiprocess_files
 from statusq.metrics.statsd import Statsd
-
-if TYPE_CHECKING:
-    from statusq.runtime import Runtime
 
 #: The file in the daemon's metrics folder where "auto" site labels are admitted (labels.py).
 SITE_LABELS_FILE = "site-labels"
@@ -55,14 +52,14 @@ class WorkerMetrics:
     shared: bool
 
 
-def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:
-    """The hook and manager of a worker; None under ``[metrics] enabled = false``."""
-    config = runtime.config.metrics
+def worker_metrics(config: MetricsConfig, transports: set[str]) -> WorkerMetrics | None:
+    """The hook and manager of a worker counting ``transports`` (the registered ones); None under
+    ``[metrics] enabled = false``."""
     if not config.enabled:
         return None
     shared = use_multiprocess_files()
     folder = Path(os.environ[MULTIPROC_ENV]) if shared else None
     sites = SiteLabels(config.site_labels, config.max_sites, folder / SITE_LABELS_FILE if folder else None)
     statsd = Statsd(config.statsd, config.statsd_prefix) if config.statsd else None
-    hooks = MetricsHooks(ItemMetrics(), sites, runtime.registry.transports(), statsd)
+    hooks = MetricsHooks(ItemMetrics(), sites, transports, statsd)
     return WorkerMetrics(hooks, MetricsManager(hooks), shared)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from statusq.config import Config
-
-if TYPE_CHECKING:
-    from statusq.web.server import WebServer
-    from statusq.web.sources import Sampler
+from statusq.web.app import App
+from statusq.web.chart import RateHistory
+from statusq.web.server import WebServer
+from statusq.web.sources import QueueOpener, Sampler, metrics_url
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +38,15 @@ class Web:
             self.sampler.stop()
 
 
-def start_web(current: Callable[[], Config]) -> Web:
-    """Serve the page when ``[web] enabled``; ``current`` is the config in force (reloads change it)."""
+def start_web(current: Callable[[], Config], open_queue: QueueOpener) -> Web:
+    """Serve the page when ``[web] enabled``; ``current`` is the config in force (reloads change it),
+    ``open_queue`` opens a short-lived queue manager for the backlog, dead letters and control."""
     config = current()
     if not config.web.enabled:
         return Web()
-    from statusq.web.app import App
-    from statusq.web.chart import RateHistory
-    from statusq.web.server import WebServer
-    from statusq.web.sources import Sampler, metrics_url
-
     history = RateHistory(config.web.history)
     sampler = Sampler(metrics_url(config), history, config.web.sample_every)
-    server = WebServer(App(current, history, sampler), config.web.listen)
+    server = WebServer(App(current, history, sampler, open_queue=open_queue), config.web.listen)
     try:
         server.start()
     except OSError as exc:

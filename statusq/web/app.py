@@ -63,8 +63,11 @@ class App:
         history: RateHistory,
         sampler: sources.Sampler | None = None,
         specs: queues.SpecCache | None = None,
+        *,
+        open_queue: sources.QueueOpener,
     ) -> None:
         self.config = config
+        self.open_queue = open_queue
         self.gate = Gate(lambda: self.config().web)
         self.history = history
         self.sampler = sampler
@@ -139,14 +142,14 @@ class App:
         ctx = self._context(access, path)
         config = self.config()
         if path == "/":
-            backlog = _attempt(lambda: sources.backlog(config))
+            backlog = _attempt(lambda: sources.backlog(self.open_queue, config))
             return self._html(pages.overview(ctx, sources.daemons(config), self._rates(), backlog))
         if path == "/queues":
             return self._html(pages.queues(ctx, _attempt(lambda: queues.views(config, self.specs.get()))))
         if path == "/deadletters":
-            letters = _attempt(lambda: sources.dead_letters(config, DEAD_LETTER_LIMIT))
+            letters = _attempt(lambda: sources.dead_letters(self.open_queue, config, DEAD_LETTER_LIMIT))
             return self._html(pages.dead_letters(ctx, letters, DEAD_LETTER_LIMIT))
-        backlog = _attempt(lambda: sources.backlog(config))
+        backlog = _attempt(lambda: sources.backlog(self.open_queue, config))
         seen = [] if isinstance(backlog, str) else [r.site for r in backlog]
         with self._removed_lock:
             removed = dict(self.removed)
@@ -221,11 +224,11 @@ class App:
 
     def _requeue(self, _path: str, form: dict[str, str]) -> str:
         ids = None if form.get("all") == "yes" else [forms.item_id(form)]
-        moved = sources.requeue(self.config(), ids)
+        moved = sources.requeue(self.open_queue, self.config(), ids)
         return f"requeued {moved} item(s)"
 
     def _purge(self, _path: str, form: dict[str, str]) -> str:
-        gone = sources.purge(self.config(), [forms.item_id(form)])
+        gone = sources.purge(self.open_queue, self.config(), [forms.item_id(form)])
         return f"purged {gone} item(s)"
 
     def _site_command(self, path: str, form: dict[str, str]) -> str:
@@ -236,7 +239,7 @@ class App:
         command = "update-site" if path.endswith("/add") else "remove-site"
         site = forms.site_name(form)
         text = f"{command} {site}"
-        sources.send_control(config, text)
+        sources.send_control(self.open_queue, config, text)
         with self._removed_lock:
             self.removed.pop(site, None)
             if command == "remove-site":

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from statusq.daemon.state import WORKER_COLUMNS, SupervisorState, WorkerState, daemon_summary, worker_row
 from statusq.dispatcher.status import TABLE_HEADERS, QueueView, table_row
 from statusq.metrics.scrape import Samples
 from statusq.queues.base import BacklogRow, DeadLetter
+from statusq.state import WORKER_COLUMNS, SupervisorState, WorkerState, daemon_summary, worker_row
 from statusq.web.chart import Point, chart_svg
 from statusq.web.html import Markup, join, render, table
 from statusq.web.layout import Context, form, hidden, page, read_only_note

@@ -2,7 +2,7 @@
 
 Declarations come from plugins, and the supervisor that serves the page imports no plugin (a
 plugin failing at import must kill workers, never the supervisor).  So the declarations are read
-by a short-lived child process (``python -m statusq.web.queues``) and kept for a while: they only
+by a short-lived child process (``python -m statusq.cli.specs``) and kept for a while: they only
 change when the plugins' code does.  Everything else is the dispatcher's own: the same store and
 the same rules as ``statusq queues`` and ``statusq queues set``, so every daemon applies a change
 from the page at its next tick, without a restart.
@@ -19,9 +19,9 @@ from dataclasses import fields
 from typing import Any
 
 from statusq.config import Config
-from statusq.dispatcher.registry import QueueSpec
 from statusq.dispatcher.status import QueueView, current_views, queue_view
 from statusq.errors import StatusqError
+from statusq.periodic import QueueSpec
 
 #: Declarations are read again after this long (a reload may have brought new plugin code).
 SPECS_TTL = 30.0
@@ -62,7 +62,7 @@ class SpecCache:
             return self._specs
 
     def _read(self) -> list[QueueSpec]:
-        argv = [sys.executable, "-m", "statusq.web.queues", *([self.config_path] if self.config_path else [])]
+        argv = [sys.executable, "-m", "statusq.cli.specs", *([self.config_path] if self.config_path else [])]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=SPECS_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -91,23 +91,6 @@ def apply_settings(config: Config, spec: QueueSpec, values: dict[str, Any]) -> Q
 
 
 def _store(config: Config) -> Any:
-    from statusq.dispatcher.store import DispatchStore  # SQLAlchemy: only when the page is used
+    from statusq.dispatcher.store import DispatchStore  # noqa: PLC0415 -- SQLAlchemy: only when the page is used
 
     return DispatchStore(config.db_url)
-
-
-def main(argv: list[str]) -> int:
-    """Print the plugins' queue declarations as JSON (run by :class:`SpecCache`)."""
-    from statusq.runtime import Runtime
-
-    try:
-        runtime = Runtime.from_path(argv[0] if argv else None)
-        print(specs_to_json(list(runtime.registry.queues)))
-    except StatusqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 78
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

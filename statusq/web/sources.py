@@ -11,21 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from statusq.config import Config
-from statusq.daemon.state import SupervisorState, WorkerState, running_daemons
 from statusq.metrics.scrape import Samples, ScrapeError, fetch
-from statusq.queues.base import BacklogRow, DeadLetter
-from statusq.runtime import Runtime
+from statusq.queues.base import BacklogRow, DeadLetter, QueueManager
 from statusq.sites import SiteTable
+from statusq.state import SupervisorState, WorkerState, running_daemons
 from statusq.web.chart import RateHistory
 
 log = logging.getLogger(__name__)
 
 HANDLED = "statusq_items_total"
+
+#: Opens a short-lived queue manager for a config: the assembly layer's, handed down to the page.
+QueueOpener = Callable[[Config], QueueManager]
 
 
 def metrics_url(config: Config) -> str | None:
@@ -89,23 +91,23 @@ def daemons(config: Config) -> list[tuple[SupervisorState, list[WorkerState]]]:
     return running_daemons(config.var_dir)
 
 
-def backlog(config: Config) -> list[BacklogRow]:
-    with Runtime(config).queue_manager() as qm:
+def backlog(open_queue: QueueOpener, config: Config) -> list[BacklogRow]:
+    with open_queue(config) as qm:
         return qm.backlog()
 
 
-def dead_letters(config: Config, limit: int) -> list[DeadLetter]:
-    with Runtime(config).queue_manager() as qm:
+def dead_letters(open_queue: QueueOpener, config: Config, limit: int) -> list[DeadLetter]:
+    with open_queue(config) as qm:
         return qm.dead_letters(limit)
 
 
-def requeue(config: Config, ids: Iterable[str] | None) -> int:
-    with Runtime(config).queue_manager() as qm:
+def requeue(open_queue: QueueOpener, config: Config, ids: Iterable[str] | None) -> int:
+    with open_queue(config) as qm:
         return qm.requeue_dead(ids)
 
 
-def purge(config: Config, ids: Iterable[str] | None) -> int:
-    with Runtime(config).queue_manager() as qm:
+def purge(open_queue: QueueOpener, config: Config, ids: Iterable[str] | None) -> int:
+    with open_queue(config) as qm:
         return qm.purge_dead(ids)
 
 
@@ -118,8 +120,8 @@ def control_channel(config: Config) -> str | None:
     return None
 
 
-def send_control(config: Config, text: str) -> None:
-    with Runtime(config).queue_manager() as qm:
+def send_control(open_queue: QueueOpener, config: Config, text: str) -> None:
+    with open_queue(config) as qm:
         qm.send_control(text)
 
 

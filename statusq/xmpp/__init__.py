@@ -25,12 +25,15 @@ from statusq.xmpp.api import (
     send,
 )
 from statusq.xmpp.errors import XmppError, XmppUnavailable
+from statusq.xmpp.handlers import register as register_handlers
 
 if TYPE_CHECKING:
+    from statusq.config import Config
     from statusq.io.manager import IoManager
     from statusq.plugins import PluginApi
     from statusq.queues.base import QueueManager
-    from statusq.runtime import Runtime
+    from statusq.registry import HandlerRegistry
+    from statusq.sites import SiteTable
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +55,16 @@ __all__ = [
 
 def register(api: PluginApi) -> None:
     """Register the ``xmppout`` and ``xmppconfirm`` handlers in group ``xmpp`` (idempotent)."""
-    from statusq.xmpp.handlers import register as register_handlers
-
     register_handlers(api)
 
 
-def xmpp_managers(runtime: Runtime, queue_manager: QueueManager, groups: Collection[str] | None) -> list[IoManager]:
+def xmpp_managers(
+    config: Config,
+    sites: SiteTable,
+    registry: HandlerRegistry,
+    queue_manager: QueueManager,
+    groups: Collection[str] | None,
+) -> list[IoManager]:
     """The IoManagers of a worker serving ``groups``: an XmppManager when the worker was started
     for the ``xmpp`` group by name (``--group xmpp``), else none.
 
@@ -66,10 +73,11 @@ def xmpp_managers(runtime: Runtime, queue_manager: QueueManager, groups: Collect
     it will take their items and fail them (they are retried, and dead-lettered in the end).
     """
     if groups is not None and XMPP_GROUP in groups:
-        from statusq.xmpp.manager import XmppManager
+        # Local: the manager brings SQLAlchemy and slixmpp, for the xmpp group's worker only.
+        from statusq.xmpp.manager import XmppManager  # noqa: PLC0415
 
-        return [XmppManager(runtime, queue_manager)]
-    if groups is None and XMPP_GROUP in runtime.registry.groups():
+        return [XmppManager(config, sites, registry, queue_manager)]
+    if groups is None and XMPP_GROUP in registry.groups():
         log.warning(
             "handlers of group %r are registered but this worker serves every group and opens no XMPP "
             "connection: run `statusq daemon --group %s --workers 1` for them, and give this daemon "

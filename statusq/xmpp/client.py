@@ -55,7 +55,7 @@ class _LoginFailed(Exception):
 def new_client(settings: XmppSettings) -> Any:
     """A ``ClientXMPP`` for one connection attempt; created in the loop thread (it binds the
     running loop)."""
-    import slixmpp
+    import slixmpp  # noqa: PLC0415 -- slixmpp: only in the xmpp group's worker, on its loop thread
 
     client = slixmpp.ClientXMPP(settings.full_jid, settings.password)
     client.enable_direct_tls = settings.tls == "direct"
@@ -213,7 +213,7 @@ class SiteLink:
     @staticmethod
     async def _ping(client: Any, timeout: float) -> None:
         """An XEP-0199 ping to our server; an error reply counts as an answer."""
-        from slixmpp.exceptions import IqError, IqTimeout
+        from slixmpp.exceptions import IqError, IqTimeout  # noqa: PLC0415 -- slixmpp, as new_client
 
         try:
             await client.plugin["xep_0199"].ping(timeout=timeout)

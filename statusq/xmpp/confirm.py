@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Column, Connection, Engine, Float, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from statusq.queues.db.engine import create_tables, db_errors
+from statusq.queues.db.engine import create_tables, db_errors, make_engine
 
 #: Letters and digits that cannot be mistaken for one another (no 0/O, 1/I/L).
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -141,8 +141,6 @@ class ConfirmStore:
     @classmethod
     def open(cls, db_url: str, *, clock: Callable[[], float] = time.time) -> ConfirmStore:
         """The store in the database at ``db_url`` (the queue's), its table created if missing."""
-        from statusq.queues.db.engine import make_engine
-
         store = cls(make_engine(db_url), clock=clock)
         store.create_tables()
         return store

@@ -22,11 +22,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from statusq.config import Config
 from statusq.errors import ConfigError, DataError, QueueError
 from statusq.io.manager import IoManager
 from statusq.queues.base import QueueManager
+from statusq.registry import HandlerRegistry
+from statusq.sites import SiteTable
 from statusq.xmpp import owner
 from statusq.xmpp.api import IN_TRANSPORT
 from statusq.xmpp.confirm import REPLIES, USAGE, ConfirmStore, describe_duration, parse_command
@@ -34,9 +37,6 @@ from statusq.xmpp.connections import XmppConnections
 from statusq.xmpp.errors import XmppError, XmppUnavailable
 from statusq.xmpp.inbox import Inbound, Inbox
 from statusq.xmpp.settings import SETTINGS_KEY, XmppSettings, parse_settings, site_file
-
-if TYPE_CHECKING:
-    from statusq.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Connections(Protocol):
 
 
 def parse_jid(address: str) -> Any:
-    from slixmpp.jid import JID, InvalidJID
+    from slixmpp.jid import JID, InvalidJID  # noqa: PLC0415 -- slixmpp: only where a JID is checked fully
 
     try:
         jid = JID(address)
@@ -83,15 +83,17 @@ class XmppManager(IoManager):
 
     def __init__(
         self,
-        runtime: Runtime,
+        config: Config,
+        sites: SiteTable,
+        registry: HandlerRegistry,
         queue_manager: QueueManager,
         *,
         connections: Connections | None = None,
         store: ConfirmStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        config = runtime.config
-        self.runtime = runtime
+        self.sites = sites
+        self.registry = registry
         self.queue = queue_manager
         self.sites_dir = config.sites.dir
         self.lock = owner.OwnerLock(Path(config.var_dir) / "xmpp.lock")
@@ -190,8 +192,8 @@ class XmppManager(IoManager):
     def reconcile(self) -> None:
         """Open, reopen or close links so they match the sites' current ``[settings.xmpp]``."""
         wanted = {}
-        for name in self.runtime.sites.names:
-            site = self.runtime.sites.lookup(name).site
+        for name in self.sites.names:
+            site = self.sites.lookup(name).site
             raw = site.settings.get(SETTINGS_KEY) if site is not None else None
             if raw is not None:
                 wanted[name] = raw
@@ -236,7 +238,7 @@ class XmppManager(IoManager):
         if not self._take_ownership():
             raise XmppUnavailable(f"this worker is on standby: pid {self.lock.holder()} owns the XMPP connections")
         if site not in self._settings:
-            found = self.runtime.sites.lookup(site).site
+            found = self.sites.lookup(site).site
             raw = found.settings.get(SETTINGS_KEY) if found is not None else None
             if raw is not None:
                 self._sync(site, raw)
@@ -295,7 +297,7 @@ class XmppManager(IoManager):
         if command is not None:
             self._answer_confirm(message, command.code)
             return
-        if self.runtime.registry.get(IN_TRANSPORT) is None:
+        if self.registry.get(IN_TRANSPORT) is None:
             log.info(
                 "xmpp site=%s: message from %s ignored: no plugin handles %r",
                 message.site,

@@ -22,7 +22,7 @@ SETTINGS_KEY = "xmpp"
 
 
 def _bare_jid(value: str) -> str:
-    from slixmpp.jid import JID, InvalidJID
+    from slixmpp.jid import JID, InvalidJID  # noqa: PLC0415 -- slixmpp: only where a JID is checked fully
 
     try:
         jid = JID(value)

@@ -329,8 +329,8 @@ def _serve(config_path: str) -> int:
 
     runtime = Runtime.from_path(config_path)
     setup_logging(runtime.config.log.level)
-    manager = dispatcher_manager(runtime, runtime.queue_manager())
-    master = build_master(runtime, hooks=[dispatch_hooks(runtime)], extra_managers=[manager] if manager else [])
+    manager = dispatcher_manager(runtime.config, runtime.registry.queues, runtime.queue_manager())
+    master = build_master(runtime, hooks=[dispatch_hooks(runtime.config)], extra_managers=[manager] if manager else [])
     master.install_signal_handlers()
     return master.run()
 

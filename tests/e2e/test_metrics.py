@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import statusq
-from statusq.daemon.state import RunDir, alive
 from statusq.metrics.scrape import Samples
+from statusq.state import RunDir, alive
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.servers import require_tool
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import statusq
-from statusq.daemon.state import RunDir, alive
 from statusq.metrics import snmp
 from statusq.metrics.scrape import Samples, ScrapeError, fetch
+from statusq.state import RunDir, alive
 from tests.conftest import STATUSQ as STATUSQ_CLI
 from tests.conftest import start_daemon, wait_for
 from tests.monitoring_helpers import (

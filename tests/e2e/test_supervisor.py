@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import statusq
-from statusq.daemon.state import RunDir, WorkerState, alive
+from statusq.state import RunDir, WorkerState, alive
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = set(args.groups)
     try:
         check_groups(runtime, groups)
-        extra = xmpp_managers(runtime, runtime.queue_manager(), groups)
+        extra = xmpp_managers(runtime.config, runtime.sites, runtime.registry, runtime.queue_manager(), groups)
         master = build_master(runtime, groups=groups, extra_managers=extra)
     except StatusqError as exc:
         logging.getLogger("statusq.worker").error("cannot start: %s", exc)

@@ -16,7 +16,9 @@ from statusq.daemon.pidfile import PidFile, PidFileError
 from statusq.daemon.processes import descendants
 from statusq.daemon.proctitle import ProcTitle, groups_label, supervisor_title
 from statusq.daemon.reporter import StateReporter
-from statusq.daemon.state import (
+from statusq.limits import MemoryProbe
+from statusq.outcome import Outcome, Result
+from statusq.state import (
     RunDir,
     SupervisorState,
     WorkerState,
@@ -27,8 +29,6 @@ from statusq.daemon.state import (
     running_daemons,
     worker_row,
 )
-from statusq.limits import MemoryProbe
-from statusq.outcome import Outcome, Result
 from tests.unit.fakes import make_delivery
 
 

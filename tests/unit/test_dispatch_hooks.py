@@ -12,13 +12,13 @@ from sqlalchemy import select
 
 from statusq.config import Config
 from statusq.dispatcher.hooks import DispatchHooks, run_item
-from statusq.dispatcher.registry import WorkItem, declare
 from statusq.dispatcher.simulate import Enqueued, Simulation
 from statusq.dispatcher.tables import members
 from statusq.handler import QueueHandler
 from statusq.item import Delivery, QueueItem
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Outcome, Result
+from statusq.periodic import WorkItem, declare
 from statusq.processor import ItemProcessor
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy

@@ -10,8 +10,8 @@ import pytest
 
 from statusq import plugins
 from statusq.config import Config
-from statusq.dispatcher.registry import QueueRegistry, WorkItem, as_work_item, declare
 from statusq.errors import PluginError
+from statusq.periodic import QueueRegistry, WorkItem, as_work_item, declare
 from tests.unit.fakes import write_plugin
 
 QUEUES_PLUGIN = """
@@ -145,12 +145,12 @@ def test_a_worker_gets_a_dispatcher_only_when_a_queue_is_declared_and_it_is_enab
     with_queues = Runtime(Config.model_validate({**base, "plugins": {"paths": [str(tmp_path / "plugins")]}}))
     without = Runtime(Config.model_validate(base))
     with with_queues.queue_manager() as qm:
-        assert isinstance(dispatcher_manager(with_queues, qm), DispatcherManager)
-        assert dispatcher_manager(without, qm) is None
+        assert isinstance(dispatcher_manager(with_queues.config, with_queues.registry.queues, qm), DispatcherManager)
+        assert dispatcher_manager(without.config, without.registry.queues, qm) is None
         off = Runtime(
             Config.model_validate(
                 {**base, "plugins": {"paths": [str(tmp_path / "plugins")]}, "dispatcher": {"enabled": False}}
             )
         )
-        assert dispatcher_manager(off, qm) is None
-    assert dispatch_hooks(without).db_url == without.config.db_url, "every worker records, dispatching or not"
+        assert dispatcher_manager(off.config, off.registry.queues, qm) is None
+    assert dispatch_hooks(without.config).db_url == without.config.db_url, "every worker records, dispatching or not"

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from statusq.dispatcher.manager import DispatcherManager
-from statusq.dispatcher.registry import QueueSpec, WorkItem, declare
 from statusq.dispatcher.runner import ActiveRun, Dispatcher, Report
 from statusq.dispatcher.simulate import Simulation
 from statusq.dispatcher.status import queue_view
 from statusq.errors import QueueError
+from statusq.periodic import QueueSpec, WorkItem, declare
 
 
 def serial(name: str = "tasks", **options: Any) -> QueueSpec:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from statusq.dispatcher.registry import declare
 from statusq.dispatcher.schedule import (
     EPS,
     ScheduleState,
@@ -16,6 +15,7 @@ from statusq.dispatcher.schedule import (
     plan_serial,
     rescheduled,
 )
+from statusq.periodic import declare
 
 #: Aegir's cron queue: an hour, 6 to 12 runs, a run per 100 sites.
 CRON = Settings(

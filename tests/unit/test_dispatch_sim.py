@@ -8,9 +8,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from statusq.dispatcher.registry import WorkItem, declare
 from statusq.dispatcher.simulate import Enqueued, Simulation
 from statusq.outcome import Outcome
+from statusq.periodic import WorkItem, declare
 
 HOUR = 3600.0
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from statusq.commands import SECRET_HEADER, accept
 from statusq.config import Config
-from statusq.control import SECRET_HEADER, accept
 from statusq.errors import DataError, QueueError
 from statusq.item import Delivery
 from statusq.queues.base import BacklogRow, Consumer, Subscription

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from statusq.daemon.state import ItemInHand, RunDir, SupervisorState, WorkerState, worker_file, write_json
 from statusq.dispatcher.tables import QueueRow, RunRow
 from statusq.metrics.collector import Backlog, Cached, DaemonCollector, DispatchQueue
 from statusq.metrics.scrape import Samples
 from statusq.metrics.sources import dispatch_view
+from statusq.state import ItemInHand, RunDir, SupervisorState, WorkerState, worker_file, write_json
 
 NOW = 1_800_000_000.0
 

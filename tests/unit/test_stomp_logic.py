@@ -6,7 +6,7 @@ import pytest
 from stomp.protocol import Protocol12
 from stomp.utils import convert_frame, pack
 
-from statusq.control import accept, parse_command
+from statusq.commands import accept, parse_command
 from statusq.errors import DataError
 from statusq.item import Delivery
 from statusq.queues.stomp import wire

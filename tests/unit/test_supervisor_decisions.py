@@ -16,9 +16,9 @@ import pytest
 
 from statusq.config import load_config
 from statusq.daemon.processes import WorkerProcess
-from statusq.daemon.state import ItemInHand, WorkerState
 from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
 from statusq.defaults import EXIT_MEMORY_AT_START, EXIT_RESTART
+from statusq.state import ItemInHand, WorkerState
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from statusq.config import Config
-from statusq.dispatcher.registry import QueueSpec, declare
+from statusq.periodic import QueueSpec, declare
 from statusq.queues import Subscription
 from statusq.runtime import Runtime
 from statusq.web.app import App, Response
@@ -44,7 +44,13 @@ def make_config(tmp_path: Path, **web: Any) -> Config:
 
 def make_app(config: Config) -> App:
     spec = declare("cron", transport="count", plugin="p", frequency="5m", items=3)
-    return App(lambda: config, RateHistory(600), None, FixedSpecs([spec]))  # type: ignore[arg-type]
+    return App(
+        lambda: config,
+        RateHistory(600),
+        None,
+        FixedSpecs([spec]),  # type: ignore[arg-type]
+        open_queue=lambda c: Runtime(c).queue_manager(),
+    )
 
 
 def dead_letter(config: Config, body: str = BODY) -> str:
@@ -235,8 +241,8 @@ def test_a_site_removed_from_the_page_is_shown_removed_until_added_again(
     (tmp_path / "sites" / "a.example.toml").write_text("enabled = true\n")
     (tmp_path / "sites" / "b.example.toml").write_text("enabled = true\n")
     sent: list[str] = []
-    monkeypatch.setattr("statusq.web.sources.send_control", lambda _config, text: sent.append(text))
-    monkeypatch.setattr("statusq.web.sources.backlog", lambda _config: [])
+    monkeypatch.setattr("statusq.web.sources.send_control", lambda _open, _config, text: sent.append(text))
+    monkeypatch.setattr("statusq.web.sources.backlog", lambda _open, _config: [])
     app = make_app(config)
     headers, csrf = login(app)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from statusq.dispatcher.registry import declare
 from statusq.dispatcher.status import QueueView, queue_view
+from statusq.periodic import declare
 from statusq.web.forms import MAX_BODY, FormError, item_id, parse_form, queue_settings, site_name
 from statusq.web.pages import duration_field
 

@@ -180,11 +180,12 @@ def test_xmpp_managers_only_for_a_worker_of_the_xmpp_group(tmp_path: Path, caplo
     runtime = _runtime(tmp_path, ("one", USES_XMPP))
     queue = RecordingQueue()
 
-    assert statusq.xmpp.xmpp_managers(runtime, queue, {"main"}) == []
-    [manager] = statusq.xmpp.xmpp_managers(runtime, queue, {"xmpp", "main"})
+    parts = (runtime.config, runtime.sites, runtime.registry, queue)
+    assert statusq.xmpp.xmpp_managers(*parts, {"main"}) == []
+    [manager] = statusq.xmpp.xmpp_managers(*parts, {"xmpp", "main"})
     assert isinstance(manager, XmppManager)
     with caplog.at_level(logging.WARNING, logger="statusq.xmpp"):
-        assert statusq.xmpp.xmpp_managers(runtime, queue, None) == []
+        assert statusq.xmpp.xmpp_managers(*parts, None) == []
     assert "statusq daemon --group xmpp --workers 1" in caplog.text
 
 
@@ -192,7 +193,8 @@ def test_a_worker_serving_everything_without_xmpp_handlers_says_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        assert statusq.xmpp.xmpp_managers(_runtime(tmp_path), RecordingQueue(), None) == []
+        runtime = _runtime(tmp_path)
+        assert statusq.xmpp.xmpp_managers(runtime.config, runtime.sites, runtime.registry, RecordingQueue(), None) == []
     assert caplog.text == ""
 
 
@@ -208,7 +210,7 @@ def test_handlers_outside_the_xmpp_worker_fail_with_the_fix_in_the_reason() -> N
 def test_api_xmpp_is_one_shared_producer_on_the_plugins_registry(tmp_path: Path) -> None:
     runtime = _runtime(tmp_path)
     registry = HandlerRegistry()
-    context = PluginContext(runtime.config, runtime.middleware, runtime.queue_manager)
+    context = PluginContext(runtime.config, runtime.middleware, lambda: XmppApi(runtime.config, runtime.queue_manager))
     first = PluginApi("one", registry, runtime.config, context).xmpp
     second = PluginApi("two", registry, runtime.config, context).xmpp
 

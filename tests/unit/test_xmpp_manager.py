@@ -108,7 +108,15 @@ class Setup:
 
     def manager(self) -> tuple[XmppManager, FakeConnections]:
         connections = FakeConnections()
-        manager = XmppManager(self.runtime, self.queue, connections=connections, store=self.store, clock=self.clock)
+        manager = XmppManager(
+            self.runtime.config,
+            self.runtime.sites,
+            self.runtime.registry,
+            self.queue,
+            connections=connections,
+            store=self.store,
+            clock=self.clock,
+        )
         self.managers.append(manager)
         return manager, connections
 

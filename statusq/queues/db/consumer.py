@@ -10,7 +10,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from statusq.item import Delivery
+from statusq.names import worker_name
 from statusq.queues.base import Consumer, Subscription
+from statusq.queues.db.schema import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     from statusq.queues.db.manager import DBQueueManager
@@ -20,8 +22,6 @@ log = logging.getLogger(__name__)
 
 class DBConsumer(Consumer):
     def __init__(self, manager: DBQueueManager, subscription: Subscription) -> None:
-        from statusq.queues.db.manager import worker_name
-
         self.manager = manager
         self.subscription = subscription
         self.worker = worker_name()
@@ -30,9 +30,7 @@ class DBConsumer(Consumer):
             self._listen = self._open_listener()
 
     def _open_listener(self) -> Any:
-        import psycopg
-
-        from statusq.queues.db.manager import NOTIFY_CHANNEL
+        import psycopg  # noqa: PLC0415 -- psycopg: only a consumer on PostgreSQL loads it
 
         url = self.manager.engine.url.set(drivername="postgresql")
         try:
@@ -53,7 +51,7 @@ class DBConsumer(Consumer):
     def drain_wakeups(self) -> None:
         if self._listen is None:
             return
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- psycopg: only a consumer on PostgreSQL loads it
 
         try:
             for _ in self._listen.notifies(timeout=0):

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,12 +23,12 @@ from statusq.config import Config
 from statusq.errors import QueueError
 from statusq.item import Delivery, Message
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
+from statusq.queues.db.consumer import DBConsumer
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
-from statusq.queues.db.schema import dead, items, metadata
+from statusq.queues.db.schema import NOTIFY_CHANNEL, dead, items, metadata
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "statusq_items"
 _STALE = "claim expired: the worker holding it died or hung"
 
 
@@ -76,8 +73,6 @@ class DBQueueManager(QueueManager):
             conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
 
     def subscribe(self, subscription: Subscription) -> Consumer:
-        from statusq.queues.db.consumer import DBConsumer
-
         return DBConsumer(self, subscription)
 
     def claim(self, subscription: Subscription, worker: str) -> Delivery | None:
@@ -294,8 +289,3 @@ class DBQueueManager(QueueManager):
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def worker_name() -> str:
-    """Unique per process start, so a restarted pid never inherits an old claim."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -18,6 +18,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: PostgreSQL: an enqueue NOTIFYs this channel, and a consumer LISTENs on it to wake at once.
+NOTIFY_CHANNEL = "statusq_items"
+
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 

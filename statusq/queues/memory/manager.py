@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterable
 
+from statusq.commands import SECRET_HEADER, parse_command
 from statusq.config import Config
 from statusq.errors import QueueError
 from statusq.item import Delivery, Message
@@ -95,8 +96,6 @@ class MemoryQueueManager(QueueManager):
 
     def send_control(self, text: str) -> None:
         """To every consumer of the broker, with the headers a STOMP broker would deliver."""
-        from statusq.control import SECRET_HEADER, parse_command  # as the STOMP backend does
-
         parse_command(text)  # refuse a bad command here, not in every worker's log
         stomp = self.config.queue.stomp
         if not stomp.control_channel:

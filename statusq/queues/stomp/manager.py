@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from statusq.commands import SECRET_HEADER, parse_command
 from statusq.config import Config
 from statusq.defaults import DEFAULT_GROUP
 from statusq.errors import ConnectionClosed, QueueError
 from statusq.item import Message
 from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
 from statusq.queues.stomp import wire
+from statusq.queues.stomp.consumer import StompConsumer
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import StompLink
 
@@ -74,8 +76,6 @@ class StompQueueManager(QueueManager):
         return out[wire.ID]
 
     def send_control(self, text: str) -> None:
-        from statusq.control import SECRET_HEADER, parse_command
-
         parse_command(text)  # refuse a bad command here, not in every daemon's log
         if not self.stomp.control_channel:
             raise QueueError("no control channel configured ([queue.stomp] control_channel)")
@@ -85,8 +85,6 @@ class StompQueueManager(QueueManager):
         self._link().send(self.stomp.control_channel, text.encode(), headers, confirm=True)
 
     def subscribe(self, subscription: Subscription) -> Consumer:
-        from statusq.queues.stomp.consumer import StompConsumer
-
         return StompConsumer(self, subscription)
 
     # -- dead letters: read by consuming the dead-letter queue without acking -----------------

@@ -30,6 +30,9 @@ from statusq.outcome import Outcome
 log = logging.getLogger(__name__)
 
 SUPERVISOR_FILE = "supervisor.json"
+#: The restart counters shown by ``statusq status``, per cause (``SupervisorState.restarts``;
+#: which exit counts as which: :attr:`statusq.daemon.exits.Exit.counter`).
+RESTART_COUNTERS = ("crash", "memory", "time_limit")
 
 
 @dataclass(slots=True)
