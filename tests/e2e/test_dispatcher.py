@@ -1,19 +1,12 @@
-"""The dispatcher end to end: worker processes with the dispatcher in their loop, ``statusq
-queues`` and ``statusq dispatch`` as subprocesses, on SQLite and PostgreSQL.
-
-Until ``statusq daemon`` wires the dispatcher into its workers, a worker is this module run as a
-program (``python -m tests.e2e.test_dispatcher CONFIG``): the same ``build_master`` with the
-dispatcher's manager and hook, as the daemon's workers will have.  Once wired, the daemon is used.
-"""
+"""The dispatcher end to end: ``statusq daemon`` workers with the dispatcher in their loop,
+``statusq queues`` and ``statusq dispatch`` as subprocesses, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -76,13 +69,6 @@ claim_expiry = "5s"
 """
 
 
-def _daemon_dispatches() -> bool:
-    """Whether ``statusq daemon``'s workers run the dispatcher yet (see the module docstring)."""
-    import statusq.worker
-
-    return "dispatcher_manager" in inspect.getsource(statusq.worker)
-
-
 @pytest.fixture
 def periodic(
     plugin_dir: Path, record_file: Path, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
@@ -106,10 +92,7 @@ def workers(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[str]]]
 
     def start(config: Path) -> subprocess.Popen[str]:
         log = tmp_path / f"worker{len(started)}.log"
-        if _daemon_dispatches():
-            argv = [*STATUSQ, "--config", str(config), "daemon", "--workers", "1"]
-        else:
-            argv = [sys.executable, "-m", "tests.e2e.test_dispatcher", str(config)]
+        argv = [*STATUSQ, "--config", str(config), "daemon", "--workers", "1"]
         out = open(log, "w")  # noqa: SIM115 - owned by the process
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=os.environ)
         started.append(process)
@@ -279,7 +262,7 @@ def test_statusq_dispatch_runs_due_queues_once_for_a_crontab(
     done = run_cli("daemon", "--idle-exit", "1", config=config, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     view = queues_json(config)["cron"]
-    assert (view["run_done"], view["run_failed"], view["status"]) == (17, 0, "ok") or not _daemon_dispatches()
+    assert (view["run_done"], view["run_failed"], view["status"]) == (17, 0, "ok")
 
 
 @pytest.mark.postgres
@@ -318,22 +301,3 @@ def test_two_dispatchers_on_one_postgresql_database_never_dispatch_a_run_twice(
         dispatchers = conn.execute(text("SELECT count(DISTINCT dispatcher) FROM statusq_dispatch_runs")).scalar()
     engine.dispose()
     assert dispatchers == 2
-
-
-def _serve(config_path: str) -> int:
-    """A worker process with the dispatcher, as the daemon's workers will be wired."""
-    from statusq.cli.helpers import setup_logging
-    from statusq.dispatcher import dispatch_hooks, dispatcher_manager
-    from statusq.runtime import Runtime
-    from statusq.worker import build_master
-
-    runtime = Runtime.from_path(config_path)
-    setup_logging(runtime.config.log.level)
-    manager = dispatcher_manager(runtime.config, runtime.registry.queues, runtime.queue_manager())
-    master = build_master(runtime, hooks=[dispatch_hooks(runtime.config)], extra_managers=[manager] if manager else [])
-    master.install_signal_handlers()
-    return master.run()
-
-
-if __name__ == "__main__":
-    sys.exit(_serve(sys.argv[1]))
