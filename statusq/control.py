@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from statusq.defaults import SITE_PATTERN
 from statusq.errors import DataError
 from statusq.io.manager import IoManager
 from statusq.middleware import MiddlewareChain
-from statusq.queues.base import Consumer
+from statusq.queues.base import ControlChannel
 from statusq.sites import SiteTable
 
 log = logging.getLogger(__name__)
@@ -86,13 +85,14 @@ def command_name(body: bytes) -> str:
 
 
 class ControlManager(IoManager):
-    """Applies control messages the consumer received, between items."""
+    """Applies control messages from the worker's control channel, between items (polled first
+    in the worker's loop; the queue listener ends a burst of items when one waits)."""
 
     name = "control"
 
     def __init__(
         self,
-        consumer: Consumer,
+        inbox: ControlChannel,
         sites: SiteTable,
         actions: ControlActions,
         *,
@@ -100,19 +100,23 @@ class ControlManager(IoManager):
         secret: str | None,
         middleware: MiddlewareChain | None = None,
     ) -> None:
-        self.consumer = consumer
+        self.inbox = inbox
         self.sites = sites
         self.actions = actions
         self.channel = channel
         self.secret = secret
         self.middleware = middleware if middleware is not None else MiddlewareChain()
 
+    def filenos(self) -> list[int]:
+        return self.inbox.filenos()
+
     def timeout(self) -> float:
-        return 0.0 if self.consumer.control_pending() else math.inf
+        return self.inbox.timeout()
 
     def poll(self) -> bool:
         did = False
-        for headers, body in self.consumer.take_control():
+        self.inbox.drain_wakeups()
+        for headers, body in self.inbox.take():
             try:
                 command = accept(headers, body, channel=self.channel, secret=self.secret)
             except DataError as exc:
@@ -124,6 +128,9 @@ class ControlManager(IoManager):
             self._observe(command.command, "applied")
             did = True
         return did
+
+    def stop(self) -> None:
+        self.inbox.close()
 
     def _observe(self, command: str, result: str) -> None:
         self.middleware.after_control(command, result)  # isolated: monitoring never stops a command

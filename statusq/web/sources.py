@@ -89,7 +89,8 @@ def daemons(config: Config) -> list[tuple[SupervisorState, list[WorkerState]]]:
     return running_daemons(config.var_dir)
 
 
-def backlog(config: Config) -> list[BacklogRow]:
+def backlog(config: Config) -> list[BacklogRow] | None:
+    """None: the backend cannot count it cheaply (STOMP: never by reading the dead letters)."""
     with Runtime(config).queue_manager() as qm:
         return qm.backlog()
 
