@@ -23,7 +23,8 @@ from statusq.queues.base import Consumer
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import retry_route
 from statusq.queues.stomp.destinations import Destinations
-from statusq.queues.stomp.link import Frame, Redial, StompLink
+from statusq.queues.stomp.link import Frame, StompLink
+from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
 
 log = logging.getLogger(__name__)

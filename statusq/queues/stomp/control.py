@@ -11,7 +11,8 @@ import math
 
 from statusq.config import StompConfig
 from statusq.queues.base import ControlChannel, ControlMessage
-from statusq.queues.stomp.link import Redial, StompLink
+from statusq.queues.stomp.link import StompLink
+from statusq.queues.stomp.redial import Redial
 
 
 class StompControlChannel(ControlChannel):
