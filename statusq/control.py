@@ -10,7 +10,6 @@ signature.  This one is tested end to end.)
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from statusq.commands import ControlCommand, accept, command_name
 from statusq.errors import DataError
 from statusq.io.manager import IoManager
 from statusq.middleware import MiddlewareChain
-from statusq.queues.base import Consumer
+from statusq.queues.base import ControlChannel
 from statusq.sites import SiteTable
 
 log = logging.getLogger(__name__)
@@ -35,13 +34,14 @@ class ControlActions:
 
 
 class ControlManager(IoManager):
-    """Applies control messages the consumer received, between items."""
+    """Applies control messages from the worker's control channel, between items (polled first
+    in the worker's loop; the queue listener ends a burst of items when one waits)."""
 
     name = "control"
 
     def __init__(
         self,
-        consumer: Consumer,
+        inbox: ControlChannel,
         sites: SiteTable,
         actions: ControlActions,
         *,
@@ -49,19 +49,23 @@ class ControlManager(IoManager):
         secret: str | None,
         middleware: MiddlewareChain | None = None,
     ) -> None:
-        self.consumer = consumer
+        self.inbox = inbox
         self.sites = sites
         self.actions = actions
         self.channel = channel
         self.secret = secret
         self.middleware = middleware if middleware is not None else MiddlewareChain()
 
+    def filenos(self) -> list[int]:
+        return self.inbox.filenos()
+
     def timeout(self) -> float:
-        return 0.0 if self.consumer.control_pending() else math.inf
+        return self.inbox.timeout()
 
     def poll(self) -> bool:
         did = False
-        for headers, body in self.consumer.take_control():
+        self.inbox.drain_wakeups()
+        for headers, body in self.inbox.take():
             try:
                 command = accept(headers, body, channel=self.channel, secret=self.secret)
             except DataError as exc:
@@ -73,6 +77,9 @@ class ControlManager(IoManager):
             self._observe(command.command, "applied")
             did = True
         return did
+
+    def stop(self) -> None:
+        self.inbox.close()
 
     def _observe(self, command: str, result: str) -> None:
         self.middleware.after_control(command, result)  # isolated: monitoring never stops a command

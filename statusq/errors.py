@@ -53,6 +53,12 @@ class ConnectionClosed(QueueError):
     """The connection to the backend dropped; the caller may reconnect."""
 
 
+class Unsupported(QueueError):
+    """The backend cannot do this (see its admin's declared capabilities)."""
+
+    exit_code = os.EX_UNAVAILABLE
+
+
 class ItemTimeLimitExceeded(BaseException):
     """Raised inside a handler that ran past the per-item time limit.
 

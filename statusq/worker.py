@@ -22,7 +22,7 @@ from statusq.io.master import IoMaster
 from statusq.limits import SoftMemoryLimit
 from statusq.middleware import Middleware
 from statusq.processor import ItemProcessor
-from statusq.queues.base import Consumer, Subscription
+from statusq.queues.base import Consumer, ControlChannel, Subscription
 from statusq.retry import RetryPolicy
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
@@ -124,7 +124,8 @@ def build_worker(
         middleware=chain,
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
-    listener = QueueListener(consumer, processor, config.queue.poll_max)
+    channel = queue_manager.control_channel()  # its own subscription: not behind the items
+    listener = QueueListener(consumer, processor, config.queue.poll_max, control=channel)
     log.info(
         "worker ready: %d transport(s) %s, %d site file(s), backend %s",
         len(runtime.registry),
@@ -143,10 +144,12 @@ def build_worker(
         *xmpp,
     ]
     master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit, middleware=chain)
-    control = control_manager(runtime, consumer, master, (actions or lone_actions)(runtime, master))
-    # First: a turn polls its due managers in order, and a command that came in during an item
-    # must be applied before the listener takes the next one (QueueListener.more stops its burst).
-    master.managers.insert(0, control)
+    if channel is not None:
+        control = control_manager(runtime, channel, master, (actions or lone_actions)(runtime, master))
+        # First: a turn polls its due managers in order, and a command that came in during an
+        # item must be applied before the listener takes the next one (QueueListener.more stops
+        # its burst).
+        master.managers.insert(0, control)
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None)
 
 
@@ -182,13 +185,13 @@ def lone_actions(runtime: Runtime, master: IoMaster) -> ControlActions:
 
 
 def control_manager(
-    runtime: Runtime, consumer: Consumer, master: IoMaster, actions: ControlActions | None = None
+    runtime: Runtime, channel: ControlChannel, master: IoMaster, actions: ControlActions | None = None
 ) -> ControlManager:
     """Applies control commands between items; a supervisor's workers pass ``actions`` that
     forward the process-wide ones (restart, shutdown) to it."""
     stomp = runtime.config.queue.stomp
     return ControlManager(
-        consumer,
+        channel,
         runtime.sites,
         actions or lone_actions(runtime, master),
         channel=stomp.control_channel,

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import click
 
 from statusq.cli.helpers import echo_table, runtime
+from statusq.queues.base import BacklogRow
 from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
 
@@ -15,16 +16,22 @@ from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worke
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> int:
-    """Show the backlog per site and transport, and this host's daemons: workers, restarts."""
+    """Show the backlog per site and transport, and this host's daemons: workers, restarts.
+
+    A backend that cannot count its backlog cheaply (STOMP: the broker's queue depths are the
+    broker's to tell, see /metrics) shows it as unknown ("?"; null in JSON)."""
     with runtime(ctx).queue_manager() as qm:
         rows = qm.backlog()
     daemons = running_daemons(runtime(ctx).config.var_dir)
     if as_json:
-        totals = {k: sum(getattr(r, k) for r in rows) for k in ("ready", "delayed", "in_flight", "dead")}
         found = [{**asdict(s), "processes": [asdict(w) for w in workers]} for s, workers in daemons]
-        click.echo(json.dumps({"backlog": [asdict(r) for r in rows], "totals": totals, "daemons": found}, indent=2))
+        backlog = None if rows is None else [asdict(r) for r in rows]
+        click.echo(json.dumps({"backlog": backlog, "totals": totals(rows), "daemons": found}, indent=2))
         return 0
-    if not rows:
+    if rows is None:
+        subsystem = runtime(ctx).config.queue.subsystem
+        click.echo(f"backlog: ? (the {subsystem} backend cannot count it cheaply: see /metrics)")
+    elif not rows:
         click.echo("no items queued, none dead")
     else:
         echo_table(
@@ -35,3 +42,9 @@ def status(ctx: click.Context, as_json: bool) -> int:
         click.echo("\n" + daemon_summary(supervisor))
         echo_table(list(WORKER_COLUMNS), [worker_row(w) for w in workers])
     return 0
+
+
+def totals(rows: list[BacklogRow] | None) -> dict[str, int | None]:
+    """Sums over sites and transports; each None (unknown) when the backend cannot count."""
+    states = ("ready", "delayed", "in_flight", "dead")
+    return {k: None if rows is None else sum(getattr(r, k) for r in rows) for k in states}

@@ -10,7 +10,7 @@ from statusq.errors import QueueError
 from statusq.io.manager import IoManager
 from statusq.item import Delivery
 from statusq.processor import ItemProcessor
-from statusq.queues.base import Consumer
+from statusq.queues.base import Consumer, ControlChannel
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,18 @@ class QueueListener(IoManager):
 
     When a fetch finds nothing it backs off (POLL_MIN doubling to ``poll_max``); a readable
     descriptor (a NOTIFY, a broker frame) or a handled item brings it straight back.
+
+    ``control``: the worker's control channel, if any; a burst of items stops when a message
+    waits there, so the command is applied before the next item.
     """
 
     name = "queue"
 
-    def __init__(self, consumer: Consumer, processor: ItemProcessor, poll_max: float) -> None:
+    def __init__(
+        self, consumer: Consumer, processor: ItemProcessor, poll_max: float, control: ControlChannel | None = None
+    ) -> None:
         self.consumer = consumer
+        self.control = control
         self.processor = processor
         self.poll_max = poll_max
         self._interval = POLL_MIN
@@ -54,10 +60,6 @@ class QueueListener(IoManager):
             self._interval = self.poll_max
             self._due = time.monotonic() + self._interval
             return False
-        if delivery is None and self.consumer.take_progress():
-            self._interval = POLL_MIN
-            self._due = 0.0
-            return True
         if delivery is None:
             self._due = time.monotonic() + self._interval
             self._interval = min(self.poll_max, self._interval * 2)
@@ -79,7 +81,7 @@ class QueueListener(IoManager):
 
     def more(self) -> bool:
         # Not past a control message: it is applied between items, before the next one.
-        return self._due == 0.0 and not self.consumer.control_pending()
+        return self._due == 0.0 and not (self.control is not None and self.control.pending())
 
     def stop(self) -> None:
         self.consumer.close()

@@ -29,7 +29,7 @@ def db_backlog(config: Callable[[], Config]) -> Callable[[], Backlog]:
         from statusq.queues.db import DBQueueManager  # noqa: PLC0415 -- SQLAlchemy: only when scraped on db
 
         with DBQueueManager(config()) as manager:
-            rows = manager.backlog()
+            rows = manager.admin.backlog() or []  # the database can always count
         return Backlog(
             ready=sum(r.ready for r in rows),
             delayed=sum(r.delayed for r in rows),

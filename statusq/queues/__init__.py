@@ -3,11 +3,23 @@ the config."""
 
 from __future__ import annotations
 
-from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
+from statusq.queues.base import (
+    Admin,
+    BacklogRow,
+    Capability,
+    Consumer,
+    ControlChannel,
+    DeadLetter,
+    QueueManager,
+    Subscription,
+)
 
 __all__ = [
+    "Admin",
     "BacklogRow",
+    "Capability",
     "Consumer",
+    "ControlChannel",
     "DeadLetter",
     "QueueManager",
     "Subscription",

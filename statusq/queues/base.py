@@ -1,22 +1,32 @@
-"""The QueueManager interface: what every backend (database, STOMP broker, inline) provides.
+"""The QueueManager interface: what every backend (database, STOMP broker, memory) provides.
 
-Producers call :meth:`QueueManager.enqueue`; a worker calls :meth:`QueueManager.subscribe` and
-gets a :class:`Consumer`, which fetches deliveries and settles each one exactly one way: ack,
-retry later, or dead-letter.  Retry *policy* lives in the processor, not here, so every backend
-counts attempts and backs off the same way.
+Per backend, three parts around one low-level link (an engine, a STOMP connection, a
+:class:`~statusq.queues.memory.MemoryBroker`):
+
+- the producer: :meth:`QueueManager.enqueue`, the same checks and hooks for every backend;
+- a :class:`Consumer` per worker (:meth:`QueueManager.subscribe`): delivery only, each delivery
+  settled exactly one way: ack, retry later, or dead-letter.  Control commands come apart from
+  items, through a :class:`ControlChannel` (:meth:`QueueManager.control_channel`);
+- an :class:`Admin` (:attr:`QueueManager.admin`) for operators, which declares what it can do:
+  what a backend cannot count cheaply is reported as unknown (None), never by draining a queue.
+
+Retry *policy* lives in the processor, not here, so every backend counts attempts and backs off
+the same way.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from statusq import codec, names
 from statusq.defaults import DEFAULT_SITE
-from statusq.errors import QueueError
+from statusq.errors import Unsupported
 from statusq.item import Delivery, Message
 from statusq.middleware import MiddlewareChain
 
@@ -61,8 +71,13 @@ class BacklogRow:
     dead: int = 0
 
 
+#: A control message as received: its headers and body.
+ControlMessage = tuple[dict[str, str], bytes]
+
+
 class Consumer(abc.ABC):
-    """One worker's view of its subscription."""
+    """One worker's deliveries: fetch, and settle each one; nothing else (control commands come
+    through a :class:`ControlChannel`, counts through an :class:`Admin`)."""
 
     def filenos(self) -> list[int]:
         """Descriptors that become readable when items may have arrived (empty: poll only)."""
@@ -74,11 +89,6 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def fetch(self) -> Delivery | None:
         """The next delivery, or None at once when nothing is ready (never blocks)."""
-
-    def take_progress(self) -> bool:
-        """Whether fetches since the last call did queue work without yielding a delivery (a
-        STOMP consumer re-counting redelivered frames): ``--idle-exit`` must not call that idle."""
-        return False
 
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> None:
@@ -92,19 +102,11 @@ class Consumer(abc.ABC):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Park the item where operators can see, requeue or purge it."""
 
-    def control_pending(self) -> bool:
-        """True when control messages wait for :meth:`take_control`."""
-        return False
-
-    def take_control(self) -> list[tuple[dict[str, str], bytes]]:
-        """Control messages received since the last call (headers, body)."""
-        return []
-
     @property
     def claim_owner(self) -> str | None:
         """The name this consumer's claims are recorded under, so that a supervisor can give back
-        what a dead worker held (:meth:`QueueManager.release_claims`).  None: the backend does
-        that by itself (a broker redelivers a lost connection's unacked messages)."""
+        what a dead worker held (:meth:`Admin.release_claims`).  None: the backend does that by
+        itself (a broker redelivers a lost connection's unacked messages)."""
         return None
 
     def release(self) -> None:
@@ -113,6 +115,88 @@ class Consumer(abc.ABC):
     def close(self) -> None:
         """Release and disconnect."""
         self.release()
+
+
+class ControlChannel(abc.ABC):
+    """One worker's subscription to the control broadcast, apart from its items: a command is
+    neither queued behind prefetched items nor takes their turn (:mod:`statusq.control`)."""
+
+    def filenos(self) -> list[int]:
+        """Descriptors that become readable when a message may have arrived."""
+        return []
+
+    def drain_wakeups(self) -> None:
+        """Consume whatever made :meth:`filenos` readable."""
+
+    @abc.abstractmethod
+    def pending(self) -> bool:
+        """True when messages wait for :meth:`take` (cheap: asked between items)."""
+
+    @abc.abstractmethod
+    def take(self) -> list[ControlMessage]:
+        """Messages received since the last call, oldest first (never blocks)."""
+
+    def timeout(self) -> float:
+        """Seconds until :meth:`take` is wanted even without I/O (a reconnect due): 0 while
+        messages wait."""
+        return 0.0 if self.pending() else math.inf
+
+    def close(self) -> None:
+        """Unsubscribe and disconnect."""
+
+
+class Capability(enum.StrEnum):
+    """What an :class:`Admin` can do; the rest it refuses (:class:`~statusq.errors.Unsupported`)
+    or, for counts, reports as unknown."""
+
+    BACKLOG = "count the backlog"  # per site and transport, cheaply
+    DEAD_LETTERS = "list dead letters"
+    REQUEUE = "requeue dead letters"
+    PURGE = "purge dead letters"
+    RELEASE_CLAIMS = "release claims"  # give back a dead worker's items at once
+    CONTROL = "send control commands"
+
+
+class Admin:
+    """What operators do with a backend (``statusq status``, ``deadletters``, ``control``, the web
+    page, the supervisor after a worker died).  This base can do nothing: a backend's admin
+    overrides what it declares in :attr:`capabilities`."""
+
+    capabilities: frozenset[Capability] = frozenset()
+
+    def can(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def backlog(self) -> list[BacklogRow] | None:
+        """Counts per site and transport; None when the backend cannot count them cheaply (a
+        broker's queue depths are the broker's to tell: see :mod:`statusq.metrics.activemq`)."""
+        return None
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first."""
+        raise self._unsupported(Capability.DEAD_LETTERS)
+
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Put dead letters back on their queue with a fresh attempt count (None: all)."""
+        raise self._unsupported(Capability.REQUEUE)
+
+    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Delete dead letters for good (None: all)."""
+        raise self._unsupported(Capability.PURGE)
+
+    def release_claims(self, owner: str, reason: str) -> int:
+        """Make every item claimed by ``owner`` (a dead worker's :attr:`Consumer.claim_owner`)
+        available again at once, its attempt still counted and ``reason`` kept as its last error;
+        returns how many.  Called by the supervisor after it reaped the worker, so the items come
+        back now rather than after ``claim_timeout``.  Without claims there is nothing to release."""
+        return 0
+
+    def send_control(self, text: str) -> None:
+        """Broadcast a control command to every daemon (see statusq.control)."""
+        raise self._unsupported(Capability.CONTROL)
+
+    def _unsupported(self, capability: Capability) -> Unsupported:
+        return Unsupported(f"{type(self).__name__}: this backend cannot {capability.value}")
 
 
 class QueueManager(abc.ABC):
@@ -163,31 +247,33 @@ class QueueManager(abc.ABC):
     @abc.abstractmethod
     def subscribe(self, subscription: Subscription) -> Consumer: ...
 
-    @abc.abstractmethod
-    def backlog(self) -> list[BacklogRow]:
-        """Counts per site and transport, as far as the backend can know them."""
+    def control_channel(self) -> ControlChannel | None:
+        """A new subscription to the control broadcast, for one worker; None: this backend has
+        no control channel (or none is configured)."""
+        return None
 
-    @abc.abstractmethod
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    #: This backend's operator side; the default can do nothing (a producer-only double).
+    admin: Admin = Admin()
 
-    def send_control(self, text: str) -> None:
-        """Broadcast a control command to every daemon (see statusq.control)."""
-        raise QueueError(f"the {type(self).__name__} has no control channel")
+    # The admin's operations, on the manager too: what statusq.connect() hands an application.
 
-    @abc.abstractmethod
+    def backlog(self) -> list[BacklogRow] | None:
+        return self.admin.backlog()
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return self.admin.dead_letters(limit)
+
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters back on their queue with a fresh attempt count (None: all)."""
+        return self.admin.requeue_dead(ids)
 
-    @abc.abstractmethod
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Delete dead letters for good (None: all)."""
+        return self.admin.purge_dead(ids)
 
     def release_claims(self, owner: str, reason: str) -> int:
-        """Make every item claimed by ``owner`` (a dead worker's :attr:`Consumer.claim_owner`)
-        available again at once, its attempt still counted and ``reason`` kept as its last error;
-        returns how many.  Called by the supervisor after it reaped the worker, so the items come
-        back now rather than after ``claim_timeout``.  The default has nothing to release."""
-        return 0
+        return self.admin.release_claims(owner, reason)
+
+    def send_control(self, text: str) -> None:
+        self.admin.send_control(text)
 
     def close(self) -> None:
         """Free connections; the manager is unusable afterwards."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from statusq.config import Config
+from statusq.config import Config, StompConfig
 from statusq.item import Delivery, Message
 from statusq.queues.base import Consumer, DeadLetter, Subscription
-from statusq.queues.memory import MemoryBroker, MemoryConsumer, MemoryQueueManager
+from statusq.queues.memory import MemoryAdmin, MemoryBroker, MemoryConsumer, MemoryQueueManager
 
 #: Handles one delivery and settles it on the consumer (``ItemProcessor.process``).
 Process = Callable[[Delivery, Consumer], object]
@@ -24,8 +24,9 @@ class InlineQueueManager(MemoryQueueManager):
             broker = MemoryBroker(claim_timeout=config.queue.claim_timeout, id_prefix="inline-")
         super().__init__(config, broker)
         self.process = process
-        # Not attached to the broker: it takes items by id, and wants no wake-ups nor control.
+        # Not attached to the broker: it takes items by id, and wants no wake-ups.
         self._runner = MemoryConsumer(self.broker, Subscription(), None)
+        self.admin = InlineAdmin(self.broker, config.queue.stomp, self._run)
 
     @property
     def handled(self) -> int:
@@ -47,8 +48,16 @@ class InlineQueueManager(MemoryQueueManager):
         while (delivery := self.broker.claim_id(item_id, self._runner.owner)) is not None:
             self.process(delivery, self._runner)
 
+
+class InlineAdmin(MemoryAdmin):
+    """A requeued dead letter runs at once, as an enqueued item does."""
+
+    def __init__(self, broker: MemoryBroker, stomp: StompConfig, run: Callable[[str], None]) -> None:
+        super().__init__(broker, stomp)
+        self.run = run
+
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         requeued = self.broker.requeue_dead(ids)
         for item_id in requeued:
-            self._run(item_id)
+            self.run(item_id)
         return len(requeued)

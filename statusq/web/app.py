@@ -150,7 +150,7 @@ class App:
             letters = _attempt(lambda: sources.dead_letters(self.open_queue, config, DEAD_LETTER_LIMIT))
             return self._html(pages.dead_letters(ctx, letters, DEAD_LETTER_LIMIT))
         backlog = _attempt(lambda: sources.backlog(self.open_queue, config))
-        seen = [] if isinstance(backlog, str) else [r.site for r in backlog]
+        seen = [] if isinstance(backlog, str) or backlog is None else [r.site for r in backlog]
         with self._removed_lock:
             removed = dict(self.removed)
         rows = _attempt(lambda: sources.sites(config, seen, removed))

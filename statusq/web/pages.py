@@ -39,8 +39,10 @@ def overview(
     ctx: Context,
     daemons: list[tuple[SupervisorState, list[WorkerState]]],
     rates: Rates,
-    backlog: list[BacklogRow] | str,
+    backlog: list[BacklogRow] | str | None,
 ) -> Markup:
+    """``backlog``: rows, why they could not be read, or None when the backend cannot count them
+    cheaply (STOMP: the broker's counts from ``/metrics`` follow, where it tells them)."""
     now = time.time()
     parts = [Markup("<h2>Daemons on this host</h2>")]
     if not daemons:
@@ -57,6 +59,8 @@ def overview(
     parts.append(Markup("<h2>Backlog and dead letters</h2>"))
     if isinstance(backlog, str):
         parts.append(problem(f"backlog unavailable: {backlog}"))
+    elif backlog is None:
+        parts.append(Markup('<p class="note">backlog per site: ? (this backend cannot count it cheaply)</p>'))
     else:
         rows = [[r.site, r.transport, r.ready, r.delayed, r.in_flight, r.dead] for r in backlog]
         parts.append(table(BACKLOG_COLUMNS, rows, empty="no items queued, none dead"))

@@ -91,7 +91,8 @@ def daemons(config: Config) -> list[tuple[SupervisorState, list[WorkerState]]]:
     return running_daemons(config.var_dir)
 
 
-def backlog(open_queue: QueueOpener, config: Config) -> list[BacklogRow]:
+def backlog(open_queue: QueueOpener, config: Config) -> list[BacklogRow] | None:
+    """None: the backend cannot count it cheaply (STOMP: never by reading the dead letters)."""
     with open_queue(config) as qm:
         return qm.backlog()
 

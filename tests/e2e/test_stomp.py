@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,34 @@ def test_dead_letters_can_be_requeued_and_purged(stomp_config, record_file) -> N
     assert [r["attempt"] for r in read_records(record_file) if r["n"] == 1] == [1, 1], "fresh attempts"
     assert run_cli("deadletters", "purge", "--all", config=config).stdout.strip() == "purged 2 item(s)"
     assert dead_letters(config) == []
+
+
+def test_the_backlog_is_unknown_and_asking_for_it_leaves_the_dead_letters_alone(stomp_config, broker) -> None:
+    # Given a dead letter on the broker
+    config = stomp_config(queue={"max_retries": 0})
+    with statusq.connect(config) as qm:
+        dead = qm.enqueue({"n": 1, "action": "false"}, "count", site="s.example")
+    run_cli("daemon", "--idle-exit", "2", config=config)
+
+    # When the backlog is asked for, by an application and by statusq status (as the web
+    # overview does on every page load)
+    with statusq.connect(config) as qm:
+        started = time.monotonic()
+        rows = qm.backlog()
+        took = time.monotonic() - started
+    status = run_cli("status", "--json", config=config)
+    people = run_cli("status", config=config)
+
+    # Then it is unknown, said at once (it used to read the whole dead-letter queue, then wait 1 s)
+    assert rows is None and took < 0.5
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["backlog"] is None
+    assert set(json.loads(status.stdout)["totals"].values()) == {None}
+    assert people.stdout.startswith("backlog: ? (the stomp backend cannot count it cheaply")
+    # And the dead letter was never consumed: still there, once, never redelivered
+    [(headers, _)] = drain(broker.port, broker.physical(broker.basename + "dlq"))
+    assert headers["statusq-id"] == dead
+    assert headers.get("redelivered", "false") == "false"
 
 
 def test_foreign_stomp_producer_on_breakout_destinations(stomp_config, record_file, broker) -> None:

@@ -105,25 +105,23 @@ def test_filenos_and_stop_go_to_the_consumer(processor: ItemProcessor, queue: Me
     assert consumer.filenos() == []  # closed: its wake-up pipe is gone
 
 
-class RecountingConsumer(RecordingConsumer):
-    """Yields nothing, but did broker work: re-counted a redelivered frame, once."""
+def test_a_burst_of_items_stops_when_a_control_message_waits(
+    processor: ItemProcessor, queue: MemoryQueueManager
+) -> None:
+    # Given a listener with items due and the worker's control channel
+    channel = queue.control_channel()
+    assert channel is not None
+    consumer = RecordingConsumer([make_delivery(id="a"), make_delivery(id="b")])
+    listener = QueueListener(consumer, processor, POLL_MAX, control=channel)
+    assert listener.poll() is True and listener.more()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.progress = [True]
-
-    def take_progress(self) -> bool:
-        return self.progress.pop() if self.progress else False
-
-
-def test_queue_work_without_a_delivery_is_work_not_idleness(processor: ItemProcessor) -> None:
-    # A STOMP consumer busy re-counting redeliveries (a RabbitMQ mirror's takeover flags every
-    # message) returns no item; --idle-exit must not take that for an empty queue
-    listener = QueueListener(RecountingConsumer(), processor, POLL_MAX)
-
+    # When a command arrives during an item, Then the burst ends: the control manager goes next
+    queue.send_control("reload")
     assert listener.poll() is True
-    assert listener.timeout() <= 0
-    assert listener.poll() is False
+    assert not listener.more()
+    channel.take()
+    assert listener.more()
+    channel.close()
 
 
 def test_a_redelivered_item_is_counted_not_run(processor: ItemProcessor) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import select
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from statusq.commands import SECRET_HEADER, accept
 from statusq.config import Config
 from statusq.errors import DataError, QueueError
 from statusq.item import Delivery
-from statusq.queues.base import BacklogRow, Consumer, Subscription
+from statusq.queues.base import BacklogRow, Capability, Consumer, Subscription
 from statusq.queues.memory import MemoryBroker, MemoryQueueManager
 from statusq.runtime import Runtime, open_queue_manager
 from tests.unit.fakes import FakeClock
@@ -283,50 +284,60 @@ def test_purge_dead(queue: MemoryQueueManager) -> None:
     assert queue.backlog() == []
 
 
-def test_control_reaches_every_consumer_with_the_channels_headers(broker: MemoryBroker) -> None:
-    # Given a producer and two workers' consumers on one broker, the channel protected by a secret
+def test_control_reaches_every_control_channel_with_the_channels_headers(broker: MemoryBroker) -> None:
+    # Given a producer and two workers' control channels on one broker, protected by a secret
     config = memory_config(control_secret="s3")
     producer, worker = MemoryQueueManager(config, broker), MemoryQueueManager(config, broker)
-    one, two = worker.subscribe(Subscription()), worker.subscribe(Subscription())
-    assert not one.control_pending()
+    one, two = worker.control_channel(), worker.control_channel()
+    assert one is not None and two is not None
+    consumer = worker.subscribe(Subscription())
+    assert not one.pending()
 
     # When a command is sent
     producer.send_control("update-site example.org")
 
-    # Then each consumer has it once, in a form statusq.control accepts
-    for consumer in (one, two):
-        assert consumer.control_pending()
-        [(headers, body)] = consumer.take_control()
+    # Then each channel has it once, in a form statusq.control accepts
+    for channel in (one, two):
+        assert channel.pending() and channel.timeout() == 0
+        [(headers, body)] = channel.take()
         assert (headers["destination"], headers[SECRET_HEADER]) == (CHANNEL, "s3")
         assert str(accept(headers, body, channel=CHANNEL, secret="s3")) == "update-site example.org"
-        assert not consumer.control_pending() and consumer.take_control() == []
-    # And a consumer subscribed afterwards does not get it (a topic)
-    assert worker.subscribe(Subscription()).take_control() == []
+        assert not channel.pending() and channel.take() == [] and channel.timeout() == math.inf
+    # And a channel opened afterwards does not get it (a topic), nor does the item consumer
+    later = worker.control_channel()
+    assert later is not None and later.take() == []
+    assert consumer.fetch() is None
 
 
 def test_bad_control_commands_are_refused_at_the_sender(queue: MemoryQueueManager) -> None:
-    consumer = queue.subscribe(Subscription())
+    channel = queue.control_channel()
+    assert channel is not None
     with pytest.raises(DataError, match="unknown control command"):
         queue.send_control("reboot")
-    assert not consumer.control_pending()
+    assert not channel.pending()
 
     no_channel = memory_config(control_channel=None)
     with pytest.raises(QueueError, match="no control channel"):
         MemoryQueueManager(no_channel).send_control("reload")
+    assert MemoryQueueManager(no_channel).control_channel() is None
+    assert Capability.CONTROL not in MemoryQueueManager(no_channel).admin.capabilities
 
 
-def test_the_wake_descriptor_becomes_readable_on_enqueue_and_control(queue: MemoryQueueManager) -> None:
-    consumer = queue.subscribe(Subscription())
-    [fd] = consumer.filenos()
-    assert not readable(fd)
+def test_wake_descriptors_item_consumers_on_enqueue_control_channels_on_control(queue: MemoryQueueManager) -> None:
+    consumer, channel = queue.subscribe(Subscription()), queue.control_channel()
+    assert channel is not None
+    [fd], [control_fd] = consumer.filenos(), channel.filenos()
+    assert not readable(fd) and not readable(control_fd)
 
     queue.enqueue({}, "echo")
-    assert readable(fd)
+    assert readable(fd) and not readable(control_fd)
     consumer.drain_wakeups()
     assert not readable(fd)
 
     queue.send_control("reload")
-    assert readable(fd)
+    assert readable(control_fd) and not readable(fd)
+    channel.drain_wakeups()
+    assert not readable(control_fd)
 
 
 def test_each_manager_built_from_config_has_its_own_broker(config: Config) -> None:

@@ -27,7 +27,7 @@ from statusq.metrics.worker import MetricsManager
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome
 from statusq.processor import ItemProcessor
-from statusq.queues.base import QueueManager, Subscription
+from statusq.queues.base import QueueManager
 from statusq.queues.memory import MemoryBroker, MemoryQueueManager
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
@@ -246,7 +246,8 @@ def test_control_commands_are_counted_applied_or_refused(hooks: MetricsHooks, tm
     config = Config.model_validate({"sites": {"dir": str(tmp_path)}})
     broker = MemoryBroker()
     queue = MemoryQueueManager(config, broker)
-    consumer = queue.subscribe(Subscription())
+    inbox = queue.control_channel()
+    assert inbox is not None
     # Straight onto the broker: send_control would refuse the bad ones at the sender
     for headers, body in [
         (channel, b"reload"),
@@ -258,7 +259,7 @@ def test_control_commands_are_counted_applied_or_refused(hooks: MetricsHooks, tm
     sites = SiteTable(config)
     actions = ControlActions(reload=lambda: reloads.append(1), restart=lambda: None, shutdown=lambda: None)
     manager = ControlManager(
-        consumer, sites, actions, channel="/topic/control", secret=None, middleware=MiddlewareChain([hooks])
+        inbox, sites, actions, channel="/topic/control", secret=None, middleware=MiddlewareChain([hooks])
     )
 
     manager.poll()

@@ -7,9 +7,11 @@ from stomp.protocol import Protocol12
 from stomp.utils import convert_frame, pack
 
 from statusq.commands import accept, parse_command
-from statusq.errors import DataError
+from statusq.config import Config
+from statusq.errors import DataError, Unsupported
 from statusq.item import Delivery
-from statusq.queues.stomp import wire
+from statusq.queues.base import Admin, Capability
+from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route
 from statusq.queues.stomp.destinations import Destinations, Route
 from statusq.queues.stomp.link import ack_frame, encode_frame
@@ -217,3 +219,35 @@ def test_transaction_frames_are_the_frames_stomp_py_sends() -> None:
 
     assert [parsed(f) for f in ours] == [parsed(f) for f in sent]
     assert ours[1].endswith(body + b"\x00")
+
+
+def test_the_backlog_is_unknown_on_stomp_and_asks_no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a STOMP backend where opening any connection would fail the test
+    def no_connection(*_args: object) -> None:
+        raise AssertionError("backlog() opened a connection (it used to drain the dead-letter queue)")
+
+    monkeypatch.setattr("statusq.queues.stomp.admin.StompLink", no_connection)
+    monkeypatch.setattr("statusq.queues.stomp.manager.StompLink", no_connection)
+    config = Config.model_validate({"queue": {"subsystem": "stomp", "stomp": {"servers": ["127.0.0.1:1"]}}})
+
+    # When its backlog is asked for, Then it is unknown, said at once without a connection
+    with StompQueueManager(config) as qm:
+        assert qm.backlog() is None
+        assert not qm.admin.can(Capability.BACKLOG)
+        # And what it can do is declared: the dead letters are an operator's explicit action
+        assert qm.admin.capabilities == {
+            Capability.DEAD_LETTERS,
+            Capability.REQUEUE,
+            Capability.PURGE,
+            Capability.CONTROL,
+        }
+        assert qm.release_claims("gone", "died") == 0  # the broker redelivers by itself
+
+
+def test_a_producer_only_manager_can_do_nothing_as_admin() -> None:
+    admin = Admin()
+    assert admin.capabilities == frozenset() and admin.backlog() is None
+    with pytest.raises(Unsupported, match="cannot list dead letters"):
+        admin.dead_letters()
+    with pytest.raises(Unsupported, match="cannot send control commands"):
+        admin.send_control("reload")

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from statusq.queues.memory.broker import Clock, Inbox, MemoryBroker
-from statusq.queues.memory.manager import MemoryConsumer, MemoryQueueManager
+from statusq.queues.memory.manager import MemoryAdmin, MemoryConsumer, MemoryControlChannel, MemoryQueueManager
 
-__all__ = ["Clock", "Inbox", "MemoryBroker", "MemoryConsumer", "MemoryQueueManager"]
+__all__ = [
+    "Clock",
+    "Inbox",
+    "MemoryAdmin",
+    "MemoryBroker",
+    "MemoryConsumer",
+    "MemoryControlChannel",
+    "MemoryQueueManager",
+]

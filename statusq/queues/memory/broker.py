@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 
 from statusq.defaults import CLAIM_TIMEOUT
 from statusq.item import Delivery
-from statusq.queues.base import BacklogRow, DeadLetter, Subscription
+from statusq.queues.base import BacklogRow, ControlMessage, DeadLetter, Subscription
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-ControlMessage = tuple[dict[str, str], bytes]
 _STALE = "claim expired: the worker holding it died or hung"
 
 
@@ -50,8 +49,9 @@ class _Item:
 
 
 class Inbox:
-    """One consumer's side of the broker: control messages broadcast to it, and a non-blocking
-    pipe that becomes readable when items may be ready or control arrived (for select())."""
+    """One subscriber's side of the broker: a non-blocking pipe that becomes readable when items
+    may be ready (a consumer's) or control arrived (a control channel's, which also keeps the
+    messages broadcast to it), for select()."""
 
     def __init__(self) -> None:
         self.control: deque[ControlMessage] = deque()
@@ -87,7 +87,8 @@ class MemoryBroker:
     items: dict[str, _Item] = field(default_factory=dict)
     dead: dict[str, _Item] = field(default_factory=dict)  # in the order they died
     acked: int = 0  # items done for good, for tests and the inline backend's ``handled``
-    _inboxes: list[Inbox] = field(default_factory=list)
+    _inboxes: list[Inbox] = field(default_factory=list)  # consumers': woken for items
+    _listeners: list[Inbox] = field(default_factory=list)  # control channels'
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -209,24 +210,34 @@ class MemoryBroker:
     # -- control and wake-ups ----------------------------------------------------------------
 
     def attach(self) -> Inbox:
-        """A new consumer's inbox: it gets wake-ups and every control message from now on."""
+        """A new consumer's inbox: woken whenever items may be ready."""
         inbox = Inbox()
         with self._lock:
             self._inboxes.append(inbox)
         return inbox
 
+    def listen(self) -> Inbox:
+        """A new control channel's inbox: it gets every control message from now on."""
+        inbox = Inbox()
+        with self._lock:
+            self._listeners.append(inbox)
+        return inbox
+
     def detach(self, inbox: Inbox) -> None:
         with self._lock:
-            if inbox in self._inboxes:
-                self._inboxes.remove(inbox)
+            for subscribers in (self._inboxes, self._listeners):
+                if inbox in subscribers:
+                    subscribers.remove(inbox)
         inbox.close()
 
     def broadcast(self, headers: dict[str, str], body: bytes) -> None:
-        """A control message for every attached consumer (a topic: latecomers do not get it)."""
+        """A control message for every control channel (a topic: latecomers do not get it)."""
         with self._lock:
-            for inbox in self._inboxes:
+            listeners = list(self._listeners)
+            for inbox in listeners:
                 inbox.control.append((dict(headers), body))
-        self.wake()
+        for inbox in listeners:
+            inbox.notify()
 
     def wake(self) -> None:
         """Make every consumer's descriptor readable: items may be ready (also call it after

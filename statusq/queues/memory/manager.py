@@ -1,6 +1,7 @@
-"""The memory backend's manager and consumer: a real queue inside one process (as Dramatiq's
-StubBroker), for tests and embedding.  A producer and a daemon in different processes do not share
-it.  Several managers share items when they are given the same :class:`MemoryBroker`.
+"""The memory backend's parts: a real queue inside one process (as Dramatiq's StubBroker), for
+tests and embedding.  A producer and a daemon in different processes do not share it.  Several
+managers share items when they are given the same :class:`MemoryBroker`, the one link their
+producer, consumers, control channels and admin all work on.
 """
 
 from __future__ import annotations
@@ -10,15 +11,25 @@ import uuid
 from collections.abc import Iterable
 
 from statusq.commands import SECRET_HEADER, parse_command
-from statusq.config import Config
+from statusq.config import Config, StompConfig
 from statusq.errors import QueueError
 from statusq.item import Delivery, Message
-from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
-from statusq.queues.memory.broker import ControlMessage, Inbox, MemoryBroker
+from statusq.queues.base import (
+    Admin,
+    BacklogRow,
+    Capability,
+    Consumer,
+    ControlChannel,
+    ControlMessage,
+    DeadLetter,
+    QueueManager,
+    Subscription,
+)
+from statusq.queues.memory.broker import Inbox, MemoryBroker
 
 
 class MemoryConsumer(Consumer):
-    """Takes one item at a time, like the database consumer; ``inbox`` None: no control, no fd."""
+    """Takes one item at a time, like the database consumer; ``inbox`` None: no wake-up fd."""
 
     def __init__(self, broker: MemoryBroker, subscription: Subscription, inbox: Inbox | None) -> None:
         self.broker = broker
@@ -49,17 +60,6 @@ class MemoryConsumer(Consumer):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.broker.dead_letter(delivery, reason)
 
-    def control_pending(self) -> bool:
-        return self.inbox is not None and bool(self.inbox.control)
-
-    def take_control(self) -> list[ControlMessage]:
-        if self.inbox is None:
-            return []
-        taken = []
-        while self.inbox.control:  # popleft, not a copy and clear: broadcast() may run on a thread
-            taken.append(self.inbox.control.popleft())
-        return taken
-
     def release(self) -> None:
         self.broker.release(self.owner)
 
@@ -70,40 +70,54 @@ class MemoryConsumer(Consumer):
             self.inbox = None
 
 
-class MemoryQueueManager(QueueManager):
-    """``[queue] subsystem = "memory"``; a fresh broker unless one is given to share."""
+class MemoryControlChannel(ControlChannel):
+    """The broker's per-subscriber inbox of control messages."""
 
-    def __init__(self, config: Config, broker: MemoryBroker | None = None) -> None:
-        self.config = config
-        self.default_site = config.sites.default
-        self.broker = broker if broker is not None else MemoryBroker(claim_timeout=config.queue.claim_timeout)
-        self._consumers: list[MemoryConsumer] = []
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.inbox: Inbox | None = broker.listen()
 
-    def _put(self, message: Message) -> str:
-        return self.broker.put(
-            site=message.site,
-            transport=message.transport,
-            priority=message.priority,
-            content_type=message.content_type,
-            body=message.body,
-            headers=message.headers,
+    def filenos(self) -> list[int]:
+        return [self.inbox.fileno()] if self.inbox is not None else []
+
+    def drain_wakeups(self) -> None:
+        if self.inbox is not None:
+            self.inbox.drain()
+
+    def pending(self) -> bool:
+        return self.inbox is not None and bool(self.inbox.control)
+
+    def take(self) -> list[ControlMessage]:
+        if self.inbox is None:
+            return []
+        taken = []
+        while self.inbox.control:  # popleft, not a copy and clear: broadcast() may run on a thread
+            taken.append(self.inbox.control.popleft())
+        return taken
+
+    def close(self) -> None:
+        if self.inbox is not None:
+            self.broker.detach(self.inbox)
+            self.inbox = None
+
+
+class MemoryAdmin(Admin):
+    """Everything, counts included: the broker's state is at hand."""
+
+    def __init__(self, broker: MemoryBroker, stomp: StompConfig) -> None:
+        self.broker = broker
+        self.stomp = stomp  # the control channel's name and secret, as on a broker
+        control = {Capability.CONTROL} if stomp.control_channel else set()
+        self.capabilities = frozenset(
+            {
+                Capability.BACKLOG,
+                Capability.DEAD_LETTERS,
+                Capability.REQUEUE,
+                Capability.PURGE,
+                Capability.RELEASE_CLAIMS,
+                *control,
+            }
         )
-
-    def subscribe(self, subscription: Subscription) -> Consumer:
-        consumer = MemoryConsumer(self.broker, subscription, self.broker.attach())
-        self._consumers.append(consumer)
-        return consumer
-
-    def send_control(self, text: str) -> None:
-        """To every consumer of the broker, with the headers a STOMP broker would deliver."""
-        parse_command(text)  # refuse a bad command here, not in every worker's log
-        stomp = self.config.queue.stomp
-        if not stomp.control_channel:
-            raise QueueError("no control channel configured ([queue.stomp] control_channel)")
-        headers = {"destination": stomp.control_channel, "content-type": "text/plain"}
-        if stomp.control_secret:
-            headers[SECRET_HEADER] = stomp.control_secret
-        self.broker.broadcast(headers, text.encode())
 
     def backlog(self) -> list[BacklogRow]:
         return self.broker.backlog()
@@ -120,8 +134,52 @@ class MemoryQueueManager(QueueManager):
     def release_claims(self, owner: str, reason: str) -> int:
         return self.broker.release_claims(owner, reason)
 
+    def send_control(self, text: str) -> None:
+        """To every control channel of the broker, with the headers a STOMP broker would deliver."""
+        parse_command(text)  # refuse a bad command here, not in every worker's log
+        if not self.stomp.control_channel:
+            raise QueueError("no control channel configured ([queue.stomp] control_channel)")
+        headers = {"destination": self.stomp.control_channel, "content-type": "text/plain"}
+        if self.stomp.control_secret:
+            headers[SECRET_HEADER] = self.stomp.control_secret
+        self.broker.broadcast(headers, text.encode())
+
+
+class MemoryQueueManager(QueueManager):
+    """``[queue] subsystem = "memory"``; a fresh broker unless one is given to share."""
+
+    def __init__(self, config: Config, broker: MemoryBroker | None = None) -> None:
+        self.config = config
+        self.default_site = config.sites.default
+        self.broker = broker if broker is not None else MemoryBroker(claim_timeout=config.queue.claim_timeout)
+        self.admin = MemoryAdmin(self.broker, config.queue.stomp)
+        self._opened: list[Consumer | ControlChannel] = []
+
+    def _put(self, message: Message) -> str:
+        return self.broker.put(
+            site=message.site,
+            transport=message.transport,
+            priority=message.priority,
+            content_type=message.content_type,
+            body=message.body,
+            headers=message.headers,
+        )
+
+    def subscribe(self, subscription: Subscription) -> Consumer:
+        consumer = MemoryConsumer(self.broker, subscription, self.broker.attach())
+        self._opened.append(consumer)
+        return consumer
+
+    def control_channel(self) -> ControlChannel | None:
+        if not self.config.queue.stomp.control_channel:
+            return None
+        channel = MemoryControlChannel(self.broker)
+        self._opened.append(channel)
+        return channel
+
     def close(self) -> None:
-        """Close the consumers this manager made; the broker (maybe shared) keeps its items."""
-        consumers, self._consumers = self._consumers, []
-        for consumer in consumers:
-            consumer.close()
+        """Close the consumers and channels this manager made; the broker (maybe shared) keeps
+        its items."""
+        opened, self._opened = self._opened, []
+        for one in opened:
+            one.close()

@@ -14,22 +14,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
+from statusq.config import StompConfig
 from statusq.errors import ConnectionClosed, QueueError
 from statusq.item import Delivery
-from statusq.queues.base import Consumer, Subscription
+from statusq.queues.base import Consumer
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import retry_route
+from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import Frame, StompLink
+from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
 
-if TYPE_CHECKING:
-    from statusq.queues.stomp.manager import StompQueueManager
-
 log = logging.getLogger(__name__)
-
-CONTROL = "control"
 
 
 def ack_batch(prefetch: int) -> int:
@@ -39,29 +37,38 @@ def ack_batch(prefetch: int) -> int:
 
 
 class StompConsumer(Consumer):
-    def __init__(self, manager: StompQueueManager, subscription: Subscription) -> None:
-        self.manager = manager
-        self.config = manager.stomp
+    """``destinations``: what this worker subscribes to; ``routes``: what a destination says about
+    a foreign producer's items; ``outgoing``: what every re-send adds to its headers."""
+
+    def __init__(
+        self,
+        config: StompConfig,
+        destinations: Sequence[str],
+        routes: Destinations,
+        *,
+        default_site: str,
+        outgoing: wire.Outgoing,
+        ack_flush: float,
+    ) -> None:
+        self.config = config
+        self.routes = routes
+        self.default_site = default_site
+        self.outgoing = outgoing
         self.link = StompLink(self.config, "consumer")
         prefetch = str(self.config.prefetch)
         window = {"activemq.prefetchSize": prefetch, "prefetch-count": prefetch}
-        self.destinations = manager.destinations.for_groups(manager.groups_for(subscription))
+        self.destinations = list(destinations)
         # One local queue per subscription, served in turns: a flooded site's breakout cannot
         # keep another subscription's items waiting behind its whole prefetch window.
         self._pending: dict[str, deque[Frame]] = {}
         for destination in self.destinations:
             sub_id = self.link.subscribe(destination, "client-individual", window)
             self._pending[sub_id] = deque()
-        self._control_id = None
-        if self.config.control_channel:
-            self._control_id = self.link.subscribe(self.config.control_channel, "auto")
-        self.control: deque[Frame] = deque()
         self._turns: deque[str] = deque(self._pending)
-        self._retry_at = 0.0
-        self._delay = self.config.reconnect_delay
+        self._redial = Redial(self.link, self.config, "consumer")
         self.writer = SettlementWriter(
             self.link,
-            flush_after=manager.ack_flush,
+            flush_after=ack_flush,
             batch=ack_batch(self.config.prefetch),
             receipt_timeout=self.config.receipt_timeout,
             name="consumer settlements",
@@ -70,14 +77,8 @@ class StompConsumer(Consumer):
         self._connect()
 
     def _connect(self) -> bool:
-        try:
-            self.link.connect()
-        except QueueError as exc:
-            log.error("consumer cannot connect, retrying in %.1fs: %s", self._delay, exc)
-            self._retry_at = time.monotonic() + self._delay
-            self._delay = min(self.config.reconnect_delay_max, self._delay * 2)
+        if not self._redial.connect():
             return False
-        self._delay = self.config.reconnect_delay
         self.writer.void(self.link.generation)
         for frames in self._pending.values():
             frames.clear()  # from the old connection: the broker redelivers them
@@ -101,9 +102,7 @@ class StompConsumer(Consumer):
             if frame.generation != self.link.generation:
                 continue
             sub_id = frame.headers.get("subscription", "")
-            if sub_id == self._control_id:
-                self.control.append(frame)
-            elif sub_id in self._pending:
+            if sub_id in self._pending:
                 self._pending[sub_id].append(frame)
             else:
                 log.warning("frame for unknown subscription %r dropped (redelivered by the broker)", sub_id)
@@ -118,17 +117,14 @@ class StompConsumer(Consumer):
 
     def fetch(self) -> Delivery | None:
         """The next frame as a Delivery; a pure read (settlements are the writer's)."""
-        reconnect_due = time.monotonic() >= self._retry_at
-        if not self.link.connected and (not reconnect_due or not self._connect()):
+        if not self.link.connected and not self._connect():
             return None
         self._sort_incoming()
         frame = self._next_frame()
         if frame is None:
             self.writer.hurry()  # idle: confirm what is done now (ActiveMQ latency rose ~6x without)
             return None
-        return wire.to_delivery(
-            frame.headers, frame.body, self.manager.destinations, self.manager.default_site, frame.generation
-        )
+        return wire.to_delivery(frame.headers, frame.body, self.routes, self.default_site, frame.generation)
 
     def _token(self, delivery: Delivery) -> wire.FrameToken | None:
         token = delivery.token
@@ -158,7 +154,7 @@ class StompConsumer(Consumer):
             delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
         )
         destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
-        self._resend_and_ack(delivery, destination, self.manager.wire_headers({**headers, **extra}))
+        self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         token = delivery.token
@@ -173,17 +169,7 @@ class StompConsumer(Consumer):
                 wire.DEAD_AT: f"{time.time():.6f}",
             },
         )
-        self._resend_and_ack(delivery, self.config.dead_letter_destination, self.manager.wire_headers(headers))
-
-    def control_pending(self) -> bool:
-        # Frames are sorted by fetch(), which the wake-up descriptor triggers even when idle.
-        return bool(self.control)
-
-    def take_control(self) -> list[tuple[dict[str, str], bytes]]:
-        self._sort_incoming()
-        taken = [(f.headers, f.body) for f in self.control]
-        self.control.clear()
-        return taken
+        self._resend_and_ack(delivery, self.config.dead_letter_destination, self.outgoing(headers))
 
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the
@@ -204,7 +190,7 @@ class StompConsumer(Consumer):
                 for frame in frames:
                     headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
                     destination = frame.headers.get("destination", "")
-                    self.link.send_in(tx, destination, frame.body, self.manager.wire_headers(headers))
+                    self.link.send_in(tx, destination, frame.body, self.outgoing(headers))
                     self.link.ack_in(tx, frame.headers.get("ack", ""))
             log.info("released %d prefetched item(s) back to the broker", len(frames))
         except QueueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,9 @@ _NOT_USER = BROKER_HEADERS | {"content-type"}
 _KNOWN = _NOT_USER | {SITE, TRANSPORT, ATTEMPT, ENQUEUED_AT, ID, ERROR, ATTEMPTS, ORIGINAL_DESTINATION, DEAD_AT, SECRET}
 MAX_ERROR = 900  # brokers limit header sizes; the full error is in the worker's log
 
+#: What every send adds to a message's headers (:func:`delivery_mode`).
+Outgoing = Callable[[dict[str, str]], dict[str, str]]
+
 
 @dataclass(slots=True)
 class FrameToken:
@@ -70,6 +74,14 @@ class FrameToken:
     destination: str
     headers: dict[str, str]
     generation: int  # the connection it arrived on; acks on a newer one are void
+
+
+def delivery_mode(persistent: bool) -> Outgoing:
+    """Delivery mode on every send.  RabbitMQ turns ``persistent:false`` on a new queue into an
+    exclusive auto-delete one, so a non-persistent send simply leaves the header out."""
+    if persistent:
+        return lambda headers: {**headers, "persistent": "true"}
+    return lambda headers: headers
 
 
 def new_headers(site: str, transport: str, content_type: str) -> dict[str, str]:
