@@ -151,22 +151,28 @@ def test_a_delivery_from_an_earlier_connection_is_recognised() -> None:
     assert isinstance(delivery.token, wire.FrameToken) and delivery.token.generation == 1
 
 
+class Capture:
+    """A transport for stomp.py's Protocol12 that keeps the bytes it would put on the wire."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def set_listener(self, name: str, listener: object) -> None:
+        pass
+
+    def transmit(self, frame: object) -> None:
+        self.sent.append(pack(convert_frame(frame)))
+
+
 @pytest.mark.parametrize(
     "ack_id",
     ["ID:host-40941-1700000000000-3:1:1:1:17", "T_sub-0@@session-Qx@@12", "odd\\id:with\nnew\rlines"],
 )
 def test_batched_acks_are_the_frames_stomp_py_sends_for_one(ack_id: str) -> None:
     # What Protocol12.ack(id) hands its transport, as bytes on the wire (escapes included)
-    sent: list[bytes] = []
-
-    class Capture:
-        def set_listener(self, name: str, listener: object) -> None:
-            pass
-
-        def transmit(self, frame: object) -> None:
-            sent.append(pack(convert_frame(frame)))
-
-    Protocol12(Capture()).ack(ack_id)
+    capture = Capture()
+    Protocol12(capture).ack(ack_id)
+    sent = capture.sent
 
     assert ack_frame(ack_id) == sent[0]
 
@@ -189,18 +195,11 @@ def test_transaction_frames_are_the_frames_stomp_py_sends() -> None:
     # compared parsed (stomp.py sorts the headers; the broker does not care about their order)
     from stomp.utils import parse_frame
 
-    sent: list[bytes] = []
-
-    class Capture:
-        def set_listener(self, name: str, listener: object) -> None:
-            pass
-
-        def transmit(self, frame: object) -> None:
-            sent.append(pack(convert_frame(frame)))
-
     headers = {"statusq-error": "ValueError: a:b\nc\\d", "x-app": "1", "persistent": "true"}
     body = b'{"n": 1}'
-    protocol = Protocol12(Capture(), auto_content_length=True)
+    capture = Capture()
+    sent = capture.sent
+    protocol = Protocol12(capture, auto_content_length=True)
     protocol.begin("tx1")
     protocol.send(BASE + "main", body, headers={**headers, "transaction": "tx1"})
     protocol.ack("ID:host-1:2:3", transaction="tx1")
