@@ -138,7 +138,10 @@ class ItemProcessor:
         fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
         if result.outcome is Outcome.RETRY:
             consumer.retry(delivery, result.delay, result.reason or "")
-            log.warning(
+            # INFO, not WARNING: a retry is the plan working (a remote server down retries every
+            # push to it), and a line per retry at WARNING flooded logs and cost a fifth of a
+            # retrying worker's time; the metrics count retries, and a dead letter is an ERROR.
+            log.info(
                 "retry site=%s transport=%s id=%s attempt=%d in %.1fs: %s",
                 *fields,
                 result.delay,

@@ -66,13 +66,21 @@ class SettleLink(Protocol):
 
 
 class Settlements:
-    """The pending window: pure bookkeeping, no thread, no lock, the clock passed in."""
+    """The pending window: pure bookkeeping, no thread, no lock, the clock passed in.
+
+    A window is written when its oldest settlement is ``flush_after`` old, when it holds ``batch``
+    settlements, or at once when the worker is idle (``urgent``).  A write takes every pending
+    ACK (one socket send, cheap) but re-sends only once *they* are due: each window of re-sends
+    is a broker transaction, and a broker that syncs its journal on every commit (ActiveMQ) held
+    the connection's other frames behind one commit per batch of ACKs.
+    """
 
     def __init__(self, flush_after: float, batch: int) -> None:
         self.flush_after = flush_after
         self.batch = batch
         self._window = Window(0)
-        self._since = 0.0
+        self._acks_since = 0.0
+        self._resends_since = 0.0
         self.urgent = False  # the worker has nothing else to do: write now, not at the deadline
 
     def __len__(self) -> int:
@@ -80,24 +88,26 @@ class Settlements:
 
     def record_ack(self, generation: int, ack_id: str, now: float) -> bool:
         """Record an ACK; True when the writer must be told (first of a window, or batch full)."""
-        if not self._admit(generation, now):
+        if not self._admit(generation):
             return False
+        if not self._window.acks:
+            self._acks_since = now
         self._window.acks.append(ack_id)
         return self._tell()
 
     def record_resend(self, generation: int, resend: Resend, now: float) -> bool:
-        if not self._admit(generation, now):
+        if not self._admit(generation):
             return False
+        if not self._window.resends:
+            self._resends_since = now
         self._window.resends.append(resend)
         return self._tell()
 
-    def _admit(self, generation: int, now: float) -> bool:
+    def _admit(self, generation: int) -> bool:
         if generation < self._window.generation:
             return False  # from a connection already replaced: the broker redelivers that frame
         if generation > self._window.generation:
             self.void(generation)
-        if not self._window:
-            self._since = now
         return True
 
     def _tell(self) -> bool:
@@ -111,22 +121,36 @@ class Settlements:
             self._window = Window(generation)
         return dropped
 
+    def _deadline(self) -> float:
+        window = self._window
+        since = [t for t, part in ((self._acks_since, window.acks), (self._resends_since, window.resends)) if part]
+        return min(since) + self.flush_after
+
     def wait_time(self, now: float) -> float:
         """How long the writer may sleep: until the oldest pending settlement is due."""
         if not self._window:
             return _IDLE_WAIT
         if self.urgent or len(self._window) >= self.batch:
             return 0.0
-        return max(0.0, self._since + self.flush_after - now)
+        return max(0.0, self._deadline() - now)
 
     def due(self, now: float) -> bool:
         window = self._window
-        return bool(window) and (self.urgent or len(window) >= self.batch or now >= self._since + self.flush_after)
+        return bool(window) and (self.urgent or len(window) >= self.batch or now >= self._deadline())
 
-    def take(self) -> Window:
+    def _resends_due(self, now: float | None) -> bool:
+        resends = self._window.resends
+        if not resends:
+            return False
+        return now is None or self.urgent or len(resends) >= self.batch or now >= self._resends_since + self.flush_after
+
+    def take(self, now: float | None = None) -> Window:
+        """Every pending ACK, and the re-sends if they are due at ``now`` (None: everything)."""
+        window = self._window
+        taken = Window(window.generation, window.acks, window.resends if self._resends_due(now) else [])
         self.urgent = False
-        window, self._window = self._window, Window(self._window.generation)
-        return window
+        self._window = Window(window.generation, [], [] if taken.resends else window.resends)
+        return taken
 
 
 @dataclass(slots=True)
@@ -237,8 +261,10 @@ class SettlementWriter:
                 now = self._clock()
             if self._stopping and not self._pending:
                 return None
-            if self._stopping or self._pending.due(now):
+            if self._stopping:
                 return self._pending.take()
+            if self._pending.due(now):
+                return self._pending.take(now)
             return Window(0)
 
     def _write(self, window: Window) -> None:
