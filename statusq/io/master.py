@@ -6,9 +6,7 @@ of work, so an item in hand is always finished (and acked) before the process st
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import select
 import signal
 import time
@@ -19,6 +17,7 @@ from statusq.defaults import EXIT_RESTART
 from statusq.io.manager import IoManager
 from statusq.limits import SoftMemoryLimit
 from statusq.middleware import MiddlewareChain
+from statusq.wakeup import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,7 @@ class IoMaster:
         self.clock = clock
         self.stopping = False
         self.exit_code = 0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakePipe()
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -68,8 +65,7 @@ class IoMaster:
         self.stopping = True
         # A plain stop after a "restart me" must not erase it: the supervisor still has to know.
         self.exit_code = exit_code or self.exit_code
-        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
-            os.write(self._wake_w, b"x")
+        self._wakeup.wake()
 
     def run(self) -> int:
         """Loop until asked to stop, idle long enough, or over the memory limit; the exit code."""
@@ -90,8 +86,7 @@ class IoMaster:
                     manager.stop()
                 except Exception:
                     log.exception("stopping %s failed", manager.name)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._wakeup.close()  # a signal arriving now writes nothing
         return code
 
     def _loop(self) -> int:
@@ -113,15 +108,15 @@ class IoMaster:
                 # receiver thread, and while items flow that cost as much as handling them.
                 last_select = now
                 try:
-                    ready, _, _ = select.select([self._wake_r, *by_fd], [], [], max(0.0, wait))
+                    ready, _, _ = select.select([self._wakeup.fileno(), *by_fd], [], [], max(0.0, wait))
                 except InterruptedError:
                     ready = []
                 if wait > 0:  # time passed in select(): what was not due may be now
                     timeouts = [m.timeout() for m in managers]
             else:
                 ready = []
-            if self._wake_r in ready:
-                self._drain_wake_pipe()
+            if self._wakeup.fileno() in ready:
+                self._wakeup.drain()
             woken = {by_fd[fd] for fd in ready if fd in by_fd}
             for manager, due_in in zip(managers, timeouts, strict=True):
                 if self.stopping:
@@ -160,10 +155,3 @@ class IoMaster:
         if self.idle_exit is None or self.clock() - last_work < self.idle_exit:
             return False
         return not any(m.busy() for m in self.managers)
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass

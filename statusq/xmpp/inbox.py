@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
 from dataclasses import dataclass
+
+from statusq.wakeup import WakePipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +30,17 @@ class Inbox:
 
     def __init__(self) -> None:
         self._items: collections.deque[Inbound] = collections.deque()
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
+        self._wakeup = WakePipe()
 
     def put(self, message: Inbound) -> None:
         self._items.append(message)
-        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe wakes the master anyway
-            os.write(self._write, b"x")
+        self._wakeup.wake()
 
     def fileno(self) -> int:
-        return self._read
+        return self._wakeup.fileno()
 
     def drain_wakeups(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._read, 512):
-                pass
+        self._wakeup.drain()
 
     def peek(self) -> Inbound | None:
         return self._items[0] if self._items else None
@@ -57,8 +52,4 @@ class Inbox:
         return len(self._items)
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._read = self._write = -1  # never close a number the process has since reused
+        self._wakeup.close()  # idempotent: never closes a number the process has since reused

@@ -9,10 +9,8 @@ hand.  Handlers never run under the lock: a handler may enqueue, and a consumer 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -22,6 +20,7 @@ from dataclasses import dataclass, field
 from statusq.defaults import CLAIM_TIMEOUT
 from statusq.item import Delivery
 from statusq.queues.base import BacklogRow, ControlMessage, DeadLetter, Subscription
+from statusq.wakeup import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +54,19 @@ class Inbox:
 
     def __init__(self) -> None:
         self.control: deque[ControlMessage] = deque()
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
+        self._wakeup = WakePipe()
 
     def fileno(self) -> int:
-        return self._r
+        return self._wakeup.fileno()
 
     def notify(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is readable anyway
-            os.write(self._w, b"x")
+        self._wakeup.wake()
 
     def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._r, 512):
-                pass
+        self._wakeup.drain()
 
     def close(self) -> None:
-        for fd in (self._r, self._w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._wakeup.close()
 
 
 @dataclass(eq=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import uuid
@@ -33,6 +32,7 @@ from statusq.config import StompConfig
 from statusq.errors import ConnectionClosed, QueueError
 from statusq.queues.stomp import frames
 from statusq.queues.stomp.settler import Resend
+from statusq.wakeup import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +99,14 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._connected = threading.Event()
         self._confirmed: dict[str, bool] = {}  # receipts of pipelined commits, as they come
         self._write_lock = threading.Lock()  # one writer at a time against reconnects
-        self._wake_pending = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakePipe()
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
     def _wake(self) -> None:
-        # One byte per wake-up, not per frame: each syscall here hands the GIL to the worker's
-        # thread and back, which at 10,000 frames a second is most of the cost.
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        # One byte per wake-up, not per frame (WakePipe): each syscall here hands the GIL to the
+        # worker's thread and back, which at 10,000 frames a second is most of the cost.
+        self._wakeup.wake()
 
     def on_connected(self, frame: Any) -> None:
         server = frame.headers.get("server", "")
@@ -171,15 +164,11 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         return destination
 
     def fileno(self) -> int:
-        return self._wake_r
+        return self._wakeup.fileno()
 
     def drain_wakeups(self) -> None:
-        if not self._wake_pending:
-            return
-        self._wake_pending = False  # before reading: a frame arriving now writes a new byte
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
+        if self._wakeup.pending:
+            self._wakeup.drain()
 
     @property
     def connected(self) -> bool:
@@ -241,9 +230,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def close(self) -> None:
         with self._write_lock:
             self._drop()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._wakeup.close()  # the receiver thread may still report; it writes no more
 
     def _require(self) -> Any:
         if not self.connected:
