@@ -91,33 +91,26 @@ class MiddlewareChain:
     def __len__(self) -> int:
         return len(self.middleware)
 
-    def _emit(self, name: str, *args: Any) -> None:
+    def _emit(self, name: str, *args: Any, refusals: type[Exception] | None = None) -> None:
         for call in self._calls[name]:
             try:
                 call(*args)
-            except Exception:
+            except Exception as exc:
+                if refusals is not None and isinstance(exc, refusals):
+                    raise  # a refusal on purpose: the caller's to see
                 log.exception("middleware %s.%s failed; ignored", _owner(call), name)
 
     def before_enqueue(self, message: Message) -> None:
-        for call in self._calls["before_enqueue"]:
-            try:
-                call(message)
-            except StatusqError:
-                raise  # a refusal on purpose: the caller's to see
-            except Exception:
-                log.exception("middleware %s.before_enqueue failed; ignored", _owner(call))
+        self._emit("before_enqueue", message, refusals=StatusqError)
 
     def after_enqueue(self, message: Message) -> None:
-        if self._calls["after_enqueue"]:
-            self._emit("after_enqueue", message)
+        self._emit("after_enqueue", message)
 
     def before_item(self, delivery: Delivery) -> None:
-        if self._calls["before_item"]:
-            self._emit("before_item", delivery)
+        self._emit("before_item", delivery)
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
-        if self._calls["after_item"]:
-            self._emit("after_item", delivery, result)
+        self._emit("after_item", delivery, result)
 
     def after_control(self, command: str, result: str) -> None:
         self._emit("after_control", command, result)
