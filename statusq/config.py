@@ -82,7 +82,8 @@ class StompConfig(_Section):
     control_secret: str | None = None
     dead_letter: str | None = None  # default: basename + "dlq"
     persistent: bool = True
-    prefetch: int = Field(default=defaults.STOMP_PREFETCH, ge=1, le=10000)
+    #: None: follows ``[daemon] concurrency`` (:func:`statusq.defaults.prefetch_for`).
+    prefetch: int | None = Field(default=None, ge=1, le=10000)
     heartbeats: tuple[int, int] = (10000, 10000)  # ms we send, ms we want; 0 turns one off
     breakout: list[Annotated[str, AfterValidator(_breakout)]] = Field(default_factory=list)
     confirm_sends: bool = True
@@ -112,6 +113,8 @@ class DaemonConfig(_Section):
     soft_memory_limit: MemoryLimit = defaults.SOFT_MEMORY_LIMIT
     time_limit: Duration = defaults.TIME_LIMIT
     shutdown_timeout: Duration = defaults.SHUTDOWN_TIMEOUT
+    #: Items a worker process has in hand at once (threads for sync handlers, tasks for async ones).
+    concurrency: int = Field(default=defaults.CONCURRENCY, ge=1, le=defaults.CONCURRENCY_MAX)
     # The supervisor (statusq.daemon): worker count, respawning, the respawn-storm guard.
     workers: int = Field(default=defaults.WORKERS, ge=0, le=1024)  # 0: one per CPU
     spawn_delay: Duration = defaults.SPAWN_DELAY
@@ -198,6 +201,9 @@ class TransportConfig(_Section):
     #: The handler group whose workers take this transport's items (``--group``); a plugin
     #: registering the transport in another group stops the daemon at start.
     group: str = Field(default=defaults.DEFAULT_GROUP, pattern=defaults.NAME_PATTERN)
+    #: At most this many of the transport's items in hand per worker (None: the worker's
+    #: ``[daemon] concurrency``), for a remote server that must not get more connections.
+    concurrency: int | None = Field(default=None, ge=1, le=defaults.CONCURRENCY_MAX)
 
 
 def _transport_names(value: dict[str, TransportConfig]) -> dict[str, TransportConfig]:
@@ -235,6 +241,36 @@ class Config(_Section):
                 f"daemon.time_limit + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _caps_within_the_worker(self) -> Config:
+        for name, transport in self.transports.items():
+            if transport.concurrency is not None and transport.concurrency > self.daemon.concurrency:
+                raise ValueError(
+                    f"transports.{name}.concurrency ({transport.concurrency}) must not exceed "
+                    f"daemon.concurrency ({self.daemon.concurrency})"
+                )
+        return self
+
+    @property
+    def prefetch(self) -> int:
+        """The STOMP prefetch window per subscription: ``[queue.stomp] prefetch``, else what
+        follows from ``[daemon] concurrency``."""
+        return self.queue.stomp.prefetch or defaults.prefetch_for(self.daemon.concurrency)
+
+    def with_concurrency(self, concurrency: int | None) -> Config:
+        """This config with ``[daemon] concurrency`` replaced (``statusq daemon --concurrency``);
+        a transport's cap above it is then held to it (:meth:`concurrency_of`)."""
+        if concurrency is None or concurrency == self.daemon.concurrency:
+            return self
+        daemon = self.daemon.model_copy(update={"concurrency": concurrency})
+        return self.model_copy(update={"daemon": daemon})
+
+    def concurrency_of(self, transport: str) -> int:
+        """How many of ``transport``'s items a worker may have in hand at once."""
+        configured = self.transports.get(transport)
+        cap = configured.concurrency if configured is not None else None
+        return min(cap, self.daemon.concurrency) if cap is not None else self.daemon.concurrency
 
     def group_of(self, transport: str) -> str:
         """The handler group a transport's items are routed to: ``[transports.NAME] group``,

@@ -28,6 +28,8 @@ ACK_FLUSH = 0.02  # STOMP: longest a finished item's ack/retry/dead letter waits
 TIME_LIMIT = 300.0  # seconds one item may run; 0 disables
 SOFT_MEMORY_LIMIT = "0"  # "200MB", "50%", or 0 for none
 SHUTDOWN_TIMEOUT = 30.0
+CONCURRENCY = 1  # items in hand per worker process; 1: the handler runs in the loop's own thread
+CONCURRENCY_MAX = 10_000
 
 #: Exit code of a worker that wants to be replaced (over its soft memory limit).
 EXIT_RESTART = os.EX_TEMPFAIL
@@ -35,7 +37,19 @@ EXIT_RESTART = os.EX_TEMPFAIL
 # [queue.stomp]
 STOMP_BASENAME = "/queue/statusq/"
 STOMP_CONTROL_CHANNEL = "/topic/statusq.control"
-STOMP_PREFETCH = 100
+STOMP_PREFETCH = 100  # the prefetch window up to concurrency 25...
+STOMP_PREFETCH_PER_SLOT = 4  # ...and this many per item in hand above it
+
+
+def prefetch_for(concurrency: int) -> int:
+    """The default STOMP prefetch window of a worker with ``concurrency`` items in hand.
+
+    Never below :data:`STOMP_PREFETCH`: one worker's no-op throughput needs a window that covers
+    the acks in flight (ack batches of up to 32 written every ``ack_flush``).  Above that it grows
+    with the items in hand, so each slot has a few items waiting when it frees.
+    """
+    return max(STOMP_PREFETCH, STOMP_PREFETCH_PER_SLOT * concurrency)
+
 
 JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"

@@ -64,3 +64,10 @@ class ItemTimeLimitExceeded(BaseException):
 
     A BaseException so that a handler's ``except Exception`` cannot swallow it.
     """
+
+
+class ThreadTimeLimitExceeded(ItemTimeLimitExceeded):
+    """The time limit as raised into a pool thread from outside (by class, so no arguments)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(args or ("handler ran past the time limit (interrupted in its thread)",)))

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from statusq import codec
+from statusq.config import SiteConfig
 from statusq.errors import DecodeError, ItemTimeLimitExceeded
+from statusq.handler import QueueHandler
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
@@ -22,6 +25,15 @@ from statusq.retry import RetryPolicy
 from statusq.sites import SiteTable, site_context
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An item ready for its handler: what :meth:`ItemProcessor.prepare` found."""
+
+    handler: QueueHandler
+    item: QueueItem
+    site: SiteConfig
 
 
 def _describe(exc: BaseException) -> str:
@@ -52,15 +64,31 @@ class ItemProcessor:
         try:
             result = self._run(delivery)
         except Exception as exc:
-            # A bug of ours, not the handler's (those are caught in _run): keep the worker alive
-            # and the item counted, so a systematic failure ends in the dead-letter queue.
-            log.exception("processing failed outside the handler, id=%s", delivery.id)
-            result = self._failed(delivery, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
-        self._settle(delivery, consumer, result)
-        self.middleware.after_item(delivery, result)
+            result = self.internal_error(delivery, exc)
+        self.finish(delivery, consumer, result)
         return result
 
+    def internal_error(self, delivery: Delivery, exc: Exception) -> Result:
+        """A bug of ours, not the handler's (those are caught in :meth:`call`): keep the worker
+        alive and the item counted, so a systematic failure ends in the dead-letter queue."""
+        log.error("processing failed outside the handler, id=%s", delivery.id, exc_info=exc)
+        return self._failed(delivery, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
+
+    def finish(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
+        """Settle the item with the consumer, then tell the middleware (the loop's thread only)."""
+        self._settle(delivery, consumer, result)
+        self.middleware.after_item(delivery, result)
+
     def _run(self, delivery: Delivery) -> Result:
+        prepared = self.prepare(delivery)
+        if isinstance(prepared, Result):
+            return prepared
+        return self.call(delivery, prepared)
+
+    def prepare(self, delivery: Delivery) -> Call | Result:
+        """Everything before the handler runs: the site, the handler, the decoded item; or the
+        result of an item that cannot run.  Also how the concurrent listener learns whether a
+        handler is ``async``, in the loop's thread."""
         if delivery.attempt > self.policy.max_attempts:
             # The previous attempt never reported back: its worker died or hung on this item.
             last = f"; last error: {delivery.error}" if delivery.error else ""
@@ -102,18 +130,38 @@ class ItemProcessor:
             content_type=delivery.content_type,
             priority=delivery.priority,
         )
+        return Call(handler, item, lookup.site)
+
+    def call(self, delivery: Delivery, call: Call) -> Result:
+        """Run a sync handler under the item's site and time limit (SIGALRM: the main thread's;
+        in a pool thread the listener's watchdog interrupts it instead)."""
         started = time.perf_counter()
         try:
-            with site_context(lookup.site), self._timer:
-                done = handler.handle(item)
+            with site_context(call.site), self._timer:
+                done = call.handler.handle(call.item)
         except (Exception, ItemTimeLimitExceeded) as exc:
-            log.debug("handler raised", exc_info=True)
+            return self.outcome(delivery, None, exc, time.perf_counter() - started)
+        return self.outcome(delivery, done, None, time.perf_counter() - started)
+
+    def outcome(self, delivery: Delivery, done: object, exc: BaseException | None, duration: float) -> Result:
+        """What a handler's return value or exception means (sync and async handlers alike)."""
+        if exc is not None:
+            log.debug("handler raised", exc_info=exc)
             kind = Failure.TIME_LIMIT if isinstance(exc, ItemTimeLimitExceeded) else Failure.HANDLER_ERROR
-            return self._failed(delivery, _describe(exc), True, kind, time.perf_counter() - started)
-        duration = time.perf_counter() - started
+            return self._failed(delivery, _describe(exc), True, kind, duration)
         if done is False:
             return self._failed(delivery, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)
+
+    def time_limit(self, delivery: Delivery) -> float:
+        """Seconds this item's handler may run (0: no limit)."""
+        return self.item_time_limit
+
+    def timed_out(self, delivery: Delivery, duration: float) -> Result:
+        """The result of an item whose handler never came back from its time limit."""
+        limit = self.time_limit(delivery)
+        exc = ItemTimeLimitExceeded(f"handler ran past the time limit of {limit:g}s and did not stop")
+        return self._failed(delivery, _describe(exc), True, Failure.TIME_LIMIT, duration)
 
     def _failed(self, delivery: Delivery, reason: str, retryable: bool, kind: Failure, duration: float = 0.0) -> Result:
         if not retryable:

@@ -59,7 +59,10 @@ class WorkerState:
     consumer: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
+    #: The oldest item in hand (what the supervisor's hard time limit watches)...
     item: ItemInHand | None = None
+    #: ...and the others, oldest first, in a worker with several in hand ([daemon] concurrency).
+    others: list[ItemInHand] = field(default_factory=list)
     handled: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
     rss: int = 0
     error: str | None = None
@@ -81,12 +84,19 @@ class WorkerState:
         data = {name: getattr(self, name) for name in WORKER_FIELDS}
         if self.item is not None:
             data["item"] = {name: getattr(self.item, name) for name in ITEM_FIELDS}
+        data["others"] = [{name: getattr(other, name) for name in ITEM_FIELDS} for other in self.others]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerState:
         item = data.get("item")
-        return cls(**{**data, "item": ItemInHand(**item) if item else None})
+        others = [ItemInHand(**other) for other in data.get("others") or []]
+        return cls(**{**data, "item": ItemInHand(**item) if item else None, "others": others})
+
+    @property
+    def in_hand(self) -> int:
+        """Items being handled now."""
+        return (self.item is not None) + len(self.others)
 
 
 WORKER_FIELDS = tuple(f.name for f in fields(WorkerState))
@@ -123,7 +133,7 @@ def describe_worker(worker: WorkerState, now: float | None = None) -> str:
     now = time.time() if now is None else now
     doing = worker.state
     if worker.state == "busy" and worker.item is not None:
-        doing = f"busy {now - worker.item.since:.1f}s on {worker.item.describe()}"
+        doing = f"busy {now - worker.item.since:.1f}s on {worker.item.describe()}{_more(worker)}"
     counts = ", ".join(f"{outcome} {count}" for outcome, count in worker.handled.items())
     return (
         f"{doing}; rss {worker.rss >> 20} MB; handled {worker.handled_total} ({counts}); "
@@ -138,7 +148,7 @@ def worker_row(worker: WorkerState, now: float | None = None) -> list[str]:
     """A row of ``statusq status``'s worker table."""
     now = time.time() if now is None else now
     item = worker.item
-    doing = f"{item.transport} id={item.id} site={item.site} ({now - item.since:.1f}s)" if item else "-"
+    doing = f"{item.transport} id={item.id} site={item.site} ({now - item.since:.1f}s){_more(worker)}" if item else "-"
     counts = [str(worker.handled.get(outcome.value, 0)) for outcome in Outcome]
     return [
         str(worker.slot),
@@ -149,6 +159,10 @@ def worker_row(worker: WorkerState, now: float | None = None) -> list[str]:
         *counts,
         _age(now - worker.started_at),
     ]
+
+
+def _more(worker: WorkerState) -> str:
+    return f" +{len(worker.others)} more" if worker.others else ""
 
 
 def daemon_summary(supervisor: SupervisorState, now: float | None = None) -> str:

@@ -6,6 +6,7 @@ The process around it (signals, state file, title, the supervisor's lifeline) is
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from statusq.control import ControlActions, ControlManager
 from statusq.defaults import DEFAULT_GROUP, EXIT_RESTART
 from statusq.dispatcher import dispatch_hooks, dispatcher_manager
 from statusq.errors import ConfigError, StatusqError
+from statusq.io.concurrent import ConcurrentListener
 from statusq.io.listener import QueueListener
 from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
@@ -125,7 +127,7 @@ def build_worker(
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
-    listener = QueueListener(consumer, processor, config.queue.poll_max, control=channel)
+    listener = queue_listener(runtime, consumer, processor, channel)
     log.info(
         "worker ready: %d transport(s) %s, %d site file(s), backend %s",
         len(runtime.registry),
@@ -144,6 +146,8 @@ def build_worker(
         *xmpp,
     ]
     master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit, middleware=chain)
+    if isinstance(listener, ConcurrentListener):
+        listener.on_abandoned = lambda: master.request_stop(EXIT_RESTART)
     if channel is not None:
         control = control_manager(runtime, channel, master, (actions or lone_actions)(runtime, master))
         # First: a turn polls its due managers in order, and a command that came in during an
@@ -151,6 +155,37 @@ def build_worker(
         # its burst).
         master.managers.insert(0, control)
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None)
+
+
+def has_async_handlers(runtime: Runtime) -> bool:
+    registry = runtime.registry
+    return any(
+        inspect.iscoroutinefunction(getattr(registration.handler_class, "handle", None))
+        for registration in (registry.get(t) for t in registry.transports())
+        if registration is not None
+    )
+
+
+def queue_listener(
+    runtime: Runtime, consumer: Consumer, processor: ItemProcessor, channel: ControlChannel | None
+) -> QueueListener:
+    """One item at a time in the loop's own thread (concurrency 1, sync handlers only: the path
+    tuned for no-op throughput), else the concurrent listener (threads, an event loop)."""
+    config = runtime.config
+    concurrency = config.daemon.concurrency
+    if concurrency == 1 and not has_async_handlers(runtime):
+        return QueueListener(consumer, processor, config.queue.poll_max, control=channel)
+    log.info("up to %d item(s) in hand at once", concurrency)
+    return ConcurrentListener(
+        consumer,
+        processor,
+        config.queue.poll_max,
+        channel,
+        concurrency=concurrency,
+        cap=config.concurrency_of,
+        # Half the supervisor's grace: the worker settles a stuck item before it is SIGKILLed.
+        abandon_after=config.daemon.time_limit_grace / 2,
+    )
 
 
 def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:

@@ -12,7 +12,7 @@ from statusq.cli.helpers import LOG_FORMAT, runtime, setup_logging
 from statusq.daemon.detach import StartupReport, detach, redirect_output
 from statusq.daemon.pidfile import PidFile, PidFileError
 from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
-from statusq.defaults import NAME_PATTERN
+from statusq.defaults import CONCURRENCY_MAX, NAME_PATTERN
 from statusq.units import parse_duration
 
 log = logging.getLogger("statusq.daemon")
@@ -26,6 +26,7 @@ Signals (to the supervisor, whose pid --pidfile records):
 Examples:
   statusq --config /etc/statusq/statusq.toml daemon
   statusq daemon --workers 4 --group main
+  statusq daemon --workers 2 --concurrency 16   # 2 processes x 16 items in hand
   statusq daemon --daemon --pidfile /run/statusq.pid --logfile /var/log/statusq.log
   statusq daemon --idle-exit 5        # drain the queue, then exit
 """
@@ -62,7 +63,15 @@ def worker_logging(level: str, slot: int) -> None:
     "workers",
     type=click.IntRange(1, 1024),
     metavar="N",
-    help="Worker processes (default: [daemon] workers, else one per CPU); --threads is StatusNet's name.",
+    help="Worker processes (default: [daemon] workers, else one per CPU); --threads is StatusNet's name "
+    "and also means processes.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, CONCURRENCY_MAX),
+    metavar="N",
+    help="Items each worker process has in hand at once: threads for sync handlers, tasks for async "
+    "ones (default: [daemon] concurrency, else 1).",
 )
 @click.option(
     "--idle-exit",
@@ -98,6 +107,7 @@ def worker_logging(level: str, slot: int) -> None:
 def daemon(
     ctx: click.Context,
     workers: int | None,
+    concurrency: int | None,
     idle_exit: float | None,
     groups: tuple[str, ...],
     pidfile: str | None,
@@ -122,6 +132,7 @@ def daemon(
             raise
     options = DaemonOptions(
         workers=workers,
+        concurrency=concurrency,
         groups=frozenset(groups) or None,
         idle_exit=idle_exit,
         config_path=ctx.ensure_object(dict).get("config_path"),

@@ -51,6 +51,8 @@ class ProcTitle(Middleware):
         self._handling: tuple[str, str] | None = None
         #: "idle" is due since then (monotonic), or None.
         self.dirty_since: float | None = None
+        #: Items begun and not yet settled.
+        self.in_hand = 0
 
     def show(self, state: str) -> None:
         self.dirty_since = None
@@ -61,6 +63,10 @@ class ProcTitle(Middleware):
             self._shown = title
 
     def before_item(self, delivery: Delivery) -> None:
+        self.in_hand += 1
+        if self.in_hand > 1:  # several at once ([daemon] concurrency)
+            self.show(f"handling {self.in_hand} items")
+            return
         key = (delivery.transport, delivery.site)
         if key == self._handling:  # the title says so already
             self.dirty_since = None
@@ -69,6 +75,10 @@ class ProcTitle(Middleware):
         self._handling = key
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
+        self.in_hand -= 1
+        if self.in_hand:
+            self.show(f"handling {self.in_hand} item{'s' if self.in_hand > 1 else ''}")
+            return
         self.dirty_since = time.monotonic()
 
     def flush(self) -> None:

@@ -22,8 +22,18 @@ log = logging.getLogger("statusq.state")
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _text = json.encoder.encode_basestring_ascii
 #: WorkerState fields outside the item path: their JSON text is cached between writes.
-_STATIC = tuple(name for name in WORKER_FIELDS if name not in {"state", "item", "handled", "rss", "updated_at"})
+_STATIC = tuple(
+    name for name in WORKER_FIELDS if name not in {"state", "item", "others", "handled", "rss", "updated_at"}
+)
 _static_values = operator.attrgetter(*_STATIC)
+
+
+def _item_json(item: ItemInHand) -> str:
+    return (
+        f'{{"id":{_text(item.id)},"site":{_text(item.site)},"transport":{_text(item.transport)},'
+        f'"attempt":{int(item.attempt)},"since":{float(item.since)!r},'
+        f'"since_monotonic":{float(item.since_monotonic)!r}}}'
+    )
 
 
 class StateReporter(Middleware):
@@ -59,6 +69,9 @@ class StateReporter(Middleware):
         self.dirty_since: float | None = None
         self._static_key: tuple[Any, ...] = ()
         self._static = ""
+        #: The deliveries of ``state.item`` and ``state.others``, by identity.
+        self._item_of: Delivery | None = None
+        self._others_of: list[Delivery] = []
 
     @property
     def dirty(self) -> bool:
@@ -90,18 +103,12 @@ class StateReporter(Middleware):
             self._static_key = key
             self._static = _ENCODER.encode(dict(zip(_STATIC, key, strict=True)))[:-1]
         item = state.item
-        if item is None:
-            item_json = "null"
-        else:
-            item_json = (
-                f'{{"id":{_text(item.id)},"site":{_text(item.site)},"transport":{_text(item.transport)},'
-                f'"attempt":{int(item.attempt)},"since":{float(item.since)!r},'
-                f'"since_monotonic":{float(item.since_monotonic)!r}}}'
-            )
+        item_json = "null" if item is None else _item_json(item)
+        others = ",".join([_item_json(other) for other in state.others]) if state.others else ""
         handled = ",".join([f'"{k}":{int(v)}' for k, v in state.handled.items()])  # keys: Outcome values
         return (
-            f'{self._static},"state":{_text(state.state)},"item":{item_json},"handled":{{{handled}}},'
-            f'"rss":{int(state.rss)},"updated_at":{float(state.updated_at)!r}}}'
+            f'{self._static},"state":{_text(state.state)},"item":{item_json},"others":[{others}],'
+            f'"handled":{{{handled}}},"rss":{int(state.rss)},"updated_at":{float(state.updated_at)!r}}}'
         )
 
     def _store(self, data: bytes) -> None:
@@ -145,7 +152,8 @@ class StateReporter(Middleware):
         self.write(state="failed", error=error)
 
     def exiting(self) -> None:
-        self.write(state="exiting", item=None)
+        self._item_of, self._others_of = None, []
+        self.write(state="exiting", item=None, others=[])
 
     def request(self, what: str) -> None:
         """Ask the supervisor to do what only it can (``restart``, ``shutdown``)."""
@@ -153,11 +161,31 @@ class StateReporter(Middleware):
 
     def before_item(self, delivery: Delivery) -> None:
         state = self.state
-        state.item = ItemInHand(
-            delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), time.monotonic()
-        )
+        now = time.monotonic()
+        item = ItemInHand(delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), now)
+        if state.item is None:
+            state.item, self._item_of = item, delivery
+        else:  # several in hand ([daemon] concurrency): the oldest stays `item`
+            state.others.append(item)
+            self._others_of.append(delivery)
         state.state = "busy"
         self._write()
+
+    def _finished(self, delivery: Delivery) -> ItemInHand | None:
+        """Take ``delivery``'s entry out of the items in hand; the oldest left becomes ``item``."""
+        state = self.state
+        if delivery is self._item_of or not state.others:
+            item = state.item
+            if state.others:
+                state.item, self._item_of = state.others.pop(0), self._others_of.pop(0)
+            else:
+                state.item, self._item_of = None, None
+            return item
+        for index, other in enumerate(self._others_of):
+            if other is delivery:
+                del self._others_of[index]
+                return state.others.pop(index)
+        return None
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         """Idle again; written at once only after a long item.
@@ -171,8 +199,12 @@ class StateReporter(Middleware):
         state = self.state
         outcome = result.outcome.value
         state.handled[outcome] = state.handled.get(outcome, 0) + 1
-        item = state.item
-        state.state, state.item, state.rss = "idle", None, self._rss()
+        item = self._finished(delivery)
+        state.rss = self._rss()
+        if state.item is not None:
+            self._write()  # others still in hand: say so now
+            return
+        state.state = "idle"
         now = time.monotonic()
         if item is None or now - item.since_monotonic >= self.DEFER_UNDER:
             self._write()

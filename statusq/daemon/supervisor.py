@@ -63,6 +63,9 @@ _PUBLISH_EVERY = 2.0  # supervisor.json is rewritten at least this often, for `s
 class DaemonOptions:
     #: --workers; None: ``[daemon] workers`` (and 0 there: one per CPU).
     workers: int | None = None
+    #: --concurrency; None: ``[daemon] concurrency``.  Applied to every config a worker gets,
+    #: reloaded ones included.
+    concurrency: int | None = None
     groups: frozenset[str] | None = None
     idle_exit: float | None = None
     #: What --config named: re-read on SIGHUP when the config came from no file.
@@ -183,7 +186,7 @@ class QueueDaemon:
         spec = WorkerSpec(
             slot=slot,
             generation=generation,
-            config=config,
+            config=config.with_concurrency(self.options.concurrency),
             groups=self.options.groups,
             idle_exit=self.options.idle_exit,
             supervisor=os.getpid(),

@@ -39,5 +39,13 @@ class IoManager:
         """True while work is pending that --idle-exit must wait for."""
         return False
 
+    def holding(self) -> bool:
+        """True while items are in hand that must finish before the process may exit (a worker
+        with several at once); the master keeps polling until none is left."""
+        return False
+
+    def wind_down(self) -> None:
+        """The process is stopping: take no new work, finish what :meth:`holding` says is in hand."""
+
     def stop(self) -> None:
         """Release held work and disconnect; called once after the loop, even after errors."""

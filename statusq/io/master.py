@@ -47,6 +47,8 @@ class IoMaster:
         self.idle_exit = idle_exit
         self.clock = clock
         self.stopping = False
+        #: Stopping, but items are still in hand: the loop goes on until they are done.
+        self.draining = False
         self.exit_code = 0
         self._wakeup = WakePipe()
 
@@ -93,7 +95,7 @@ class IoMaster:
         last_work = self.clock()
         last_select = 0.0
         last_memory_check = 0.0
-        while not self.stopping:
+        while not self.stopping or self._finishing():
             managers = list(self.managers)
             # Asked once per turn, not again before each poll(): with half a dozen managers, the
             # second round of calls cost more than an item's ack while items flow.
@@ -119,7 +121,7 @@ class IoMaster:
                 self._wakeup.drain()
             woken = {by_fd[fd] for fd in ready if fd in by_fd}
             for manager, due_in in zip(managers, timeouts, strict=True):
-                if self.stopping:
+                if self.stopping and not self.draining:
                     break
                 if (due_in <= 0 or manager in woken) and manager.poll():
                     last_work = self._burst(manager)
@@ -129,17 +131,33 @@ class IoMaster:
                 # still stop a leaking worker within a handful of items.
                 last_memory_check = now
                 over = self.memory_limit.exceeded()
-            if over is not None:
+            if over is not None and not self.draining:
                 log.warning(
                     "soft memory limit exceeded (rss %d MB > %d MB): exiting to be replaced",
                     over >> 20,
                     (self.memory_limit.bytes if self.memory_limit else 0) >> 20,
                 )
-                return EXIT_RESTART
+                if not self._holding():
+                    return EXIT_RESTART
+                self.request_stop(EXIT_RESTART)  # once the items in hand are done
             if self._idle_long_enough(last_work):
                 log.info("idle for %.1fs: exiting", self.idle_exit)
                 return 0
         return self.exit_code
+
+    def _holding(self) -> bool:
+        return any(m.holding() for m in self.managers)
+
+    def _finishing(self) -> bool:
+        """Asked once stopping: go on while items are in hand, fetching no more."""
+        if not self.draining:
+            if not self._holding():
+                return False
+            self.draining = True
+            log.info("stopping: finishing the items in hand first")
+            for manager in self.managers:
+                manager.wind_down()
+        return self._holding()
 
     def _burst(self, manager: IoManager) -> float:
         """Poll ``manager`` again while it has more due, for up to :data:`_BURST` seconds; when
@@ -147,7 +165,7 @@ class IoMaster:
         flow, that cost as much as an item's own bookkeeping."""
         now = self.clock()
         deadline = now + _BURST
-        while not self.stopping and now < deadline and manager.more() and manager.poll():
+        while (not self.stopping or self.draining) and now < deadline and manager.more() and manager.poll():
             now = self.clock()
         return now
 

@@ -127,7 +127,7 @@ class DaemonCollector(Collector):
             states.add_metric([state], count)
         yield states
         yield GaugeMetricFamily(
-            "statusq_items_in_flight", "Items being handled now.", value=sum(1 for w in workers if w.item is not None)
+            "statusq_items_in_flight", "Items being handled now.", value=sum(w.in_hand for w in workers)
         )
         rss = GaugeMetricFamily("statusq_worker_rss_bytes", "Resident memory per worker slot.", labels=["slot"])
         for slot, worker in sorted(_current_per_slot(workers).items()):

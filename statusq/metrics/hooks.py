@@ -82,7 +82,7 @@ class MetricsHooks(Middleware):
         self.statsd = statsd
         self.clock = clock
         self._site: str | None = None
-        self._latency_line: str | None = None
+        self._latency_lines: list[str] = []
         self._last_handled = 0.0
         self._items: dict[tuple[str, str, Outcome], Any] = {}
         self._errors: dict[tuple[str, str, Failure], Any] = {}
@@ -110,7 +110,8 @@ class MetricsHooks(Middleware):
             child = self._latency[delivery.transport] = self.model.latency.labels(self.transport(delivery.transport))
         self._observe(child, latency)
         if self.statsd is not None:  # sent with the outcome: one datagram per item
-            self._latency_line = timing(self.statsd.name("latency", self.transport(delivery.transport)), latency)
+            # Sent with the next outcome, whichever item's it is (several may be in hand).
+            self._latency_lines.append(timing(self.statsd.name("latency", self.transport(delivery.transport)), latency))
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         site, transport, outcome, kind = delivery.site, delivery.transport, result.outcome, result.kind
@@ -178,9 +179,9 @@ class MetricsHooks(Middleware):
             lines.append(counter(statsd.name("errors", result.kind.value)))
         if ran:
             lines.append(timing(statsd.name("handling", label), result.duration))
-        if self._latency_line is not None:
-            lines.append(self._latency_line)
-            self._latency_line = None
+        if self._latency_lines:
+            lines.extend(self._latency_lines)
+            self._latency_lines.clear()
         statsd.send(*lines)
 
     # -- beside the item path ----------------------------------------------------------------

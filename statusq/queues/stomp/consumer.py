@@ -49,14 +49,14 @@ class StompConsumer(Consumer):
         default_site: str,
         outgoing: wire.Outgoing,
         ack_flush: float,
+        prefetch: int,
     ) -> None:
         self.config = config
         self.routes = routes
         self.default_site = default_site
         self.outgoing = outgoing
         self.link = StompLink(self.config, "consumer")
-        prefetch = str(self.config.prefetch)
-        window = {"activemq.prefetchSize": prefetch, "prefetch-count": prefetch}
+        window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
         self.destinations = list(destinations)
         # One local queue per subscription, served in turns: a flooded site's breakout cannot
         # keep another subscription's items waiting behind its whole prefetch window.
@@ -69,7 +69,7 @@ class StompConsumer(Consumer):
         self.writer = SettlementWriter(
             self.link,
             flush_after=ack_flush,
-            batch=ack_batch(self.config.prefetch),
+            batch=ack_batch(prefetch),
             receipt_timeout=self.config.receipt_timeout,
             name="consumer settlements",
         )

@@ -91,6 +91,7 @@ class StompQueueManager(QueueManager):
             default_site=self.default_site,
             outgoing=self.outgoing,
             ack_flush=self.config.queue.ack_flush,
+            prefetch=self.config.prefetch,
         )
 
     def control_channel(self) -> ControlChannel | None:
