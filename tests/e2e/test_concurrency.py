@@ -127,7 +127,7 @@ def in_hand(config: Path) -> int:
 
 
 def test_eight_sync_and_async_items_in_hand_at_once_each_handled_once_with_its_own_site(
-    config_for, record_file, tmp_path
+    config_for: Callable[..., Path], record_file: Path, tmp_path: Path
 ) -> None:
     # Given 8 items, sync and async handlers alternating, two sites interleaved
     config = config_for()
@@ -149,7 +149,9 @@ def test_eight_sync_and_async_items_in_hand_at_once_each_handled_once_with_its_o
     assert {r["transport"] for r in ends} == {"hold", "ahold"}
 
 
-def test_a_worker_sigkilled_with_eight_in_hand_loses_none(config_for, record_file, tmp_path) -> None:
+def test_a_worker_sigkilled_with_eight_in_hand_loses_none(
+    config_for: Callable[..., Path], record_file: Path, tmp_path: Path
+) -> None:
     # Given a worker holding 8 items
     config = config_for(queue={"max_retries": 3})
     numbers = eight_mixed(config)
@@ -169,7 +171,9 @@ def test_a_worker_sigkilled_with_eight_in_hand_loses_none(config_for, record_fil
     assert max(Counter(r["n"] for r in ends).values()) == 1
 
 
-def test_sigterm_with_eight_in_hand_finishes_them_and_exits_0(config_for, record_file, tmp_path) -> None:
+def test_sigterm_with_eight_in_hand_finishes_them_and_exits_0(
+    config_for: Callable[..., Path], record_file: Path, tmp_path: Path
+) -> None:
     # Given a worker holding 8 items, and 4 more waiting
     config = config_for()
     numbers = eight_mixed(config, count=12)
@@ -193,7 +197,7 @@ def test_sigterm_with_eight_in_hand_finishes_them_and_exits_0(config_for, record
 
 
 def test_a_thread_stuck_past_its_time_limit_is_dealt_with_and_the_others_go_on(
-    config_for, record_file, tmp_path
+    config_for: Callable[..., Path], record_file: Path, tmp_path: Path
 ) -> None:
     # Given a 1 s time limit, a handler stuck in C for 30 s, and ordinary items behind it
     config = config_for(queue={"max_retries": 1}, daemon={"time_limit": "1s", "time_limit_grace": "1s"})

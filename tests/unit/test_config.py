@@ -389,3 +389,30 @@ def test_load_site_refuses_a_file_name_that_is_no_site_name(tmp_path: Path) -> N
         load_site(write(tmp_path / "not a site.toml", ""))
 
     assert caught.value.key == "name"
+
+
+def test_concurrency_defaults_to_one_and_names_its_key_when_wrong(tmp_path: Path) -> None:
+    assert Config().daemon.concurrency == 1
+    err = config_error(tmp_path / "statusq.toml", "[daemon]\nconcurrency = 0\n")
+    assert str(tmp_path / "statusq.toml") in str(err) and "daemon.concurrency" in str(err)
+
+
+def test_a_transports_concurrency_may_not_exceed_the_workers(tmp_path: Path) -> None:
+    text = "[daemon]\nconcurrency = 4\n[transports.push]\nconcurrency = 8\n"
+
+    err = config_error(tmp_path / "statusq.toml", text)
+
+    assert "transports.push.concurrency" in err.reason and "daemon.concurrency" in err.reason
+    ok = load_config(write(tmp_path / "ok.toml", text.replace("= 8", "= 2")))
+    assert ok.concurrency_of("push") == 2 and ok.concurrency_of("other") == 4
+    # --concurrency below a transport's cap holds the cap to it
+    assert ok.with_concurrency(1).concurrency_of("push") == 1
+
+
+def test_the_prefetch_window_follows_concurrency_unless_set(tmp_path: Path) -> None:
+    assert Config().prefetch == defaults.STOMP_PREFETCH
+    many = load_config(write(tmp_path / "a.toml", "[daemon]\nconcurrency = 200\n"))
+    assert many.prefetch == defaults.prefetch_for(200) > defaults.STOMP_PREFETCH
+    assert Config().with_concurrency(200).prefetch == many.prefetch
+    fixed = load_config(write(tmp_path / "b.toml", "[daemon]\nconcurrency = 200\n[queue.stomp]\nprefetch = 10\n"))
+    assert fixed.prefetch == 10

@@ -229,6 +229,25 @@ def test_a_worker_title_shows_what_it_handles() -> None:
     assert title.dirty_since is None
 
 
+def test_a_title_counts_the_items_in_hand_when_there_are_several() -> None:
+    titles: list[str] = []
+    title = ProcTitle(1, None, setter=titles.append)
+    a, b = make_delivery(site="a.example"), make_delivery(site="b.example")
+
+    title.before_item(a)
+    title.before_item(b)
+    title.after_item(a, Result(Outcome.DONE))
+    title.after_item(b, Result(Outcome.DONE))
+    title.flush()
+
+    assert titles == [
+        "statusq worker 1 [all]: handling echo site=a.example",
+        "statusq worker 1 [all]: handling 2 items",
+        "statusq worker 1 [all]: handling 1 item",
+        "statusq worker 1 [all]: idle",
+    ]
+
+
 def test_a_title_is_set_once_while_one_sites_items_flow() -> None:
     titles: list[str] = []
     title = ProcTitle(1, None, setter=titles.append)
@@ -311,3 +330,29 @@ def test_a_state_outgrowing_the_map_is_still_read_whole(tmp_path: Path) -> None:
     assert long_state is not None and long_state.error == "x" * 10_000
     short_state = read_worker(path)
     assert short_state is not None and short_state.error is None and short_state.state == "idle"
+
+
+def test_every_item_in_hand_is_in_the_state_file_the_oldest_as_item(reporter: StateReporter) -> None:
+    # Given three items begun one after another ([daemon] concurrency > 1)
+    reporter.ready("c")
+    first, second, third = (make_delivery(id=str(n), site=f"s{n}.example") for n in (1, 2, 3))
+    for delivery in (first, second, third):
+        reporter.before_item(delivery)
+    state = read_worker(reporter.path)
+    assert state is not None and state.in_hand == 3 and state.state == "busy"
+    assert state.item is not None and state.item.id == "1" and [o.id for o in state.others] == ["2", "3"]
+    assert "+2 more" in describe_worker(state) and "+2 more" in " ".join(worker_row(state))
+    assert json.loads(reporter.path.read_bytes()) == json.loads(json.dumps(reporter.state.to_dict()))
+
+    # When the middle one and then the oldest finish
+    reporter.after_item(second, Result(Outcome.DONE))
+    reporter.after_item(first, Result(Outcome.DONE))
+
+    # Then the one left is the item, written at once (still busy), and the last one's end is idle
+    state = read_worker(reporter.path)
+    assert state is not None and state.item is not None and state.item.id == "3" and state.others == []
+    assert state.state == "busy" and state.handled["done"] == 2
+    reporter.after_item(third, Result(Outcome.RETRY, "x"))
+    reporter.flush()
+    state = read_worker(reporter.path)
+    assert state is not None and state.state == "idle" and state.in_hand == 0

@@ -17,10 +17,13 @@ from statusq.state import ItemInHand, RunDir, SupervisorState, WorkerState, work
 NOW = 1_800_000_000.0
 
 
-def write_worker(run: RunDir, slot: int, pid: int, state: str, *, generation: int = 0, rss: int = 0) -> None:
+def write_worker(
+    run: RunDir, slot: int, pid: int, state: str, *, generation: int = 0, rss: int = 0, others: int = 0
+) -> None:
     worker = WorkerState(slot, pid, generation, state=state, rss=rss, started_at=NOW - 60 + generation)
     if state == "busy":
         worker.item = ItemInHand("7", "a.example", "demo", 1, NOW - 1, 0.0)
+        worker.others = [ItemInHand(str(8 + n), "a.example", "demo", 1, NOW, 0.0) for n in range(others)]
     write_json(worker_file(run.path, pid), worker.to_dict())
 
 
@@ -46,7 +49,7 @@ def test_workers_restarts_and_rss_come_from_the_state_files(run: RunDir) -> None
     # starting worker of the next generation, slot 3 failed at start, and a dead worker's file
     restarts = {"crash": 2, "memory": 5, "time_limit": 1}
     run.write_supervisor(SupervisorState(4711, None, 3, None, state="reloading", restarts=restarts))
-    write_worker(run, 1, 101, "busy", rss=10 << 20)
+    write_worker(run, 1, 101, "busy", rss=10 << 20, others=3)  # 4 in hand ([daemon] concurrency)
     write_worker(run, 2, 102, "idle", rss=20 << 20)
     write_worker(run, 2, 103, "starting", generation=1, rss=30 << 20)
     write_worker(run, 3, 104, "failed")
@@ -58,7 +61,7 @@ def test_workers_restarts_and_rss_come_from_the_state_files(run: RunDir) -> None
     states = {s.labels["state"]: s.value for s in found.select("statusq_workers")}
     assert states == {"starting": 1, "idle": 1, "busy": 1, "exiting": 1}
     assert found.get("statusq_workers_expected") == 3
-    assert found.get("statusq_items_in_flight") == 1
+    assert found.get("statusq_items_in_flight") == 4
     # A fresh reading where there is one, else the state file's; a slot's newest worker counts
     rss = {s.labels["slot"]: s.value for s in found.select("statusq_worker_rss_bytes")}
     assert rss == {"1": 10 << 20, "2": 103, "3": 104}
