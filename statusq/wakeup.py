@@ -40,12 +40,16 @@ class WakePipe:
                     os.write(self._write, b"x")
 
     def drain(self) -> None:
-        self.pending = False  # before reading: an event arriving now writes a new byte
-        if self._closed:
-            return  # the number may be another file's by now (the owner's thread closes it)
-        with contextlib.suppress(OSError):
-            while os.read(self._read, 4096):
-                pass
+        """Read the pipe empty, then allow the next byte.  In this order: a wake-up that came
+        during the read and found ``pending`` still set wrote nothing, and its event is seen by
+        the owner, who looks for events after draining; cleared before the read, the byte of a
+        wake-up during the read was read here and ``pending`` stayed set on an empty pipe, so no
+        later wake-up wrote one (a worker with items in hand slept through its completions)."""
+        if not self._closed:  # else the number may be another file's by now (the owner closes it)
+            with contextlib.suppress(OSError):
+                while os.read(self._read, 4096):
+                    pass
+        self.pending = False
 
     def close(self) -> None:
         with self._lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import select
 
+import pytest
+
 from statusq.wakeup import WakePipe
 
 
@@ -54,3 +56,27 @@ def test_close_is_idempotent_and_reentrant() -> None:
         pipe.close()
     pipe.close()
     pipe.wake()
+
+
+def test_a_wake_during_the_drain_is_never_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a pending wake-up, and another thread's wake-up arriving while the loop drains
+    pipe = WakePipe()
+    real_read = os.read
+    calls: list[int] = []
+
+    def read_with_a_wake(fd: int, n: int) -> bytes:
+        if not calls:
+            calls.append(fd)
+            pipe.wake()  # the other thread, between the loop's drain and its look at the events
+        return real_read(fd, n)
+
+    try:
+        pipe.wake()
+        monkeypatch.setattr("statusq.wakeup.os.read", read_with_a_wake)
+        pipe.drain()
+        monkeypatch.undo()
+        # When the next event wakes the pipe, the loop sees it
+        pipe.wake()
+        assert readable(pipe), "a wake-up after the drain must write a byte"
+    finally:
+        pipe.close()
