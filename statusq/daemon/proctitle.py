@@ -51,8 +51,9 @@ class ProcTitle(Middleware):
         self._handling: tuple[str, str] | None = None
         #: "idle" is due since then (monotonic), or None.
         self.dirty_since: float | None = None
-        #: Items begun and not yet settled.
+        #: Items begun and not yet settled, and the title due at the next flush.
         self.in_hand = 0
+        self._next = "idle"
 
     def show(self, state: str) -> None:
         self.dirty_since = None
@@ -64,8 +65,8 @@ class ProcTitle(Middleware):
 
     def before_item(self, delivery: Delivery) -> None:
         self.in_hand += 1
-        if self.in_hand > 1:  # several at once ([daemon] concurrency)
-            self.show(f"handling {self.in_hand} items")
+        if self.in_hand > 1:  # several at once ([daemon] concurrency): the count, at the next flush
+            self._later(f"handling {self.in_hand} items")
             return
         key = (delivery.transport, delivery.site)
         if key == self._handling:  # the title says so already
@@ -77,10 +78,16 @@ class ProcTitle(Middleware):
     def after_item(self, delivery: Delivery, result: Result) -> None:
         self.in_hand -= 1
         if self.in_hand:
-            self.show(f"handling {self.in_hand} item{'s' if self.in_hand > 1 else ''}")
+            self._later(f"handling {self.in_hand} item{'s' if self.in_hand > 1 else ''}")
             return
+        self._next = "idle"
         self.dirty_since = time.monotonic()
+
+    def _later(self, title: str) -> None:
+        self._next = title
+        if self.dirty_since is None:
+            self.dirty_since = time.monotonic()
 
     def flush(self) -> None:
         if self.dirty_since is not None:
-            self.show("idle")
+            self.show(self._next)

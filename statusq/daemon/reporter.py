@@ -165,11 +165,19 @@ class StateReporter(Middleware):
         item = ItemInHand(delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), now)
         if state.item is None:
             state.item, self._item_of = item, delivery
-        else:  # several in hand ([daemon] concurrency): the oldest stays `item`
+        else:  # several in hand ([daemon] concurrency): the oldest stays `item`...
             state.others.append(item)
             self._others_of.append(delivery)
+            # ...and the file, which says it already, is rewritten at the next flush (within
+            # FlushWhenIdle's delay): one write per item of every item in hand was O(N) per item
+            self._later(now)
+            return
         state.state = "busy"
         self._write()
+
+    def _later(self, now: float) -> None:
+        if self.dirty_since is None:
+            self.dirty_since = now
 
     def _finished(self, delivery: Delivery) -> ItemInHand | None:
         """Take ``delivery``'s entry out of the items in hand; the oldest left becomes ``item``."""
@@ -201,11 +209,11 @@ class StateReporter(Middleware):
         state.handled[outcome] = state.handled.get(outcome, 0) + 1
         item = self._finished(delivery)
         state.rss = self._rss()
-        if state.item is not None:
-            self._write()  # others still in hand: say so now
+        now = time.monotonic()
+        if state.item is not None:  # others still in hand: written at the next flush
+            self._later(now)
             return
         state.state = "idle"
-        now = time.monotonic()
         if item is None or now - item.since_monotonic >= self.DEFER_UNDER:
             self._write()
         else:

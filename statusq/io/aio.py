@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 
 from statusq.errors import ItemTimeLimitExceeded
 from statusq.io.jobs import Completions, Job
@@ -42,6 +43,8 @@ class AsyncRunner:
         self.completions = completions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._incoming: deque[Job] = deque()
+        self._scheduled = False
 
     @property
     def loop_name(self) -> str:
@@ -68,11 +71,21 @@ class AsyncRunner:
         return loop
 
     def submit(self, job: Job) -> None:
+        """Queued, and the loop woken once for all jobs queued until it takes them: a wake-up
+        per job (a write to the loop's pipe, the GIL handed over) cost more than the job."""
         loop = self._loop or self._start()
-        loop.call_soon_threadsafe(self._begin, job)
+        self._incoming.append(job)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon_threadsafe(self._begin)
 
-    def _begin(self, job: Job) -> None:
-        job.task = asyncio.get_running_loop().create_task(self._run(job))
+    def _begin(self) -> None:
+        self._scheduled = False  # before taking: a job queued from now on schedules anew
+        loop = asyncio.get_running_loop()
+        incoming = self._incoming
+        while incoming:
+            job = incoming.popleft()
+            job.task = loop.create_task(self._run(job))
 
     async def _run(self, job: Job) -> None:
         delivery, call = job.delivery, job.call

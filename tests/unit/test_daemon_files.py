@@ -236,7 +236,9 @@ def test_a_title_counts_the_items_in_hand_when_there_are_several() -> None:
 
     title.before_item(a)
     title.before_item(b)
+    title.flush()  # the count is shown at the loop's next flush, not at every item
     title.after_item(a, Result(Outcome.DONE))
+    title.flush()
     title.after_item(b, Result(Outcome.DONE))
     title.flush()
 
@@ -338,6 +340,8 @@ def test_every_item_in_hand_is_in_the_state_file_the_oldest_as_item(reporter: St
     first, second, third = (make_delivery(id=str(n), site=f"s{n}.example") for n in (1, 2, 3))
     for delivery in (first, second, third):
         reporter.before_item(delivery)
+    assert reporter.dirty  # the oldest is in the file at once, the others at the loop's next flush
+    reporter.flush()
     state = read_worker(reporter.path)
     assert state is not None and state.in_hand == 3 and state.state == "busy"
     assert state.item is not None and state.item.id == "1" and [o.id for o in state.others] == ["2", "3"]
@@ -348,7 +352,8 @@ def test_every_item_in_hand_is_in_the_state_file_the_oldest_as_item(reporter: St
     reporter.after_item(second, Result(Outcome.DONE))
     reporter.after_item(first, Result(Outcome.DONE))
 
-    # Then the one left is the item, written at once (still busy), and the last one's end is idle
+    # Then the one left is the item (still busy), and the last one's end is idle
+    reporter.flush()
     state = read_worker(reporter.path)
     assert state is not None and state.item is not None and state.item.id == "3" and state.others == []
     assert state.state == "busy" and state.handled["done"] == 2
