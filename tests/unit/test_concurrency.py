@@ -421,3 +421,43 @@ def test_an_async_handler_past_its_time_limit_is_cancelled(world: World) -> None
     [dead] = world.broker.dead.values()
     assert dead.transport == "async" and "(cancelled)" in (dead.last_error or "")
     assert world.broker.acked == 3
+
+
+class OverLimit:
+    """A soft memory limit the test switches on."""
+
+    def __init__(self) -> None:
+        self.over = False
+        self.bytes = 1 << 20
+
+    def exceeded(self) -> int | None:
+        return 2 << 20 if self.over else None
+
+
+def test_the_memory_limit_restarts_the_worker_only_after_its_items_finish(world: World) -> None:
+    # Given 4 items in hand, blocked, when the worker goes over its soft memory limit
+    world.enqueue("sync", 6)
+    master, runtime = world.worker(4, lambda: False)
+    limit = OverLimit()
+    master.memory_limit = limit  # type: ignore[assignment]
+    all_in = threading.Barrier(5, timeout=WAIT)
+    release = threading.Event()
+
+    def blocks(item: Any) -> bool:
+        if item.payload["n"] < 4:
+            all_in.wait()
+        return release.wait(WAIT)
+
+    hook(runtime, "sync", blocks)
+
+    def leak_then_release() -> None:
+        all_in.wait()
+        limit.over = True
+        time.sleep(0.2)  # the loop saw it (it looks every 50 ms) and is draining
+        release.set()
+
+    threading.Thread(target=leak_then_release, daemon=True).start()
+
+    # Then it exits to be replaced, having finished and acked the 4, taking nothing else
+    assert master.run() == EXIT_RESTART
+    assert world.broker.acked == 4 and len(world.broker.items) == 2
