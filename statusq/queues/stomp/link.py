@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,9 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._confirmed: dict[str, bool] = {}  # receipts of pipelined commits, as they come
         self._write_lock = threading.Lock()  # one writer at a time against reconnects
         self._wakeup = WakePipe()
+        #: Called (receiver thread) when a receipt comes or can no longer come: lets a writer
+        #: waiting on pipelined commits look at once instead of at its next turn.
+        self.receipt_hook: Callable[[], None] | None = None
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
@@ -128,6 +131,15 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         if event is not None:
             self._confirmed[receipt] = True
             event.set()
+        self._tell_receipts()
+
+    def _tell_receipts(self) -> None:
+        hook = self.receipt_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # never into stomp.py's receiver thread: it would end it
+                log.exception("%s: receipt hook failed", self.name)
 
     def on_error(self, frame: Any) -> None:
         message = frame.headers.get("message", "")
@@ -138,12 +150,14 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         for receipt, event in list(self._receipts.items()):
             self._failed_receipts[receipt] = f"{message} {detail.decode('utf-8', 'replace').strip()}"
             event.set()
+        self._tell_receipts()
 
     def on_disconnected(self) -> None:
         self._connected.clear()
         for event in list(self._receipts.values()):
             event.set()  # waiters see the connection is gone
         self._wake()
+        self._tell_receipts()
 
     def on_heartbeat_timeout(self) -> None:
         log.warning("heartbeat timeout on %s: the broker went quiet", self.name)
@@ -283,9 +297,10 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 self._conn.transport.send(data)
         return True
 
-    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
-        """BEGIN; each SEND and the ACK of its original; COMMIT with a receipt, not waited for
-        (see :meth:`confirmed`).  None if ``generation`` is gone (nothing written)."""
+    def commit_resends(self, generation: int, resends: Sequence[Resend], *, ack_originals: bool = True) -> str | None:
+        """BEGIN; each SEND and (``ack_originals``: the originals arrived on this connection) the
+        ACK of its original; COMMIT with a receipt, not waited for (see :meth:`confirmed`).
+        None if ``generation`` is gone (nothing written)."""
         with self._write_lock:
             if generation != self.generation or not self.connected:
                 return None
@@ -294,7 +309,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             for r in resends:
                 headers = {**r.headers, "destination": self.physical(r.destination), "transaction": name}
                 frames.append(encode_frame("SEND", headers, r.body))
-                frames.append(encode_frame("ACK", {"id": r.ack_id, "transaction": name}))
+                if ack_originals:
+                    frames.append(encode_frame("ACK", {"id": r.ack_id, "transaction": name}))
             frames.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipt}))
             self._receipts[receipt] = threading.Event()
             try:
