@@ -38,9 +38,17 @@ class Choosy(QueueHandler):
             raise Retry(delay=p["delay"], reason="busy " + str(p["n"]))
         return True
 
+class Patient(QueueHandler):
+    def handle(self, item):
+        record(n=item.payload["n"], attempt=item.attempt, at=time.time())
+        time.sleep(item.payload["seconds"])
+        record(n=item.payload["n"], attempt=item.attempt, at=time.time(), finished=True)
+        return True
+
 def register(api):
     # [transports.choosy] in the tests' config overrides max_retries
     api.register_handler("choosy", Choosy, max_retries=5, retry_delay="20ms", retry_delay_max="50ms")
+    api.register_handler("patient", Patient, time_limit="4s")
 '''
 
 
@@ -121,3 +129,30 @@ def test_retry_waits_its_own_delay_and_transport_settings_end_retries(
     assert [r["attempt"] for r in attempts(record_file, 2)] == [1, 2]
     [letter] = dead_letters(config)
     assert (letter["id"], letter["attempts"], letter["error"]) == (forever, 2, "busy 2 (gave up after 2 attempts)")
+
+
+def test_each_transport_has_its_own_time_limit(
+    db_url: str, write_config: Callable[..., Path], plugin_dir: Path, record_file: Path
+) -> None:
+    # Given [daemon] time_limit 1s (+ 0.5s grace before the supervisor's SIGKILL); "patient"
+    # registered with time_limit="4s"; [transports.count] time_limit = "0.3s"
+    (plugin_dir / "choosy.py").write_text(CHOOSY)
+    config = write_config(
+        db_url, '[transports.count]\ntime_limit = "0.3s"\n', daemon={"time_limit": "1s", "time_limit_grace": "0.5s"}
+    )
+    with statusq.connect(config) as qm:
+        qm.enqueue({"n": 1, "seconds": 2}, "patient")
+        stopped = qm.enqueue({"n": 2, "action": "sleep", "seconds": 30}, "count")
+
+    # When the daemon runs until idle
+    done = run_cli("daemon", "--workers", "1", "--idle-exit", "2", config=config)
+
+    # Then the patient item ran its 2 s past the global limit, once, and finished: neither
+    # SIGALRM nor the supervisor's hard kill (which reads the item's own limit) stopped it
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(r["attempt"], r.get("finished", False)) for r in attempts(record_file, 1)] == [(1, False), (1, True)]
+    assert "past time_limit" not in done.stderr
+    # And the count item was stopped at its transport's 0.3 s, each of its 3 attempts
+    assert [r["attempt"] for r in attempts(record_file, 2)] == [1, 2, 3]
+    [letter] = dead_letters(config)
+    assert letter["id"] == stopped and "time limit of 0.3s" in letter["error"]
