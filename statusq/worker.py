@@ -60,14 +60,14 @@ def check_groups(runtime: Runtime, groups: set[str] | None) -> None:
 
 def check_routes(runtime: Runtime) -> None:
     config = runtime.config
-    known = runtime.registry.transports() | set(BUILTIN_GROUPS)
-    for transport in sorted(set(config.transports) - known):
+    unknown = sorted(set(config.transports) - runtime.registry.transports() - set(BUILTIN_GROUPS))
+    if unknown:
         # Caught here, not at config load: only a worker loads the plugins that name transports.
         raise ConfigError(
-            f"unknown transport {transport!r}: no plugin registers it "
+            f"unknown transport {unknown[0]!r}: no plugin registers it "
             f"(registered: {', '.join(sorted(runtime.registry.transports())) or 'none'})",
             file=config.source,
-            key=f"transports.{transport}",
+            key=f"transports.{unknown[0]}",
         )
     check_time_limits(config, resolve_policies(config, runtime.registry))
     for transport in sorted(runtime.registry.transports()):
