@@ -14,6 +14,10 @@ from statusq.config import Config
 from statusq.errors import StatusqError
 from statusq.handler import QueueHandler
 from statusq.item import QueueItem
+from statusq.metrics.hooks import MetricsHooks
+from statusq.metrics.labels import SiteLabels
+from statusq.metrics.model import ItemMetrics
+from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome, Reject, Result, Retry
 from statusq.processor import ItemProcessor
 from statusq.queues.memory import MemoryBroker, MemoryQueueManager
@@ -102,6 +106,24 @@ def test_a_bad_retry_delay_is_the_handlers_error(processor: ItemProcessor, delay
 
     assert (result.outcome, result.kind) == (Outcome.RETRY, Failure.HANDLER_ERROR)
     assert result.reason is not None and result.reason.startswith("ValueError:")
+
+
+def test_metrics_label_both_kinds_and_time_the_handler() -> None:
+    hooks = MetricsHooks(ItemMetrics(), SiteLabels("all", 10), {"echo"})
+    registry = HandlerRegistry()
+    registry.register("echo", Chooser, group="main", plugin="test")
+    processor = ItemProcessor(registry, SiteTable(Config()), POLICY, middleware=MiddlewareChain([hooks]))
+
+    for payload in ({"retry": "1s"}, {"reject": "no"}):
+        processor.process(make_delivery(payload), RecordingConsumer())
+    hooks.flush()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return hooks.model.registry.get_sample_value(name, labels)
+
+    for kind in ("handler_retry", "handler_reject"):
+        assert sample("statusq_item_errors_total", site="example.org", transport="echo", kind=kind) == 1
+    assert sample("statusq_handling_seconds_count", transport="echo") == 2
 
 
 # --- a whole worker loop on the memory backend, on a fake clock -----------------------------------
