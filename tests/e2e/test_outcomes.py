@@ -156,3 +156,18 @@ def test_each_transport_has_its_own_time_limit(
     assert [r["attempt"] for r in attempts(record_file, 2)] == [1, 2, 3]
     [letter] = dead_letters(config)
     assert letter["id"] == stopped and "time limit of 0.3s" in letter["error"]
+
+
+def test_a_typo_in_a_transport_table_stops_the_daemon_naming_file_and_key(
+    write_config: Callable[..., Path], record_file: Path, tmp_path: Path
+) -> None:
+    # Given [transports.cuont] (meant: count); the config loads, as no plugin is loaded then
+    config = write_config(f"sqlite:///{tmp_path / 'q.sqlite'}", "[transports.cuont]\nmax_retries = 0\n")
+    assert run_cli("status", config=config).returncode == 0
+
+    # When the daemon starts, its workers load the plugins and refuse it: exit 78, named
+    done = run_cli("daemon", "--workers", "1", "--idle-exit", "1", config=config)
+
+    assert done.returncode == 78, done.stderr[-3000:]
+    expected = f"{config.resolve()}: transports.cuont: unknown transport 'cuont': no plugin registers it"
+    assert expected in done.stderr
