@@ -310,6 +310,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+    except UnicodeDecodeError as exc:  # found by fuzzing: tomllib lets it through
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}): TOML files are UTF-8", file=str(path)) from None
 
 
 def _resolve(base: Path, value: str) -> str:
