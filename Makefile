@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit servers bench clean
+.PHONY: run test lint unit servers bench fuzz clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -37,6 +37,13 @@ servers:
 bench: $(STAMP) servers
 	$(PY) bench/run.py
 	$(PY) bench/dispatch_sim.py
+
+## fuzz: each fuzzing target under atheris for FUZZ_SECONDS (default 300); finds go to var/fuzz
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	for target in stomp_frame item_body control_message config_file; do \
+		$(PY) -m tests.fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

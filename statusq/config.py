@@ -194,9 +194,23 @@ class WebConfig(_Section):
     history: Duration = Field(default=600.0, gt=0)
 
 
-class TransportConfig(_Section):
+class HandlerSettings(_Section):
+    """How a worker runs one transport's items; None: not set here (the next source applies).
+
+    Given to ``api.register_handler(..., time_limit="30s", ...)`` and in ``[transports.NAME]``;
+    config wins over registration, which wins over ``[daemon] time_limit`` and ``[queue]``'s
+    retry settings (``statusq.retry.resolve_policies``)."""
+
+    time_limit: Duration | None = None  # 0: no limit for this transport
+    max_retries: int | None = Field(default=None, ge=0, le=1000)
+    retry_delay: Duration | None = None
+    retry_delay_max: Duration | None = None
+
+
+class TransportConfig(HandlerSettings):
     """``[transports.NAME]``: what producers and workers must agree on about one transport,
-    read from config so that a process that only enqueues never imports a plugin."""
+    read from config so that a process that only enqueues never imports a plugin, and the
+    operator's overrides of the plugin's :class:`HandlerSettings`."""
 
     #: The handler group whose workers take this transport's items (``--group``); a plugin
     #: registering the transport in another group stops the daemon at start.
@@ -204,6 +218,9 @@ class TransportConfig(_Section):
     #: At most this many of the transport's items in hand per worker (None: the worker's
     #: ``[daemon] concurrency``), for a remote server that must not get more connections.
     concurrency: int | None = Field(default=None, ge=1, le=defaults.CONCURRENCY_MAX)
+    #: The priority of an item enqueued without one.  Producers only read the config (they never
+    #: import a plugin), so this is the one place for it.
+    priority: int | None = Field(default=None, ge=0, le=9)
 
 
 def _transport_names(value: dict[str, TransportConfig]) -> dict[str, TransportConfig]:
@@ -233,13 +250,16 @@ class Config(_Section):
     def _claims_outlive_items(self) -> Config:
         # A claim that expires while its handler may still run hands the item to a second worker:
         # the handler can outlive time_limit by up to time_limit_grace, until the supervisor's SIGKILL.
-        limit = self.daemon.time_limit
         grace = self.daemon.time_limit_grace
-        if limit and self.queue.claim_timeout <= limit + grace:
-            raise ValueError(
-                f"queue.claim_timeout ({self.queue.claim_timeout:g}s) must be longer than "
-                f"daemon.time_limit + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
-            )
+        limits = [("daemon.time_limit", self.daemon.time_limit)] + [
+            (f"transports.{name}.time_limit", t.time_limit) for name, t in self.transports.items()
+        ]
+        for key, limit in limits:
+            if limit and self.queue.claim_timeout <= limit + grace:
+                raise ValueError(
+                    f"queue.claim_timeout ({self.queue.claim_timeout:g}s) must be longer than "
+                    f"{key} + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -279,6 +299,11 @@ class Config(_Section):
         if configured is not None:
             return configured.group
         return defaults.BUILTIN_GROUPS.get(transport, defaults.DEFAULT_GROUP)
+
+    def default_priorities(self) -> dict[str, int]:
+        """``[transports.NAME] priority`` where set: what producers give an item enqueued
+        without a priority."""
+        return {name: t.priority for name, t in self.transports.items() if t.priority is not None}
 
     @property
     def base_dir(self) -> Path:
@@ -321,6 +346,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+    except UnicodeDecodeError as exc:  # found by fuzzing: tomllib lets it through
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}): TOML files are UTF-8", file=str(path)) from None
 
 
 def _resolve(base: Path, value: str) -> str:

@@ -18,10 +18,10 @@ from statusq.handler import QueueHandler
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
-from statusq.outcome import Failure, Outcome, Result
+from statusq.outcome import Failure, Outcome, Reject, Result, Retry
 from statusq.queues.base import Consumer
 from statusq.registry import HandlerRegistry
-from statusq.retry import RetryPolicy
+from statusq.retry import Policies, RetryPolicy, TransportPolicy
 from statusq.sites import SiteTable, site_context
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Call:
     handler: QueueHandler
     item: QueueItem
     site: SiteConfig
+    policy: TransportPolicy
 
 
 def _describe(exc: BaseException) -> str:
@@ -41,7 +42,37 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def failed(
+    delivery: Delivery, policy: RetryPolicy, reason: str, retryable: bool, kind: Failure, duration: float = 0.0
+) -> Result:
+    """A failed attempt: retried after the backoff, or dead once it was the last allowed."""
+    if not retryable:
+        return Result(Outcome.DEAD, reason, duration, kind=kind)
+    if policy.gives_up(delivery.attempt):
+        return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration, kind=kind)
+    return Result(Outcome.RETRY, reason, duration, policy.backoff(delivery.attempt), kind)
+
+
+def outcome_of(exc: BaseException, delivery: Delivery, policy: RetryPolicy, duration: float) -> Result:
+    """What an exception out of a handler means: Reject, dead now; Retry, a counted attempt
+    retried after its own delay (None: the backoff); a time limit or anything else, a failed
+    attempt."""
+    if isinstance(exc, Reject):
+        reason = f"rejected: {exc.reason or 'no reason given'}"
+        return Result(Outcome.DEAD, reason, duration, kind=Failure.HANDLER_REJECT)
+    if isinstance(exc, Retry):
+        reason = exc.reason or "the handler asked for a retry"
+        if exc.delay is None or policy.gives_up(delivery.attempt):
+            return failed(delivery, policy, reason, True, Failure.HANDLER_RETRY, duration)
+        return Result(Outcome.RETRY, reason, duration, exc.delay, Failure.HANDLER_RETRY)
+    kind = Failure.TIME_LIMIT if isinstance(exc, ItemTimeLimitExceeded) else Failure.HANDLER_ERROR
+    return failed(delivery, policy, _describe(exc), True, kind, duration)
+
+
 class ItemProcessor:
+    """``policy`` and ``item_time_limit``: for transports ``transports`` does not name (as
+    :func:`statusq.retry.resolve_policies` builds it from config and registrations)."""
+
     def __init__(
         self,
         registry: HandlerRegistry,
@@ -50,11 +81,12 @@ class ItemProcessor:
         *,
         item_time_limit: float = 0.0,
         middleware: MiddlewareChain | None = None,
+        transports: Policies | None = None,
     ) -> None:
         self.registry = registry
         self.sites = sites
-        self.policy = policy
-        self.item_time_limit = item_time_limit
+        default = TransportPolicy(policy, item_time_limit)
+        self.policies = transports if transports is not None else Policies(default)
         self._timer = ItemTimer(item_time_limit)
         # Always a chain: it isolates each hook, so one that raises cannot keep an item unsettled.
         self.middleware = middleware if middleware is not None else MiddlewareChain()
@@ -72,7 +104,8 @@ class ItemProcessor:
         """A bug of ours, not the handler's (those are caught in :meth:`call`): keep the worker
         alive and the item counted, so a systematic failure ends in the dead-letter queue."""
         log.error("processing failed outside the handler, id=%s", delivery.id, exc_info=exc)
-        return self._failed(delivery, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
+        policy = self.policies.of(delivery.transport).retry
+        return failed(delivery, policy, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
 
     def finish(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
         """Settle the item with the consumer, then tell the middleware (the loop's thread only)."""
@@ -86,10 +119,11 @@ class ItemProcessor:
         return self.call(delivery, prepared)
 
     def prepare(self, delivery: Delivery) -> Call | Result:
-        """Everything before the handler runs: the site, the handler, the decoded item; or the
-        result of an item that cannot run.  Also how the concurrent listener learns whether a
-        handler is ``async``, in the loop's thread."""
-        if delivery.attempt > self.policy.max_attempts:
+        """Everything before the handler runs: the policy, the site, the handler, the decoded
+        item; or the result of an item that cannot run.  The concurrent listener calls it in the
+        loop's thread, then hands the call to a thread or the event loop."""
+        policy = self.policies.of(delivery.transport)
+        if delivery.attempt > policy.retry.max_attempts:
             # The previous attempt never reported back: its worker died or hung on this item.
             last = f"; last error: {delivery.error}" if delivery.error else ""
             return Result(
@@ -100,9 +134,8 @@ class ItemProcessor:
             )
         lookup = self.sites.lookup(delivery.site)
         if lookup.site is None:
-            return self._failed(
-                delivery, lookup.problem or "site unavailable", lookup.retryable, Failure.SITE_UNAVAILABLE
-            )
+            problem = lookup.problem or "site unavailable"
+            return failed(delivery, policy.retry, problem, lookup.retryable, Failure.SITE_UNAVAILABLE)
         if not delivery.transport:
             return Result(
                 Outcome.DEAD,
@@ -130,45 +163,36 @@ class ItemProcessor:
             content_type=delivery.content_type,
             priority=delivery.priority,
         )
-        return Call(handler, item, lookup.site)
+        return Call(handler, item, lookup.site, policy)
 
     def call(self, delivery: Delivery, call: Call) -> Result:
         """Run a sync handler under the item's site and time limit (SIGALRM: the main thread's;
         in a pool thread the listener's watchdog interrupts it instead)."""
         started = time.perf_counter()
         try:
-            with site_context(call.site), self._timer:
+            with site_context(call.site), self._timer(call.policy.time_limit):
                 done = call.handler.handle(call.item)
         except (Exception, ItemTimeLimitExceeded) as exc:
-            return self.outcome(delivery, None, exc, time.perf_counter() - started)
-        return self.outcome(delivery, done, None, time.perf_counter() - started)
+            return self.outcome(delivery, call, None, exc, time.perf_counter() - started)
+        return self.outcome(delivery, call, done, None, time.perf_counter() - started)
 
-    def outcome(self, delivery: Delivery, done: object, exc: BaseException | None, duration: float) -> Result:
+    def outcome(
+        self, delivery: Delivery, call: Call, done: object, exc: BaseException | None, duration: float
+    ) -> Result:
         """What a handler's return value or exception means (sync and async handlers alike)."""
         if exc is not None:
             log.debug("handler raised", exc_info=exc)
-            kind = Failure.TIME_LIMIT if isinstance(exc, ItemTimeLimitExceeded) else Failure.HANDLER_ERROR
-            return self._failed(delivery, _describe(exc), True, kind, duration)
+            return outcome_of(exc, delivery, call.policy.retry, duration)
         if done is False:
-            return self._failed(delivery, "handler returned False", True, Failure.HANDLER_FALSE, duration)
+            return failed(delivery, call.policy.retry, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)
 
-    def time_limit(self, delivery: Delivery) -> float:
-        """Seconds this item's handler may run (0: no limit)."""
-        return self.item_time_limit
-
-    def timed_out(self, delivery: Delivery, duration: float) -> Result:
+    def timed_out(self, delivery: Delivery, call: Call, duration: float) -> Result:
         """The result of an item whose handler never came back from its time limit."""
-        limit = self.time_limit(delivery)
-        exc = ItemTimeLimitExceeded(f"handler ran past the time limit of {limit:g}s and did not stop")
-        return self._failed(delivery, _describe(exc), True, Failure.TIME_LIMIT, duration)
-
-    def _failed(self, delivery: Delivery, reason: str, retryable: bool, kind: Failure, duration: float = 0.0) -> Result:
-        if not retryable:
-            return Result(Outcome.DEAD, reason, duration, kind=kind)
-        if self.policy.gives_up(delivery.attempt):
-            return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration, kind=kind)
-        return Result(Outcome.RETRY, reason, duration, self.policy.backoff(delivery.attempt), kind)
+        reason = f"handler ran past the time limit of {call.policy.time_limit:g}s and did not stop"
+        return failed(
+            delivery, call.policy.retry, f"ItemTimeLimitExceeded: {reason}", True, Failure.TIME_LIMIT, duration
+        )
 
     def _settle(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
         if result.outcome is Outcome.DONE:

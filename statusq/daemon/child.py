@@ -181,6 +181,8 @@ def _run(spec: WorkerSpec) -> int:
         return os.EX_SOFTWARE
     master = parts.master
     lifeline.on_lost = master.request_stop
+    if parts.policies is not None:
+        reporter.time_limit_of = parts.policies.time_limit
     limit = parts.memory_limit
     over = limit.exceeded()
     if over is not None:

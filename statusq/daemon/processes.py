@@ -76,16 +76,19 @@ class WorkerProcess:
             if now - self.started > daemon.start_timeout:
                 return f"not ready within start_timeout ({daemon.start_timeout:g}s)"
             return None
-        item = self.state.item if self.state is not None and self.state.state == "busy" else None
-        if not daemon.time_limit or item is None:
+        state = self.state
+        if state is None or state.state != "busy" or state.item is None:
             return None
-        busy = now - item.since_monotonic
-        if busy <= daemon.time_limit + daemon.time_limit_grace:
-            return None
-        return (
-            f"busy {busy:.1f}s on {item.describe()}, past time_limit {daemon.time_limit:g}s "
-            f"+ time_limit_grace {daemon.time_limit_grace:g}s"
-        )
+        # Every item in hand ([daemon] concurrency): each has its own transport's limit.
+        for item in (state.item, *state.others):
+            limit = daemon.time_limit if item.time_limit is None else item.time_limit  # its transport's
+            busy = now - item.since_monotonic
+            if limit and busy > limit + daemon.time_limit_grace:
+                return (
+                    f"busy {busy:.1f}s on {item.describe()}, past time_limit {limit:g}s "
+                    f"+ time_limit_grace {daemon.time_limit_grace:g}s"
+                )
+        return None
 
 
 class SignalFlags:

@@ -8,6 +8,7 @@ import mmap
 import operator
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def _item_json(item: ItemInHand) -> str:
     return (
         f'{{"id":{_text(item.id)},"site":{_text(item.site)},"transport":{_text(item.transport)},'
         f'"attempt":{int(item.attempt)},"since":{float(item.since)!r},'
-        f'"since_monotonic":{float(item.since_monotonic)!r}}}'
+        f'"since_monotonic":{float(item.since_monotonic)!r},'
+        f'"time_limit":{"null" if item.time_limit is None else repr(float(item.time_limit))}}}'
     )
 
 
@@ -72,6 +74,9 @@ class StateReporter(Middleware):
         #: The deliveries of ``state.item`` and ``state.others``, by identity.
         self._item_of: Delivery | None = None
         self._others_of: list[Delivery] = []
+        #: Each transport's time limit (``Policies.time_limit``), once the worker is built: written
+        #: with the item, so the supervisor's hard limit is the one the worker applies.
+        self.time_limit_of: Callable[[str], float] | None = None
 
     @property
     def dirty(self) -> bool:
@@ -162,7 +167,8 @@ class StateReporter(Middleware):
     def before_item(self, delivery: Delivery) -> None:
         state = self.state
         now = time.monotonic()
-        item = ItemInHand(delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), now)
+        limit = self.time_limit_of(delivery.transport) if self.time_limit_of is not None else None
+        item = ItemInHand(delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), now, limit)
         if state.item is None:
             state.item, self._item_of = item, delivery
         else:  # several in hand ([daemon] concurrency): the oldest stays `item`...

@@ -99,11 +99,11 @@ class AsyncRunner:
                 if not job.interrupted:
                     raise
                 exc = ItemTimeLimitExceeded(f"handler ran past the time limit of {job.limit:g}s (cancelled)")
-                result = self.processor.outcome(delivery, None, exc, time.perf_counter() - started)
+                result = self.processor.outcome(delivery, call, None, exc, time.perf_counter() - started)
             except Exception as exc:
-                result = self.processor.outcome(delivery, None, exc, time.perf_counter() - started)
+                result = self.processor.outcome(delivery, call, None, exc, time.perf_counter() - started)
             else:
-                result = self.processor.outcome(delivery, done, None, time.perf_counter() - started)
+                result = self.processor.outcome(delivery, call, done, None, time.perf_counter() - started)
         except Exception as exc:
             result = self.processor.internal_error(delivery, exc)
         job.finished = True

@@ -177,7 +177,7 @@ class ConcurrentListener(QueueListener):
             processor.finish(delivery, self.consumer, prepared)
             return
         now = time.monotonic()
-        job = Job(delivery, prepared, now, processor.time_limit(delivery))
+        job = Job(delivery, prepared, now, prepared.policy.time_limit)
         self.jobs[id(job)] = job
         self.running[delivery.transport] += 1
         if job.limit > 0:
@@ -249,7 +249,7 @@ class ConcurrentListener(QueueListener):
             self.abandoned,
             self.max_abandoned,
         )
-        self._settle(job, self.processor.timed_out(job.delivery, now - job.started))
+        self._settle(job, self.processor.timed_out(job.delivery, job.call, now - job.started))
         if self.abandoned >= self.max_abandoned:
             self.on_abandoned()
 

@@ -112,7 +112,7 @@ class ThreadPool:
             try:
                 result = self.processor.call(job.delivery, job.call)
             except ItemTimeLimitExceeded:  # the interrupt came as the handler returned
-                result = self.processor.timed_out(job.delivery, time.monotonic() - job.started)
+                result = self.processor.timed_out(job.delivery, job.call, time.monotonic() - job.started)
             except Exception as exc:
                 result = self.processor.internal_error(job.delivery, exc)
             with job.lock:
@@ -123,5 +123,5 @@ class ThreadPool:
         except ItemTimeLimitExceeded:  # ... or while this thread wrapped up
             job.finished = True
             if result is None:
-                result = self.processor.timed_out(job.delivery, time.monotonic() - job.started)
+                result = self.processor.timed_out(job.delivery, job.call, time.monotonic() - job.started)
         return result
