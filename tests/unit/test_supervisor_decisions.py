@@ -97,6 +97,20 @@ def test_a_worker_stuck_past_time_limit_and_grace_is_due_for_killing(daemon: Que
     assert slow.stuck(now) is None
 
 
+def test_any_item_in_hand_past_its_limit_makes_a_worker_due_for_killing(daemon: QueueDaemon) -> None:
+    # Several in hand ([daemon] concurrency): the oldest is fine under its own longer limit, a
+    # younger one of a transport with the default limit is past it
+    now = time.monotonic()
+    oldest = ItemInHand("7", "s.example", "slow", 1, time.time(), now - 30.0, 60.0)
+    proc = worker(daemon, 1, 101, state="busy", item=oldest)
+    assert proc.state is not None and proc.stuck(now) is None
+    proc.state.others = [ItemInHand("9", "s.example", "count", 1, time.time(), now - 16.0)]
+
+    assert proc.stuck(now) == (
+        "busy 16.0s on item id=9 site=s.example transport=count attempt=1, past time_limit 10s + time_limit_grace 5s"
+    )
+
+
 def test_a_worker_never_ready_is_due_for_killing_after_start_timeout(daemon: QueueDaemon) -> None:
     proc = worker(daemon, 1, 101, ready=False)
 
