@@ -15,6 +15,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import stomp.utils
@@ -23,7 +24,8 @@ from statusq import codec
 from statusq.commands import accept
 from statusq.config import load_config
 from statusq.errors import ConfigError, DataError
-from statusq.queues.stomp import frames
+from statusq.queues.stomp import frames, wire
+from statusq.queues.stomp.destinations import Destinations
 
 CONTENT_TYPES = ("application/json", "application/xml", "text/xml", "application/atom+xml", "text/plain")
 
@@ -43,6 +45,20 @@ def stomp_frame(data: bytes) -> None:
         assert expected is got, (expected, got)
         return
     assert (got.cmd, got.headers, got.body) == (expected.cmd, expected.headers, expected.body)
+
+
+_ROUTES = Destinations("/queue/statusq/", ["main/distrib", "main/distrib/big.example.org"])
+
+
+def broker_message(data: bytes) -> None:
+    """A MESSAGE frame from the broker becomes a Delivery without raising, whatever its headers
+    say, and one the processor can turn into an item (its times in range)."""
+    frame = frames.parse_frame(data)
+    if frame is None:
+        return
+    delivery = wire.to_delivery(dict(frame.headers), frame.body, _ROUTES, "default", 1)
+    datetime.fromtimestamp(delivery.enqueued_at, UTC)
+    assert delivery.attempt >= 1 and (delivery.priority is None or 0 <= delivery.priority <= 9)
 
 
 def item_body(data: bytes) -> None:
@@ -73,6 +89,7 @@ def config_file(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "stomp_frame": stomp_frame,
+    "broker_message": broker_message,
     "item_body": item_body,
     "control_message": control_message,
     "config_file": config_file,
