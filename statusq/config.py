@@ -134,8 +134,29 @@ class SitesConfig(_Section):
     require_file: bool = False
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _syslog_address(value: str) -> str:
+    """A socket path (``/dev/log``) or ``host:port`` (UDP)."""
+    if value.startswith("/"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"expected a socket path or host:port, got {value!r}")
+    return value
+
+
 class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """``[log]``: statusq.logs."""
+
+    level: LogLevel = "INFO"
+    format: Literal["text", "json"] = "text"
+    target: Literal["stderr", "syslog", "journald"] = "stderr"
+    syslog_address: Annotated[str, AfterValidator(_syslog_address)] = "/dev/log"
+    journal_socket: str = "/run/systemd/journal/socket"
+    #: ``[log.levels] "statusq.queues" = "DEBUG"``: a logger's own level, over ``level``.
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
 
 
 class DispatcherConfig(_Section):
