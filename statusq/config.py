@@ -78,8 +78,13 @@ class StompConfig(_Section):
     password: str | None = None
     vhost: str = "/"
     basename: Annotated[str, AfterValidator(_destination_prefix)] = defaults.STOMP_BASENAME
-    control_channel: str | None = defaults.STOMP_CONTROL_CHANNEL
-    control_secret: str | None = None
+    #: ``""``: none (TOML has no null).
+    control_channel: Annotated[str | None, BeforeValidator(lambda v: v or None)] = defaults.STOMP_CONTROL_CHANNEL
+    #: Signs control commands (HMAC-SHA256 with a time and a nonce; statusq.commands).  A daemon
+    #: on a broker will not start with a control channel and no secret unless ``control_unsigned``.
+    control_secret: str | None = Field(default=None, min_length=16)
+    control_unsigned: bool = False
+    control_max_age: Duration = Field(default=defaults.CONTROL_MAX_AGE, gt=0)
     dead_letter: str | None = None  # default: basename + "dlq"
     persistent: bool = True
     prefetch: int = Field(default=defaults.STOMP_PREFETCH, ge=1, le=10000)

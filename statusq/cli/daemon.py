@@ -10,6 +10,7 @@ import click
 from statusq import logs
 from statusq.cli.helpers import runtime
 from statusq.config import LogConfig
+from statusq.control import check_signing
 from statusq.daemon.detach import StartupReport, detach, redirect_output
 from statusq.daemon.pidfile import PidFile, PidFileError
 from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
@@ -106,6 +107,7 @@ def daemon(
 ) -> int:
     """Run the supervisor and its workers until SIGTERM/SIGINT (or --idle-exit)."""
     config = runtime(ctx).config  # validated here, so a bad file stops us before any fork
+    check_signing(config)
     logs.configure(config.log)
     report: StartupReport | None = None
     if detach_:

@@ -21,7 +21,7 @@ from pathlib import Path
 import stomp.utils
 
 from statusq import codec
-from statusq.commands import accept
+from statusq.commands import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, accept, sign
 from statusq.config import load_config
 from statusq.errors import ConfigError, DataError
 from statusq.queues.stomp import frames, wire
@@ -69,10 +69,25 @@ def item_body(data: bytes) -> None:
 
 
 def control_message(data: bytes) -> None:
-    """A control message off the channel: a command, or a DataError saying what was wrong."""
-    headers = {"destination": "/topic/statusq.control", "statusq-secret": "s3cret"}
+    """A control message off the channel: a command, or a DataError saying what was wrong.  The
+    first byte picks how it arrives: signed right (so the text reaches the parser), unsigned to a
+    worker without a secret, or with headers made of the input (against the signature check)."""
+    channel, secret = "/topic/statusq.control", "fuzz-control-secret-0123"
+    mode, rest = (data[0] % 3, data[1:]) if data else (0, b"")
+    headers = {"destination": channel}
+    if mode == 0:
+        headers.update(sign(rest.decode("utf-8", "replace"), secret, now=1_000_000.0, nonce="n"))
+    elif mode == 2:
+        parts = [*rest.split(b"\0", 3), b"", b"", b""]
+        headers.update(
+            {
+                k: v.decode("utf-8", "replace")
+                for k, v in zip((TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER), parts[:3], strict=True)
+            }
+        )
+        rest = parts[3]
     with contextlib.suppress(DataError):
-        accept(headers, data, channel="/topic/statusq.control", secret="s3cret")
+        accept(headers, rest, channel=channel, secret=None if mode == 1 else secret, now=1_000_000.0)
 
 
 _CONFIG = Path(tempfile.gettempdir()) / f"statusq-fuzz-{os.getpid()}.toml"
