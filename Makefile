@@ -41,7 +41,7 @@ bench: $(STAMP) servers
 ## fuzz: each fuzzing target under atheris for FUZZ_SECONDS (default 300); finds go to var/fuzz
 FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
-	for target in stomp_frame item_body control_message config_file; do \
+	for target in stomp_frame broker_message item_body control_message config_file; do \
 		$(PY) -m tests.fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; \
 	done
 

@@ -78,8 +78,13 @@ class StompConfig(_Section):
     password: str | None = None
     vhost: str = "/"
     basename: Annotated[str, AfterValidator(_destination_prefix)] = defaults.STOMP_BASENAME
-    control_channel: str | None = defaults.STOMP_CONTROL_CHANNEL
-    control_secret: str | None = None
+    #: ``""``: none (TOML has no null).
+    control_channel: Annotated[str | None, BeforeValidator(lambda v: v or None)] = defaults.STOMP_CONTROL_CHANNEL
+    #: Signs control commands (HMAC-SHA256 with a time and a nonce; statusq.commands).  A daemon
+    #: on a broker will not start with a control channel and no secret unless ``control_unsigned``.
+    control_secret: str | None = Field(default=None, min_length=16)
+    control_unsigned: bool = False
+    control_max_age: Duration = Field(default=defaults.CONTROL_MAX_AGE, gt=0)
     dead_letter: str | None = None  # default: basename + "dlq"
     persistent: bool = True
     #: None: follows ``[daemon] concurrency`` (:func:`statusq.defaults.prefetch_for`).
@@ -137,8 +142,29 @@ class SitesConfig(_Section):
     require_file: bool = False
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _syslog_address(value: str) -> str:
+    """A socket path (``/dev/log``) or ``host:port`` (UDP)."""
+    if value.startswith("/"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"expected a socket path or host:port, got {value!r}")
+    return value
+
+
 class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """``[log]``: statusq.logs."""
+
+    level: LogLevel = "INFO"
+    format: Literal["text", "json"] = "text"
+    target: Literal["stderr", "syslog", "journald"] = "stderr"
+    syslog_address: Annotated[str, AfterValidator(_syslog_address)] = "/dev/log"
+    journal_socket: str = "/run/systemd/journal/socket"
+    #: ``[log.levels] "statusq.queues" = "DEBUG"``: a logger's own level, over ``level``.
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
 
 
 class DispatcherConfig(_Section):

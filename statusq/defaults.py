@@ -37,6 +37,7 @@ EXIT_RESTART = os.EX_TEMPFAIL
 # [queue.stomp]
 STOMP_BASENAME = "/queue/statusq/"
 STOMP_CONTROL_CHANNEL = "/topic/statusq.control"
+CONTROL_MAX_AGE = 60.0  # s: how old (or how far ahead) a signed control command may be
 STOMP_PREFETCH = 100  # the prefetch window up to concurrency 25...
 STOMP_PREFETCH_PER_SLOT = 4  # ...and this many per item in hand above it
 

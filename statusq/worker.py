@@ -261,5 +261,6 @@ def control_manager(
         actions or lone_actions(runtime, master),
         channel=stomp.control_channel,
         secret=stomp.control_secret,
+        max_age=stomp.control_max_age,
         middleware=runtime.middleware,
     )

@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import Iterable
 
-from statusq.commands import SECRET_HEADER, parse_command
+from statusq.commands import parse_command, sign
 from statusq.config import Config, StompConfig
 from statusq.errors import QueueError
 from statusq.item import Delivery, Message
@@ -141,7 +141,7 @@ class MemoryAdmin(Admin):
             raise QueueError("no control channel configured ([queue.stomp] control_channel)")
         headers = {"destination": self.stomp.control_channel, "content-type": "text/plain"}
         if self.stomp.control_secret:
-            headers[SECRET_HEADER] = self.stomp.control_secret
+            headers.update(sign(text, self.stomp.control_secret))
         self.broker.broadcast(headers, text.encode())
 
 
