@@ -85,7 +85,7 @@ class AsyncRunner:
         incoming = self._incoming
         while incoming:
             job = incoming.popleft()
-            job.task = loop.create_task(self._run(job))
+            job.task = loop.create_task(self._run(job), context=job.context)
 
     async def _run(self, job: Job) -> None:
         delivery, call = job.delivery, job.call

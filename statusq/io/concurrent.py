@@ -16,6 +16,7 @@ worker asks to be replaced (``on_abandoned``).  The supervisor's hard kill stays
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import math
@@ -167,6 +168,14 @@ class ConcurrentListener(QueueListener):
         return started
 
     def _start(self, delivery: Delivery) -> None:
+        # Each item in a context of its own, not the loop's: what before_item sets for it (the
+        # log fields) must not leak to the next item's hooks, nor miss its handler's thread.
+        context = contextvars.copy_context()
+        job = context.run(self._begin, delivery, context)
+        if job is not None:  # handed over once out of the context: a context is entered by one thread at a time
+            self._executor(job).submit(job)
+
+    def _begin(self, delivery: Delivery, context: contextvars.Context) -> Job | None:
         processor = self.processor
         processor.middleware.before_item(delivery)
         try:
@@ -175,14 +184,14 @@ class ConcurrentListener(QueueListener):
             prepared = processor.internal_error(delivery, exc)
         if isinstance(prepared, Result):  # cannot run: no handler, bad body, unusable site
             processor.finish(delivery, self.consumer, prepared)
-            return
+            return None
         now = time.monotonic()
-        job = Job(delivery, prepared, now, prepared.policy.time_limit)
+        job = Job(delivery, prepared, now, prepared.policy.time_limit, context)
         self.jobs[id(job)] = job
         self.running[delivery.transport] += 1
         if job.limit > 0:
             self._watch_at = min(self._watch_at, now + job.limit)
-        self._executor(job).submit(job)
+        return job
 
     def _executor(self, job: Job) -> Executor:
         kind = type(job.call.handler)
@@ -204,7 +213,10 @@ class ConcurrentListener(QueueListener):
     def _settle(self, job: Job, result: Result) -> None:
         self.running[job.delivery.transport] -= 1
         self._executor(job).settled(job)
-        self.processor.finish(job.delivery, self.consumer, result)
+        # In a copy of the item's context: the event loop's thread may not have left the task's
+        # last step yet, nor an abandoned handler's thread its call, and a context is entered by
+        # one thread at a time.
+        job.context.copy().run(self.processor.finish, job.delivery, self.consumer, result)
 
     # -- the watchdog ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ single-threaded, and an item is acked only once its own handler finished.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ class Job:
     #: time.monotonic() when it was handed over, and its time limit (0: none).
     started: float
     limit: float
+    #: The item's own context: its middleware hooks, its handler and its settling run in it, so
+    #: what a hook sets per item (the log fields) is that item's in every thread.
+    context: contextvars.Context
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The pool thread running it (threading.get_ident()), 0 until one took it.
     thread: int = 0

@@ -110,7 +110,7 @@ class ThreadPool:
             with job.lock:
                 job.thread = ident
             try:
-                result = self.processor.call(job.delivery, job.call)
+                result = job.context.run(self.processor.call, job.delivery, job.call)
             except ItemTimeLimitExceeded:  # the interrupt came as the handler returned
                 result = self.processor.timed_out(job.delivery, job.call, time.monotonic() - job.started)
             except Exception as exc:

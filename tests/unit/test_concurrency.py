@@ -114,10 +114,12 @@ class World:
         with MemoryQueueManager(self.config(1), self.broker) as producer:
             return [producer.enqueue({"n": i}, transport, site=site) for i in range(n)]
 
-    def worker(self, concurrency: int, until: Callable[[], bool], **daemon: Any) -> tuple[IoMaster, Runtime]:
+    def worker(
+        self, concurrency: int, until: Callable[[], bool], middleware: list[Any] | None = None, **daemon: Any
+    ) -> tuple[IoMaster, Runtime]:
         runtime = MemoryRuntime(self.config(concurrency, **daemon), self.broker)
         ref: list[IoMaster] = []
-        parts = build_worker(runtime, extra_managers=[Until(ref, until)])
+        parts = build_worker(runtime, extra_managers=[Until(ref, until)], middleware=middleware)
         ref.append(parts.master)
         return parts.master, runtime
 
@@ -461,3 +463,37 @@ def test_the_memory_limit_restarts_the_worker_only_after_its_items_finish(world:
     # Then it exits to be replaced, having finished and acked the 4, taking nothing else
     assert master.run() == EXIT_RESTART
     assert world.broker.acked == 4 and len(world.broker.items) == 2
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+def test_what_middleware_sets_per_item_is_that_items_in_its_handler_and_nowhere_else(
+    world: World, transport: str
+) -> None:
+    # Given the log-fields middleware, and 6 items of two sites in hand at once
+    from statusq.logs import ItemLogContext, current_item
+
+    for site in SITES_INTERLEAVED:
+        world.enqueue(transport, 1, site=site)
+    master, runtime = world.worker(6, lambda: world.settled() == 6, middleware=[ItemLogContext()])
+    wrong: list[str] = []
+
+    def check(item: Any) -> bool:
+        fields = current_item.get()
+        if fields is None or fields["id"] != item.id:
+            wrong.append(f"{item.id}: {fields}")
+        return True
+
+    async def acheck(item: Any) -> bool:
+        await asyncio.sleep(0.001)  # the others start meanwhile
+        return check(item)
+
+    hook(runtime, transport, check if transport == "sync" else acheck)
+
+    assert master.run() == 0
+
+    # Then each handler saw its own item's fields, and the loop's thread kept none
+    assert wrong == [] and world.broker.acked == 6
+    assert current_item.get() is None
+
+
+SITES_INTERLEAVED = ("a.example", "b.example") * 3
