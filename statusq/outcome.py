@@ -23,6 +23,7 @@ class Failure(enum.StrEnum):
     HANDLER_FALSE = "handler_false"  # the handler returned False: "try again later"
     TIME_LIMIT = "time_limit"  # interrupted past [daemon] time_limit
     SITE_UNAVAILABLE = "site_unavailable"  # disabled, removed, broken config, unknown
+    EXPIRED = "expired"  # not started before its enqueue's ``expires``: not run
     #: A bug of ours, or an earlier attempt that never finished (its worker died or was killed).
     INTERNAL = "internal"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from statusq import codec
@@ -38,8 +39,10 @@ class ItemProcessor:
         *,
         item_time_limit: float = 0.0,
         middleware: MiddlewareChain | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
+        self.clock = clock  # what an item's expires_at is read against
         self.sites = sites
         self.policy = policy
         self.item_time_limit = item_time_limit
@@ -61,6 +64,9 @@ class ItemProcessor:
         return result
 
     def _run(self, delivery: Delivery) -> Result:
+        if delivery.expires_at is not None and delivery.expires_at <= self.clock():
+            when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
+            return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
         if delivery.attempt > self.policy.max_attempts:
             # The previous attempt never reported back: its worker died or hung on this item.
             last = f"; last error: {delivery.error}" if delivery.error else ""

@@ -56,6 +56,7 @@ class CollectingQueueManager(QueueManager):
         headers: dict[str, str] | None = None,
         priority: int | None = None,
         content_type: str | None = None,
+        **options: Any,  # delay, eta, expires: the simulation enqueues at once
     ) -> str:
         if self.fail is not None and self.fail(transport, len(self.items)):
             raise QueueError("broker unavailable (simulated)")

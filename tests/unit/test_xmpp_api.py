@@ -38,6 +38,7 @@ class RecordingQueue(QueueManager):
         headers: dict[str, str] | None = None,
         priority: int | None = None,
         content_type: str | None = None,
+        **options: Any,  # delay, eta, expires: not used here
     ) -> str:
         if self.fail is not None:
             failure, self.fail = self.fail, None

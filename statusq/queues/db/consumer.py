@@ -130,6 +130,7 @@ class DBConsumer(Consumer):
             attempt=row["attempts"],
             enqueued_at=row["enqueued_at"],
             priority=row["priority"],
+            expires_at=row["expires_at"],
             token=(row["id"], self.worker),
             error=row["last_error"],
         )

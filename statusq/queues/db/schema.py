@@ -40,6 +40,9 @@ items = Table(
     Column("claimed_by", String(128)),
     Column("claimed_at", Float),
     Column("last_error", Text),
+    # Not run after this (epoch seconds), but dead-lettered as expired; NULL: never.  Added after
+    # the table's first release: Database adds it to an older table (database.add_missing_columns).
+    Column("expires_at", Float),
     # Without AUTOINCREMENT SQLite hands a deleted item's id to the next one, and ids in logs
     # and dead letters would stop naming one item.
     sqlite_autoincrement=True,

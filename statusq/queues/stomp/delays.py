@@ -5,12 +5,19 @@ on the broker, which the shipped broker config sets).  RabbitMQ has no per-messa
 STOMP, so a retry waits in a holding queue whose TTL sends it back, through the default
 exchange, to the queue it came from.  A queue's TTL is fixed, so delays are rounded up to a few
 buckets: expiry is FIFO within a queue, and one TTL per queue keeps it exact.
+
+An enqueue's ``delay`` or ``eta`` waits the same way (:func:`hold_route`).  Past the longest
+bucket (an hour) it waits an hour at a time: the message carries its eta (``statusq-eta``), and
+the worker that receives it early sends it back for the rest (``StompConsumer``).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable
+
+from statusq.errors import QueueError
 
 BUCKETS_MS = [
     50,
@@ -55,3 +62,13 @@ def retry_route(
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": physical(destination).removeprefix("/queue/"),
     }
+
+
+def hold_route(
+    flavor: str, destination: str, delay: float, physical: Callable[[str], str]
+) -> tuple[str, dict[str, str]]:
+    """Where an enqueued item waits out ``delay`` seconds, and the headers that hold it there:
+    as a retry's, rounded up to the millisecond, so that it never arrives early."""
+    if delay > 0 and flavor != "activemq" and not destination.startswith("/queue/"):
+        raise QueueError(f"RabbitMQ can hold a delayed item on a /queue/ destination only, not {destination}")
+    return retry_route(flavor, destination, math.ceil(delay * 1000) / 1000, physical)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ class Frame:
     generation: int
     headers: dict[str, str]
     body: bytes
+
+
+#: One message of a batch: destination, body, headers.
+Send = tuple[str, bytes, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +271,44 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 return
             with self._receipt() as receipt:
                 conn.send(self.physical(destination), body, headers={**headers, "receipt": receipt})
+
+    def send_batch(self, sends: Sequence[Send], *, confirm_each: bool) -> None:
+        """BEGIN, every SEND, COMMIT with a receipt, in one system call; returns once the broker
+        confirmed the COMMIT (all or nothing: a connection lost before it drops the transaction).
+        ``confirm_each``: a receipt on every SEND too, waited for as well.  RabbitMQ answers a
+        COMMIT once it has routed the messages, and a SEND's receipt once it has them safe
+        (a publisher confirm: a persistent message written to disk)."""
+        name = uuid.uuid4().hex
+        receipts = [uuid.uuid4().hex for _ in range(len(sends) + 1 if confirm_each else 1)]
+        frames = [encode_frame("BEGIN", {"transaction": name})]
+        for n, (destination, body, headers) in enumerate(sends):
+            extra = {"receipt": receipts[n + 1]} if confirm_each else {}
+            wired = {**headers, "destination": self.physical(destination), "transaction": name, **extra}
+            frames.append(encode_frame("SEND", wired, body))
+        frames.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipts[0]}))
+        events = [threading.Event() for _ in receipts]
+        with self._write_lock, self._translated("transaction"):
+            self._require()
+            self._receipts.update(zip(receipts, events, strict=True))
+            self._conn.transport.send(b"".join(frames))
+        try:
+            deadline = time.monotonic() + self.config.receipt_timeout
+            for receipt, event in zip(receipts, events, strict=True):
+                self._await(receipt, event, deadline)
+        finally:
+            for receipt in receipts:
+                self._receipts.pop(receipt, None)
+                self._confirmed.pop(receipt, None)
+                self._failed_receipts.pop(receipt, None)
+
+    def _await(self, receipt: str, event: threading.Event, deadline: float) -> None:
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
+        failed = self._failed_receipts.pop(receipt, None)
+        if failed is not None:
+            raise QueueError(f"{self.name}: broker refused: {failed}")
+        if not self._confirmed.get(receipt):
+            raise ConnectionClosed(f"{self.name}: connection lost before the receipt")
 
     # -- the settlement writer's side (statusq.queues.stomp.settler) ------------------------------
     # Under _write_lock, so a reconnect cannot slip between "this generation is the live one"
