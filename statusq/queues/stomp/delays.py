@@ -56,7 +56,10 @@ def retry_route(
         return destination, {"AMQ_SCHEDULED_DELAY": str(int(delay * 1000))}
     if not destination.startswith("/queue/"):
         return destination, {}
-    ttl = bucket_ms(delay)
+    return _holding_queue(destination, bucket_ms(delay), physical)
+
+
+def _holding_queue(destination: str, ttl: int, physical: Callable[[str], str]) -> tuple[str, dict[str, str]]:
     return f"{destination}.delay.{ttl}", {
         "x-message-ttl": str(ttl),
         "x-dead-letter-exchange": "",
@@ -69,6 +72,12 @@ def hold_route(
 ) -> tuple[str, dict[str, str]]:
     """Where an enqueued item waits out ``delay`` seconds, and the headers that hold it there:
     as a retry's, rounded up to the millisecond, so that it never arrives early."""
-    if delay > 0 and flavor != "activemq" and not destination.startswith("/queue/"):
+    ms = math.ceil(delay * 1000)
+    if ms <= 0:
+        return destination, {}
+    if flavor == "activemq":
+        return destination, {"AMQ_SCHEDULED_DELAY": str(ms)}
+    if not destination.startswith("/queue/"):
         raise QueueError(f"RabbitMQ can hold a delayed item on a /queue/ destination only, not {destination}")
-    return retry_route(flavor, destination, math.ceil(delay * 1000) / 1000, physical)
+    ttl = BUCKETS_MS[min(bisect.bisect_left(BUCKETS_MS, ms), len(BUCKETS_MS) - 1)]
+    return _holding_queue(destination, ttl, physical)
