@@ -65,9 +65,17 @@ def test_activemq_holds_a_delay_in_its_scheduler_to_the_millisecond() -> None:
 def test_rabbitmq_holds_a_delay_in_the_holding_queue_of_the_next_bucket_up() -> None:
     qm, link = manager("rabbitmq")
     qm.enqueue({}, "distrib", delay=3)
-    [(destination, _, headers)] = link.sent
+    [declare, (destination, _, headers)] = link.sent
     assert destination == BASE + "main.delay.5000"
     assert headers["x-message-ttl"] == "5000" and headers["x-dead-letter-routing-key"] == "statusq.main"
+    # The queue the holding queue passes it on to is declared first, by a message that expires
+    # at once: RabbitMQ drops what is passed on to a queue that does not exist yet
+    assert declare[0] == BASE + "main" and declare[1] == b""
+    assert declare[2][wire.DECLARE] == "1" and declare[2]["expiration"] == "0"
+    # once per connection
+    qm.enqueue({}, "distrib", delay=3)
+    qm.enqueue_many([Item({}, "distrib", delay=3)])
+    assert len(link.sent) == 3 and len(link.batches) == 1
 
 
 def test_an_item_without_timing_options_carries_none() -> None:
@@ -107,6 +115,10 @@ def test_a_delay_beyond_the_longest_bucket_waits_an_hour_at_a_time() -> None:
 @dataclass
 class FakeWriter:
     resends: list[tuple[int, Resend]] = field(default_factory=list)
+    acks: list[tuple[int, str]] = field(default_factory=list)
+
+    def ack(self, generation: int, ack_id: str) -> None:
+        self.acks.append((generation, ack_id))
 
     def resend(self, generation: int, resend: Resend) -> None:
         self.resends.append((generation, resend))
@@ -185,6 +197,15 @@ def test_an_item_that_came_before_its_eta_is_sent_back_to_wait_the_rest() -> Non
     assert resend.headers[wire.ATTEMPT] == "1" and resend.headers[wire.ID] == early.headers[wire.ID]
     assert "redelivered" not in resend.headers and "ack" not in resend.headers
     assert consumer.fetch() is None
+
+
+def test_a_producers_declaring_message_is_acked_unseen() -> None:
+    declaring = frame(None, 1)
+    declaring.headers[wire.DECLARE] = "1"
+    consumer, writer = consumer_with("rabbitmq", declaring, frame(None, 2))
+    delivery = consumer.fetch()
+    assert delivery is not None and delivery.token.ack_id == "ack-2"
+    assert writer.acks == [(7, "ack-1")]
 
 
 def test_an_item_on_time_or_a_moment_early_runs() -> None:

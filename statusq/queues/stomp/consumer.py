@@ -125,6 +125,9 @@ class StompConsumer(Consumer):
             return None
         self._sort_incoming()
         while (frame := self._next_frame()) is not None:
+            if wire.DECLARE in frame.headers:  # a producer's way to have its queue made: no item
+                self.writer.ack(frame.generation, frame.headers.get("ack") or frame.headers.get("message-id", ""))
+                continue
             if wire.ETA in frame.headers and self._held_again(frame):
                 continue
             return wire.to_delivery(frame.headers, frame.body, self.routes, self.default_site, frame.generation)

@@ -37,6 +37,7 @@ class StompQueueManager(QueueManager):
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
         self._producer: StompLink | None = None
+        self._declared: set[str] = set()  # RabbitMQ queues this producer's connection made sure of
         self.admin = StompAdmin(self.stomp, self.destination_of, self.outgoing, self._send_confirmed)
 
     # -- producing ----------------------------------------------------------------------------
@@ -55,6 +56,7 @@ class StompQueueManager(QueueManager):
             self._producer = StompLink(self.stomp, "producer")
         if not self._producer.connected:
             self._producer.connect()
+            self._declared.clear()
         return self._producer
 
     def _producing(self, write: Callable[[StompLink], None]) -> None:
@@ -97,6 +99,18 @@ class StompQueueManager(QueueManager):
             out.update(hold)
         return destination, message.body, self.outgoing(out)
 
+    def _declare_targets(self, link: StompLink, messages: list[Message]) -> None:
+        """RabbitMQ drops what a holding queue passes on to a queue that does not exist yet (a
+        delayed item enqueued before any worker ever subscribed): have it declare the delayed
+        items' queues first, once per connection, with a SEND that expires at once, unread (a
+        worker that gets it all the same acks it unseen)."""
+        if link.flavor != "rabbitmq":
+            return
+        targets = {self.destination_of(m.transport, m.site) for m in messages if m.delay > 0} - self._declared
+        for destination in sorted(targets):
+            link.send(destination, b"", self.outgoing({wire.DECLARE: "1", "expiration": "0"}), confirm=False)
+            self._declared.add(destination)
+
     def _wire_at(self, index: int, message: Message, link: StompLink) -> Send:
         try:
             return self._wire(message, link)
@@ -110,6 +124,7 @@ class StompQueueManager(QueueManager):
         def write(link: StompLink) -> None:
             if not sent:
                 sent.append(self._wire(message, link))
+            self._declare_targets(link, [message])
             link.send(*sent[0], confirm=confirm)
 
         self._producing(write)
@@ -123,6 +138,7 @@ class StompQueueManager(QueueManager):
         def write(link: StompLink) -> None:
             if not sends:
                 sends.extend(self._wire_at(index, message, link) for index, message in enumerate(messages))
+            self._declare_targets(link, messages)
             link.send_batch(sends, confirm_each=link.flavor == "rabbitmq")
 
         self._producing(write)

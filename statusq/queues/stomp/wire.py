@@ -32,6 +32,9 @@ EXPIRES = "statusq-expires"
 #: Epoch seconds before which a delayed item may not run: a worker that gets it earlier (a
 #: RabbitMQ delay past the longest holding queue's) sends it back to wait the rest.
 ETA = "statusq-eta"
+#: Marks a message sent only to have RabbitMQ declare its queue (it expires at once, unread; a
+#: worker that gets it acks it unseen): see StompQueueManager._declare_targets.
+DECLARE = "statusq-declare"
 
 #: Headers the broker sets per delivery; never copied onto a re-sent message.
 BROKER_HEADERS = frozenset(

@@ -1,0 +1,197 @@
+"""The producer API end to end, on every backend that runs a daemon (SQLite, PostgreSQL, ActiveMQ,
+RabbitMQ): delays and etas held by the backend, batches all or nothing, expiry dead-lettered with
+its reason.  The daemon runs as a subprocess; waits poll for the outcome, and elapsed times are
+only ever checked as lower bounds ("not before"), never as upper ones."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import statusq
+from statusq import InvalidArgument, Item
+from tests.conftest import run_cli, start_daemon, wait_for
+from tests.stomp import make_broker, stomp_toml
+
+pytestmark = pytest.mark.e2e
+
+STAMP_PLUGIN = '''
+"""Records each item it runs, with the wall-clock time it started."""
+import json, os, time
+from statusq import QueueHandler
+
+class Stamp(QueueHandler):
+    def handle(self, item):
+        line = json.dumps({"id": item.id, "tag": item.payload["tag"], "at": time.time(), "attempt": item.attempt})
+        fd = os.open(os.environ["TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\\n").encode())
+        finally:
+            os.close(fd)
+        return True
+
+def register(api):
+    api.register_handler("stamp", Stamp)
+'''
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "activemq", "rabbitmq"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def config(
+    backend: str,
+    request: pytest.FixtureRequest,
+    write_config: Callable[..., Path],
+    plugin_dir: Path,
+    record_file: Path,
+    tmp_path: Path,
+) -> Path:
+    """A config for the backend, with the stamp plugin and no retries."""
+    (plugin_dir / "stamp.py").write_text(STAMP_PLUGIN)
+    if backend in ("activemq", "rabbitmq"):
+        broker = make_broker(backend)
+        return write_config("sqlite:///unused.sqlite", stomp_toml(broker), queue={"subsystem": "stomp", "max_retries": 0})
+    url = f"sqlite:///{tmp_path / 'q.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    return write_config(url, queue={"max_retries": 0})
+
+
+def stamps(record_file: Path) -> dict[str, dict[str, Any]]:
+    """What the stamp handler ran, by tag."""
+    if not record_file.exists():
+        return {}
+    return {r["tag"]: r for r in map(json.loads, record_file.read_text().splitlines())}
+
+
+@pytest.fixture
+def daemon(config: Path, tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """Starts `statusq daemon` (one worker) when called; stopped with SIGTERM afterwards."""
+    started = []
+
+    def start() -> None:
+        started.append(start_daemon(config, "--workers", "1", log=tmp_path / "daemon.log"))
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def dead_letters(config: Path) -> list[dict[str, Any]]:
+    result = run_cli("deadletters", "list", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    letters: list[dict[str, Any]] = json.loads(result.stdout)
+    return letters
+
+
+def test_delayed_items_are_not_run_before_their_time_and_are_run_after(config, daemon, record_file) -> None:
+    # Given a worker, and three items: one delayed 1.5 s, one with an eta 1.5 s ahead, one now
+    daemon()
+    with statusq.connect(config) as qm:
+        enqueued = time.time()
+        delayed = qm.enqueue({"tag": "delay"}, "stamp", delay=1.5)
+        eta = qm.enqueue({"tag": "eta"}, "stamp", eta=datetime.now(UTC) + timedelta(seconds=1.5))
+        batch = qm.enqueue_many([Item({"tag": "batch-delay"}, "stamp", delay="1500ms")])
+        now = qm.enqueue({"tag": "now"}, "stamp")
+
+    # When the worker has run them all
+    wait_for(lambda: len(stamps(record_file)) == 4, timeout=90, what="all four items to run")
+
+    # Then each ran once, and the delayed ones not before their time
+    ran = stamps(record_file)
+    assert {ran[tag]["id"] for tag in ran} == {delayed, eta, *batch, now}
+    for tag in ("delay", "eta", "batch-delay"):
+        assert ran[tag]["at"] >= enqueued + 1.5, f"{tag} ran {enqueued + 1.5 - ran[tag]['at']:.3f}s early"
+        assert ran[tag]["attempt"] == 1
+
+
+def test_a_batch_is_all_or_nothing_and_returns_the_ids_in_order(config, daemon, record_file) -> None:
+    # Given a good batch of 50, and a batch of 50 with one invalid item
+    good = [Item({"tag": f"good-{n}"}, "stamp", site=f"s{n % 3}.example") for n in range(50)]
+    bad = [Item({"tag": f"bad-{n}"}, "stamp") for n in range(50)]
+    bad[37] = Item({"tag": "bad-37"}, "stamp", eta=datetime.now(UTC) - timedelta(hours=1))
+    with statusq.connect(config) as qm:
+        ids = qm.enqueue_many(good)
+        with pytest.raises(InvalidArgument, match=r"items\[37\]: eta: .* in the past"):
+            qm.enqueue_many(bad)
+        with pytest.raises(InvalidArgument, match="a batch of none"):
+            qm.enqueue_many([])
+
+    # When a worker runs what was queued
+    daemon()
+    wait_for(lambda: len(stamps(record_file)) >= 50, timeout=90, what="the good batch to run")
+    time.sleep(1.0)  # anything of the bad batch would have come by now (it would be queued behind)
+
+    # Then exactly the good batch ran, each item under the id it was given, in order
+    assert len(ids) == 50 and len(set(ids)) == 50
+    ran = stamps(record_file)
+    assert sorted(ran) == sorted(f"good-{n}" for n in range(50)), "nothing of the bad batch"
+    assert [ran[f"good-{n}"]["id"] for n in range(50)] == ids
+    assert sorted(ran.values(), key=lambda r: r["at"]) == [ran[f"good-{n}"] for n in range(50)]
+
+
+def test_enqueue_lines_sends_batches(config, daemon, record_file) -> None:
+    # Given 2,500 JSON lines (three batches of at most 1,000), delayed and expiring from the CLI
+    lines = "\n".join(json.dumps({"tag": f"line-{n}"}) for n in range(2500))
+    result = run_cli("enqueue", "--lines", "--delay", "1s", "--expires", "1h", "stamp", "-", config=config, input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "enqueued 2500 item(s)"
+    bad = run_cli("enqueue", "--lines", "--delay", "-1", "stamp", "-", config=config, input='{"tag": "x"}\n')
+    assert bad.returncode == 65 and "delay: " in bad.stderr
+
+    # When a worker runs them, then each ran once
+    daemon()
+    wait_for(lambda: len(stamps(record_file)) >= 2500, timeout=180, what="2,500 lines to run")
+    assert sorted(stamps(record_file)) == sorted(f"line-{n}" for n in range(2500))
+
+
+def test_an_item_not_started_before_it_expires_is_dead_lettered_as_expired(config, daemon, record_file) -> None:
+    # Given an item that expires in 1 s and one that expires in an hour, with no worker running
+    with statusq.connect(config) as qm:
+        stale = qm.enqueue({"tag": "stale"}, "stamp", expires=1)
+        [fresh] = qm.enqueue_many([Item({"tag": "fresh"}, "stamp", expires=timedelta(hours=1))])
+    time.sleep(1.5)
+
+    # When a worker starts afterwards
+    daemon()
+    wait_for(lambda: "fresh" in stamps(record_file), timeout=90, what="the fresh item to run")
+
+    # Then the fresh one ran, and the stale one was not run but dead-lettered with the reason
+    def the_stale_letter() -> list[dict[str, Any]]:
+        return [d for d in dead_letters(config) if d["id"] == stale]
+
+    wait_for(the_stale_letter, timeout=30, what="the expired item's dead letter")
+    [letter] = the_stale_letter()
+    assert letter["error"].startswith("expired: not started by "), letter["error"]
+    assert stamps(record_file)["fresh"]["id"] == fresh
+    assert "stale" not in stamps(record_file)
+    # And an operator who requeues it has it run: the requeue drops the expiry
+    assert run_cli("deadletters", "retry", stale, config=config).returncode == 0
+    wait_for(lambda: "stale" in stamps(record_file), timeout=60, what="the requeued item to run")
+
+
+def test_an_eta_far_ahead_is_held_by_the_backend(backend, config, daemon, record_file) -> None:
+    # Given an item for tomorrow (an hour and more: on RabbitMQ past its longest holding queue)
+    with statusq.connect(config) as qm:
+        qm.enqueue({"tag": "tomorrow"}, "stamp", eta=datetime.now(UTC) + timedelta(days=1))
+        qm.enqueue({"tag": "now"}, "stamp")
+
+    # When a worker runs for a while, then it ran only the item for now
+    daemon()
+    wait_for(lambda: "now" in stamps(record_file), timeout=90, what="the item for now to run")
+    time.sleep(1.0)
+    assert sorted(stamps(record_file)) == ["now"]
+    if backend in ("sqlite", "postgresql"):  # a broker's counts are the broker's to tell
+        with statusq.connect(config) as qm:
+            [row] = qm.backlog() or []
+            assert (row.ready, row.delayed) == (0, 1)
