@@ -61,7 +61,9 @@ def config(
     (plugin_dir / "stamp.py").write_text(STAMP_PLUGIN)
     if backend in ("activemq", "rabbitmq"):
         broker = make_broker(backend)
-        return write_config("sqlite:///unused.sqlite", stomp_toml(broker), queue={"subsystem": "stomp", "max_retries": 0})
+        return write_config(
+            "sqlite:///unused.sqlite", stomp_toml(broker), queue={"subsystem": "stomp", "max_retries": 0}
+        )
     url = f"sqlite:///{tmp_path / 'q.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     return write_config(url, queue={"max_retries": 0})
 

@@ -11,29 +11,44 @@ from statusq.errors import QueueError
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
 from statusq.queues.db.schema import NOTIFY_CHANNEL, items, metadata
 
-#: Columns added to a table after its first release, each nullable (an old row has none), and
-#: the SQL type they are added with.
-_ADDED = {items.name: {"expires_at": "FLOAT"}}
+#: Columns added to a table after its first release (an old row takes the default), with the SQL
+#: they are added with.
+_ADDED = {items.name: {"expires_at": "FLOAT", "held": "SMALLINT NOT NULL DEFAULT 0"}}
+#: Indexes of an earlier release that newer ones replaced.
+_REPLACED = ["statusq_items_next"]
 
 
-def add_missing_columns(engine: Engine) -> None:
-    """Bring a table made by an older statusq up to date (``create_all`` creates only what is
-    missing whole).  Two processes may race: the loser's ALTER fails, and a second look finds
-    the column there."""
-    for table, added in _ADDED.items():
-        for attempt in (1, 2):
+def upgrade(engine: Engine) -> None:
+    """Bring tables made by an older statusq up to date (``create_all`` creates only what is
+    missing whole): add columns, swap indexes.  Two processes may race: the loser's statement
+    fails, and a second look finds the work done."""
+    for attempt in (1, 2):
+        try:
+            _upgrade(engine)
+            return
+        except QueueError:
+            if attempt == 2:
+                raise
+
+
+def _upgrade(engine: Engine) -> None:
+    with db_errors(engine):
+        inspector = inspect(engine)
+        columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in _ADDED}
+        indexes = {i["name"] for i in inspector.get_indexes(items.name)}
+    missing = {t: added.keys() - columns[t] for t, added in _ADDED.items()}
+    replaced = [name for name in _REPLACED if name in indexes]
+    if any(missing.values()) or replaced:
+        with db_errors(engine), engine.begin() as conn:
+            for table, names in missing.items():
+                for name in sorted(names):
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {_ADDED[table][name]}"))
+            for name in replaced:
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    for index in items.indexes:
+        if index.name not in indexes:
             with db_errors(engine):
-                have = {column["name"] for column in inspect(engine).get_columns(table)}
-            missing = [name for name in added if name not in have]
-            if not missing:
-                break
-            try:
-                with db_errors(engine), engine.begin() as conn:
-                    for name in missing:
-                        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {added[name]}"))
-            except QueueError:
-                if attempt == 2:
-                    raise
+                index.create(engine, checkfirst=True)
 
 
 class Database:
@@ -42,7 +57,7 @@ class Database:
         self.claim_timeout = claim_timeout
         self.is_postgres = self.engine.dialect.name == "postgresql"
         create_tables(self.engine, metadata)
-        add_missing_columns(self.engine)
+        upgrade(self.engine)
 
     @contextmanager
     def errors(self) -> Iterator[None]:

@@ -44,6 +44,7 @@ class DBQueueManager(QueueManager):
             "attempts": 0,
             "enqueued_at": now,
             "available_at": now + message.delay,  # a delay is held here: no worker sees the row before
+            "held": 1 if message.delay > 0 else 0,
             "expires_at": message.expires_at,
         }
 
