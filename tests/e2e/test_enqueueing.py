@@ -6,6 +6,8 @@ only ever checked as lower bounds ("not before"), never as upper ones."""
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ import pytest
 import statusq
 from statusq import InvalidArgument, Item
 from tests.conftest import run_cli, start_daemon, wait_for
-from tests.stomp import make_broker, stomp_toml
+from tests.stomp import Broker, make_broker, raw_connection, stomp_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -49,8 +51,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def broker(backend: str) -> Broker | None:
+    return make_broker(backend) if backend in ("activemq", "rabbitmq") else None
+
+
+@pytest.fixture
 def config(
     backend: str,
+    broker: Broker | None,
     request: pytest.FixtureRequest,
     write_config: Callable[..., Path],
     plugin_dir: Path,
@@ -59,8 +67,7 @@ def config(
 ) -> Path:
     """A config for the backend, with the stamp plugin and no retries."""
     (plugin_dir / "stamp.py").write_text(STAMP_PLUGIN)
-    if backend in ("activemq", "rabbitmq"):
-        broker = make_broker(backend)
+    if broker is not None:
         return write_config(
             "sqlite:///unused.sqlite", stomp_toml(broker), queue={"subsystem": "stomp", "max_retries": 0}
         )
@@ -76,12 +83,13 @@ def stamps(record_file: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def daemon(config: Path, tmp_path: Path) -> Iterator[Callable[[], None]]:
+def daemon(config: Path, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     """Starts `statusq daemon` (one worker) when called; stopped with SIGTERM afterwards."""
     started = []
 
-    def start() -> None:
+    def start() -> subprocess.Popen[str]:
         started.append(start_daemon(config, "--workers", "1", log=tmp_path / "daemon.log"))
+        return started[-1]
 
     yield start
     for proc in started:
@@ -197,3 +205,105 @@ def test_an_eta_far_ahead_is_held_by_the_backend(backend, config, daemon, record
         with statusq.connect(config) as qm:
             [row] = qm.backlog() or []
             assert (row.ready, row.delayed) == (0, 1)
+
+
+# -- 100,000 items delayed: held by the backend, not by a worker ----------------------------------
+
+MANY = 100_000
+#: An hour and a bit, odd on purpose: on ActiveMQ the test removes the scheduled jobs due within
+#: its window afterwards, and no other test schedules anything this far ahead to the second.
+FAR = 3600 + 13 * 60 + 17.0
+
+
+def worker_rss_mb(supervisor: int) -> float:
+    [worker] = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    for line in Path(f"/proc/{worker}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def consume_all(port: int, destination: str, headers: dict[str, str] | None = None) -> int:
+    """Consume (auto-ack) what a destination holds, until it is quiet for 3 s; how many."""
+    import stomp
+
+    got: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_message(self, frame: Any) -> None:
+            got.put(1)
+
+    conn = raw_connection(port)
+    conn.set_listener("consume", Listener())
+    window = {"activemq.prefetchSize": "5000", "prefetch-count": "5000"}
+    conn.subscribe(destination, "consume", ack="auto", headers={**window, **(headers or {})})
+    count = 0
+    try:
+        while True:
+            got.get(timeout=3.0)
+            count += 1
+    except queue.Empty:
+        pass
+    conn.disconnect()
+    return count
+
+
+def forget_scheduled(port: int, start: float, end: float) -> int:
+    """Remove the ActiveMQ scheduler's jobs due between ``start`` and ``end`` (epoch seconds);
+    how many a browse of that window finds afterwards (0)."""
+    window = {
+        "AMQ_SCHEDULER_ACTION_START_TIME": str(int(start * 1000)),
+        "AMQ_SCHEDULER_ACTION_END_TIME": str(int(end * 1000)),
+    }
+    management = "/topic/ActiveMQ.Scheduler.Management"
+    reply = f"/queue/browse-{int(time.time() * 1000)}"
+    conn = raw_connection(port)
+    conn.send(management, b"", headers={"AMQ_SCHEDULER_ACTION": "REMOVEALL", **window})
+    conn.send(management, b"", headers={"AMQ_SCHEDULER_ACTION": "BROWSE", "reply-to": reply, **window})
+    conn.disconnect()
+    return consume_all(port, reply)
+
+
+def cleanup(broker: Broker | None, started: float, ended: float) -> None:
+    """Leave nothing of the 100,000 on a shared broker (a database is the test's own)."""
+    if broker is None:
+        return
+    if broker.name == "activemq":
+        assert forget_scheduled(broker.port, started + FAR - 1, ended + FAR + 5) == 0
+        return
+    main = broker.physical(broker.basename + "main").removeprefix("/queue/")
+    ttl = "3600000"  # an hour: the longest holding queue
+    holding = {"x-message-ttl": ttl, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": main}
+    consume_all(broker.port, f"/queue/{main}.delay.{ttl}", holding)
+
+
+def test_100000_delayed_items_leave_an_idle_workers_memory_alone_and_none_runs_early(
+    backend, broker, config, daemon, record_file
+) -> None:
+    # Given a running worker that handled one item, and its memory then
+    proc = daemon()
+    with statusq.connect(config) as qm:
+        qm.enqueue({"tag": "probe-0"}, "stamp")
+        wait_for(lambda: "probe-0" in stamps(record_file), timeout=120, what="the worker's first item")
+        time.sleep(1.0)
+        before = worker_rss_mb(proc.pid)
+
+        # When 100,000 items delayed by over an hour are enqueued (batches of 5,000), then one for now
+        started = time.time()
+        try:
+            for first in range(0, MANY, 5000):
+                qm.enqueue_many([Item({"tag": f"later-{n}"}, "stamp", delay=FAR) for n in range(first, first + 5000)])
+            ended = time.time()
+            qm.enqueue({"tag": "probe-1"}, "stamp")
+
+            # Then the worker runs the item for now, its memory has not grown by 10 MB, and none
+            # of the delayed items ran
+            wait_for(lambda: "probe-1" in stamps(record_file), timeout=120, what="the item after the 100,000")
+            time.sleep(2.0)
+            after = worker_rss_mb(proc.pid)
+            rate = MANY / (ended - started)
+            print(f"{backend}: enqueue_many {rate:,.0f} items/s; worker RSS {before:.1f} -> {after:.1f} MB")
+            assert after - before < 10, f"worker RSS grew from {before:.1f} to {after:.1f} MB"
+            assert sorted(stamps(record_file)) == ["probe-0", "probe-1"]
+        finally:
+            cleanup(broker, started, time.time())
