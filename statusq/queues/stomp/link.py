@@ -50,6 +50,8 @@ class Frame:
 
 #: One message of a batch: destination, body, headers.
 Send = tuple[str, bytes, dict[str, str]]
+#: Frames of a batch written per system call (the broker starts on them while the rest are made).
+_CHUNK = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,24 +275,33 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 conn.send(self.physical(destination), body, headers={**headers, "receipt": receipt})
 
     def send_batch(self, sends: Sequence[Send], *, confirm_each: bool) -> None:
-        """BEGIN, every SEND, COMMIT with a receipt, in one system call; returns once the broker
-        confirmed the COMMIT (all or nothing: a connection lost before it drops the transaction).
+        """BEGIN, every SEND, COMMIT with a receipt; returns once the broker confirmed the COMMIT
+        (all or nothing: a connection lost before it drops the transaction).  Written in chunks
+        as they are encoded, so the broker works on the first while the rest are made.
         ``confirm_each``: a receipt on every SEND too, waited for as well.  RabbitMQ answers a
         COMMIT once it has routed the messages, and a SEND's receipt once it has them safe
         (a publisher confirm: a persistent message written to disk)."""
         name = uuid.uuid4().hex
         receipts = [uuid.uuid4().hex for _ in range(len(sends) + 1 if confirm_each else 1)]
-        frames = [encode_frame("BEGIN", {"transaction": name})]
-        for n, (destination, body, headers) in enumerate(sends):
-            extra = {"receipt": receipts[n + 1]} if confirm_each else {}
-            wired = {**headers, "destination": self.physical(destination), "transaction": name, **extra}
-            frames.append(encode_frame("SEND", wired, body))
-        frames.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipts[0]}))
         events = [threading.Event() for _ in receipts]
         with self._write_lock, self._translated("transaction"):
             self._require()
             self._receipts.update(zip(receipts, events, strict=True))
-            self._conn.transport.send(b"".join(frames))
+            chunk = [encode_frame("BEGIN", {"transaction": name})]
+            try:
+                for n, (destination, body, headers) in enumerate(sends):
+                    extra = {"receipt": receipts[n + 1]} if confirm_each else {}
+                    wired = {**headers, "destination": self.physical(destination), "transaction": name, **extra}
+                    chunk.append(encode_frame("SEND", wired, body))
+                    if len(chunk) >= _CHUNK:
+                        self._conn.transport.send(b"".join(chunk))
+                        chunk = []
+            except BaseException:
+                with contextlib.suppress(Exception):  # what was written is dropped, never committed
+                    self._conn.transport.send(encode_frame("ABORT", {"transaction": name}))
+                raise
+            chunk.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipts[0]}))
+            self._conn.transport.send(b"".join(chunk))
         try:
             deadline = time.monotonic() + self.config.receipt_timeout
             for receipt, event in zip(receipts, events, strict=True):
