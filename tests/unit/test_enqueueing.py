@@ -18,6 +18,9 @@ from statusq.defaults import ETA_TOLERANCE, MAX_BATCH
 from statusq.errors import DataError
 from statusq.handler import QueueHandler
 from statusq.item import Delivery, Message, QueueItem
+from statusq.metrics.hooks import MetricsHooks
+from statusq.metrics.labels import SiteLabels
+from statusq.metrics.model import ItemMetrics
 from statusq.outcome import Failure, Outcome
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, Subscription
@@ -338,6 +341,20 @@ def test_a_requeued_expired_item_runs(qm, consumer, clock, config) -> None:
     again = consumer.fetch()
     assert again is not None and again.expires_at is None
     assert proc.process(again, consumer).outcome is Outcome.DONE
+
+
+def test_expired_items_are_counted_by_their_kind(qm, consumer, clock, config) -> None:
+    hooks = MetricsHooks(ItemMetrics(), SiteLabels("auto", 1), {"echo"})
+    proc = processor(config, clock)
+    proc.middleware = MiddlewareChain([hooks])
+    qm.enqueue("x", "echo", site="a.example", expires=1)
+    clock.advance(2)
+    delivery = consumer.fetch()
+    assert delivery is not None
+    proc.process(delivery, consumer)
+    hooks.flush()
+    labels = {"site": "a.example", "transport": "echo", "kind": "expired"}
+    assert hooks.model.registry.get_sample_value("statusq_item_errors_total", labels) == 1
 
 
 def test_expiry_is_checked_before_anything_else(config, clock) -> None:
