@@ -2,7 +2,8 @@
 
 Where a frame enters: :meth:`StompLink.on_message` (receiver thread) queues it; :meth:`fetch`
 (the worker's loop) takes it, and only reads: a redelivered frame is handed up flagged, and the
-listener counts it (:mod:`statusq.io.listener`).  Where an ack goes out: :meth:`ack`,
+listener counts it (:mod:`statusq.io.listener`); only what is no item yet it settles itself (a
+delayed item that came before its eta, a producer's queue-declaring message).  Where an ack goes out: :meth:`ack`,
 :meth:`retry` and :meth:`dead_letter` only record the settlement; the consumer's
 :class:`SettlementWriter` thread writes it within ``[queue] ack_flush`` (re-sends with the ACKs
 of their originals in one transaction, so a crash in between duplicates an item, never loses it).
@@ -120,7 +121,9 @@ class StompConsumer(Consumer):
         return None
 
     def fetch(self) -> Delivery | None:
-        """The next frame as a Delivery; a pure read (settlements are the writer's)."""
+        """The next frame as a Delivery.  Settles nothing of an item's own (that is the
+        processor's, through the writer), except what is no item yet: a delayed one that came
+        early goes back to wait, a producer's queue-declaring message is acked unseen."""
         if not self.link.connected and not self._connect():
             return None
         self._sort_incoming()
