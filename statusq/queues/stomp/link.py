@@ -277,10 +277,9 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def send_batch(self, sends: Sequence[Send], *, confirm_each: bool) -> None:
         """BEGIN, every SEND, COMMIT with a receipt; returns once the broker confirmed the COMMIT
         (all or nothing: a connection lost before it drops the transaction).  Written in chunks
-        as they are encoded, so the broker works on the first while the rest are made.
-        ``confirm_each``: a receipt on every SEND too, waited for as well.  RabbitMQ answers a
-        COMMIT once it has routed the messages, and a SEND's receipt once it has them safe
-        (a publisher confirm: a persistent message written to disk)."""
+        as they are made, so the broker starts on them.  ``confirm_each``: every SEND's receipt
+        waited for too (RabbitMQ answers a COMMIT once the messages are routed, a SEND once it
+        is stored: a publisher confirm)."""
         name = uuid.uuid4().hex
         receipts = [uuid.uuid4().hex for _ in range(len(sends) + 1 if confirm_each else 1)]
         events = [threading.Event() for _ in receipts]
@@ -404,13 +403,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         event = self._receipts[receipt] = threading.Event()
         try:
             yield receipt
-            if not event.wait(self.config.receipt_timeout):
-                raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
-            failed = self._failed_receipts.pop(receipt, None)
-            if failed is not None:
-                raise QueueError(f"{self.name}: broker refused: {failed}")
-            if not self.connected:
-                raise ConnectionClosed(f"{self.name}: connection lost before the receipt")
+            self._await(receipt, event, time.monotonic() + self.config.receipt_timeout)
         finally:
             self._receipts.pop(receipt, None)
             self._confirmed.pop(receipt, None)
