@@ -42,6 +42,7 @@ def register(api):
     api.register_handler("stamp", Stamp)
 '''
 
+DAY = 86400.0
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "activemq", "rabbitmq"]
 
 
@@ -190,11 +191,13 @@ def test_an_item_not_started_before_it_expires_is_dead_lettered_as_expired(confi
     wait_for(lambda: "stale" in stamps(record_file), timeout=60, what="the requeued item to run")
 
 
-def test_an_eta_far_ahead_is_held_by_the_backend(backend, config, daemon, record_file) -> None:
+def test_an_eta_far_ahead_is_held_by_the_backend(backend, broker, config, daemon, record_file, request) -> None:
     # Given an item for tomorrow (an hour and more: on RabbitMQ past its longest holding queue)
     with statusq.connect(config) as qm:
-        qm.enqueue({"tag": "tomorrow"}, "stamp", eta=datetime.now(UTC) + timedelta(days=1))
+        started = time.time()
+        qm.enqueue({"tag": "tomorrow"}, "stamp", eta=datetime.fromtimestamp(started + DAY, UTC))
         qm.enqueue({"tag": "now"}, "stamp")
+    request.addfinalizer(lambda: cleanup(broker, started, time.time(), DAY))
 
     # When a worker runs for a while, then it ran only the item for now
     daemon()
@@ -264,12 +267,13 @@ def forget_scheduled(port: int, start: float, end: float) -> int:
     return consume_all(port, reply)
 
 
-def cleanup(broker: Broker | None, started: float, ended: float) -> None:
-    """Leave nothing of the 100,000 on a shared broker (a database is the test's own)."""
+def cleanup(broker: Broker | None, started: float, ended: float, delay: float = FAR) -> None:
+    """Leave nothing delayed on a shared broker (a database is the test's own): the items
+    enqueued between ``started`` and ``ended`` with ``delay`` (over an hour)."""
     if broker is None:
         return
     if broker.name == "activemq":
-        assert forget_scheduled(broker.port, started + FAR - 1, ended + FAR + 5) == 0
+        assert forget_scheduled(broker.port, started + delay - 1, ended + delay + 5) == 0
         return
     main = broker.physical(broker.basename + "main").removeprefix("/queue/")
     ttl = "3600000"  # an hour: the longest holding queue
