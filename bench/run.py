@@ -9,6 +9,9 @@ For each broker (ActiveMQ on 61613, RabbitMQ's STOMP on 61614), same prefetch an
   (f) as (b), but every 10th item fails once (returns False on its first attempt; retry_delay 0):
        f/b is what retries cost (issue 14's target: >= 0.8)
   (c) latency: enqueue -> handler start, p50/p99, items enqueued one at a time to an idle worker
+  (e) enqueue_many: items/s put by `QueueManager.enqueue_many` in batches (default 1,000), each
+      batch one transaction confirmed by the broker; beside it the same items enqueued one at a
+      time with a receipt each (confirm_sends), measured in the same run (issue 16: >= 20,000/s)
 Rates count from the first message handled to the last, so connection set-up is left out of
 both.  Figures vary by +-30% on shared machines: read the ratio b/a, measured minutes apart.
 """
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # statusq from this checkout, for (a') and the latency probe
 import statusq  # noqa: E402 -- from the checkout: after the line above
 from statusq.queues.stomp import frames  # noqa: E402
+from statusq.queues.stomp.link import encode_frame  # noqa: E402
 
 BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
 BROKERS = {"activemq": 61613, "rabbitmq": 61614}
@@ -193,6 +197,97 @@ def latency(broker: str, samples: int, work: Path) -> tuple[float, float, float]
         proc.wait(timeout=60)
 
 
+def stomp_config(work: Path, broker: str, basename: str, confirm: bool = True) -> Path:
+    path = work / f"enqueue-{basename.strip('/').split('/')[-1]}.toml"
+    path.write_text(
+        f"""
+[queue]
+subsystem = "stomp"
+[queue.stomp]
+servers = ["127.0.0.1:{BROKERS[broker]}"]
+username = "guest"
+password = "guest"
+basename = "{basename}"
+confirm_sends = {"true" if confirm else "false"}
+"""
+    )
+    return path
+
+
+def raw_batches(broker: str, n: int, batch: int) -> float:
+    """The ceiling for (e): the same transactions of persistent 200-byte messages from a bare
+    stomp.py connection, frames built in advance and written at once, receipts as statusq asks
+    for them (the COMMIT's; on RabbitMQ every SEND's too).  Items/s."""
+    port = BROKERS[broker]
+    destination = physical(broker, f"/queue/rawenq{uuid.uuid4().hex[:8]}")
+    each = broker == "rabbitmq"
+    events: dict[str, threading.Event] = {}
+
+    class Receipts(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_receipt(self, frame: Any) -> None:
+            events[frame.headers["receipt-id"]].set()
+
+    conn = connect(port, fast_frames=True)
+    conn.set_listener("r", Receipts())
+    headers = {  # what statusq's enqueue sends
+        "persistent": "true",
+        "content-type": "application/json",
+        "statusq-site": "default",
+        "statusq-transport": "noop",
+        "statusq-attempt": "1",
+        "statusq-enqueued-at": f"{time.time():.6f}",
+        "priority": "4",
+    }
+    writes = []
+    for first in range(0, n, batch):
+        tx, receipts = uuid.uuid4().hex, []
+        frames_ = [encode_frame("BEGIN", {"transaction": tx})]
+        for i in range(first, min(n, first + batch)):
+            extra = {"receipt": f"{tx}-{i}"} if each else {}
+            receipts += list(extra.values())
+            frames_.append(
+                encode_frame("SEND", {**headers, "destination": destination, "transaction": tx, **extra}, BODY)
+            )
+        frames_.append(encode_frame("COMMIT", {"transaction": tx, "receipt": tx}))
+        writes.append((b"".join(frames_), [*receipts, tx]))
+    for _, receipts in writes:
+        events.update((r, threading.Event()) for r in receipts)
+    started = time.perf_counter()
+    for data, receipts in writes:
+        conn.transport.send(data)
+        for receipt in receipts:
+            if not events[receipt].wait(60):
+                raise SystemExit("raw batches: no receipt from the broker")
+    rate = n / (time.perf_counter() - started)
+    conn.disconnect()
+    raw_consume(port, destination, n, 1000, True)
+    return rate
+
+
+def enqueue_rates(broker: str, n: int, batch: int, work: Path) -> tuple[float, float]:
+    """Items/s confirmed: (enqueue_many in batches of ``batch``, enqueue one at a time with a
+    receipt each).  Timed from the first call to the last return, after a warm-up enqueue; the
+    items are consumed afterwards, so the broker is left as it was."""
+    payload = json.loads(BODY)
+    rates = []
+    for many in (True, False):
+        basename = f"/queue/enq{uuid.uuid4().hex[:8]}/"
+        count = n if many else max(1, n // 10)  # one at a time is ~10x slower: fewer, same rate
+        qm = statusq.connect(stomp_config(work, broker, basename))
+        qm.enqueue(payload, "noop")
+        started = time.perf_counter()
+        if many:
+            for first in range(0, count, batch):
+                qm.enqueue_many([statusq.Item(payload, "noop") for _ in range(min(batch, count - first))])
+        else:
+            for _ in range(count):
+                qm.enqueue(payload, "noop")
+        rates.append(count / (time.perf_counter() - started))
+        qm.close()
+        raw_consume(BROKERS[broker], physical(broker, basename + "main"), count + 1, 1000, True)
+    return rates[0], rates[1]
+
+
 def raw_round(broker: str, args: argparse.Namespace, fast_frames: bool = False) -> tuple[float, float]:
     port = BROKERS[broker]
     destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
@@ -207,6 +302,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=500, help="latency samples")
     parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=list(BROKERS))
     parser.add_argument("--rounds", type=int, default=3, help="a/b pairs per broker, in alternating order")
+    parser.add_argument("--batch", type=int, default=1000, help="(e): items per enqueue_many")
+    parser.add_argument("--enqueue-only", action="store_true", help="only (e), the producer's rates")
     args = parser.parse_args()
     print(
         f"statusq bench {time.strftime('%Y-%m-%d')} on {platform.node()} ({os.cpu_count()} cores, "
@@ -214,9 +311,23 @@ def main() -> int:
         f"prefetch {args.prefetch}, client-individual acks"
     )
     rows = []
+    enqueued: list[tuple[str, list[tuple[float, float, float]]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for broker in args.brokers:
+            rates = []
+            for round_ in range(args.rounds):
+                raw = raw_batches(broker, args.messages, args.batch)
+                many, one = enqueue_rates(broker, args.messages, args.batch, work)
+                rates.append((many, one, raw))
+                print(
+                    f"  {broker} round {round_ + 1}: (e) enqueue_many {many:,.0f}/s, (e') raw batches {raw:,.0f}/s, "
+                    f"e/e' {many / raw:.2f}, one at a time {one:,.0f}/s",
+                    flush=True,
+                )
+            enqueued.append((broker, rates))
+            if args.enqueue_only:
+                continue
             runs: list[dict[str, tuple[float, float]]] = []
             for round_ in range(args.rounds):
                 # Rotate which runs first: a broker still busy with the previous fill's
@@ -241,6 +352,20 @@ def main() -> int:
                 )
             p50, p99, rss = latency(broker, args.samples, work)
             rows.append((broker, runs, p50, p99, rss))
+    print()
+    print(
+        f"| broker | (e) enqueue_many, batches of {args.batch:,}, confirmed items/s (median) | per round "
+        "| (e') raw stomp.py batches items/s (median) | e/e' per round | one at a time, receipt each, items/s "
+        "(median) | e / one at a time |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for broker, rates in enqueued:
+        many, one, raw = (statistics.median(r[i] for r in rates) for i in range(3))
+        per_round = ", ".join(f"{r[0]:,.0f}" for r in rates)
+        ratios = ", ".join(f"{r[0] / r[2]:.2f}" for r in rates)
+        print(f"| {broker} | {many:,.0f} | {per_round} | {raw:,.0f} | {ratios} | {one:,.0f} | {many / one:.1f} |")
+    if args.enqueue_only:
+        return 0
     print()
     # CPU per message (every thread of the consuming process) moves less than the rates on a
     # shared machine: a/b of it is the same ratio, seen from the other side.

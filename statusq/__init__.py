@@ -9,12 +9,13 @@ from statusq.errors import (
     ConfigError,
     DataError,
     DecodeError,
+    InvalidArgument,
     PluginError,
     QueueError,
     StatusqError,
 )
 from statusq.handler import QueueHandler
-from statusq.item import Message, QueueItem
+from statusq.item import Item, Message, QueueItem
 from statusq.middleware import Middleware, MiddlewareChain
 from statusq.outcome import Failure, Outcome, Reject, Result, Retry
 from statusq.plugins import PluginApi
@@ -27,6 +28,8 @@ __all__ = [
     "DataError",
     "DecodeError",
     "Failure",
+    "InvalidArgument",
+    "Item",
     "Message",
     "Middleware",
     "MiddlewareChain",

@@ -12,6 +12,9 @@ SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 DEFAULT_GROUP = "main"
 DEFAULT_SITE = "default"
 DEFAULT_PRIORITY = 4  # JMS default; 0 lowest, 9 highest
+ETA_TOLERANCE = 5.0  # an enqueue's eta up to this many seconds in the past means "now"; older is an error
+MAX_BATCH = 10_000  # items per enqueue_many: one broker transaction is held in the broker's memory until COMMIT
+ENQUEUE_LINES_BATCH = 1_000  # `statusq enqueue --lines`: items per enqueue_many
 CONFIG_ENV = "STATUSQ_CONFIG"
 SYSTEM_CONFIG = "/etc/statusq/statusq.toml"
 

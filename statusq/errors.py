@@ -39,6 +39,23 @@ class DataError(StatusqError):
     exit_code = os.EX_DATAERR
 
 
+class InvalidArgument(DataError):
+    """An argument of ``enqueue``/``enqueue_many`` is wrong (a negative delay, an ``eta`` in the
+    past, a batch of none): nothing was enqueued.  Names the argument, and in a batch the item's
+    index, so the caller can point at what to fix."""
+
+    def __init__(self, argument: str, reason: str, *, index: int | None = None) -> None:
+        self.argument = argument
+        self.reason = reason
+        self.index = index
+        where = f"items[{index}]: " if index is not None else ""
+        super().__init__(f"{where}{argument}: {reason}")
+
+    def at(self, index: int) -> InvalidArgument:
+        """The same error, said of item ``index`` of a batch."""
+        return InvalidArgument(self.argument, self.reason, index=index)
+
+
 class DecodeError(DataError):
     """An item body does not decode with its content type; retrying cannot help."""
 

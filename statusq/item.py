@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -43,6 +43,8 @@ class Delivery:
     attempt: int
     enqueued_at: float
     priority: int | None = None
+    #: Epoch seconds after which the item is not run but dead-lettered as expired (None: never).
+    expires_at: float | None = None
     token: Any = None
     error: str | None = None  # the previous attempt's error, when the backend kept it
     #: The broker says an earlier delivery of this message was not settled (its worker died or
@@ -64,3 +66,28 @@ class Message:
     headers: dict[str, str]
     priority: int
     id: str = ""
+    #: Seconds from now before the item may run (0: at once); held by the backend, never by a worker.
+    delay: float = 0.0
+    #: Epoch seconds (the manager's clock) after which the item is not run (None: never).
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One item of :meth:`QueueManager.enqueue_many`: the arguments of
+    :meth:`~statusq.QueueManager.enqueue`, kept together.
+
+    ``delay``: seconds, a duration (``"5m"``) or a timedelta; ``eta``: an aware :class:`~datetime.datetime`
+    (not both); ``expires``: seconds, a duration, a timedelta or an aware datetime after which the item is not
+    run but dead-lettered with the reason ``expired``.
+    """
+
+    payload: Any
+    transport: str
+    site: str | None = None
+    delay: float | str | timedelta | None = None
+    eta: datetime | None = None
+    expires: float | str | timedelta | datetime | None = None
+    headers: dict[str, str] | None = None
+    priority: int | None = None
+    content_type: str | None = None

@@ -54,6 +54,7 @@ class Failure(enum.StrEnum):
     HANDLER_RETRY = "handler_retry"  # the handler raised statusq.Retry
     HANDLER_REJECT = "handler_reject"  # the handler raised statusq.Reject: dead at once
     SITE_UNAVAILABLE = "site_unavailable"  # disabled, removed, broken config, unknown
+    EXPIRED = "expired"  # not started before its enqueue's ``expires``: not run
     #: A bug of ours, or an earlier attempt that never finished (its worker died or was killed).
     INTERNAL = "internal"
 

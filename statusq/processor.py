@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -82,8 +83,10 @@ class ItemProcessor:
         item_time_limit: float = 0.0,
         middleware: MiddlewareChain | None = None,
         transports: Policies | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
+        self.clock = clock  # what an item's expires_at is read against
         self.sites = sites
         default = TransportPolicy(policy, item_time_limit)
         self.policies = transports if transports is not None else Policies(default)
@@ -122,6 +125,9 @@ class ItemProcessor:
         """Everything before the handler runs: the policy, the site, the handler, the decoded
         item; or the result of an item that cannot run.  The concurrent listener calls it in the
         loop's thread, then hands the call to a thread or the event loop."""
+        if delivery.expires_at is not None and delivery.expires_at <= self.clock():
+            when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
+            return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
         policy = self.policies.of(delivery.transport)
         if delivery.attempt > policy.retry.max_attempts:
             # The previous attempt never reported back: its worker died or hung on this item.

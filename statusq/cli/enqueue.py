@@ -10,7 +10,11 @@ import click
 
 from statusq.cli.helpers import runtime
 from statusq.codec import is_json
-from statusq.errors import DataError
+from statusq.defaults import ENQUEUE_LINES_BATCH
+from statusq.errors import DataError, StatusqError
+from statusq.item import Item
+from statusq.produce import prepare_batch
+from statusq.queues.base import QueueManager
 
 
 def _parse_json(text: str, where: str) -> Any:
@@ -29,10 +33,13 @@ def _parse_json(text: str, where: str) -> Any:
     show_default=True,
     help="Body type; application/xml is checked with the hardened parser, others sent as-is.",
 )
+@click.option("--delay", default=None, help="Not before this long from now: seconds or e.g. '90s', '5m', '2h'.")
+@click.option("--expires", default=None, help="Not run after this long from now (dead-lettered as expired).")
 @click.option(
     "--lines",
     is_flag=True,
-    help="PAYLOAD is a stream of JSON documents, one per line (JSON Lines): one item each.",
+    help=f"PAYLOAD is a stream of JSON documents, one per line (JSON Lines): one item each, sent in "
+    f"batches of {ENQUEUE_LINES_BATCH:,} (one broker or database transaction each).",
 )
 @click.argument("transport")
 @click.argument("payload")
@@ -42,13 +49,16 @@ def enqueue(
     site: str | None,
     priority: int | None,
     content_type: str,
+    delay: str | None,
+    expires: str | None,
     lines: bool,
     transport: str,
     payload: str,
 ) -> int:
     """Queue PAYLOAD for TRANSPORT; PAYLOAD '-' reads it from standard input.
 
-    Nothing is queued unless every payload given is valid: a bad one exits 65.
+    Nothing is queued unless every payload given is valid: a bad one exits 65.  With --lines,
+    a backend failing part-way leaves the batches before it queued, and says how many.
     """
     text = sys.stdin.read() if payload == "-" else payload
     where = "stdin" if payload == "-" else "PAYLOAD"
@@ -62,11 +72,30 @@ def enqueue(
         bodies = [text]
     rt = runtime(ctx)
     site = site or rt.config.sites.default
+    items = [Item(body, transport, site, delay, None, expires, None, priority, content_type) for body in bodies]
     with rt.queue_manager() as qm:
-        for body in bodies:
-            item_id = qm.enqueue(body, transport, site=site, priority=priority, content_type=content_type)
-            if not lines:
-                click.echo(item_id)
-    if lines:
-        click.echo(f"enqueued {len(bodies)} item(s)")
+        if not lines:
+            [item] = items
+            click.echo(
+                qm.enqueue(item.payload, transport, site, None, priority, content_type, delay=delay, expires=expires)
+            )
+            return 0
+        done = _enqueue_batches(qm, items)
+    click.echo(f"enqueued {done} item(s)")
     return 0
+
+
+def _enqueue_batches(qm: QueueManager, items: list[Item]) -> int:
+    """Every item checked before anything is sent, then one ``enqueue_many`` per batch."""
+    batches = [items[n : n + ENQUEUE_LINES_BATCH] for n in range(0, len(items), ENQUEUE_LINES_BATCH)]
+    for batch in batches:
+        prepare_batch(batch, qm.default_site, qm.clock(), ENQUEUE_LINES_BATCH)
+    done = 0
+    for batch in batches:
+        try:
+            done += len(qm.enqueue_many(batch))
+        except StatusqError as exc:
+            if done:
+                exc.args = (f"{exc} (the first {done:,} of {len(items):,} item(s) were enqueued)",)
+            raise
+    return done

@@ -20,16 +20,18 @@ import abc
 import enum
 import logging
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from statusq import codec, names
-from statusq.defaults import DEFAULT_SITE
+from statusq.defaults import DEFAULT_SITE, MAX_BATCH
 from statusq.errors import Unsupported
-from statusq.item import Delivery, Message
+from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
+from statusq.produce import prepare, prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,9 @@ class QueueManager(abc.ABC):
     #: (backends built from a config set it from :meth:`Config.default_priorities`).
     default_priorities: Mapping[str, int] = MappingProxyType({})
 
+    #: The clock ``delay``, ``eta`` and ``expires`` are read against (the memory broker's own).
+    clock: Callable[[], float] = staticmethod(time.time)
+
     def enqueue(
         self,
         payload: Any,
@@ -220,17 +225,17 @@ class QueueManager(abc.ABC):
         headers: dict[str, str] | None = None,
         priority: int | None = None,
         content_type: str | None = None,
+        *,
+        delay: float | str | timedelta | None = None,
+        eta: datetime | None = None,
+        expires: float | str | timedelta | datetime | None = None,
     ) -> str:
-        """Queue one item; returns its id.  Raises DataError for a payload that cannot travel."""
-        body, content_type = codec.encode(payload, content_type)
-        message = Message(
-            site=names.check_site(site or self.default_site),
-            transport=names.check_transport(transport),
-            body=body,
-            content_type=content_type,
-            headers=names.check_headers(headers),
-            priority=names.check_priority(priority if priority is not None else self.default_priorities.get(transport)),
-        )
+        """Queue one item; returns its id.  ``delay`` (seconds, ``"5m"``) or ``eta`` (an aware
+        datetime): not before then; ``expires`` (seconds, a duration or an aware datetime): not
+        run after then, but dead-lettered as expired.  A bad argument raises
+        :class:`~statusq.errors.InvalidArgument` (a :class:`DataError`) and enqueues nothing."""
+        item = Item(payload, transport, site, delay, eta, expires, headers, priority, content_type)
+        message = prepare(item, self.default_site, self.clock(), self.default_priorities)
         middleware = self._middleware
         if middleware is not None:
             middleware.before_enqueue(message)
@@ -239,6 +244,23 @@ class QueueManager(abc.ABC):
             middleware.after_enqueue(message)
         return message.id
 
+    def enqueue_many(self, items: Iterable[Item]) -> list[str]:
+        """Queue a batch of :class:`~statusq.Item` in one broker or database transaction, all or
+        nothing; returns their ids in order.  Every item is checked, and every middleware's
+        ``before_enqueue`` has run on it (a refusal refuses the batch), before anything is sent."""
+        messages = prepare_batch(items, self.default_site, self.clock(), MAX_BATCH, self.default_priorities)
+        middleware = self._middleware
+        if middleware is not None:
+            for message in messages:
+                middleware.before_enqueue(message)
+        ids = self._put_many(messages)
+        for message, item_id in zip(messages, ids, strict=True):
+            message.id = item_id
+        if middleware is not None:
+            for message in messages:
+                middleware.after_enqueue(message)
+        return ids
+
     def use_middleware(self, chain: MiddlewareChain) -> None:
         """Run ``chain``'s enqueue hooks around every enqueue through this manager: the process's
         chain, handed over by whoever opens the manager (statusq.runtime does)."""
@@ -246,7 +268,11 @@ class QueueManager(abc.ABC):
 
     @abc.abstractmethod
     def _put(self, message: Message) -> str:
-        """Put one checked, encoded item on its queue; its id."""
+        """Put one checked, encoded item on its queue, held ``message.delay`` seconds; its id."""
+
+    def _put_many(self, messages: list[Message]) -> list[str]:
+        """Put a checked batch in one transaction, all or nothing; their ids in order."""
+        raise Unsupported(f"{type(self).__name__} cannot enqueue a batch")
 
     @abc.abstractmethod
     def subscribe(self, subscription: Subscription) -> Consumer: ...

@@ -3,6 +3,9 @@
 For development and for tests of handlers: the memory backend, plus the same processor as a daemon
 (site switch, decode, retry count, dead-lettering) run on each item as it is enqueued.  Retries
 run immediately, without backoff; dead letters live in memory for the life of the manager.
+A ``delay`` or ``eta`` is checked and then ignored: the item runs at once, as Celery's eager mode
+does, so code that delays work runs unchanged in development and tests.  ``expires`` is checked
+(it must lie ahead), so an inline item never expires.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class InlineQueueManager(MemoryQueueManager):
         item_id = super()._put(message)
         self._run(item_id)
         return item_id
+
+    def _put_many(self, messages: list[Message]) -> list[str]:
+        ids = super()._put_many(messages)
+        for item_id in ids:
+            self._run(item_id)
+        return ids
 
     def _run(self, item_id: str) -> None:
         """Until it is acked or dead: a retry is claimed again at once, whatever its delay."""

@@ -16,18 +16,21 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import and_, case, delete, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from statusq.item import Delivery
 from statusq.names import worker_name
 from statusq.queues.base import Consumer, Subscription
 from statusq.queues.db.database import Database
-from statusq.queues.db.schema import NOTIFY_CHANNEL, dead, items
+from statusq.queues.db.schema import HELD, NOT_HELD, NOTIFY_CHANNEL, dead, items
 
 log = logging.getLogger(__name__)
 
 _STALE = "claim expired: the worker holding it died or hung"
+#: Held rows (an enqueue's delay) are looked at again at least this often, even when the
+#: earliest one known is due later: another producer may have added one due sooner.
+HELD_RECHECK = 0.25
 _DEAD_COLUMNS = [
     "id",
     "site",
@@ -48,6 +51,7 @@ class DBConsumer(Consumer):
         self.db = db
         self.subscription = subscription
         self.worker = worker_name()
+        self._promote_at = 0.0  # when held rows may next be due
         self._listen: Any = None
         if db.is_postgres:
             self._listen = self._open_listener()
@@ -88,6 +92,7 @@ class DBConsumer(Consumer):
         """This subscription's items that may be claimed now (an expired claim may be)."""
         subscription = self.subscription
         ready = and_(
+            NOT_HELD,
             items.c.available_at <= now,
             or_(items.c.claimed_by.is_(None), items.c.claimed_at < now - self.db.claim_timeout),
         )
@@ -117,6 +122,8 @@ class DBConsumer(Consumer):
             .returning(*items.c)
         )
         with self.db.errors(), self.db.engine.begin() as conn:
+            if now >= self._promote_at:
+                self._promote(conn, now)
             row = conn.execute(stmt).mappings().first()
         if row is None:
             return None
@@ -130,9 +137,17 @@ class DBConsumer(Consumer):
             attempt=row["attempts"],
             enqueued_at=row["enqueued_at"],
             priority=row["priority"],
+            expires_at=row["expires_at"],
             token=(row["id"], self.worker),
             error=row["last_error"],
         )
+
+    def _promote(self, conn: Connection, now: float) -> None:
+        """Held rows whose time has come join the claimable ones (two index look-ups: nothing
+        scans the held rows), and the next look is planned."""
+        conn.execute(update(items).where(HELD, items.c.available_at <= now).values(held=0))
+        due = conn.execute(select(func.min(items.c.available_at)).where(HELD)).scalar()
+        self._promote_at = min(due if due is not None else now + HELD_RECHECK, now + HELD_RECHECK)
 
     def _mine(self, delivery: Delivery) -> Any:
         item_id, worker = delivery.token

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from statusq.defaults import CLAIM_TIMEOUT
-from statusq.item import Delivery
+from statusq.item import Delivery, Message
 from statusq.queues.base import BacklogRow, ControlMessage, DeadLetter, Subscription
 from statusq.wakeup import WakePipe
 
@@ -45,6 +45,7 @@ class _Item:
     claimed_at: float = 0.0
     last_error: str | None = None
     dead_at: float = 0.0
+    expires_at: float | None = None
 
 
 class Inbox:
@@ -86,16 +87,33 @@ class MemoryBroker:
 
     # -- producing ---------------------------------------------------------------------------
 
-    def put(
-        self, *, site: str, transport: str, priority: int, content_type: str, body: bytes, headers: dict[str, str]
-    ) -> str:
+    def put(self, message: Message) -> str:
+        return self.put_many([message])[0]
+
+    def put_many(self, messages: list[Message]) -> list[str]:
+        """All at once, under the lock: no consumer sees half a batch.  A delay is held here, on
+        the broker's clock, as the database holds it in ``available_at``."""
         with self._lock:
-            seq = next(self._seq)
-            now, item_id = self.clock(), f"{self.id_prefix}{seq}"
-            item = _Item(item_id, seq, site, transport, priority, content_type, body, headers, now, now)
-            self.items[item.id] = item
+            now, ids = self.clock(), []
+            for m in messages:
+                seq = next(self._seq)
+                item = _Item(
+                    f"{self.id_prefix}{seq}",
+                    seq,
+                    m.site,
+                    m.transport,
+                    m.priority,
+                    m.content_type,
+                    m.body,
+                    m.headers,
+                    now,
+                    now + m.delay,
+                    expires_at=m.expires_at,
+                )
+                self.items[item.id] = item
+                ids.append(item.id)
         self.wake()
-        return item.id
+        return ids
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -137,6 +155,7 @@ class MemoryBroker:
             attempt=item.attempts,
             enqueued_at=item.enqueued_at,
             priority=item.priority,
+            expires_at=item.expires_at,
             token=(item.id, owner),
             error=item.last_error,
         )
@@ -270,6 +289,7 @@ class MemoryBroker:
             taken = self._take_dead(ids)
             for item in taken:
                 item.attempts, item.available_at, item.last_error, item.dead_at = 0, now, None, 0.0
+                item.expires_at = None  # requeued by an operator: run it, even if it had expired
                 self.items[item.id] = item
         if taken:
             self.wake()

@@ -154,17 +154,14 @@ class MemoryQueueManager(QueueManager):
         self.default_priorities = config.default_priorities()
         self.broker = broker if broker is not None else MemoryBroker(claim_timeout=config.queue.claim_timeout)
         self.admin = MemoryAdmin(self.broker, config.queue.stomp)
+        self.clock = self.broker.clock  # delays, etas and expiries on the broker's (maybe fake) clock
         self._opened: list[Consumer | ControlChannel] = []
 
     def _put(self, message: Message) -> str:
-        return self.broker.put(
-            site=message.site,
-            transport=message.transport,
-            priority=message.priority,
-            content_type=message.content_type,
-            body=message.body,
-            headers=message.headers,
-        )
+        return self.broker.put(message)
+
+    def _put_many(self, messages: list[Message]) -> list[str]:
+        return self.broker.put_many(messages)
 
     def subscribe(self, subscription: Subscription) -> Consumer:
         consumer = MemoryConsumer(self.broker, subscription, self.broker.attach())

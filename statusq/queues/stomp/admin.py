@@ -23,6 +23,8 @@ Route = Callable[[str, str], str]
 Send = Callable[[str, bytes, dict[str, str]], None]
 
 _DEAD_ONLY = frozenset({wire.ERROR, wire.ATTEMPTS, wire.ORIGINAL_DESTINATION, wire.DEAD_AT})
+#: Not kept by a requeue either: an operator's requeue means "run it now", expired or not.
+_NOT_REQUEUED = _DEAD_ONLY | {wire.EXPIRES, wire.ETA}
 _QUIET = 1.0  # the dead-letter queue is taken as read once no frame came for this long
 
 
@@ -80,7 +82,7 @@ class StompAdmin(Admin):
                     continue
                 with link.transaction() as tx:
                     if act == "requeue":
-                        headers = {k: v for k, v in letter.headers.items() if k not in _DEAD_ONLY}
+                        headers = {k: v for k, v in letter.headers.items() if k not in _NOT_REQUEUED}
                         headers[wire.ATTEMPT] = "1"
                         destination = frame.headers.get(wire.ORIGINAL_DESTINATION) or self.route(
                             letter.transport, letter.site

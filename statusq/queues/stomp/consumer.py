@@ -2,7 +2,8 @@
 
 Where a frame enters: :meth:`StompLink.on_message` (receiver thread) queues it; :meth:`fetch`
 (the worker's loop) takes it, and only reads: a redelivered frame is handed up flagged, and the
-listener counts it (:mod:`statusq.io.listener`).  Where an ack goes out: :meth:`ack`,
+listener counts it (:mod:`statusq.io.listener`); only what is no item yet it settles itself (a
+delayed item that came before its eta, a producer's queue-declaring message).  Where an ack goes out: :meth:`ack`,
 :meth:`retry` and :meth:`dead_letter` only record the settlement; the consumer's
 :class:`SettlementWriter` thread writes it within ``[queue] ack_flush`` (re-sends with the ACKs
 of their originals in one transaction, so a crash in between duplicates an item, never loses it).
@@ -21,7 +22,7 @@ from statusq.errors import ConnectionClosed, QueueError
 from statusq.item import Delivery
 from statusq.queues.base import Consumer
 from statusq.queues.stomp import wire
-from statusq.queues.stomp.delays import retry_route
+from statusq.queues.stomp.delays import hold_route, retry_route
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import Frame, StompLink
 from statusq.queues.stomp.redial import Redial
@@ -29,6 +30,10 @@ from statusq.queues.stomp.settler import Resend, SettlementWriter
 from statusq.queues.stomp.sidelink import ResendLink
 
 log = logging.getLogger(__name__)
+
+#: A delayed item arriving less than this before its eta runs (ActiveMQ's scheduler and
+#: RabbitMQ's holding queues deliver late, not early: only hosts' clocks apart bring this).
+EARLY_TOLERANCE = 0.05
 
 
 def ack_batch(prefetch: int) -> int:
@@ -123,15 +128,36 @@ class StompConsumer(Consumer):
         return None
 
     def fetch(self) -> Delivery | None:
-        """The next frame as a Delivery; a pure read (settlements are the writer's)."""
+        """The next frame as a Delivery.  Settles nothing of an item's own (that is the
+        processor's, through the writer), except what is no item yet: a delayed one that came
+        early goes back to wait, a producer's queue-declaring message is acked unseen."""
         if not self.link.connected and not self._connect():
             return None
         self._sort_incoming()
-        frame = self._next_frame()
-        if frame is None:
-            self.writer.hurry()  # idle: confirm what is done now (ActiveMQ latency rose ~6x without)
-            return None
-        return wire.to_delivery(frame.headers, frame.body, self.routes, self.default_site, frame.generation)
+        while (frame := self._next_frame()) is not None:
+            if wire.DECLARE in frame.headers:  # a producer's way to have its queue made: no item
+                self.writer.ack(frame.generation, frame.headers.get("ack") or frame.headers.get("message-id", ""))
+                continue
+            if wire.ETA in frame.headers and self._held_again(frame):
+                continue
+            return wire.to_delivery(frame.headers, frame.body, self.routes, self.default_site, frame.generation)
+        self.writer.hurry()  # idle: confirm what is done now (ActiveMQ latency rose ~6x without)
+        return None
+
+    def _held_again(self, frame: Frame) -> bool:
+        """A delayed item that came before its eta (a RabbitMQ delay past the longest holding
+        queue's, or the producer's clock ahead of ours) goes back to wait the rest: re-sent with
+        the ACK of this delivery in one transaction, its attempt not counted, never run early."""
+        rest = wire.float_or(frame.headers[wire.ETA], 0.0) - time.time()
+        if rest <= EARLY_TOLERANCE:
+            return False
+        headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
+        destination, hold = hold_route(self.link.flavor, frame.headers.get("destination", ""), rest, self.link.physical)
+        ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
+        resend = Resend(ack_id, destination, frame.body, self.outgoing({**headers, **hold}))
+        self.writer.resend(frame.generation, resend)
+        log.debug("id=%s came %.1fs early: held again", frame.headers.get(wire.ID), rest)
+        return True
 
     def _token(self, delivery: Delivery) -> wire.FrameToken | None:
         token = delivery.token

@@ -5,12 +5,19 @@ on the broker, which the shipped broker config sets).  RabbitMQ has no per-messa
 STOMP, so a retry waits in a holding queue whose TTL sends it back, through the default
 exchange, to the queue it came from.  A queue's TTL is fixed, so delays are rounded up to a few
 buckets: expiry is FIFO within a queue, and one TTL per queue keeps it exact.
+
+An enqueue's ``delay`` or ``eta`` waits the same way (:func:`hold_route`).  Past the longest
+bucket (an hour) it waits an hour at a time: the message carries its eta (``statusq-eta``), and
+the worker that receives it early sends it back for the rest (``StompConsumer``).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable
+
+from statusq.errors import QueueError
 
 BUCKETS_MS = [
     50,
@@ -49,9 +56,28 @@ def retry_route(
         return destination, {"AMQ_SCHEDULED_DELAY": str(int(delay * 1000))}
     if not destination.startswith("/queue/"):
         return destination, {}
-    ttl = bucket_ms(delay)
+    return _holding_queue(destination, bucket_ms(delay), physical)
+
+
+def _holding_queue(destination: str, ttl: int, physical: Callable[[str], str]) -> tuple[str, dict[str, str]]:
     return f"{destination}.delay.{ttl}", {
         "x-message-ttl": str(ttl),
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": physical(destination).removeprefix("/queue/"),
     }
+
+
+def hold_route(
+    flavor: str, destination: str, delay: float, physical: Callable[[str], str]
+) -> tuple[str, dict[str, str]]:
+    """Where an enqueued item waits out ``delay`` seconds, and the headers that hold it there:
+    as a retry's, rounded up to the millisecond, so that it never arrives early."""
+    ms = math.ceil(delay * 1000)
+    if ms <= 0:
+        return destination, {}
+    if flavor == "activemq":
+        return destination, {"AMQ_SCHEDULED_DELAY": str(ms)}
+    if not destination.startswith("/queue/"):
+        raise QueueError(f"RabbitMQ can hold a delayed item on a /queue/ destination only, not {destination}")
+    ttl = BUCKETS_MS[min(bisect.bisect_left(BUCKETS_MS, ms), len(BUCKETS_MS) - 1)]
+    return _holding_queue(destination, ttl, physical)

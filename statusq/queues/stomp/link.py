@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ class Frame:
     generation: int
     headers: dict[str, str]
     body: bytes
+
+
+#: One message of a batch: destination, body, headers.
+Send = tuple[str, bytes, dict[str, str]]
+#: Frames of a batch written per system call (the broker starts on them while the rest are made).
+_CHUNK = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +316,52 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             with self._receipt() as receipt:
                 conn.send(self.physical(destination), body, headers={**headers, "receipt": receipt})
 
+    def send_batch(self, sends: Sequence[Send], *, confirm_each: bool) -> None:
+        """BEGIN, every SEND, COMMIT with a receipt; returns once the broker confirmed the COMMIT
+        (all or nothing: a connection lost before it drops the transaction).  Written in chunks
+        as they are made, so the broker starts on them.  ``confirm_each``: every SEND's receipt
+        waited for too (RabbitMQ answers a COMMIT once the messages are routed, a SEND once it
+        is stored: a publisher confirm)."""
+        name = uuid.uuid4().hex
+        receipts = [uuid.uuid4().hex for _ in range(len(sends) + 1 if confirm_each else 1)]
+        events = [threading.Event() for _ in receipts]
+        with self._write_lock, self._translated("transaction"):
+            self._require()
+            self._receipts.update(zip(receipts, events, strict=True))
+            chunk = [encode_frame("BEGIN", {"transaction": name})]
+            try:
+                for n, (destination, body, headers) in enumerate(sends):
+                    extra = {"receipt": receipts[n + 1]} if confirm_each else {}
+                    wired = {**headers, "destination": self.physical(destination), "transaction": name, **extra}
+                    chunk.append(encode_frame("SEND", wired, body))
+                    if len(chunk) >= _CHUNK:
+                        self._conn.transport.send(b"".join(chunk))
+                        chunk = []
+            except BaseException:
+                with contextlib.suppress(Exception):  # what was written is dropped, never committed
+                    self._conn.transport.send(encode_frame("ABORT", {"transaction": name}))
+                raise
+            chunk.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipts[0]}))
+            self._conn.transport.send(b"".join(chunk))
+        try:
+            deadline = time.monotonic() + self.config.receipt_timeout
+            for receipt, event in zip(receipts, events, strict=True):
+                self._await(receipt, event, deadline)
+        finally:
+            for receipt in receipts:
+                self._receipts.pop(receipt, None)
+                self._confirmed.pop(receipt, None)
+                self._failed_receipts.pop(receipt, None)
+
+    def _await(self, receipt: str, event: threading.Event, deadline: float) -> None:
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
+        failed = self._failed_receipts.pop(receipt, None)
+        if failed is not None:
+            raise QueueError(f"{self.name}: broker refused: {failed}")
+        if not self._confirmed.get(receipt):
+            raise ConnectionClosed(f"{self.name}: connection lost before the receipt")
+
     # -- the settlement writer's side (statusq.queues.stomp.settler) ------------------------------
     # Under _write_lock, so a reconnect cannot slip between "this generation is the live one"
     # and the write: an ACK for a frame of the old connection, written on the new one, is an
@@ -394,13 +447,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         event = self._receipts[receipt] = threading.Event()
         try:
             yield receipt
-            if not event.wait(self.config.receipt_timeout):
-                raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
-            failed = self._failed_receipts.pop(receipt, None)
-            if failed is not None:
-                raise QueueError(f"{self.name}: broker refused: {failed}")
-            if not self.connected:
-                raise ConnectionClosed(f"{self.name}: connection lost before the receipt")
+            self._await(receipt, event, time.monotonic() + self.config.receipt_timeout)
         finally:
             self._receipts.pop(receipt, None)
             self._confirmed.pop(receipt, None)

@@ -10,18 +10,21 @@ The manager is the producer (one connection, opened on the first send); it build
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from statusq.config import Config
 from statusq.defaults import DEFAULT_GROUP
-from statusq.errors import ConnectionClosed, QueueError
+from statusq.errors import ConnectionClosed, InvalidArgument
 from statusq.item import Message
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.admin import StompAdmin
 from statusq.queues.stomp.consumer import StompConsumer
 from statusq.queues.stomp.control import StompControlChannel
+from statusq.queues.stomp.delays import hold_route
 from statusq.queues.stomp.destinations import Destinations
-from statusq.queues.stomp.link import StompLink
+from statusq.queues.stomp.link import Send, StompLink
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class StompQueueManager(QueueManager):
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
         self._producer: StompLink | None = None
+        self._declared: set[str] = set()  # RabbitMQ queues this producer's connection made sure of
         self.admin = StompAdmin(self.stomp, self.destination_of, self.outgoing, self._send_confirmed)
 
     # -- producing ----------------------------------------------------------------------------
@@ -53,14 +57,16 @@ class StompQueueManager(QueueManager):
             self._producer = StompLink(self.stomp, "producer")
         if not self._producer.connected:
             self._producer.connect()
+            self._declared.clear()
         return self._producer
 
-    def send(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
-        """Send with failover: on a dropped connection, reconnect (next server) and send once more.
-        A send that reached the broker just before the drop may so arrive twice, never zero times."""
+    def _producing(self, write: Callable[[StompLink], None]) -> None:
+        """``write`` on the producer's link, with failover: on a dropped connection, reconnect
+        (next server) and write once more.  What reached the broker just before the drop may so
+        arrive twice, never zero times."""
         for attempt in (1, 2):
             try:
-                self._link().send(destination, body, self.outgoing(headers), confirm=self.stomp.confirm_sends)
+                write(self._link())
                 return
             except ConnectionClosed as exc:
                 if attempt == 2:
@@ -70,17 +76,74 @@ class StompQueueManager(QueueManager):
                     self._producer.close()
                     self._producer = None
 
+    def send(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
+        confirm = self.stomp.confirm_sends
+        self._producing(lambda link: link.send(destination, body, self.outgoing(headers), confirm=confirm))
+
     def _send_confirmed(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
         """As it is, confirmed by a receipt (control commands)."""
         self._link().send(destination, body, headers, confirm=True)
 
-    def _put(self, message: Message) -> str:
+    def _wire(self, message: Message, link: StompLink) -> Send:
+        """Destination, body and headers of ``message``; a delay held as the broker holds a
+        retry's (``delays.hold_route``: ActiveMQ's scheduler, RabbitMQ's holding queues)."""
         if any(k.startswith("statusq-") or k in wire.BROKER_HEADERS for k in message.headers):
-            raise QueueError("headers may not set statusq-* or broker headers")
+            raise InvalidArgument("headers", "may not set statusq-* or broker headers")
         out = {**message.headers, **wire.new_headers(message.site, message.transport, message.content_type)}
         out["priority"] = str(message.priority)
-        self.send(self.destination_of(message.transport, message.site), message.body, out)
-        return out[wire.ID]
+        if message.expires_at is not None:
+            out[wire.EXPIRES] = f"{message.expires_at:.3f}"
+        destination = self.destination_of(message.transport, message.site)
+        if message.delay > 0:
+            out[wire.ETA] = f"{time.time() + message.delay:.3f}"
+            destination, hold = hold_route(link.flavor, destination, message.delay, link.physical)
+            out.update(hold)
+        return destination, message.body, self.outgoing(out)
+
+    def _declare_targets(self, link: StompLink, messages: list[Message]) -> None:
+        """RabbitMQ drops what a holding queue passes on to a queue that does not exist yet (a
+        delayed item enqueued before any worker ever subscribed): have it declare the delayed
+        items' queues first, once per connection, with a SEND that expires at once, unread (a
+        worker that gets it all the same acks it unseen)."""
+        if link.flavor != "rabbitmq":
+            return
+        targets = {self.destination_of(m.transport, m.site) for m in messages if m.delay > 0} - self._declared
+        for destination in sorted(targets):
+            link.send(destination, b"", self.outgoing({wire.DECLARE: "1", "expiration": "0"}), confirm=False)
+            self._declared.add(destination)
+
+    def _wire_at(self, index: int, message: Message, link: StompLink) -> Send:
+        try:
+            return self._wire(message, link)
+        except InvalidArgument as exc:
+            raise exc.at(index) from None
+
+    def _put(self, message: Message) -> str:
+        confirm = self.stomp.confirm_sends
+        sent: list[Send] = []  # made once: a send again after a failover keeps the item's id
+
+        def write(link: StompLink) -> None:
+            if not sent:
+                sent.append(self._wire(message, link))
+            self._declare_targets(link, [message])
+            link.send(*sent[0], confirm=confirm)
+
+        self._producing(write)
+        return sent[0][2][wire.ID]
+
+    def _put_many(self, messages: list[Message]) -> list[str]:
+        """One transaction: BEGIN, the SENDs, COMMIT, confirmed by the COMMIT's receipt (on
+        RabbitMQ by every SEND's too: its COMMIT receipt says routed, not stored)."""
+        sends: list[Send] = []  # made once, as in _put
+
+        def write(link: StompLink) -> None:
+            if not sends:
+                sends.extend(self._wire_at(index, message, link) for index, message in enumerate(messages))
+            self._declare_targets(link, messages)
+            link.send_batch(sends, confirm_each=link.flavor == "rabbitmq")
+
+        self._producing(write)
+        return [headers[wire.ID] for _, _, headers in sends]
 
     # -- a worker's parts ---------------------------------------------------------------------
 

@@ -27,6 +27,14 @@ ATTEMPTS = "statusq-attempts"
 ORIGINAL_DESTINATION = "statusq-original-destination"
 DEAD_AT = "statusq-dead-at"
 SECRET = "statusq-secret"
+#: Epoch seconds after which the item is not run but dead-lettered as expired.
+EXPIRES = "statusq-expires"
+#: Epoch seconds before which a delayed item may not run: a worker that gets it earlier (a
+#: RabbitMQ delay past the longest holding queue's) sends it back to wait the rest.
+ETA = "statusq-eta"
+#: Marks a message sent only to have RabbitMQ declare its queue (it expires at once, unread; a
+#: worker that gets it acks it unseen): see StompQueueManager._declare_targets.
+DECLARE = "statusq-declare"
 
 #: Headers the broker sets per delivery; never copied onto a re-sent message.
 BROKER_HEADERS = frozenset(
@@ -58,7 +66,20 @@ BROKER_HEADERS = frozenset(
 )
 #: Headers that are not the producer's own: the broker's, and the content type.
 _NOT_USER = BROKER_HEADERS | {"content-type"}
-_KNOWN = _NOT_USER | {SITE, TRANSPORT, ATTEMPT, ENQUEUED_AT, ID, ERROR, ATTEMPTS, ORIGINAL_DESTINATION, DEAD_AT, SECRET}
+_KNOWN = _NOT_USER | {
+    SITE,
+    TRANSPORT,
+    ATTEMPT,
+    ENQUEUED_AT,
+    ID,
+    ERROR,
+    ATTEMPTS,
+    ORIGINAL_DESTINATION,
+    DEAD_AT,
+    SECRET,
+    EXPIRES,
+    ETA,
+}
 MAX_ERROR = 900  # brokers limit header sizes; the full error is in the worker's log
 
 #: What every send adds to a message's headers (:func:`delivery_mode`).
@@ -112,7 +133,7 @@ def copy_headers(delivery: Delivery, token: FrameToken, **changes: str) -> dict[
     return headers
 
 
-def _float(value: str | None, default: float) -> float:
+def float_or(value: str | None, default: float) -> float:
     try:
         return float(value) if value is not None else default
     except ValueError:
@@ -125,7 +146,7 @@ _LATEST = 4_102_444_800.0
 
 
 def _time(value: str | None, per_second: float = 1.0) -> float | None:
-    seconds = _float(value, -1.0) / per_second
+    seconds = float_or(value, -1.0) / per_second
     return seconds if 0.0 < seconds <= _LATEST else None  # NaN fails both comparisons
 
 
@@ -155,6 +176,7 @@ def to_delivery(
     if enqueued is None:  # a foreign producer's: the broker's own timestamp, in milliseconds
         enqueued = _time(headers.get("timestamp"), per_second=1000.0) or time.time()
     priority = _int(headers.get("priority"), -1)
+    expires = float_or(headers.get(EXPIRES), 0.0)
     if headers.keys() <= _KNOWN:  # a statusq item with no headers of its producer's: the usual case
         user = {}
     else:
@@ -169,6 +191,7 @@ def to_delivery(
         attempt=max(1, _int(headers.get(ATTEMPT), 1)),
         enqueued_at=enqueued,
         priority=priority if 0 <= priority <= 9 else None,
+        expires_at=expires if expires > 0 else None,
         token=FrameToken(
             ack_id=headers.get("ack") or headers.get("message-id", ""),
             subscription=headers.get("subscription", ""),

@@ -1,0 +1,126 @@
+"""An item on its way in: checked, timed and encoded into a :class:`Message`, the same for every
+backend (:meth:`QueueManager.enqueue` and ``enqueue_many`` call :func:`prepare`).
+
+Every check happens here, before anything is sent, so a batch with one bad item enqueues nothing.
+Each error is an :class:`InvalidArgument` naming the argument.  Times are resolved against the
+manager's clock: ``delay`` and ``eta`` become a delay in seconds from now (a backend holds it: a
+database's ``available_at``, ActiveMQ's scheduler, a RabbitMQ holding queue), ``expires`` an epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from statusq import codec, names
+from statusq.defaults import ETA_TOLERANCE
+from statusq.errors import DataError, InvalidArgument
+from statusq.item import Item, Message
+from statusq.units import parse_duration
+
+T = TypeVar("T")
+
+
+def _checked(argument: str, check: Callable[..., T], *values: Any) -> T:
+    try:
+        return check(*values)
+    except InvalidArgument:
+        raise
+    except DataError as exc:
+        raise InvalidArgument(argument, str(exc)) from None
+
+
+def _seconds(argument: str, value: float | str | timedelta) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidArgument(argument, str(exc)) from None
+
+
+def _epoch(argument: str, value: datetime) -> float:
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive time means the local zone to one reader and UTC to another (Celery took it as
+        # UTC, then as the configured zone): refused rather than guessed.
+        raise InvalidArgument(argument, f"{value.isoformat()} has no time zone (use e.g. datetime.now(UTC) + ...)")
+    return value.timestamp()
+
+
+def delay_of(delay: float | str | timedelta | None, eta: datetime | None, now: float) -> float:
+    """Seconds from ``now`` until the item may run.  An ``eta`` up to ``ETA_TOLERANCE`` seconds
+    in the past is taken as now (one computed a moment ago, a clock a little behind); earlier
+    is refused, as a negative delay is."""
+    if delay is not None and eta is not None:
+        raise InvalidArgument("eta", "give delay or eta, not both")
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise InvalidArgument("eta", f"must be an aware datetime, not {type(eta).__name__}")
+        ahead = _epoch("eta", eta) - now
+        if ahead < -ETA_TOLERANCE:
+            raise InvalidArgument("eta", f"{eta.isoformat()} is {-ahead:.0f}s in the past")
+        return max(ahead, 0.0)
+    if delay is None:
+        return 0.0
+    return _seconds("delay", delay)
+
+
+def expiry_of(expires: float | str | timedelta | datetime | None, delay: float, now: float) -> float | None:
+    """The epoch after which the item is not run; it must fall after the item may first run."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        at = _epoch("expires", expires)
+    else:
+        seconds = _seconds("expires", expires)
+        if seconds <= 0:
+            raise InvalidArgument("expires", "must be more than 0 seconds")
+        at = now + seconds
+    if at <= now + delay:
+        when = "now" if delay == 0 else "the item's delay or eta"
+        raise InvalidArgument("expires", f"is not after {when}: the item could never run")
+    return at
+
+
+def prepare(item: Item, default_site: str, now: float, priorities: Mapping[str, int] | None = None) -> Message:
+    """``item`` checked and encoded; raises :class:`InvalidArgument` naming what is wrong.
+    ``priorities``: a transport's default priority (``[transports.NAME] priority``)."""
+    body, content_type = _checked("payload", codec.encode, item.payload, item.content_type)
+    delay = delay_of(item.delay, item.eta, now)
+    return Message(
+        site=_checked("site", names.check_site, item.site or default_site),
+        transport=_checked("transport", names.check_transport, item.transport),
+        body=body,
+        content_type=content_type,
+        headers=_checked("headers", names.check_headers, item.headers),
+        priority=_checked(
+            "priority",
+            names.check_priority,
+            item.priority if item.priority is not None or priorities is None else priorities.get(item.transport),
+        ),
+        delay=delay,
+        expires_at=expiry_of(item.expires, delay, now),
+    )
+
+
+def prepare_batch(
+    items: Any, default_site: str, now: float, limit: int, priorities: Mapping[str, int] | None = None
+) -> list[Message]:
+    """Every item of a batch prepared, or an error naming the first bad one's index."""
+    if isinstance(items, (str, bytes, Item)) or not hasattr(items, "__iter__"):
+        raise InvalidArgument("items", f"must be a list of statusq.Item, not {type(items).__name__}")
+    batch = list(items)
+    if not batch:
+        raise InvalidArgument("items", "a batch of none: nothing to enqueue")
+    if len(batch) > limit:
+        raise InvalidArgument("items", f"{len(batch):,} items; a batch holds at most {limit:,} (send several)")
+    messages = []
+    for index, item in enumerate(batch):
+        if not isinstance(item, Item):
+            raise InvalidArgument("items", f"must be a statusq.Item, not {type(item).__name__}", index=index)
+        try:
+            messages.append(prepare(item, default_site, now, priorities))
+        except InvalidArgument as exc:
+            raise exc.at(index) from None
+    return messages
