@@ -4,8 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The peer bench's own environment (Celery, Dramatiq): never the product's dependencies.
+BENCH_VENV  := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint unit servers bench clean
+.PHONY: run test lint unit servers bench bench-stomp bench-peers clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -33,10 +36,23 @@ unit: $(STAMP)
 servers:
 	scripts/servers/ensure-all.sh
 
-## bench: throughput and latency against a baseline measured in the same run
-bench: $(STAMP) servers
+$(BENCH_STAMP): bench/peers/requirements.txt $(STAMP)
+	[ -x $(BENCH_VENV)/bin/python ] || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+## bench: both parts below, in one run
+bench: bench-stomp bench-peers
+
+## bench-stomp: throughput and latency against a raw stomp.py baseline measured in the same run
+bench-stomp: $(STAMP) servers
 	$(PY) bench/run.py
 	$(PY) bench/dispatch_sim.py
 
+## bench-peers: statusq beside Celery and Dramatiq on one RabbitMQ node (bench/peers/run.py)
+bench-peers: $(STAMP) $(BENCH_STAMP) servers
+	$(PY) bench/peers/run.py
+
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) var .mypy_cache .ruff_cache .pytest_cache
