@@ -112,6 +112,16 @@ class Run:
                 )
             self.procs.append((proc, log))
 
+    def wait_queued(self, n: int, timeout: float = 30.0) -> None:
+        """Until the broker holds all ``n`` items just sent without confirmation: the workers
+        start on a full queue, and an item lost by the producer is not blamed on the worker."""
+        until = time.monotonic() + timeout
+        queue = QUEUES[self.row.system][0]
+        while (queued := self.harness.ready_counts(self.row)[queue]) != n:
+            if time.monotonic() > until:
+                raise BenchFailure(f"{self.row.label}: the producer sent {n} items, the queue holds {queued}")
+            time.sleep(0.2)
+
     def wait_for(self, ids: range, deadline: float) -> None:
         """Until every id is recorded, a worker dies, or nothing new came for STALL seconds."""
         last_count, last_change = -1, time.monotonic()
@@ -126,8 +136,12 @@ class Run:
                 last_count, last_change = count, now
             dead = [p for p, _ in self.procs if p.poll() is not None]
             if dead or now - last_change > STALL or now > until:
-                why = f"worker exited {dead[0].returncode}" if dead else "no progress"
-                raise BenchFailure(f"{self.row.label}: {why} with {count} of {expected} items handled{self._logs()}")
+                why = f"worker exited {dead[0].returncode}" if dead else f"nothing new for {now - last_change:.0f}s"
+                missing = self.tally.missing(ids)
+                raise BenchFailure(
+                    f"{self.row.label}: {why}; {len(missing)} of {expected} items never handled "
+                    f"(ids {missing[:5]}...){self._logs()}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -25,6 +25,7 @@ IO_SLEEP = 0.05
 ASYNC_CONCURRENCY = 200
 ONE, TWO = "1 process, 1 in hand", "2 processes, default concurrency"
 IO_GROUP = "2 processes, 16 in hand"
+PRODUCER = "1 producer process"
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def io_rows(concurrency_supported: bool) -> list[tuple[str, Row]]:
 def enqueue_rows() -> list[tuple[str, Row]]:
     note = "the pool plays no part in enqueueing: one Celery row"
     return [
-        ("", Row(STATUSQ, "statusq enqueue (receipt per SEND)")),
-        ("", Row(CELERY_THREADS, "Celery apply_async (confirm_publish)", note=note)),
-        ("", Row(DRAMATIQ, "Dramatiq send (confirm_delivery)")),
+        (PRODUCER, Row(STATUSQ, "statusq enqueue (receipt per SEND)")),
+        (PRODUCER, Row(CELERY_THREADS, "Celery apply_async (confirm_publish)", note=note)),
+        (PRODUCER, Row(DRAMATIQ, "Dramatiq send (confirm_delivery)")),
     ]
 
 
@@ -87,6 +88,7 @@ def throughput(h: Harness, row: Row, n: int, sleep: float, prefetch: int | None,
     run = h.new_run(row, prefetch, concurrency, confirm=False)
     try:
         run.produce(0, n, sleep)
+        run.wait_queued(n)
         run.start()
         # Generous: the slowest row (2 x 1 items at 50 ms) takes n x 25 ms.
         run.wait_for(range(n), deadline=60 + n * (sleep or 0.01))
