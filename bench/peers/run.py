@@ -37,8 +37,8 @@ from typing import Any
 import report
 import scenarios
 from harness import BenchFailure, Harness, Outcome
-from scenarios import Sizes
-from systems import ROOT, Row, Systems
+from scenarios import Sizes, Unsupported
+from systems import ROOT, STATUSQ, Row, Systems
 
 sys.path.insert(0, str(ROOT))  # statusq from this checkout
 from statusq.config import DaemonConfig
@@ -59,6 +59,9 @@ def measure(group: str, row: Row, failures: list[str], how: Callable[..., Outcom
     started = time.monotonic()
     try:
         outcome = how(*args)
+    except Unsupported as exc:
+        print(f"  {row.label}: skipped, {exc}", flush=True)
+        return group, Outcome(row, skipped=str(exc))
     except BenchFailure as exc:
         failures.append(str(exc))
         print(f"  FAILED {row.label}: {exc}", file=sys.stderr, flush=True)
@@ -76,25 +79,21 @@ def run_noop(h: Harness, sizes: Sizes, failures: list[str]) -> report.Table:
 def run_io(h: Harness, sizes: Sizes, failures: list[str], has_concurrency: bool) -> report.Table:
     table = []
     for group, row in scenarios.io_rows(has_concurrency):
-        n, concurrency = sizes.io, (row.concurrency if row.system == "statusq" else None)
         if row.transport == "peer_async":
-            why = _async_unsupported(h, row, has_concurrency)
-            if why:
+            if not has_concurrency:
+                why = "needs [daemon] concurrency, which this statusq lacks"
                 print(f"  {row.label}: skipped, {why}", flush=True)
                 table.append((group, Outcome(row, skipped=why)))
-                continue
-        elif row.system == "statusq" and not has_concurrency:
+            else:
+                table.append(measure(group, row, failures, scenarios.async_throughput, h, row, sizes.io))
+            continue
+        n, concurrency = sizes.io, (row.concurrency if row.system == STATUSQ else None)
+        if row.system == STATUSQ and not has_concurrency:
             n, concurrency = sizes.io_serial, None
         table.append(
             measure(group, row, failures, scenarios.throughput, h, row, n, scenarios.IO_SLEEP, None, concurrency)
         )
     return table
-
-
-def _async_unsupported(h: Harness, row: Row, has_concurrency: bool) -> str:
-    if not has_concurrency:
-        return "needs [daemon] concurrency, which this statusq lacks"
-    return "" if scenarios.async_supported(h, row) else "this statusq does not await async handlers"
 
 
 def header(systems: Systems) -> str:
