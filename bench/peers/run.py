@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,11 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def measure(group: str, row: Row, failures: list[str], how: Callable[..., Outcome], *args: Any) -> tuple[str, Outcome]:
+#: One row of a table: its group, the row, and the call that measures it once.
+Plan = tuple[str, Row, Callable[..., Outcome], tuple[Any, ...]]
+
+
+def measure(row: Row, failures: list[str], how: Callable[..., Outcome], args: tuple[Any, ...]) -> Outcome:
     """``how(*args)`` for one row; a failure is reported in its row and remembered, and the
     bench goes on with the next row."""
     started = time.monotonic()
@@ -61,39 +66,68 @@ def measure(group: str, row: Row, failures: list[str], how: Callable[..., Outcom
         outcome = how(*args)
     except Unsupported as exc:
         print(f"  {row.label}: skipped, {exc}", flush=True)
-        return group, Outcome(row, skipped=str(exc))
+        return Outcome(row, skipped=str(exc))
     except BenchFailure as exc:
         failures.append(str(exc))
         print(f"  FAILED {row.label}: {exc}", file=sys.stderr, flush=True)
-        return group, Outcome(row, skipped=f"FAILED: {str(exc).splitlines()[0]}")
+        return Outcome(row, skipped=f"FAILED: {str(exc).splitlines()[0]}")
     extra = f", p99 {outcome.value2:.1f}" if outcome.value2 else ""
     print(f"  {row.label}: {outcome.value:,.1f}{extra} ({time.monotonic() - started:.0f}s)", flush=True)
-    return group, outcome
+    return outcome
 
 
-def run_noop(h: Harness, sizes: Sizes, failures: list[str]) -> report.Table:
-    throughput, noop, prefetch = scenarios.throughput, sizes.noop, scenarios.NOOP_PREFETCH
-    return [measure(g, r, failures, throughput, h, r, noop, 0.0, prefetch, None) for g, r in scenarios.noop_rows()]
+def run_table(plans: list[Plan], rounds: int, failures: list[str]) -> report.Table:
+    """Every row ``rounds`` times, the order rotated each round (a broker still busy with the
+    previous row, or a neighbour's load, must not always fall on the same row); the median."""
+    results: list[list[Outcome]] = [[] for _ in plans]
+    for r in range(rounds):
+        order = list(range(len(plans)))
+        for i in order[r % len(order) :] + order[: r % len(order)]:
+            _, row, how, args = plans[i]
+            results[i].append(measure(row, failures, how, args))
+    return [(plan[0], combine(outcomes)) for plan, outcomes in zip(plans, results, strict=True)]
 
 
-def run_io(h: Harness, sizes: Sizes, failures: list[str], has_concurrency: bool) -> report.Table:
-    table = []
-    for group, row in scenarios.io_rows(has_concurrency):
-        if row.transport == "peer_async":
-            if not has_concurrency:
-                why = "needs [daemon] concurrency, which this statusq lacks"
-                print(f"  {row.label}: skipped, {why}", flush=True)
-                table.append((group, Outcome(row, skipped=why)))
-            else:
-                table.append(measure(group, row, failures, scenarios.async_throughput, h, row, sizes.io))
-            continue
-        n, concurrency = sizes.io, (row.concurrency if row.system == STATUSQ else None)
-        if row.system == STATUSQ and not has_concurrency:
-            n, concurrency = sizes.io_serial, None
-        table.append(
-            measure(group, row, failures, scenarios.throughput, h, row, n, scenarios.IO_SLEEP, None, concurrency)
+def combine(outcomes: list[Outcome]) -> Outcome:
+    """The median of a row's rounds; a round that failed or was skipped stands for the row."""
+    for o in outcomes:
+        if o.skipped:
+            return o
+    first = outcomes[0]
+    notes = list(dict.fromkeys(n for o in outcomes for n in o.notes))
+    if len(outcomes) > 1:
+        notes.append(
+            "rounds: " + ", ".join(f"{o.value:,.0f}" if o.value >= 100 else f"{o.value:.1f}" for o in outcomes)
         )
-    return table
+    return Outcome(
+        first.row,
+        value=statistics.median(o.value for o in outcomes),
+        value2=statistics.median(o.value2 for o in outcomes),
+        items=first.items,
+        notes=notes,
+    )
+
+
+def noop_plans(h: Harness, sizes: Sizes) -> list[Plan]:
+    args = (sizes.noop, 0.0, scenarios.NOOP_PREFETCH, None)
+    return [(g, r, scenarios.throughput, (h, r, *args)) for g, r in scenarios.noop_rows()]
+
+
+def io_plans(h: Harness, sizes: Sizes, has_concurrency: bool) -> list[Plan]:
+    plans: list[Plan] = []
+    for group, row in scenarios.io_rows(has_concurrency):
+        if row.transport == "peer_async" and not has_concurrency:
+            why = "needs [daemon] concurrency, which this statusq lacks"
+            plans.append((group, row, scenarios.unsupported, (why,)))
+        elif row.transport == "peer_async":
+            plans.append((group, row, scenarios.async_throughput, (h, row, sizes.io)))
+        elif row.system == STATUSQ and not has_concurrency:
+            plans.append((group, row, scenarios.throughput, (h, row, sizes.io_serial, scenarios.IO_SLEEP, None, None)))
+        else:
+            concurrency = row.concurrency if row.system == STATUSQ else None
+            args = (h, row, sizes.io, scenarios.IO_SLEEP, None, concurrency)
+            plans.append((group, row, scenarios.throughput, args))
+    return plans
 
 
 def header(systems: Systems) -> str:
@@ -122,6 +156,7 @@ def main() -> int:
     parser.add_argument("--enqueue-items", type=int, default=Sizes.enqueue)
     parser.add_argument("--samples", type=int, default=Sizes.samples, help="latency samples per row")
     parser.add_argument("--bench-venv", type=Path, default=ROOT / ".bench-venv")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every row this many times; the median")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, tallies, worker logs)")
     args = parser.parse_args()
     if not (args.bench_venv / "bin" / "celery").exists():
@@ -134,25 +169,26 @@ def main() -> int:
     failures: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="statusq-peers-"))
     h = Harness(systems, work)
-    if "noop" in args.only:
-        noop = run_noop(h, sizes, failures)
-    if "io" in args.only:
-        io = run_io(h, sizes, failures, has_concurrency)
-    if "enqueue" in args.only:
-        enq = [
-            measure(g, r, failures, scenarios.enqueue_rate, h, r, sizes.enqueue) for g, r in scenarios.enqueue_rows()
-        ]
-    if "latency" in args.only:
-        lat = [measure(g, r, failures, scenarios.latency, h, r, sizes.samples) for g, r in scenarios.latency_rows()]
+    plans: dict[str, Callable[[], list[Plan]]] = {
+        "noop": lambda: noop_plans(h, sizes),
+        "io": lambda: io_plans(h, sizes, has_concurrency),
+        "enqueue": lambda: [(g, r, scenarios.enqueue_rate, (h, r, sizes.enqueue)) for g, r in scenarios.enqueue_rows()],
+        "latency": lambda: [(g, r, scenarios.latency, (h, r, sizes.samples)) for g, r in scenarios.latency_rows()],
+    }
+    tables = {name: run_table(plans[name](), args.rounds, failures) for name in SCENARIOS if name in args.only}
     # The tables together at the end, ready to paste.
-    if "noop" in args.only:
-        report.rates(f"No-op throughput, {sizes.noop:,} items", noop)
-    if "io" in args.only:
-        report.rates(f"I/O-bound: handler sleeps 50 ms, {sizes.io:,} items", io)
-    if "enqueue" in args.only:
-        report.rates(f"Confirmed enqueue, one at a time, one producer, {sizes.enqueue:,} items", enq, "enqueues/s")
-    if "latency" in args.only:
-        report.latencies(f"Enqueue -> handler start on an idle worker, {sizes.samples} items", lat)
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    if "noop" in tables:
+        report.rates(f"No-op throughput, {sizes.noop:,} items{rounds}", tables["noop"])
+    if "io" in tables:
+        report.rates(f"I/O-bound: handler sleeps 50 ms, {sizes.io:,} items{rounds}", tables["io"])
+    if "enqueue" in tables:
+        title = f"Confirmed enqueue, one at a time, one producer, {sizes.enqueue:,} items{rounds}"
+        report.rates(title, tables["enqueue"], "enqueues/s")
+    if "latency" in tables:
+        report.latencies(
+            f"Enqueue -> handler start on an idle worker, {sizes.samples} items{rounds}", tables["latency"]
+        )
     if args.keep or failures:
         print(f"\nwork folder kept: {work}")
     else:

@@ -30,7 +30,7 @@ PRODUCER = "1 producer process"
 
 @dataclass(frozen=True)
 class Sizes:
-    noop: int = 5000
+    noop: int = 10000
     io: int = 2000
     io_serial: int = 200  # statusq's I/O row where it has no concurrency: 40 items/s
     enqueue: int = 2000
@@ -104,6 +104,10 @@ def throughput(h: Harness, row: Row, n: int, sleep: float, prefetch: int | None,
 
 class Unsupported(Exception):
     """This statusq lacks what the row needs: the row is skipped, not failed."""
+
+
+def unsupported(why: str) -> Outcome:
+    raise Unsupported(why)
 
 
 def async_throughput(h: Harness, row: Row, n: int) -> Outcome:
