@@ -53,7 +53,8 @@ class Harness:
         argv = [self.systems.python("celery"), str(Path(__file__).with_name("rabbit.py")), *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode:
-            raise BenchFailure(f"rabbit.py {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+            last = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise BenchFailure(f"rabbit.py {' '.join(args)} failed: {last[0]}")
         return done.stdout
 
     def reset(self, row: Row) -> None:

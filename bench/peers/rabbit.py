@@ -13,11 +13,25 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import pika
-from pika.exceptions import ChannelClosedByBroker
+from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 
 AMQP_URL = os.environ.get("PEERS_AMQP_PIKA", "amqp://guest:guest@127.0.0.1:5673/%2F")
+
+
+def connect(timeout: float = 60.0) -> pika.BlockingConnection:
+    """The broker may be restarting (the test suite stops and kills this node on purpose, and
+    other work shares it): wait for it rather than fail a row over it."""
+    until = time.monotonic() + timeout
+    while True:
+        try:
+            return pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        except AMQPConnectionError:
+            if time.monotonic() > until:
+                raise
+            time.sleep(1.0)
 
 
 def count(connection: pika.BlockingConnection, queue: str) -> int | None:
@@ -35,7 +49,7 @@ def versions() -> int:
     import celery  # noqa: PLC0415 -- only this command needs the peers themselves
     import dramatiq  # noqa: PLC0415 -- as above
 
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection = connect()
     server = connection._impl.server_properties  # pika keeps the broker's Connection.Start here
     connection.close()
     rabbit = server.get("version", b"?")
@@ -50,7 +64,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("delete", "count"):
         print(__doc__, file=sys.stderr)
         return 2
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection = connect()
     try:
         if argv[0] == "count":
             print(json.dumps({queue: count(connection, queue) for queue in argv[1:]}))
