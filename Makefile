@@ -42,8 +42,11 @@ $(BENCH_STAMP): bench/peers/requirements.txt $(STAMP)
 	$(BENCH_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
 	touch $@
 
-## bench: both parts below, in one run
-bench: bench-stomp bench-peers
+## bench: both parts below, one after the other (never side by side, even under make -j)
+bench: $(STAMP) $(BENCH_STAMP) servers
+	$(PY) bench/run.py
+	$(PY) bench/dispatch_sim.py
+	$(PY) bench/peers/run.py
 
 ## bench-stomp: throughput and latency against a raw stomp.py baseline measured in the same run
 bench-stomp: $(STAMP) servers
