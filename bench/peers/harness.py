@@ -141,7 +141,7 @@ class Run:
                 missing = self.tally.missing(ids)
                 raise BenchFailure(
                     f"{self.row.label}: {why}; {len(missing)} of {expected} items never handled "
-                    f"(ids {missing[:5]}...){self._logs()}"
+                    f"(ids {missing[:5]}...){self.log_tails()}"
                 )
             time.sleep(0.05)
 
@@ -161,7 +161,11 @@ class Run:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def _logs(self) -> str:
+    def log_text(self) -> str:
+        """Everything the run's workers wrote."""
+        return "".join(log.read_text(errors="replace") for _, log in self.procs)
+
+    def log_tails(self) -> str:
         tails = []
         for _, log in self.procs:
             text = log.read_text(errors="replace").strip()
