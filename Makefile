@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_VENV  := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint unit servers bench bench-stomp bench-peers clean
+.PHONY: run test lint unit servers bench bench-stomp bench-peers fuzz clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -56,6 +56,13 @@ bench-stomp: $(STAMP) servers
 ## bench-peers: statusq beside Celery and Dramatiq on one RabbitMQ node (bench/peers/run.py)
 bench-peers: $(STAMP) $(BENCH_STAMP) servers
 	$(PY) bench/peers/run.py
+
+## fuzz: each fuzzing target under atheris for FUZZ_SECONDS (default 300); finds go to var/fuzz
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	for target in stomp_frame broker_message item_body control_message config_file; do \
+		$(PY) -m tests.fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -118,6 +118,7 @@ username = "guest"
 password = "guest"
 basename = "{basename}"
 control_channel = "/topic/{basename.strip("/").split("/")[-1]}.control"
+control_secret = "bench-control-secret-0123"
 prefetch = {prefetch}
 [plugins]
 paths = ["{ROOT / "bench" / "plugins"}"]

@@ -16,7 +16,7 @@ from statusq.errors import (
 from statusq.handler import QueueHandler
 from statusq.item import Message, QueueItem
 from statusq.middleware import Middleware, MiddlewareChain
-from statusq.outcome import Failure, Outcome, Result
+from statusq.outcome import Failure, Outcome, Reject, Result, Retry
 from statusq.plugins import PluginApi
 from statusq.queues.base import QueueManager
 from statusq.runtime import connect
@@ -37,7 +37,9 @@ __all__ = [
     "QueueHandler",
     "QueueItem",
     "QueueManager",
+    "Reject",
     "Result",
+    "Retry",
     "StatusqError",
     "connect",
     "current_site",

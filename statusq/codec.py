@@ -73,6 +73,10 @@ def decode(body: bytes, content_type: str) -> Any:
             raise DecodeError(f"JSON body is not UTF-8: {exc}") from None
         except json.JSONDecodeError as exc:
             raise DecodeError(f"malformed JSON: {exc}") from None
+        except RecursionError:
+            # Found by fuzzing: ``[[[[…`` a few thousand deep escaped as an internal error, and
+            # the item was retried instead of dead-lettered as the bad item it is.
+            raise DecodeError("JSON nested too deeply to decode") from None
     if is_xml(content_type):
         return parse_xml(body)
     return body
@@ -118,6 +122,8 @@ def encode(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
             text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise DataError(f"payload is not JSON-serializable: {exc}") from None
+        except RecursionError:
+            raise DataError("payload nested too deeply to encode as JSON") from None
         return text.encode("utf-8"), content_type
     if isinstance(payload, str):
         return payload.encode("utf-8"), content_type

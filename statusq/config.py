@@ -78,8 +78,13 @@ class StompConfig(_Section):
     password: str | None = None
     vhost: str = "/"
     basename: Annotated[str, AfterValidator(_destination_prefix)] = defaults.STOMP_BASENAME
-    control_channel: str | None = defaults.STOMP_CONTROL_CHANNEL
-    control_secret: str | None = None
+    #: ``""``: none (TOML has no null).
+    control_channel: Annotated[str | None, BeforeValidator(lambda v: v or None)] = defaults.STOMP_CONTROL_CHANNEL
+    #: Signs control commands (HMAC-SHA256 with a time and a nonce; statusq.commands).  A daemon
+    #: on a broker will not start with a control channel and no secret unless ``control_unsigned``.
+    control_secret: str | None = Field(default=None, min_length=16)
+    control_unsigned: bool = False
+    control_max_age: Duration = Field(default=defaults.CONTROL_MAX_AGE, gt=0)
     dead_letter: str | None = None  # default: basename + "dlq"
     persistent: bool = True
     prefetch: int = Field(default=defaults.STOMP_PREFETCH, ge=1, le=10000)
@@ -134,8 +139,29 @@ class SitesConfig(_Section):
     require_file: bool = False
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _syslog_address(value: str) -> str:
+    """A socket path (``/dev/log``) or ``host:port`` (UDP)."""
+    if value.startswith("/"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"expected a socket path or host:port, got {value!r}")
+    return value
+
+
 class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """``[log]``: statusq.logs."""
+
+    level: LogLevel = "INFO"
+    format: Literal["text", "json"] = "text"
+    target: Literal["stderr", "syslog", "journald"] = "stderr"
+    syslog_address: Annotated[str, AfterValidator(_syslog_address)] = "/dev/log"
+    journal_socket: str = "/run/systemd/journal/socket"
+    #: ``[log.levels] "statusq.queues" = "DEBUG"``: a logger's own level, over ``level``.
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
 
 
 class DispatcherConfig(_Section):
@@ -191,13 +217,30 @@ class WebConfig(_Section):
     history: Duration = Field(default=600.0, gt=0)
 
 
-class TransportConfig(_Section):
+class HandlerSettings(_Section):
+    """How a worker runs one transport's items; None: not set here (the next source applies).
+
+    Given to ``api.register_handler(..., time_limit="30s", ...)`` and in ``[transports.NAME]``;
+    config wins over registration, which wins over ``[daemon] time_limit`` and ``[queue]``'s
+    retry settings (``statusq.retry.resolve_policies``)."""
+
+    time_limit: Duration | None = None  # 0: no limit for this transport
+    max_retries: int | None = Field(default=None, ge=0, le=1000)
+    retry_delay: Duration | None = None
+    retry_delay_max: Duration | None = None
+
+
+class TransportConfig(HandlerSettings):
     """``[transports.NAME]``: what producers and workers must agree on about one transport,
-    read from config so that a process that only enqueues never imports a plugin."""
+    read from config so that a process that only enqueues never imports a plugin, and the
+    operator's overrides of the plugin's :class:`HandlerSettings`."""
 
     #: The handler group whose workers take this transport's items (``--group``); a plugin
     #: registering the transport in another group stops the daemon at start.
     group: str = Field(default=defaults.DEFAULT_GROUP, pattern=defaults.NAME_PATTERN)
+    #: The priority of an item enqueued without one.  Producers only read the config (they never
+    #: import a plugin), so this is the one place for it.
+    priority: int | None = Field(default=None, ge=0, le=9)
 
 
 def _transport_names(value: dict[str, TransportConfig]) -> dict[str, TransportConfig]:
@@ -227,13 +270,16 @@ class Config(_Section):
     def _claims_outlive_items(self) -> Config:
         # A claim that expires while its handler may still run hands the item to a second worker:
         # the handler can outlive time_limit by up to time_limit_grace, until the supervisor's SIGKILL.
-        limit = self.daemon.time_limit
         grace = self.daemon.time_limit_grace
-        if limit and self.queue.claim_timeout <= limit + grace:
-            raise ValueError(
-                f"queue.claim_timeout ({self.queue.claim_timeout:g}s) must be longer than "
-                f"daemon.time_limit + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
-            )
+        limits = [("daemon.time_limit", self.daemon.time_limit)] + [
+            (f"transports.{name}.time_limit", t.time_limit) for name, t in self.transports.items()
+        ]
+        for key, limit in limits:
+            if limit and self.queue.claim_timeout <= limit + grace:
+                raise ValueError(
+                    f"queue.claim_timeout ({self.queue.claim_timeout:g}s) must be longer than "
+                    f"{key} + daemon.time_limit_grace ({limit:g}s + {grace:g}s)"
+                )
         return self
 
     def group_of(self, transport: str) -> str:
@@ -243,6 +289,11 @@ class Config(_Section):
         if configured is not None:
             return configured.group
         return defaults.BUILTIN_GROUPS.get(transport, defaults.DEFAULT_GROUP)
+
+    def default_priorities(self) -> dict[str, int]:
+        """``[transports.NAME] priority`` where set: what producers give an item enqueued
+        without a priority."""
+        return {name: t.priority for name, t in self.transports.items() if t.priority is not None}
 
     @property
     def base_dir(self) -> Path:
@@ -285,6 +336,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+    except UnicodeDecodeError as exc:  # found by fuzzing: tomllib lets it through
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}): TOML files are UTF-8", file=str(path)) from None
 
 
 def _resolve(base: Path, value: str) -> str:

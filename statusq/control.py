@@ -2,19 +2,22 @@
 
 A command is text: ``update-site NAME``, ``remove-site NAME``, ``reload``, ``restart`` or
 ``shutdown``.  It is accepted only from the configured control destination and, when a secret is
-configured, only with the matching ``statusq-secret`` header; anything else is logged and
-ignored, never fatal.  (StatusNet's control channel never worked: its handler had the wrong
+configured, only signed with it, fresh and never seen before (statusq.commands); anything else
+is logged and ignored, never fatal.  (StatusNet's control channel never worked: its handler had the wrong
 signature.  This one is tested end to end.)
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from statusq.commands import ControlCommand, accept, command_name
-from statusq.errors import DataError
+from statusq.commands import ControlCommand, ReplayGuard, accept, command_name
+from statusq.config import Config
+from statusq.defaults import CONTROL_MAX_AGE
+from statusq.errors import ConfigError, DataError
 from statusq.io.manager import IoManager
 from statusq.middleware import MiddlewareChain
 from statusq.queues.base import ControlChannel
@@ -47,13 +50,17 @@ class ControlManager(IoManager):
         *,
         channel: str | None,
         secret: str | None,
+        max_age: float = CONTROL_MAX_AGE,
         middleware: MiddlewareChain | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.inbox = inbox
         self.sites = sites
         self.actions = actions
         self.channel = channel
         self.secret = secret
+        self.guard = ReplayGuard(max_age)
+        self.clock = clock
         self.middleware = middleware if middleware is not None else MiddlewareChain()
 
     def filenos(self) -> list[int]:
@@ -67,7 +74,9 @@ class ControlManager(IoManager):
         self.inbox.drain_wakeups()
         for headers, body in self.inbox.take():
             try:
-                command = accept(headers, body, channel=self.channel, secret=self.secret)
+                command = accept(
+                    headers, body, channel=self.channel, secret=self.secret, guard=self.guard, now=self.clock()
+                )
             except DataError as exc:
                 log.warning("control message ignored: %s", exc)
                 self._observe(command_name(body), "refused")
@@ -95,3 +104,23 @@ class ControlManager(IoManager):
             self.actions.restart()
         elif command.command == "shutdown":
             self.actions.shutdown()
+
+
+def check_signing(config: Config) -> None:
+    """A daemon on a broker refuses to start with a control channel anyone there could use.
+
+    Why at start, not at config load: a web application that only enqueues reads the same file
+    and must not fail for it; a producer never accepts commands."""
+    stomp = config.queue.stomp
+    if config.queue.subsystem != "stomp" or not stomp.control_channel or stomp.control_secret:
+        return
+    if stomp.control_unsigned:
+        log.warning("control commands on %s are accepted unsigned (control_unsigned = true)", stomp.control_channel)
+        return
+    raise ConfigError(
+        f"control channel {stomp.control_channel} without control_secret: anyone who can publish there could "
+        "shut every daemon down; set control_secret (16 characters or more, the same for every host), or "
+        'control_unsigned = true to accept unsigned commands, or control_channel = "" to have no channel',
+        file=config.source,
+        key="queue.stomp.control_secret",
+    )

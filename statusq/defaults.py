@@ -35,6 +35,7 @@ EXIT_RESTART = os.EX_TEMPFAIL
 # [queue.stomp]
 STOMP_BASENAME = "/queue/statusq/"
 STOMP_CONTROL_CHANNEL = "/topic/statusq.control"
+CONTROL_MAX_AGE = 60.0  # s: how old (or how far ahead) a signed control command may be
 STOMP_PREFETCH = 100
 
 JSON_TYPE = "application/json"

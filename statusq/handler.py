@@ -13,7 +13,9 @@ class QueueHandler:
 
     ``handle`` returns True or None when the item is done, False to have it retried later; an
     exception also retries it, and the error is kept with the item.  After ``max_retries``
-    retries the item is dead-lettered with the last reason.
+    retries (its transport's) the item is dead-lettered with the last reason.  Raise
+    :class:`statusq.Retry` to choose the delay of the retry, :class:`statusq.Reject` to have it
+    dead-lettered at once.
     """
 
     def handle(self, item: QueueItem) -> bool | None:

@@ -63,6 +63,9 @@ class ItemTimer:
     more than the rest of a no-op item's bookkeeping.  An outer timer that was already running
     (another limit, a test runner's) gets the exact behaviour instead: suspended, restored with
     the time it had left, and its alarms passed on to the handler that was there before.
+
+    Each item may have its own limit (its transport's): ``with timer(seconds):`` sets it, one
+    attribute store.  A pending alarm due after the new item's limit is brought forward.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -72,8 +75,9 @@ class ItemTimer:
         #: An item is in hand, and since when (monotonic).
         self._busy = False
         self._item_started = 0.0
-        #: Our alarm is pending (the lazy mode).
+        #: Our alarm is pending (the lazy mode), due then (monotonic).
         self._pending = False
+        self._fires_at = 0.0
         #: The exact mode, under an outer timer: what it had left, and when we took over.
         self._exact = False
         self._outer_left = 0.0
@@ -92,28 +96,37 @@ class ItemTimer:
             if left <= 0.001:
                 self._busy = False
                 raise ItemTimeLimitExceeded(f"handler ran past the time limit of {self.seconds:g}s")
-            self._pending = True
+            self._pending, self._fires_at = True, time.monotonic() + left
             signal.setitimer(signal.ITIMER_REAL, left)
             return
         if callable(self._previous):
             self._previous(signum, frame)
 
+    def __call__(self, seconds: float) -> ItemTimer:
+        """The limit of the item about to run; ``self``, for ``with``."""
+        self.seconds = seconds
+        return self
+
     def __enter__(self) -> None:
-        if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        seconds = self.seconds
+        if seconds <= 0 or threading.current_thread() is not threading.main_thread():
             return
         if not self._installed:
             self._previous = signal.signal(signal.SIGALRM, self._expired)
             self._installed = True
-        self._item_started = time.monotonic()
+        self._item_started = started = time.monotonic()
         self._busy = True
         if self._pending:
-            return  # fires within `seconds` of this start; the handler re-arms for the rest
-        outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
-        if outer_left:
-            self._exact, self._outer_left, self._started = True, outer_left, self._item_started
+            if self._fires_at <= started + seconds:
+                return  # fires within `seconds` of this start; the handler re-arms for the rest
         else:
-            self._pending = True
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+            if outer_left:
+                self._exact, self._outer_left, self._started = True, outer_left, started
+            else:
+                self._pending = True
+        self._fires_at = started + seconds
+        signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def __exit__(self, *exc: object) -> None:
         self._busy = False

@@ -1,10 +1,39 @@
 """How an item's attempt ended: the processor decides it, the backend settles it, and
-middleware (metrics, accounting, the state file) is told of it."""
+middleware (metrics, accounting, the state file) is told of it.
+
+A handler chooses an outcome by returning (True/None: done, False: retry later) or by raising
+:class:`Retry` or :class:`Reject`.  Those two live here, not in :mod:`statusq.errors`: they are
+a handler's answer, not a failure of statusq, so they are not :class:`~statusq.errors.StatusqError`
+(an application's ``except StatusqError`` around statusq calls must never catch them, and the
+CLI's exit codes mean nothing for them).
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from statusq.units import parse_duration
+
+
+class Retry(Exception):
+    """Raised by a handler: try this item again, after ``delay`` (seconds or ``"30s"``; None:
+    the transport's backoff).  The attempt counts: once they are used up the item is
+    dead-lettered by the usual rule, with ``reason`` as its error."""
+
+    def __init__(self, reason: str = "", *, delay: float | str | None = None) -> None:
+        self.reason = str(reason)
+        self.delay = None if delay is None else parse_duration(delay)
+        super().__init__(self.reason)
+
+
+class Reject(Exception):
+    """Raised by a handler: this item can never succeed; dead-letter it now, without retries,
+    with ``reason`` in the dead letter's error (header ``statusq-error`` on a broker)."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = str(reason)
+        super().__init__(self.reason)
 
 
 class Outcome(enum.Enum):
@@ -21,7 +50,9 @@ class Failure(enum.StrEnum):
     NO_HANDLER = "no_handler"
     HANDLER_ERROR = "handler_error"  # the handler raised
     HANDLER_FALSE = "handler_false"  # the handler returned False: "try again later"
-    TIME_LIMIT = "time_limit"  # interrupted past [daemon] time_limit
+    TIME_LIMIT = "time_limit"  # interrupted past its transport's time_limit
+    HANDLER_RETRY = "handler_retry"  # the handler raised statusq.Retry
+    HANDLER_REJECT = "handler_reject"  # the handler raised statusq.Reject: dead at once
     SITE_UNAVAILABLE = "site_unavailable"  # disabled, removed, broken config, unknown
     #: A bug of ours, or an earlier attempt that never finished (its worker died or was killed).
     INTERNAL = "internal"

@@ -19,8 +19,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from statusq import defaults
-from statusq.config import Config
+from statusq.config import Config, HandlerSettings
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
 from statusq.middleware import Middleware, MiddlewareChain
@@ -90,9 +92,39 @@ class PluginApi:
             raise PluginError(str(exc), key=f"plugin {self.plugin}") from None
 
     def register_handler(
-        self, transport: str, handler_class: type[QueueHandler], group: str = defaults.DEFAULT_GROUP
+        self,
+        transport: str,
+        handler_class: type[QueueHandler],
+        group: str = defaults.DEFAULT_GROUP,
+        **settings: Any,
     ) -> None:
-        self._registry.register(transport, handler_class, group=group, plugin=self.plugin)
+        """Serve ``transport`` with ``handler_class``.  ``settings``: how its items are run,
+        ``time_limit``, ``max_retries``, ``retry_delay``, ``retry_delay_max`` (durations as
+        seconds or ``"30s"``); ``[transports.NAME]`` in the config overrides each.  A bad or
+        unknown one stops start-up, named."""
+        self._registry.register(
+            transport, handler_class, group=group, plugin=self.plugin, settings=self._settings(transport, settings)
+        )
+
+    def _settings(self, transport: str, settings: dict[str, Any]) -> HandlerSettings:
+        where = f"plugin {self.plugin}: register_handler({transport!r})"
+        if "priority" in settings:
+            # Producers never import a plugin (they route and prioritise from the config alone),
+            # so a priority given here could never reach an enqueue: refused, not ignored.
+            raise PluginError(
+                f"priority is read by producers, which never load plugins: set [transports.{transport}] "
+                "priority in the config instead",
+                key=where,
+            )
+        try:
+            return HandlerSettings.model_validate(settings)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: "
+                + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, "))
+                for e in exc.errors()
+            ]
+            raise PluginError("; ".join(problems), key=where) from None
 
     @property
     def xmpp(self) -> XmppApi:

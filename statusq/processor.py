@@ -15,10 +15,10 @@ from statusq.errors import DecodeError, ItemTimeLimitExceeded
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
-from statusq.outcome import Failure, Outcome, Result
+from statusq.outcome import Failure, Outcome, Reject, Result, Retry
 from statusq.queues.base import Consumer
 from statusq.registry import HandlerRegistry
-from statusq.retry import RetryPolicy
+from statusq.retry import Policies, RetryPolicy, TransportPolicy
 from statusq.sites import SiteTable, site_context
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,37 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def failed(
+    delivery: Delivery, policy: RetryPolicy, reason: str, retryable: bool, kind: Failure, duration: float = 0.0
+) -> Result:
+    """A failed attempt: retried after the backoff, or dead once it was the last allowed."""
+    if not retryable:
+        return Result(Outcome.DEAD, reason, duration, kind=kind)
+    if policy.gives_up(delivery.attempt):
+        return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration, kind=kind)
+    return Result(Outcome.RETRY, reason, duration, policy.backoff(delivery.attempt), kind)
+
+
+def outcome_of(exc: BaseException, delivery: Delivery, policy: RetryPolicy, duration: float) -> Result:
+    """What an exception out of a handler means: Reject, dead now; Retry, a counted attempt
+    retried after its own delay (None: the backoff); a time limit or anything else, a failed
+    attempt."""
+    if isinstance(exc, Reject):
+        reason = f"rejected: {exc.reason or 'no reason given'}"
+        return Result(Outcome.DEAD, reason, duration, kind=Failure.HANDLER_REJECT)
+    if isinstance(exc, Retry):
+        reason = exc.reason or "the handler asked for a retry"
+        if exc.delay is None or policy.gives_up(delivery.attempt):
+            return failed(delivery, policy, reason, True, Failure.HANDLER_RETRY, duration)
+        return Result(Outcome.RETRY, reason, duration, exc.delay, Failure.HANDLER_RETRY)
+    kind = Failure.TIME_LIMIT if isinstance(exc, ItemTimeLimitExceeded) else Failure.HANDLER_ERROR
+    return failed(delivery, policy, _describe(exc), True, kind, duration)
+
+
 class ItemProcessor:
+    """``policy`` and ``item_time_limit``: for transports ``transports`` does not name (as
+    :func:`statusq.retry.resolve_policies` builds it from config and registrations)."""
+
     def __init__(
         self,
         registry: HandlerRegistry,
@@ -38,11 +68,12 @@ class ItemProcessor:
         *,
         item_time_limit: float = 0.0,
         middleware: MiddlewareChain | None = None,
+        transports: Policies | None = None,
     ) -> None:
         self.registry = registry
         self.sites = sites
-        self.policy = policy
-        self.item_time_limit = item_time_limit
+        default = TransportPolicy(policy, item_time_limit)
+        self.policies = transports if transports is not None else Policies(default)
         self._timer = ItemTimer(item_time_limit)
         # Always a chain: it isolates each hook, so one that raises cannot keep an item unsettled.
         self.middleware = middleware if middleware is not None else MiddlewareChain()
@@ -55,13 +86,15 @@ class ItemProcessor:
             # A bug of ours, not the handler's (those are caught in _run): keep the worker alive
             # and the item counted, so a systematic failure ends in the dead-letter queue.
             log.exception("processing failed outside the handler, id=%s", delivery.id)
-            result = self._failed(delivery, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
+            policy = self.policies.of(delivery.transport).retry
+            result = failed(delivery, policy, f"internal error: {_describe(exc)}", True, Failure.INTERNAL)
         self._settle(delivery, consumer, result)
         self.middleware.after_item(delivery, result)
         return result
 
     def _run(self, delivery: Delivery) -> Result:
-        if delivery.attempt > self.policy.max_attempts:
+        policy = self.policies.of(delivery.transport)
+        if delivery.attempt > policy.retry.max_attempts:
             # The previous attempt never reported back: its worker died or hung on this item.
             last = f"; last error: {delivery.error}" if delivery.error else ""
             return Result(
@@ -72,9 +105,8 @@ class ItemProcessor:
             )
         lookup = self.sites.lookup(delivery.site)
         if lookup.site is None:
-            return self._failed(
-                delivery, lookup.problem or "site unavailable", lookup.retryable, Failure.SITE_UNAVAILABLE
-            )
+            problem = lookup.problem or "site unavailable"
+            return failed(delivery, policy.retry, problem, lookup.retryable, Failure.SITE_UNAVAILABLE)
         if not delivery.transport:
             return Result(
                 Outcome.DEAD,
@@ -104,23 +136,15 @@ class ItemProcessor:
         )
         started = time.perf_counter()
         try:
-            with site_context(lookup.site), self._timer:
+            with site_context(lookup.site), self._timer(policy.time_limit):
                 done = handler.handle(item)
         except (Exception, ItemTimeLimitExceeded) as exc:
             log.debug("handler raised", exc_info=True)
-            kind = Failure.TIME_LIMIT if isinstance(exc, ItemTimeLimitExceeded) else Failure.HANDLER_ERROR
-            return self._failed(delivery, _describe(exc), True, kind, time.perf_counter() - started)
+            return outcome_of(exc, delivery, policy.retry, time.perf_counter() - started)
         duration = time.perf_counter() - started
         if done is False:
-            return self._failed(delivery, "handler returned False", True, Failure.HANDLER_FALSE, duration)
+            return failed(delivery, policy.retry, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)
-
-    def _failed(self, delivery: Delivery, reason: str, retryable: bool, kind: Failure, duration: float = 0.0) -> Result:
-        if not retryable:
-            return Result(Outcome.DEAD, reason, duration, kind=kind)
-        if self.policy.gives_up(delivery.attempt):
-            return Result(Outcome.DEAD, f"{reason} (gave up after {delivery.attempt} attempts)", duration, kind=kind)
-        return Result(Outcome.RETRY, reason, duration, self.policy.backoff(delivery.attempt), kind)
 
     def _settle(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
         if result.outcome is Outcome.DONE:

@@ -7,9 +7,10 @@ at registration, so a daemon refuses to start rather than failing on the first i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from statusq import defaults
+from statusq.config import HandlerSettings
 from statusq.errors import PluginError
 from statusq.handler import QueueHandler
 from statusq.periodic import QueueRegistry
@@ -23,6 +24,9 @@ class Registration:
     handler_class: type[QueueHandler]
     group: str
     plugin: str
+    #: What the plugin asked for (``register_handler(..., time_limit=...)``); the config may
+    #: override each (``[transports.NAME]``).
+    settings: HandlerSettings = field(default_factory=HandlerSettings)
 
 
 class HandlerRegistry:
@@ -32,7 +36,15 @@ class HandlerRegistry:
         #: The periodic queues the same plugins declared (``api.register_queue``).
         self.queues = QueueRegistry()
 
-    def register(self, transport: str, handler_class: type[QueueHandler], *, group: str, plugin: str) -> None:
+    def register(
+        self,
+        transport: str,
+        handler_class: type[QueueHandler],
+        *,
+        group: str,
+        plugin: str,
+        settings: HandlerSettings | None = None,
+    ) -> None:
         for what, value in (("transport", transport), ("group", group)):
             if not isinstance(value, str) or not _NAME.match(value):
                 raise PluginError(
@@ -51,7 +63,9 @@ class HandlerRegistry:
                 f"({previous.handler_class.__qualname__}) and by plugin {plugin!r} "
                 f"({handler_class.__qualname__})"
             )
-        self._by_transport[transport] = Registration(transport, handler_class, group, plugin)
+        self._by_transport[transport] = Registration(
+            transport, handler_class, group, plugin, settings if settings is not None else HandlerSettings()
+        )
 
     def get(self, transport: str) -> Registration | None:
         return self._by_transport.get(transport)

@@ -63,9 +63,12 @@ def open_queue_manager(runtime: Runtime) -> QueueManager:
     if subsystem == "inline":
         from statusq.processor import ItemProcessor  # noqa: PLC0415
         from statusq.queues.inline import InlineQueueManager  # noqa: PLC0415
-        from statusq.retry import RetryPolicy  # noqa: PLC0415
+        from statusq.retry import RetryPolicy, resolve_policies  # noqa: PLC0415
 
-        processor = ItemProcessor(runtime.registry, runtime.sites, RetryPolicy.from_config(config.queue))
+        policies = resolve_policies(config, runtime.registry, timed=False)  # no SIGALRM in the app
+        processor = ItemProcessor(
+            runtime.registry, runtime.sites, RetryPolicy.from_config(config.queue), transports=policies
+        )
         return InlineQueueManager(config, processor.process)
     if subsystem == "stomp":
         from statusq.queues.stomp import StompQueueManager  # noqa: PLC0415

@@ -45,6 +45,8 @@ class ItemInHand:
     since: float
     #: time.monotonic(): one clock for every process on a Linux host, for the hard time limit.
     since_monotonic: float
+    #: The limit the worker applies to it (its transport's); None: ``[daemon] time_limit``.
+    time_limit: float | None = None
 
     def describe(self) -> str:
         return f"item id={self.id} site={self.site} transport={self.transport} attempt={self.attempt}"

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from statusq.config import Config
 from statusq.control import ControlActions, ControlManager
-from statusq.defaults import DEFAULT_GROUP, EXIT_RESTART
+from statusq.defaults import BUILTIN_GROUPS, DEFAULT_GROUP, EXIT_RESTART
 from statusq.dispatcher import dispatch_hooks, dispatcher_manager
 from statusq.errors import ConfigError, StatusqError
 from statusq.io.listener import QueueListener
@@ -23,7 +24,7 @@ from statusq.limits import SoftMemoryLimit
 from statusq.middleware import Middleware
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, ControlChannel, Subscription
-from statusq.retry import RetryPolicy
+from statusq.retry import Policies, RetryPolicy, resolve_policies
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
 
@@ -59,6 +60,16 @@ def check_groups(runtime: Runtime, groups: set[str] | None) -> None:
 
 def check_routes(runtime: Runtime) -> None:
     config = runtime.config
+    unknown = sorted(set(config.transports) - runtime.registry.transports() - set(BUILTIN_GROUPS))
+    if unknown:
+        # Caught here, not at config load: only a worker loads the plugins that name transports.
+        raise ConfigError(
+            f"unknown transport {unknown[0]!r}: no plugin registers it "
+            f"(registered: {', '.join(sorted(runtime.registry.transports())) or 'none'})",
+            file=config.source,
+            key=f"transports.{unknown[0]}",
+        )
+    check_time_limits(config, resolve_policies(config, runtime.registry))
     for transport in sorted(runtime.registry.transports()):
         registration = runtime.registry.get(transport)
         assert registration is not None
@@ -70,6 +81,21 @@ def check_routes(runtime: Runtime) -> None:
                 f'[transports.{transport}] group = "{registration.group}"',
                 file=config.source,
                 key=f"transports.{transport}.group",
+            )
+
+
+def check_time_limits(config: Config, policies: Policies) -> None:
+    """A DB claim must outlive every transport's items (config.py checks the config's own
+    limits at load; a plugin's ``register_handler(time_limit=...)`` is only known here)."""
+    grace = config.daemon.time_limit_grace
+    for transport, policy in policies.items():
+        limit = policy.time_limit
+        if limit and config.queue.claim_timeout <= limit + grace:
+            raise ConfigError(
+                f"must be longer than transport {transport!r}'s time_limit + daemon.time_limit_grace "
+                f"({limit:g}s + {grace:g}s), or its items are handed to a second worker while they run",
+                file=config.source,
+                key="queue.claim_timeout",
             )
 
 
@@ -97,6 +123,8 @@ class WorkerParts:
     memory_limit: SoftMemoryLimit
     #: The metrics hook of this worker (None under ``[metrics] enabled = false``).
     metrics: MetricsHooks | None = None
+    #: Each transport's retry and time-limit policy, as the processor applies them.
+    policies: Policies | None = None
 
 
 def build_worker(
@@ -116,12 +144,14 @@ def build_worker(
     for one in [*(middleware or []), *([metrics.hooks] if metrics else []), dispatch_hooks(config)]:
         chain.add(one)
     queue_manager = runtime.queue_manager()
+    policies = resolve_policies(config, runtime.registry)
     processor = ItemProcessor(
         runtime.registry,
         runtime.sites,
         RetryPolicy.from_config(config.queue),
         item_time_limit=config.daemon.time_limit,
         middleware=chain,
+        transports=policies,
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
@@ -150,7 +180,7 @@ def build_worker(
         # item must be applied before the listener takes the next one (QueueListener.more stops
         # its burst).
         master.managers.insert(0, control)
-    return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None)
+    return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None, policies)
 
 
 def worker_metrics(runtime: Runtime) -> WorkerMetrics | None:
@@ -196,5 +226,6 @@ def control_manager(
         actions or lone_actions(runtime, master),
         channel=stomp.control_channel,
         secret=stomp.control_secret,
+        max_age=stomp.control_max_age,
         middleware=runtime.middleware,
     )

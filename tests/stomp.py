@@ -57,6 +57,7 @@ def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -
         "password": "guest",
         "basename": broker.basename,
         "control_channel": broker.control,
+        "control_secret": "test-control-secret-0123",
         "reconnect_delay": "200ms",
         "reconnect_delay_max": "2s",
         **extra,

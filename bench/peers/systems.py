@@ -62,6 +62,7 @@ def statusq_config(
         'password = "guest"',
         'basename = "/queue/peers/statusq/"',
         'control_channel = "/topic/peers.statusq.control"',
+        'control_secret = "peer-bench-control-secret"',  # a broker daemon needs one (signed commands)
         f"confirm_sends = {'true' if confirm else 'false'}",
     ]
     if prefetch is not None:

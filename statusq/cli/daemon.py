@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 
 import click
 
-from statusq.cli.helpers import LOG_FORMAT, runtime, setup_logging
+from statusq import logs
+from statusq.cli.helpers import runtime
+from statusq.config import LogConfig
+from statusq.control import check_signing
 from statusq.daemon.detach import StartupReport, detach, redirect_output
 from statusq.daemon.pidfile import PidFile, PidFileError
 from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
@@ -49,10 +51,9 @@ def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     return value
 
 
-def worker_logging(level: str, slot: int) -> None:
+def worker_logging(config: LogConfig, slot: int) -> None:
     """A worker's log lines carry its slot: several processes write to one stream."""
-    fmt = LOG_FORMAT.replace("%(name)s", f"%(name)s[worker {slot}]", 1)
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    logs.configure(config, worker=slot)
 
 
 @click.command(epilog=EPILOG)
@@ -106,7 +107,8 @@ def daemon(
 ) -> int:
     """Run the supervisor and its workers until SIGTERM/SIGINT (or --idle-exit)."""
     config = runtime(ctx).config  # validated here, so a bad file stops us before any fork
-    setup_logging(config.log.level)
+    check_signing(config)
+    logs.configure(config.log)
     report: StartupReport | None = None
     if detach_:
         report = detach(logfile)  # only the detached daemon comes back

@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
+from statusq.logs import TEXT_FORMAT
 from statusq.runtime import Runtime
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    """For the short commands; the daemon follows ``[log]`` (:func:`statusq.logs.configure`)."""
+    logging.basicConfig(level=level, format=TEXT_FORMAT, stream=sys.stderr, force=True)
 
 
 def runtime(ctx: click.Context) -> Runtime:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn, Protocol
 
-from statusq.config import Config
+from statusq.config import Config, LogConfig
 from statusq.control import ControlActions
 from statusq.daemon.exits import worker_exit_code
 from statusq.daemon.lifeline import Lifeline, die_with_parent
@@ -31,6 +31,8 @@ from statusq.defaults import EXIT_MEMORY_AT_START, EXIT_RESTART
 from statusq.errors import StatusqError
 from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
+from statusq.logs import ItemLogContext
+from statusq.middleware import Middleware
 from statusq.runtime import Runtime
 from statusq.state import WorkerState, worker_file
 from statusq.worker import build_worker, check_groups
@@ -58,7 +60,7 @@ class WorkerSpec:
     #: closed at once: a worker holding the lifeline's write end would never see it break.
     close_fds: tuple[int, ...]
     #: Sets up logging for this worker (level from its config, its slot in each line).
-    log_setup: Callable[[str, int], None] | None = None
+    log_setup: Callable[[LogConfig, int], None] | None = None
 
 
 def run_worker(spec: WorkerSpec) -> NoReturn:
@@ -147,12 +149,17 @@ class FlushWhenIdle(IoManager):
         return False
 
 
+def _log_context(config: LogConfig) -> list[Middleware]:
+    """The item's fields in log lines, where the format shows them (two hooks per item, else)."""
+    return [ItemLogContext()] if config.format == "json" or config.target == "journald" else []
+
+
 def _run(spec: WorkerSpec) -> int:
     _reset_process(spec)
     if os.getppid() != spec.supervisor:
         return 0  # the supervisor died while forking us
     if spec.log_setup is not None:
-        spec.log_setup(spec.config.log.level, spec.slot)
+        spec.log_setup(spec.config.log, spec.slot)
     title = ProcTitle(spec.slot, spec.groups)
     title.show("starting")
     state = WorkerState(spec.slot, os.getpid(), spec.generation)
@@ -167,7 +174,7 @@ def _run(spec: WorkerSpec) -> int:
             runtime,
             groups=groups,
             idle_exit=spec.idle_exit,
-            middleware=[reporter, title],
+            middleware=[reporter, title, *_log_context(spec.config.log)],
             extra_managers=[FlushWhenIdle([reporter, title]), lifeline],
             actions=_forwarding_actions(reporter),
         )
@@ -181,6 +188,8 @@ def _run(spec: WorkerSpec) -> int:
         return os.EX_SOFTWARE
     master = parts.master
     lifeline.on_lost = master.request_stop
+    if parts.policies is not None:
+        reporter.time_limit_of = parts.policies.time_limit
     limit = parts.memory_limit
     over = limit.exceeded()
     if over is not None:

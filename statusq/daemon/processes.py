@@ -77,13 +77,14 @@ class WorkerProcess:
                 return f"not ready within start_timeout ({daemon.start_timeout:g}s)"
             return None
         item = self.state.item if self.state is not None and self.state.state == "busy" else None
-        if not daemon.time_limit or item is None:
+        if item is None:
             return None
+        limit = daemon.time_limit if item.time_limit is None else item.time_limit  # its transport's
         busy = now - item.since_monotonic
-        if busy <= daemon.time_limit + daemon.time_limit_grace:
+        if not limit or busy <= limit + daemon.time_limit_grace:
             return None
         return (
-            f"busy {busy:.1f}s on {item.describe()}, past time_limit {daemon.time_limit:g}s "
+            f"busy {busy:.1f}s on {item.describe()}, past time_limit {limit:g}s "
             f"+ time_limit_grace {daemon.time_limit_grace:g}s"
         )
 

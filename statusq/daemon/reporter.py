@@ -8,6 +8,7 @@ import mmap
 import operator
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ class StateReporter(Middleware):
         self.dirty_since: float | None = None
         self._static_key: tuple[Any, ...] = ()
         self._static = ""
+        #: Each transport's time limit (``Policies.time_limit``), once the worker is built: written
+        #: with the item, so the supervisor's hard limit is the one the worker applies.
+        self.time_limit_of: Callable[[str], float] | None = None
 
     @property
     def dirty(self) -> bool:
@@ -96,7 +100,8 @@ class StateReporter(Middleware):
             item_json = (
                 f'{{"id":{_text(item.id)},"site":{_text(item.site)},"transport":{_text(item.transport)},'
                 f'"attempt":{int(item.attempt)},"since":{float(item.since)!r},'
-                f'"since_monotonic":{float(item.since_monotonic)!r}}}'
+                f'"since_monotonic":{float(item.since_monotonic)!r},'
+                f'"time_limit":{"null" if item.time_limit is None else repr(float(item.time_limit))}}}'
             )
         handled = ",".join([f'"{k}":{int(v)}' for k, v in state.handled.items()])  # keys: Outcome values
         return (
@@ -153,8 +158,9 @@ class StateReporter(Middleware):
 
     def before_item(self, delivery: Delivery) -> None:
         state = self.state
+        limit = self.time_limit_of(delivery.transport) if self.time_limit_of is not None else None
         state.item = ItemInHand(
-            delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), time.monotonic()
+            delivery.id, delivery.site, delivery.transport, delivery.attempt, time.time(), time.monotonic(), limit
         )
         state.state = "busy"
         self._write()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from statusq.config import Config
+from statusq.config import Config, LogConfig
 from statusq.daemon.child import WorkerSpec
 from statusq.daemon.exits import Cause, Exit, Respawn, classify
 from statusq.daemon.processes import (
@@ -68,7 +68,7 @@ class DaemonOptions:
     #: What --config named: re-read on SIGHUP when the config came from no file.
     config_path: str | None = None
     #: Sets up a worker's logging (level, its slot in each line); called in the worker.
-    log_setup: Callable[[str, int], None] | None = None
+    log_setup: Callable[[LogConfig, int], None] | None = None
     #: Descriptors a worker must not keep (the pid file's lock).
     close_fds: tuple[int, ...] = ()
 

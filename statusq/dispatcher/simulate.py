@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from statusq import codec
+from statusq.config import Config
 from statusq.dispatcher.hooks import run_item
 from statusq.dispatcher.runner import Dispatcher, Report
 from statusq.dispatcher.store import DispatchStore
@@ -20,7 +22,7 @@ from statusq.errors import QueueError
 from statusq.item import Delivery, Message
 from statusq.outcome import Outcome
 from statusq.periodic import QueueRegistry, QueueSpec
-from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
+from statusq.queues.memory import MemoryQueueManager
 
 
 @dataclass(slots=True)
@@ -35,50 +37,29 @@ class FakeClock:
 class Enqueued:
     payload: Any
     transport: str
-    site: str | None
+    site: str
     headers: dict[str, str]
     at: float
 
 
-@dataclass
-class CollectingQueueManager(QueueManager):
-    """Keeps what is enqueued, in order; ``fail(transport, enqueued so far)`` simulates an outage."""
+class CollectingQueueManager(MemoryQueueManager):
+    """The in-memory backend, keeping what is enqueued in order, decoded, instead of queueing
+    it (a simulated period may enqueue a million items; :meth:`Simulation.work` settles them).
+    Every enqueue still goes through the real checks and encoding.  ``fail(transport, enqueued
+    so far)`` simulates an outage."""
 
-    clock: Callable[[], float]
-    items: list[Enqueued] = field(default_factory=list)
-    fail: Callable[[str, int], bool] | None = None
-
-    def enqueue(
-        self,
-        payload: Any,
-        transport: str,
-        site: str | None = None,
-        headers: dict[str, str] | None = None,
-        priority: int | None = None,
-        content_type: str | None = None,
-    ) -> str:
-        if self.fail is not None and self.fail(transport, len(self.items)):
-            raise QueueError("broker unavailable (simulated)")
-        self.items.append(Enqueued(payload, transport, site, dict(headers or {}), self.clock()))
-        return str(len(self.items))
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(Config.model_validate({"queue": {"subsystem": "memory"}}))
+        self.clock = clock
+        self.items: list[Enqueued] = []
+        self.fail: Callable[[str, int], bool] | None = None
 
     def _put(self, message: Message) -> str:
-        raise NotImplementedError("enqueue() is overridden: payloads are kept as given, not encoded")
-
-    def subscribe(self, subscription: Subscription) -> Consumer:
-        raise NotImplementedError("the simulation has no consumers: call Simulation.work()")
-
-    def backlog(self) -> list[BacklogRow]:
-        return []
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return []
-
-    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        return 0
-
-    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
-        return 0
+        if self.fail is not None and self.fail(message.transport, len(self.items)):
+            raise QueueError("broker unavailable (simulated)")
+        payload = codec.decode(message.body, message.content_type)
+        self.items.append(Enqueued(payload, message.transport, message.site, message.headers, self.clock()))
+        return str(len(self.items))
 
 
 class Simulation:
@@ -113,7 +94,7 @@ class Simulation:
         for item in batch:
             delivery = Delivery(
                 id=str(next(self._ids)),
-                site=item.site or "default",
+                site=item.site,
                 transport=item.transport,
                 body=b"{}",
                 content_type="application/json",

@@ -23,7 +23,9 @@ from statusq.middleware import Middleware
 from statusq.outcome import Failure, Outcome, Result
 
 #: Failures after which the handler ran, so its time is worth a histogram sample.
-_HANDLER_RAN = frozenset({Failure.HANDLER_ERROR, Failure.HANDLER_FALSE, Failure.TIME_LIMIT})
+_HANDLER_RAN = frozenset(
+    {Failure.HANDLER_ERROR, Failure.HANDLER_FALSE, Failure.TIME_LIMIT, Failure.HANDLER_RETRY, Failure.HANDLER_REJECT}
+)
 #: Label combinations remembered before starting over (10,000 sites x transports x outcomes).
 _CACHE_MAX = 50_000
 #: Longest a count waits in memory before it reaches the series (seconds).

@@ -20,8 +20,9 @@ import abc
 import enum
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from statusq import codec, names
@@ -207,6 +208,9 @@ class QueueManager(abc.ABC):
     default_site: str = DEFAULT_SITE
     #: Told of every enqueue through this manager (see :meth:`use_middleware`).
     _middleware: MiddlewareChain | None = None
+    #: ``[transports.NAME] priority``: an item enqueued without a priority gets its transport's
+    #: (backends built from a config set it from :meth:`Config.default_priorities`).
+    default_priorities: Mapping[str, int] = MappingProxyType({})
 
     def enqueue(
         self,
@@ -225,7 +229,7 @@ class QueueManager(abc.ABC):
             body=body,
             content_type=content_type,
             headers=names.check_headers(headers),
-            priority=names.check_priority(priority),
+            priority=names.check_priority(priority if priority is not None else self.default_priorities.get(transport)),
         )
         middleware = self._middleware
         if middleware is not None:

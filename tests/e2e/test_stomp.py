@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 
 import statusq
+from statusq.commands import sign
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.stomp import Broker, drain, make_broker, raw_connection, stomp_toml
 
 pytestmark = pytest.mark.e2e
+
+SECRET = "stomp-test-control-secret"
 
 
 @pytest.fixture(params=["activemq", "rabbitmq"])
@@ -208,9 +211,9 @@ def test_control_channel_adds_and_removes_sites_while_running(stomp_config, reco
     # Given a daemon serving only sites with a file, and no file yet for new.example
     sites = tmp_path / "sites"
     sites.mkdir()
-    config = stomp_config("[sites]\nrequire_file = true\n", control_secret="s3cret")
+    config = stomp_config("[sites]\nrequire_file = true\n", control_secret=SECRET)
     log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log=log)
+    daemon = start_daemon(config, "--workers", "2", log=log)
     try:
         wait_for(lambda: "worker ready" in log.read_text(), what="daemon ready")
         # When the site's file appears and update-site is broadcast
@@ -222,12 +225,34 @@ def test_control_channel_adds_and_removes_sites_while_running(stomp_config, reco
         wait_for(lambda: len(read_records(record_file)) == 1, what="item for the new site")
         assert read_records(record_file)[0]["greeting"] == "welcome"
 
-        # Bad control messages are logged and ignored: wrong secret, unknown command
+        # Forged, stale and replayed commands are each refused and logged, and nothing changes:
+        # unsigned, signed with another secret, signed too long ago, a captured command sent
+        # again, and a well-signed unknown command
+        remove = "remove-site new.example"
+        wait_for(lambda: log.read_text().count("control: update-site") == 2, what="each worker's update")
+        applied = log.read_text().count("control: update-site new.example")  # once per worker
+        captured = sign("update-site new.example", SECRET)
         conn = raw_connection(broker.port)
-        conn.send(broker.physical(broker.control), b"remove-site new.example", headers={"statusq-secret": "wrong"})
-        conn.send(broker.physical(broker.control), b"format-disk", headers={"statusq-secret": "s3cret"})
+        for text, headers in [
+            (remove, {}),
+            (remove, sign(remove, "not-the-secret-but-long")),
+            (remove, sign(remove, SECRET, now=time.time() - 3600)),
+            ("update-site new.example", captured),  # the original: applied
+            ("update-site new.example", captured),  # its replay
+            ("format-disk", sign("format-disk", SECRET)),
+        ]:
+            conn.send(broker.physical(broker.control), text.encode(), headers=headers)
         conn.disconnect()
-        wait_for(lambda: log.read_text().count("control message ignored") >= 2, what="bad commands ignored")
+        wait_for(lambda: log.read_text().count("control message ignored") >= 5, what="bad commands ignored")
+        text = log.read_text()
+        ignored = [line for line in text.splitlines() if "control message ignored" in line]
+        for reason in ("unsigned", "wrong signature", "stale", "replayed", "unknown control command"):
+            assert any(reason in line for line in ignored), reason
+        assert "control: remove-site" not in text
+        assert text.count("control: update-site new.example") == 2 * applied, "the original applied, not its replay"
+        with statusq.connect(config) as qm:
+            qm.enqueue({"n": 3}, "count", site="new.example")
+        wait_for(lambda: len(read_records(record_file)) == 2, what="the site still served")
 
         # And remove-site makes the site's items dead letters, with that reason
         assert run_cli("control", "remove-site", "new.example", config=config).returncode == 0
@@ -235,7 +260,7 @@ def test_control_channel_adds_and_removes_sites_while_running(stomp_config, reco
         with statusq.connect(config) as qm:
             qm.enqueue({"n": 2}, "count", site="new.example")
         wait_for(lambda: "dead-lettered" in log.read_text(), what="item dead-lettered")
-        assert [r["n"] for r in read_records(record_file)] == [1]
+        assert [r["n"] for r in read_records(record_file)] == [1, 3]
 
         # And shutdown stops the daemon cleanly
         assert run_cli("control", "shutdown", config=config).returncode == 0

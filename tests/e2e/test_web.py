@@ -165,7 +165,7 @@ def stomp_daemon(tmp_path: Path, record_file: Path, write_config: Callable[..., 
     (tmp_path / "sites").mkdir()
     (tmp_path / "sites" / "old.example.toml").write_text('[settings.counter]\ngreeting = "hello"\n')
     web, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    extra = stomp_toml(broker, control_secret="s3cret") + "[sites]\nrequire_file = true\n" + web_toml(web)
+    extra = stomp_toml(broker, control_secret="web-test-secret-0123") + "[sites]\nrequire_file = true\n" + web_toml(web)
     config = write_config(f"sqlite:///{tmp_path / 'dispatch.sqlite'}", extra, queue={"subsystem": "stomp"})
     log = tmp_path / "daemon.log"
     with serving(config, log, web, metrics, "--workers", "1") as daemon:

@@ -11,8 +11,8 @@ import argparse
 import logging
 import sys
 
-from statusq.cli.helpers import LOG_FORMAT
 from statusq.errors import StatusqError
+from statusq.logs import TEXT_FORMAT as LOG_FORMAT
 from statusq.runtime import Runtime
 from statusq.worker import build_master, check_groups
 from statusq.xmpp import xmpp_managers

@@ -55,6 +55,22 @@ def test_malformed_json_is_a_decode_error(body: bytes) -> None:
         codec.decode(body, JSON_TYPE)
 
 
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 50_000])
+def test_json_nested_past_the_recursion_limit_is_a_decode_error(body: bytes) -> None:
+    # Found by fuzzing (tests/fuzz): it escaped as a RecursionError, and the processor retried
+    # the item as an internal error instead of dead-lettering a bad item at once.
+    with pytest.raises(DecodeError, match="nested too deeply"):
+        codec.decode(body, JSON_TYPE)
+
+
+def test_a_payload_nested_past_the_recursion_limit_is_a_data_error() -> None:
+    payload: list[Any] = []
+    for _ in range(100_000):
+        payload = [payload]
+    with pytest.raises(DataError, match="nested too deeply"):
+        codec.encode(payload)
+
+
 def test_non_utf8_json_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="not UTF-8"):
         codec.decode('{"a": "é"}'.encode("latin-1"), JSON_TYPE)

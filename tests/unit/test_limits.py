@@ -271,3 +271,18 @@ def test_an_alarm_with_no_item_in_hand_stops_nothing(no_outer_timer: None) -> No
 
     with timer:  # and the next item is timed afresh
         spin(0.01)
+
+
+def test_item_timer_brings_a_pending_alarm_forward_for_a_shorter_limit(no_outer_timer: None) -> None:
+    # Given an alarm left pending by an item of a transport with a long limit
+    timer = limits.ItemTimer(0.0)
+    with timer(30.0):
+        pass
+
+    # When an item of a transport with a 0.1 s limit runs on, it is stopped at its own limit
+    with pytest.raises(ItemTimeLimitExceeded, match=r"time limit of 0\.1s"), timer(0.1):
+        spin(5.0)
+
+    # And an item of a transport without a limit is not timed at all
+    with timer(0.0):
+        spin(0.15)

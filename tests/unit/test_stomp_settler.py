@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from statusq.queues.stomp import settler
 from statusq.queues.stomp.settler import Resend, Settlements, SettlementWriter
 
 FLUSH = 0.02
@@ -196,3 +197,128 @@ def test_an_idle_worker_has_its_settlements_written_at_once(clock: FakeClock) ->
     assert pending.due(clock()) and pending.wait_time(clock()) == 0
     pending.take()
     assert pending.urgent is False
+
+
+class FakeSide:
+    """The second connection re-sends go on: it can be down, confirm, refuse or stay silent."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.sends: list[list[Resend]] = []
+        self.receipts: dict[str, bool | None] = {}
+        self.confirm_at_once: bool | None = True
+
+    def ready(self) -> bool:
+        return self.up
+
+    def commit_sends(self, resends: Sequence[Resend]) -> str | None:
+        self.sends.append(list(resends))
+        receipt = f"s{len(self.sends)}"
+        self.receipts[receipt] = self.confirm_at_once
+        return receipt
+
+    def confirmed(self, receipt: str) -> bool | None:
+        return self.receipts[receipt]
+
+
+def side_writer(link: FakeLink, side: FakeSide, clock: FakeClock) -> SettlementWriter:
+    return SettlementWriter(link, flush_after=FLUSH, batch=100, receipt_timeout=10.0, clock=clock, side=side)
+
+
+def test_re_sends_go_aside_and_their_originals_are_acked_once_confirmed(link: FakeLink, clock: FakeClock) -> None:
+    # Given a side link that holds its receipt back
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    # When a retry and an ack are written
+    writer.resend(1, resend("retried"))
+    writer.ack(1, "done")
+    writer._write(writer._pending.take())
+    # Then the copy went aside, nothing on the consuming link carries a transaction, and the
+    # original stays unacked while the copy is unconfirmed
+    assert [[r.ack_id for r in batch] for batch in side.sends] == [["retried"]]
+    assert link.commits == [] and link.acks == [["done"]]
+    writer._check_receipts(clock())
+    assert link.acks == [["done"]]
+    # When the receipt comes, the original is acked
+    side.receipts["s1"] = True
+    writer._check_receipts(clock())
+    assert link.acks == [["done"], ["retried"]] and writer._unconfirmed == []
+
+
+def test_a_side_commit_that_fails_falls_back_to_one_transaction_with_the_acks(link: FakeLink, clock: FakeClock) -> None:
+    # Given a side link that refuses the commit (an ERROR, or the connection lost)
+    side = FakeSide()
+    side.confirm_at_once = False
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer._write(writer._pending.take())
+    # When its receipt is looked at
+    writer._check_receipts(clock())
+    # Then the copy is sent again the old way, with the ACK of its original: never held unacked
+    assert [[r.ack_id for r in batch] for batch in link.commits] == [["retried"]]
+    assert link.acks == []
+
+
+def test_a_side_receipt_that_never_comes_falls_back_at_its_deadline(link: FakeLink, clock: FakeClock) -> None:
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer._write(writer._pending.take())
+    clock.now += 5.0
+    writer._check_receipts(clock())
+    assert link.commits == []
+    clock.now += 10.0
+    writer._check_receipts(clock())
+    assert [[r.ack_id for r in batch] for batch in link.commits] == [["retried"]]
+
+
+def test_with_the_side_link_down_re_sends_travel_with_their_acks(link: FakeLink, clock: FakeClock) -> None:
+    side = FakeSide()
+    side.up = False
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer._write(writer._pending.take())
+    assert side.sends == [] and len(link.commits) == 1
+
+
+def test_a_confirmed_copy_whose_original_connection_is_gone_is_not_acked_elsewhere(
+    link: FakeLink, clock: FakeClock
+) -> None:
+    # The broker redelivers the original (a duplicate of the copy): an ACK on the new connection
+    # would name a frame it never sent.
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer._write(writer._pending.take())
+    link.generation = 2
+    side.receipts["s1"] = True
+    writer._check_receipts(clock())
+    assert link.acks == [] and writer._unconfirmed == []
+
+
+def test_a_receipt_pokes_a_waiting_writer(link: FakeLink, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a running writer with nothing due for an hour (not even its idle glance) and a side
+    # commit unconfirmed
+    monkeypatch.setattr(settler, "_IDLE_WAIT", 3600.0)
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = SettlementWriter(link, flush_after=3600.0, batch=1, receipt_timeout=3600.0, side=side)
+    writer.start()
+    try:
+        writer.resend(1, resend("retried"))
+        for _ in range(3000):
+            if side.sends:
+                break
+            threading.Event().wait(0.01)
+        assert side.sends, "the re-send was never written"
+        # When the receipt comes and the side link pokes the writer
+        side.receipts["s1"] = True
+        writer.poke()
+        # Then the original is acked without waiting for the hour
+        assert link.written.wait(timeout=30), "the original was never acked"
+        assert link.acks == [["retried"]]
+    finally:
+        assert writer.stop(timeout=30)

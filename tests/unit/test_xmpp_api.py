@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import statusq.xmpp
+from statusq import codec
 from statusq.config import Config
 from statusq.errors import DataError, PluginError
 from statusq.item import Message, QueueItem
 from statusq.plugins import PluginApi, PluginContext
-from statusq.queues.base import BacklogRow, Consumer, DeadLetter, QueueManager, Subscription
+from statusq.queues.memory import MemoryQueueManager
 from statusq.registry import HandlerRegistry
 from statusq.runtime import Runtime
 from statusq.xmpp.api import ConfirmRequest, OutgoingMessage, XmppApi
@@ -23,45 +23,22 @@ from statusq.xmpp.handlers import XmppConfirmHandler, XmppOutHandler
 from tests.unit.fakes import write_plugin
 
 
-class RecordingQueue(QueueManager):
-    """Keeps what was enqueued; ``fail`` makes the next enqueue raise it."""
+class RecordingQueue(MemoryQueueManager):
+    """The in-memory backend, keeping what was enqueued, decoded; ``fail`` makes the next
+    enqueue raise it (after the real checks: a bad item never reaches ``_put``)."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[Any, str, str | None, int | None]] = []
+        super().__init__(Config.model_validate({"queue": {"subsystem": "memory"}}))
+        self.items: list[tuple[Any, str, str, int]] = []
         self.fail: Exception | None = None
 
-    def enqueue(
-        self,
-        payload: Any,
-        transport: str,
-        site: str | None = None,
-        headers: dict[str, str] | None = None,
-        priority: int | None = None,
-        content_type: str | None = None,
-    ) -> str:
+    def _put(self, message: Message) -> str:
         if self.fail is not None:
             failure, self.fail = self.fail, None
             raise failure
-        self.items.append((payload, transport, site, priority))
+        payload = codec.decode(message.body, message.content_type)
+        self.items.append((payload, message.transport, message.site, message.priority))
         return str(len(self.items))
-
-    def _put(self, message: Message) -> str:
-        raise NotImplementedError("enqueue() is overridden: payloads are kept as given, not encoded")
-
-    def subscribe(self, subscription: Subscription) -> Consumer:
-        raise NotImplementedError
-
-    def backlog(self) -> list[BacklogRow]:
-        return []
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return []
-
-    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        return 0
-
-    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
-        return 0
 
 
 def test_send_queues_an_xmppout_item() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from statusq.config import Config
+from statusq.defaults import DEFAULT_PRIORITY
 from statusq.errors import DataError, QueueError
 from statusq.item import QueueItem
 from statusq.runtime import Runtime
@@ -213,7 +214,7 @@ def test_plain_chat_becomes_an_xmppin_item(setup: Setup) -> None:
             },
             "xmppin",
             "a.example",
-            None,
+            DEFAULT_PRIORITY,  # none given: the default, as the backend puts it
         )
     ]
     assert not manager.busy()

@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import Iterable
 
-from statusq.commands import SECRET_HEADER, parse_command
+from statusq.commands import parse_command, sign
 from statusq.config import Config, StompConfig
 from statusq.errors import QueueError
 from statusq.item import Delivery, Message
@@ -141,7 +141,7 @@ class MemoryAdmin(Admin):
             raise QueueError("no control channel configured ([queue.stomp] control_channel)")
         headers = {"destination": self.stomp.control_channel, "content-type": "text/plain"}
         if self.stomp.control_secret:
-            headers[SECRET_HEADER] = self.stomp.control_secret
+            headers.update(sign(text, self.stomp.control_secret))
         self.broker.broadcast(headers, text.encode())
 
 
@@ -151,6 +151,7 @@ class MemoryQueueManager(QueueManager):
     def __init__(self, config: Config, broker: MemoryBroker | None = None) -> None:
         self.config = config
         self.default_site = config.sites.default
+        self.default_priorities = config.default_priorities()
         self.broker = broker if broker is not None else MemoryBroker(claim_timeout=config.queue.claim_timeout)
         self.admin = MemoryAdmin(self.broker, config.queue.stomp)
         self._opened: list[Consumer | ControlChannel] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from statusq.commands import SECRET_HEADER, parse_command
+from statusq.commands import parse_command, sign
 from statusq.config import StompConfig
 from statusq.errors import QueueError
 from statusq.queues.base import Admin, Capability, DeadLetter
@@ -54,7 +54,7 @@ class StompAdmin(Admin):
             raise QueueError("no control channel configured ([queue.stomp] control_channel)")
         headers = {"content-type": "text/plain"}
         if self.config.control_secret:
-            headers[SECRET_HEADER] = self.config.control_secret
+            headers.update(sign(text, self.config.control_secret))
         self.send(self.config.control_channel, text.encode(), headers)
 
     def _drain_dead(self, wanted: Iterable[str] | None, act: str) -> tuple[list[DeadLetter], int]:

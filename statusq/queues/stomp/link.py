@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,13 @@ def encode_frame(command: str, headers: dict[str, str], body: bytes = b"") -> by
     return text.encode() + body + b"\x00"
 
 
+def _abandon(conn: Any) -> None:
+    """Close a connection that never became ours (no DISCONNECT: it was never CONNECTED)."""
+    with contextlib.suppress(Exception):
+        conn.transport.running = False
+        conn.transport.disconnect_socket()
+
+
 def _server(entry: str) -> tuple[str, int]:
     host, _, port = entry.rpartition(":")
     return host, int(port)
@@ -97,9 +104,16 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._failed_receipts: dict[str, str] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        #: While connecting: the broker said something (CONNECTED, an ERROR, or hung up), and
+        #: what it refused with.  So a failed connect names its cause instead of guessing one.
+        self._answered = threading.Event()
+        self._refusal: str | None = None
         self._confirmed: dict[str, bool] = {}  # receipts of pipelined commits, as they come
         self._write_lock = threading.Lock()  # one writer at a time against reconnects
         self._wakeup = WakePipe()
+        #: Called (receiver thread) when a receipt comes or can no longer come: lets a writer
+        #: waiting on pipelined commits look at once instead of at its next turn.
+        self.receipt_hook: Callable[[], None] | None = None
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
@@ -113,6 +127,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         if self.config.flavor == "auto":
             self.flavor = "rabbitmq" if server.lower().startswith("rabbitmq") else "activemq"
         self._connected.set()
+        self._answered.set()
 
     def on_message(self, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else str(frame.body or "").encode()
@@ -128,22 +143,37 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         if event is not None:
             self._confirmed[receipt] = True
             event.set()
+        self._tell_receipts()
+
+    def _tell_receipts(self) -> None:
+        hook = self.receipt_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # never into stomp.py's receiver thread: it would end it
+                log.exception("%s: receipt hook failed", self.name)
 
     def on_error(self, frame: Any) -> None:
         message = frame.headers.get("message", "")
         detail = (frame.body or b"")[:500]
         log.error("broker error on %s: %s %r", self.name, message, detail)
+        if not self._connected.is_set():
+            self._refusal = f"{message} {detail.decode('utf-8', 'replace').strip()}".strip() or "an ERROR frame"
+            self._answered.set()
         # The broker closes the connection after an ERROR frame: nothing pending will be
         # confirmed, so fail every waiter now rather than at its timeout.
         for receipt, event in list(self._receipts.items()):
             self._failed_receipts[receipt] = f"{message} {detail.decode('utf-8', 'replace').strip()}"
             event.set()
+        self._tell_receipts()
 
     def on_disconnected(self) -> None:
         self._connected.clear()
+        self._answered.set()
         for event in list(self._receipts.values()):
             event.set()  # waiters see the connection is gone
         self._wake()
+        self._tell_receipts()
 
     def on_heartbeat_timeout(self) -> None:
         log.warning("heartbeat timeout on %s: the broker went quiet", self.name)
@@ -196,24 +226,38 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         )
         frames.install(conn)  # stomp.py's own frame reader if this version lacks the hook
         conn.set_listener("statusq", self)
+        where = ", ".join(self.config.servers)
+        self._answered.clear()
+        self._refusal = None
         try:
             # wait=False: stomp.py's own wait has no timeout; ours (below) does.
             conn.connect(self.config.username, self.config.password, wait=False)
         except (ConnectFailedException, StompException, OSError) as exc:
-            with contextlib.suppress(Exception):
-                conn.transport.running = False
-                conn.transport.disconnect_socket()
-            raise ConnectionClosed(f"cannot connect to {', '.join(self.config.servers)}: {exc!r}") from None
-        if not self._connected.wait(self.config.receipt_timeout):
-            with contextlib.suppress(Exception):
-                conn.transport.running = False
-                conn.transport.disconnect_socket()
-            raise ConnectionClosed(f"no CONNECTED from {', '.join(self.config.servers)} (wrong login?)")
+            _abandon(conn)
+            raise ConnectionClosed(
+                f"cannot connect to {where}: nothing answers there (refused, or no route; {exc!r})"
+            ) from None
+        self._answered.wait(self.config.receipt_timeout)
+        if not self._connected.is_set():
+            failure = self._connect_failure(where)  # before closing: that reports a hang-up too
+            _abandon(conn)
+            raise ConnectionClosed(failure)
         self._conn = conn
         host, port = conn.transport.current_host_and_port or ("?", 0)
         log.info("%s connected to %s:%s (%s)", self.name, host, port, self.flavor)
         for sub in self._subscriptions:
             self._send_subscribe(sub)
+
+    def _connect_failure(self, where: str) -> str:
+        login = f"user {self.config.username!r}, vhost {self.config.vhost!r}"
+        if self._refusal is not None:
+            return f"{where} refused the connection ({login}): {self._refusal}"
+        if self._answered.is_set():
+            return f"{where} closed the connection before CONNECTED, giving no reason ({login})"
+        return (
+            f"{where} accepted the connection but sent no CONNECTED within {self.config.receipt_timeout:g}s: "
+            "the broker is overloaded or hung, or that port is not STOMP"
+        )
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -223,9 +267,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 conn.disconnect()
             # Without a receipt stomp.py leaves its socket and receiver thread to the broker's
             # goodwill; close them here so reconnects never pile up threads.
-            with contextlib.suppress(Exception):
-                conn.transport.running = False
-                conn.transport.disconnect_socket()
+            _abandon(conn)
 
     def close(self) -> None:
         with self._write_lock:
@@ -283,9 +325,10 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 self._conn.transport.send(data)
         return True
 
-    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
-        """BEGIN; each SEND and the ACK of its original; COMMIT with a receipt, not waited for
-        (see :meth:`confirmed`).  None if ``generation`` is gone (nothing written)."""
+    def commit_resends(self, generation: int, resends: Sequence[Resend], *, ack_originals: bool = True) -> str | None:
+        """BEGIN; each SEND and (``ack_originals``: the originals arrived on this connection) the
+        ACK of its original; COMMIT with a receipt, not waited for (see :meth:`confirmed`).
+        None if ``generation`` is gone (nothing written)."""
         with self._write_lock:
             if generation != self.generation or not self.connected:
                 return None
@@ -294,7 +337,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             for r in resends:
                 headers = {**r.headers, "destination": self.physical(r.destination), "transaction": name}
                 frames.append(encode_frame("SEND", headers, r.body))
-                frames.append(encode_frame("ACK", {"id": r.ack_id, "transaction": name}))
+                if ack_originals:
+                    frames.append(encode_frame("ACK", {"id": r.ack_id, "transaction": name}))
             frames.append(encode_frame("COMMIT", {"transaction": name, "receipt": receipt}))
             self._receipts[receipt] = threading.Event()
             try:

@@ -31,6 +31,7 @@ class StompQueueManager(QueueManager):
         self.config = config
         self.stomp = config.queue.stomp
         self.default_site = config.sites.default
+        self.default_priorities = config.default_priorities()
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
         self._producer: StompLink | None = None

@@ -119,6 +119,16 @@ def _float(value: str | None, default: float) -> float:
         return default
 
 
+#: Unix times a frame may carry (1970 to 2100): anything else is a foreign producer's mistake,
+#: and ``datetime.fromtimestamp`` raises on NaN, infinities and far years.
+_LATEST = 4_102_444_800.0
+
+
+def _time(value: str | None, per_second: float = 1.0) -> float | None:
+    seconds = _float(value, -1.0) / per_second
+    return seconds if 0.0 < seconds <= _LATEST else None  # NaN fails both comparisons
+
+
 def _int(value: str | None, default: int) -> int:
     try:
         return int(value) if value is not None else default
@@ -141,10 +151,9 @@ def to_delivery(
         route = destinations.route(destination)
         transport = transport or (route.transport if route else None) or ""
         site = site or (route.site if route else None) or default_site
-    enqueued = _float(headers.get(ENQUEUED_AT), -1.0)
-    if enqueued < 0:
-        timestamp_ms = _float(headers.get("timestamp"), 0.0)
-        enqueued = timestamp_ms / 1000 if timestamp_ms else time.time()
+    enqueued = _time(headers.get(ENQUEUED_AT))
+    if enqueued is None:  # a foreign producer's: the broker's own timestamp, in milliseconds
+        enqueued = _time(headers.get("timestamp"), per_second=1000.0) or time.time()
     priority = _int(headers.get("priority"), -1)
     if headers.keys() <= _KNOWN:  # a statusq item with no headers of its producer's: the usual case
         user = {}
