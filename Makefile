@@ -4,8 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The peer bench's own environment (Celery, Dramatiq): never the product's dependencies.
+BENCH_VENV  := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint unit servers bench fuzz clean
+.PHONY: run test lint unit servers bench bench-stomp bench-peers fuzz clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -33,10 +36,26 @@ unit: $(STAMP)
 servers:
 	scripts/servers/ensure-all.sh
 
-## bench: throughput and latency against a baseline measured in the same run
-bench: $(STAMP) servers
+$(BENCH_STAMP): bench/peers/requirements.txt $(STAMP)
+	[ -x $(BENCH_VENV)/bin/python ] || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+## bench: both parts below, one after the other (never side by side, even under make -j)
+bench: $(STAMP) $(BENCH_STAMP) servers
 	$(PY) bench/run.py
 	$(PY) bench/dispatch_sim.py
+	$(PY) bench/peers/run.py
+
+## bench-stomp: throughput and latency against a raw stomp.py baseline measured in the same run
+bench-stomp: $(STAMP) servers
+	$(PY) bench/run.py
+	$(PY) bench/dispatch_sim.py
+
+## bench-peers: statusq beside Celery and Dramatiq on one RabbitMQ node (bench/peers/run.py)
+bench-peers: $(STAMP) $(BENCH_STAMP) servers
+	$(PY) bench/peers/run.py
 
 ## fuzz: each fuzzing target under atheris for FUZZ_SECONDS (default 300); finds go to var/fuzz
 FUZZ_SECONDS ?= 300
@@ -46,4 +65,4 @@ fuzz: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) var .mypy_cache .ruff_cache .pytest_cache
