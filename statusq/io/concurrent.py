@@ -137,8 +137,12 @@ class ConcurrentListener(QueueListener):
         return did
 
     def _fill(self) -> bool:
-        did = False
-        while self._room() and self._due <= time.monotonic():
+        # The first fetch whatever the backoff says: poll() runs when due or when a descriptor
+        # woke the loop, and a frame that woke it must be taken now, not at the backoff's end
+        # (an idle worker's enqueue -> start latency was 5.8 ms instead of 1.3 ms).
+        did, first = False, True
+        while self._room() and (first or self._due <= time.monotonic()):
+            first = False
             self.consumer.drain_wakeups()
             delivery = self.consumer.fetch()
             if delivery is None:
