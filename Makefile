@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_VENV  := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint unit servers bench bench-stomp bench-peers fuzz clean
+.PHONY: run test lint docs unit servers bench bench-stomp bench-peers fuzz clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -21,12 +21,21 @@ run: $(STAMP)
 test: $(STAMP) servers lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## lint: ruff, mypy and import-linter (layers import downward only: pyproject.toml), clean
+## lint: ruff, mypy, import-linter (layers import downward only: pyproject.toml) and the docs
+## site built strictly (a broken link or anchor, or a page missing from the nav, fails it), clean
 lint: $(STAMP)
 	$(VENV)/bin/ruff check statusq plugins scripts tests $(wildcard bench)
 	$(VENV)/bin/ruff format --check statusq plugins scripts tests $(wildcard bench)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(MKDOCS) build --strict
+
+# PYTHONPATH: the hook that generates the config reference imports this checkout's statusq.
+MKDOCS := NO_MKDOCS_2_WARNING=1 PYTHONPATH=. $(VENV)/bin/mkdocs
+
+## docs: the documentation site from docs/ and mkdocs.yml into site/ (open site/index.html)
+docs: $(STAMP)
+	$(MKDOCS) build --strict
 
 ## unit: the fast tests only (no servers)
 unit: $(STAMP)
@@ -65,4 +74,4 @@ fuzz: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) var site .mypy_cache .ruff_cache .pytest_cache
