@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Save a screenshot of a running daemon's web status page (docs/web-overview.png in the README).
+"""Save a screenshot of a running daemon's web status page (docs/web-overview.png, shown in docs/web.md).
 
 Usage: scripts/web-screenshot.py URL TOKEN [OUTPUT] [PATH]
 

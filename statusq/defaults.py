@@ -1,4 +1,5 @@
-"""Every default in one place, so the README's config reference and the code cannot drift."""
+"""Every default in one place; docs/configuration.md's reference is generated from the models
+that use them, so the documented defaults and the code cannot drift."""
 
 from __future__ import annotations
 

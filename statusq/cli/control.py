@@ -7,8 +7,17 @@ import click
 from statusq.cli.helpers import runtime
 from statusq.commands import COMMANDS
 
+EPILOG = """\b
+Examples:
+  statusq control update-site example.org     # a new or changed site file, re-read everywhere
+  statusq control remove-site example.net
+  statusq control reload
+\b
+See docs/brokers/stomp.md (make docs builds it into site/).
+"""
 
-@click.command()
+
+@click.command(epilog=EPILOG)
 @click.argument("command", type=click.Choice(sorted(COMMANDS)))
 @click.argument("site", required=False)
 @click.pass_context

@@ -31,6 +31,8 @@ Examples:
   statusq daemon --workers 2 --concurrency 16   # 2 processes x 16 items in hand
   statusq daemon --daemon --pidfile /run/statusq.pid --logfile /var/log/statusq.log
   statusq daemon --idle-exit 5        # drain the queue, then exit
+\b
+See docs/daemon.md (make docs builds it into site/).
 """
 
 

@@ -16,12 +16,23 @@ def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
     return None if all_ else list(ids)
 
 
-@click.group()
+EPILOG = """\b
+Examples:
+  statusq deadletters list --limit 20
+  statusq deadletters retry 42 43
+  statusq deadletters retry --all
+  statusq deadletters purge --all
+\b
+See docs/cli.md (make docs builds it into site/).
+"""
+
+
+@click.group(epilog=EPILOG)
 def deadletters() -> None:
     """Items that failed max_retries times, or could never be handled."""
 
 
-@deadletters.command("list")
+@deadletters.command("list", epilog=EPILOG)
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output, with bodies.")
 @click.pass_context
@@ -66,7 +77,7 @@ def list_(ctx: click.Context, limit: int, as_json: bool) -> int:
     return 0
 
 
-@deadletters.command()
+@deadletters.command(epilog=EPILOG)
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every dead letter.")
 @click.pass_context
@@ -78,7 +89,7 @@ def retry(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> int:
     return 0 if moved or all_ else 1
 
 
-@deadletters.command()
+@deadletters.command(epilog=EPILOG)
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every dead letter.")
 @click.pass_context

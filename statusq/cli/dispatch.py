@@ -18,6 +18,8 @@ EPILOG = """\b
 Examples (crontab):
   * * * * *  statusq --config /etc/statusq/statusq.toml dispatch
   */5 * * * * statusq dispatch --queue cron --force
+\b
+See docs/periodic.md (make docs builds it into site/).
 """
 
 

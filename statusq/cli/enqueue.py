@@ -24,7 +24,18 @@ def _parse_json(text: str, where: str) -> Any:
         raise DataError(f"{where}: invalid JSON: {exc}") from None
 
 
-@click.command()
+EPILOG = """\b
+Examples:
+  statusq enqueue --site example.org demo '{"text": "hello"}'
+  statusq enqueue --delay 10m --expires 1h digest '{"user": 7}'
+  echo '{"text": "hi"}' | statusq enqueue --site example.org demo -
+  statusq enqueue --lines demo - < items.jsonl     # one item per line, sent in batches
+\b
+See docs/enqueueing.md (make docs builds it into site/).
+"""
+
+
+@click.command(epilog=EPILOG)
 @click.option("--site", default=None, help="Site the item belongs to (default: [sites] default).")
 @click.option("--priority", type=click.IntRange(0, 9), default=None, help="0 (lowest) to 9.")
 @click.option(

@@ -19,6 +19,8 @@ Examples:
   statusq deadletters list
   statusq deadletters retry --all
   statusq control update-site example.org
+\b
+See docs/cli.md (make docs builds it into site/).
 """
 
 

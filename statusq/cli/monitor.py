@@ -30,6 +30,11 @@ In snmpd.conf (see conf/snmpd.conf):
   pass_persist .1.3.6.1.3.9464 /opt/statusq/.venv/bin/statusq snmp --url http://127.0.0.1:9464/metrics
 \b
 Nothing may go to stderr (snmpd reads it as answers): --log-file says why statusqUp is 0.
+\b
+Examples:
+  snmpwalk -v2c -c CHANGE-ME-statusq 127.0.0.1:1161 .1.3.6.1.3.9464
+\b
+See docs/monitoring.md (make docs builds it into site/).
 """
 
 
@@ -63,6 +68,8 @@ RANGE: N (alert outside 0..N), N: (below N), ~:N (above N), N:M (outside), @N:M 
 Examples:
   check_statusq -w backlog=100,dead_letters=0 -c backlog=1000,workers_down=0
   check_statusq -H 127.0.0.1 -p 9464 -w last_handled_age=300 -c last_handled_age=900
+\b
+See docs/monitoring.md (make docs builds it into site/).
 """
 
 
@@ -105,6 +112,8 @@ def check_plugin(argv: list[str] | None = None) -> int:
 GMETRIC_EPILOG = """\b
 Examples (crontab, gmond's udp_recv_channel on port 8649):
   * * * * *  statusq gmetric --gmond 127.0.0.1:8649
+\b
+See docs/monitoring.md (make docs builds it into site/).
 """
 
 

@@ -26,6 +26,8 @@ Examples:
   statusq queues set cron --enabled false     # every daemon stops running it, no restart
   statusq queues set cron --reset             # back to the plugin's declared settings
   statusq queues run cron                     # a run now, whatever its schedule
+\b
+See docs/periodic.md (make docs builds it into site/).
 """
 
 
@@ -87,7 +89,7 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | 
     return seconds
 
 
-@queues.command("set")
+@queues.command("set", epilog=EPILOG)
 @click.argument("name")
 @click.option("--enabled", type=click.BOOL, default=None, help="true or false.")
 @click.option("--frequency", callback=_positive_duration, metavar="DURATION", help="Period: 30s, 5m, 1h.")
@@ -127,7 +129,7 @@ def set_(
     return 0
 
 
-@queues.command()
+@queues.command(epilog=EPILOG)
 @click.argument("name")
 @click.pass_context
 def run(ctx: click.Context, name: str) -> int:

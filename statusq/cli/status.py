@@ -11,8 +11,16 @@ from statusq.cli.helpers import echo_table, runtime
 from statusq.queues.base import BacklogRow
 from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
+EPILOG = """\b
+Examples:
+  statusq status
+  statusq --config /etc/statusq/statusq.toml status --json
+\b
+See docs/daemon.md (make docs builds it into site/).
+"""
 
-@click.command()
+
+@click.command(epilog=EPILOG)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> int:

@@ -6,7 +6,9 @@ A directive is an HTML comment on the line(s) right above a block's opening fenc
 - ``<!-- file: PATH -->``: the block is also written to PATH in the page's scratch home, so that
   later blocks of the page (a config, a plugin, a site file) find it;
 - ``<!-- needs: activemq | rabbitmq | postgres | prosody -->``: the block talks to that server;
-- ``<!-- expect: TEXT -->``: a shell block's output must contain TEXT (several: separate by `` && ``).
+- ``<!-- expect: TEXT -->``: a shell block's output must contain TEXT (several: separate by `` && ``);
+- ``<!-- same-as: PATH -->``: the block is a shipped file (a systemd unit, a supervisord program)
+  shown whole; the suite checks it is that file, byte for byte, whatever its language.
 
 Blocks of one page run in order and share one scratch home and one Python namespace, the way a
 reader following the page would.  Parsing is plain line matching: the pages have no nested fences.
@@ -74,7 +76,7 @@ def _directives(lines: list[str], fence: int, page: str) -> dict[str, str]:
     j = fence - 1
     while j >= 0 and (match := _DIRECTIVE.match(lines[j].strip())):
         name, value = match.groups()
-        if name not in {"not-run", "file", "needs", "expect"}:
+        if name not in {"not-run", "file", "needs", "expect", "same-as"}:
             raise ValueError(f"{page}:{j + 1}: unknown directive {name!r}")
         found[name] = value
         j -= 1
@@ -88,6 +90,10 @@ def problems(blocks: list[Block]) -> list[str]:
         if block.not_run is not None:
             if not block.not_run.strip():
                 out.append(f"{block.where}: not-run without a reason")
+            continue
+        if "same-as" in block.directives:
+            if not (ROOT / block.directives["same-as"]).is_file():
+                out.append(f"{block.where}: same-as {block.directives['same-as']}: no such file")
             continue
         if not block.language:
             out.append(f"{block.where}: a block without a language: name it, or mark it not-run with the reason")

@@ -58,6 +58,10 @@ class PageRun:
             path = self.home / target
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(block.code)
+        shipped = block.directives.get("same-as")
+        if shipped is not None:
+            assert block.code == (ROOT / shipped).read_text(), f"{block.where}: differs from {shipped}"
+            return
         getattr(self, f"_{block.language}")(block, target)
 
     def _python(self, block: Block, target: str | None) -> None:

@@ -35,7 +35,7 @@ def test_the_pages_have_blocks_to_run() -> None:
     blocks = [block for page in pages() for block in parse(page)]
     run = [block for block in blocks if block.not_run is None]
     assert len(run) >= 30, [block.where for block in run]
-    assert {block.language for block in run} == {"python", "toml", "sh", "yaml"}
+    assert {block.language for block in run} >= {"python", "toml", "sh", "yaml"}
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -103,3 +103,22 @@ def test_the_api_page_documents_exactly_statusq_all() -> None:
     page = (ROOT / "docs" / "reference" / "api.md").read_text()
     documented = re.findall(r"^::: statusq\.(\w+)$", page, flags=re.MULTILINE)
     assert sorted(documented) == sorted(statusq.__all__)
+
+
+def test_the_readmes_links_lead_to_pages_that_exist() -> None:
+    # The README is not part of the site, so --strict does not check it: this does.
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert local, "no links found"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing
+
+
+def test_the_readme_is_a_front_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    first_block = readme[readme.index("```sh") :].splitlines()[1:3]
+    assert [line.split("#")[0].strip() for line in first_block] == ["make run", "make test"]

@@ -2,7 +2,7 @@
 not waited on forever; when it thaws, the worker reconnects and every item is handled (issue 18).
 
 A private ActiveMQ on its own ports, so freezing it stops no other test.  The delays printed are
-what the README's numbers come from; nothing here asserts a duration.
+what the numbers in docs/guarantees.md come from; nothing here asserts a duration.
 """
 
 from __future__ import annotations
