@@ -38,6 +38,7 @@ def test_the_pages_have_blocks_to_run() -> None:
     assert {block.language for block in run} >= {"python", "toml", "sh", "yaml"}
 
 
+@pytest.mark.e2e  # shell blocks run the statusq CLI and daemon as subprocesses
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = [block for block in parse(ROOT / page) if block.not_run is None]
