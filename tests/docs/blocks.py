@@ -54,7 +54,7 @@ def pages() -> list[Path]:
 def parse(path: Path) -> list[Block]:
     """Every fenced block of a page; a directive that is not understood is an error."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    page = str(path.relative_to(ROOT))
+    page = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     blocks: list[Block] = []
     i = 0
     while i < len(lines):
