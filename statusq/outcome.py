@@ -11,7 +11,7 @@ CLI's exit codes mean nothing for them).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from statusq.units import parse_duration
 
@@ -70,3 +70,5 @@ class Result:
     delay: float = 0.0
     #: Why it failed, for RETRY and DEAD (None for DONE).
     kind: Failure | None = None
+    #: What the handler raised, for error reporters and traces (None: it raised nothing).
+    error: BaseException | None = field(default=None, compare=False, repr=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from statusq import codec
@@ -188,7 +188,7 @@ class ItemProcessor:
         """What a handler's return value or exception means (sync and async handlers alike)."""
         if exc is not None:
             log.debug("handler raised", exc_info=exc)
-            return outcome_of(exc, delivery, call.policy.retry, duration)
+            return replace(outcome_of(exc, delivery, call.policy.retry, duration), error=exc)
         if done is False:
             return failed(delivery, call.policy.retry, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)
