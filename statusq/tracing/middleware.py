@@ -92,9 +92,10 @@ class TracingMiddleware(Middleware):
         # Restored by value, not detached by token: with items in hand concurrently this hook runs
         # in a copy of the item's context, where the token of before_item cannot be reset.
         otel_context.attach(before)
-        span.set_attribute("statusq.outcome", result.outcome.value)
-        if result.kind is not None:
-            span.set_attribute("statusq.failure", result.kind.value)
+        if result.kind is None:
+            span.set_attribute("statusq.outcome", result.outcome.value)
+        else:
+            span.set_attributes({"statusq.outcome": result.outcome.value, "statusq.failure": result.kind.value})
         if result.error is not None:
             span.record_exception(result.error)
         if result.outcome is Outcome.RETRY:
