@@ -15,11 +15,12 @@ from statusq.errors import (
     StatusqError,
 )
 from statusq.handler import QueueHandler
-from statusq.item import Item, Message, QueueItem
+from statusq.item import Delivery, Item, Message, QueueItem
 from statusq.middleware import Middleware, MiddlewareChain
 from statusq.outcome import Failure, Outcome, Reject, Result, Retry
 from statusq.plugins import PluginApi
 from statusq.queues.base import QueueManager
+from statusq.reporting.base import ErrorReporter
 from statusq.runtime import connect
 from statusq.sites import current_site
 
@@ -27,6 +28,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DecodeError",
+    "Delivery",
+    "ErrorReporter",
     "Failure",
     "InvalidArgument",
     "Item",

@@ -220,6 +220,33 @@ class WebConfig(_Section):
     history: Duration = Field(default=600.0, gt=0)
 
 
+class TracingConfig(_Section):
+    """``[tracing]``: OpenTelemetry spans for each item (statusq.tracing; extra ``statusq[otel]``).
+
+    Off by default.  A producer (``statusq.connect``) only injects the current trace context into
+    the items it enqueues, through whatever tracer provider the application set up; a worker sets
+    up its own provider and exporter from here."""
+
+    enabled: bool = False
+    #: "otlp-http" (port 4318), "otlp-grpc" (4317), "console" (stdout) or "none" (spans made, not sent).
+    exporter: Literal["otlp-http", "otlp-grpc", "console", "none"] = "otlp-http"
+    #: The collector's address; None: the exporter's own default (or OTEL_EXPORTER_OTLP_ENDPOINT).
+    endpoint: str | None = None
+    service_name: str = "statusq"
+    #: The share of traces *started by a worker* that are kept (a producer's decision is followed).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class SentryConfig(_Section):
+    """``[sentry]``: handler failures reported to Sentry (statusq.reporting; extra ``statusq[sentry]``)."""
+
+    #: The project's DSN; None: off.
+    dsn: str | None = None
+    environment: str | None = None
+    #: Report every failed attempt, not only the final one (the dead letter).
+    report_retries: bool = False
+
+
 class HandlerSettings(_Section):
     """How a worker runs one transport's items; None: not set here (the next source applies).
 
@@ -268,6 +295,8 @@ class Config(_Section):
     dispatcher: DispatcherConfig = DispatcherConfig()
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
+    tracing: TracingConfig = TracingConfig()
+    sentry: SentryConfig = SentryConfig()
     transports: Annotated[dict[str, TransportConfig], AfterValidator(_transport_names)] = Field(default_factory=dict)
     #: The file this came from (None: built-in defaults); not a TOML key.
     source: str | None = Field(default=None, exclude=True)

@@ -11,7 +11,7 @@ CLI's exit codes mean nothing for them).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from statusq.units import parse_duration
 
@@ -70,3 +70,21 @@ class Result:
     delay: float = 0.0
     #: Why it failed, for RETRY and DEAD (None for DONE).
     kind: Failure | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        """What the handler raised, for error reporters and traces (None: it raised nothing)."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Raised(Result):
+    """The result of a handler that raised: it keeps the exception (with its traceback).  A
+    subclass, not a field of :class:`Result`: a field would cost every item that succeeds an
+    argument more in the frozen ``__init__``, and only failures need it."""
+
+    raised: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.raised

@@ -19,7 +19,7 @@ from statusq.handler import QueueHandler
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
-from statusq.outcome import Failure, Outcome, Reject, Result, Retry
+from statusq.outcome import Failure, Outcome, Raised, Reject, Result, Retry
 from statusq.queues.base import Consumer
 from statusq.registry import HandlerRegistry
 from statusq.retry import Policies, RetryPolicy, TransportPolicy
@@ -188,7 +188,8 @@ class ItemProcessor:
         """What a handler's return value or exception means (sync and async handlers alike)."""
         if exc is not None:
             log.debug("handler raised", exc_info=exc)
-            return outcome_of(exc, delivery, call.policy.retry, duration)
+            r = outcome_of(exc, delivery, call.policy.retry, duration)
+            return Raised(r.outcome, r.reason, r.duration, r.delay, r.kind, exc)
         if done is False:
             return failed(delivery, call.policy.retry, "handler returned False", True, Failure.HANDLER_FALSE, duration)
         return Result(Outcome.DONE, None, duration)

@@ -16,6 +16,7 @@ from statusq.plugins import PluginContext, load_plugins
 from statusq.queues.base import QueueManager
 from statusq.registry import HandlerRegistry
 from statusq.sites import SiteTable
+from statusq.tracing import setup as tracing
 from statusq.xmpp.api import XmppApi
 
 
@@ -31,7 +32,7 @@ class Runtime:
     def middleware(self) -> MiddlewareChain:
         """The process's one chain: plugins add to it (``api.add_middleware``), a worker adds its
         own bookkeeping, and every queue manager opened here runs its enqueue hooks."""
-        return MiddlewareChain()
+        return MiddlewareChain(tracing.producer_middleware(self.config))
 
     @cached_property
     def registry(self) -> HandlerRegistry:

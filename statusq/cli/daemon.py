@@ -15,6 +15,8 @@ from statusq.daemon.detach import StartupReport, detach, redirect_output
 from statusq.daemon.pidfile import PidFile, PidFileError
 from statusq.daemon.supervisor import DaemonOptions, QueueDaemon
 from statusq.defaults import CONCURRENCY_MAX, NAME_PATTERN
+from statusq.reporting import sentry
+from statusq.tracing import setup as tracing
 from statusq.units import parse_duration
 
 log = logging.getLogger("statusq.daemon")
@@ -120,6 +122,8 @@ def daemon(
     """Run the supervisor and its workers until SIGTERM/SIGINT (or --idle-exit)."""
     config = runtime(ctx).config  # validated here, so a bad file stops us before any fork
     check_signing(config)
+    tracing.check(config)
+    sentry.check(config)
     logs.configure(config.log)
     report: StartupReport | None = None
     if detach_:

@@ -33,8 +33,10 @@ from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.logs import ItemLogContext
 from statusq.middleware import Middleware
+from statusq.reporting import sentry
 from statusq.runtime import Runtime
 from statusq.state import WorkerState, worker_file
+from statusq.tracing import setup as tracing
 from statusq.worker import build_worker, check_groups
 
 log = logging.getLogger("statusq.worker")
@@ -154,6 +156,12 @@ def _log_context(config: LogConfig) -> list[Middleware]:
     return [ItemLogContext()] if config.format == "json" or config.target == "journald" else []
 
 
+def _observers(config: Config) -> list[Middleware]:
+    """A worker's tracer provider and error reporter, set up after its fork (each runs a thread
+    of its own that sends in the background)."""
+    return [*tracing.worker_middleware(config), *sentry.worker_middleware(config)]
+
+
 def _run(spec: WorkerSpec) -> int:
     _reset_process(spec)
     if os.getppid() != spec.supervisor:
@@ -174,7 +182,7 @@ def _run(spec: WorkerSpec) -> int:
             runtime,
             groups=groups,
             idle_exit=spec.idle_exit,
-            middleware=[reporter, title, *_log_context(spec.config.log)],
+            middleware=[reporter, title, *_log_context(spec.config.log), *_observers(spec.config)],
             extra_managers=[FlushWhenIdle([reporter, title]), lifeline],
             actions=_forwarding_actions(reporter),
         )

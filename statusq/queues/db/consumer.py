@@ -172,6 +172,8 @@ class DBConsumer(Consumer):
             "claimed_at": None,
             "available_at": time.time() + delay,
             "last_error": error,
+            # What middleware added (the attempt's span, for the next attempt's link) goes along.
+            "headers": json.dumps(delivery.headers),
         }
         with self.db.errors(), self.db.engine.begin() as conn:
             if conn.execute(update(items).where(self._mine(delivery)).values(values)).rowcount == 0:

@@ -186,6 +186,7 @@ class MemoryBroker:
             if item is None:
                 return
             item.claimed_by, item.available_at, item.last_error = None, self.clock() + delay, error
+            item.headers = dict(delivery.headers)  # what middleware added goes to the next attempt
         self.wake()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

@@ -117,8 +117,10 @@ def new_headers(site: str, transport: str, content_type: str) -> dict[str, str]:
 
 
 def copy_headers(delivery: Delivery, token: FrameToken, **changes: str) -> dict[str, str]:
-    """Headers for a re-send of ``delivery``: user headers kept, statusq's made explicit."""
+    """Headers for a re-send of ``delivery``: user headers kept (with what middleware added to
+    ``delivery.headers``, e.g. the attempt's span for the next one's link), statusq's made explicit."""
     headers = {k: v for k, v in token.headers.items() if k not in BROKER_HEADERS}
+    headers.update(delivery.headers)
     headers.update(
         {
             ID: delivery.id,
