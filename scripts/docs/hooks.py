@@ -38,6 +38,8 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("dispatcher", "`[dispatcher]`", cfg.DispatcherConfig),
     ("metrics", "`[metrics]`", cfg.MetricsConfig),
     ("web", "`[web]`", cfg.WebConfig),
+    ("tracing", "`[tracing]`", cfg.TracingConfig),
+    ("sentry", "`[sentry]`", cfg.SentryConfig),
     ("transports.NAME", "`[transports.NAME]`", cfg.TransportConfig),
     ("site file", "a site file, `sites/<name>.toml`", cfg.SiteConfig),
     ("settings.xmpp", "`[settings.xmpp]` in a site file", XmppSettings),
