@@ -55,6 +55,7 @@ $(BENCH_STAMP): bench/peers/requirements.txt $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP) servers
 	$(PY) bench/run.py
 	$(PY) bench/dispatch_sim.py
+	$(PY) bench/tracing_cost.py
 	$(PY) bench/peers/run.py
 
 ## bench-stomp: throughput and latency against a raw stomp.py baseline measured in the same run
