@@ -70,6 +70,9 @@ class Message:
     delay: float = 0.0
     #: Epoch seconds (the manager's clock) after which the item is not run (None: never).
     expires_at: float | None = None
+    #: The unique key (statusq.queues.keys), and how long it stays taken after the item succeeded.
+    key: str | None = None
+    unique_for: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,9 @@ class Item:
 
     ``delay``: seconds, a duration (``"5m"``) or a timedelta; ``eta``: an aware :class:`~datetime.datetime`
     (not both); ``expires``: seconds, a duration, a timedelta or an aware datetime after which the item is not
-    run but dead-lettered with the reason ``expired``.
+    run but dead-lettered with the reason ``expired``; ``key`` (at most 200 bytes): while an item with it is
+    pending, or succeeded within ``unique_for`` (seconds or a duration; default 0), an enqueue with the same
+    key adds nothing and returns that item's id.
     """
 
     payload: Any
@@ -91,3 +96,5 @@ class Item:
     headers: dict[str, str] | None = None
     priority: int | None = None
     content_type: str | None = None
+    key: str | None = None
+    unique_for: float | str | timedelta | None = None

@@ -20,12 +20,17 @@ from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome, Raised, Reject, Result, Retry
+from statusq.produce import KEY_HEADER
 from statusq.queues.base import Consumer
+from statusq.queues.keys import UniqueKeys
 from statusq.registry import HandlerRegistry
 from statusq.retry import Policies, RetryPolicy, TransportPolicy
 from statusq.sites import SiteTable, site_context
 
 log = logging.getLogger(__name__)
+
+#: The reason of a duplicate delivery of a keyed item that already succeeded (acked, not run).
+DUPLICATE = "already done: duplicate delivery"
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 1-2 us, once per item
@@ -84,8 +89,11 @@ class ItemProcessor:
         middleware: MiddlewareChain | None = None,
         transports: Policies | None = None,
         clock: Callable[[], float] = time.time,
+        keys: Callable[[], UniqueKeys] | None = None,
     ) -> None:
         self.registry = registry
+        #: The backend's unique keys, opened when the first keyed item comes (None: keys unsupported).
+        self.keys = keys
         self.clock = clock  # what an item's expires_at is read against
         self.sites = sites
         default = TransportPolicy(policy, item_time_limit)
@@ -125,6 +133,8 @@ class ItemProcessor:
         """Everything before the handler runs: the policy, the site, the handler, the decoded
         item; or the result of an item that cannot run.  The concurrent listener calls it in the
         loop's thread, then hands the call to a thread or the event loop."""
+        if KEY_HEADER in delivery.headers and self._already_done(delivery):
+            return Result(Outcome.DONE, DUPLICATE)
         if delivery.expires_at is not None and delivery.expires_at <= self.clock():
             when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
             return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
@@ -201,7 +211,31 @@ class ItemProcessor:
             delivery, call.policy.retry, f"ItemTimeLimitExceeded: {reason}", True, Failure.TIME_LIMIT, duration
         )
 
+    def _already_done(self, delivery: Delivery) -> bool:
+        """A keyed item that already succeeded, delivered again (a crash after its handler,
+        before its ack): acked, not run."""
+        if self.keys is None or not self.keys().is_done(delivery.headers[KEY_HEADER], delivery.id):
+            return False
+        log.info("not run: already done (a duplicate delivery of keyed item id=%s)", delivery.id)
+        return True
+
+    def _settle_key(self, delivery: Delivery, result: Result) -> None:
+        """Before the ack: a crash between the two then finds the key done and runs nothing."""
+        key = delivery.headers[KEY_HEADER]
+        if self.keys is None or result.reason == DUPLICATE:
+            return
+        keys = self.keys()
+        if result.outcome is Outcome.DONE:
+            keys.finish(key, delivery.id)
+        elif result.outcome is Outcome.DEAD:
+            keys.release(key, delivery.id)  # a dead item no longer holds its key
+
     def _settle(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
+        if KEY_HEADER in delivery.headers:
+            try:
+                self._settle_key(delivery, result)
+            except Exception:
+                log.exception("could not record the unique key of id=%s; settled anyway", delivery.id)
         if result.outcome is Outcome.DONE:
             consumer.ack(delivery)
             if log.isEnabledFor(logging.INFO):  # its arguments cost more than the no-op handler

@@ -19,6 +19,12 @@ from statusq.errors import DataError, InvalidArgument
 from statusq.item import Item, Message
 from statusq.units import parse_duration
 
+#: Headers a keyed item carries its key in (statusq.queues.keys reads them back in the worker).
+KEY_HEADER = "x-statusq-key"
+UNIQUE_FOR_HEADER = "x-statusq-unique-for"
+#: A key longer than this (in UTF-8) is refused.
+MAX_KEY_BYTES = 200
+
 T = TypeVar("T")
 
 
@@ -83,17 +89,38 @@ def expiry_of(expires: float | str | timedelta | datetime | None, delay: float, 
     return at
 
 
+def key_of(key: str | None, unique_for: float | str | timedelta | None) -> tuple[str | None, float]:
+    """The unique key and its ``unique_for`` in seconds, checked."""
+    if key is None:
+        if unique_for is not None:
+            raise InvalidArgument("unique_for", "needs a key")
+        return None, 0.0
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument("key", "must be a non-empty string")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidArgument("key", f"is {size} bytes long; at most {MAX_KEY_BYTES}")
+    if any(ord(c) < 32 or c == "\x7f" for c in key):
+        raise InvalidArgument("key", "must not hold control characters (it travels in a header)")
+    return key, 0.0 if unique_for is None else _seconds("unique_for", unique_for)
+
+
 def prepare(item: Item, default_site: str, now: float, priorities: Mapping[str, int] | None = None) -> Message:
     """``item`` checked and encoded; raises :class:`InvalidArgument` naming what is wrong.
     ``priorities``: a transport's default priority (``[transports.NAME] priority``)."""
     body, content_type = _checked("payload", codec.encode, item.payload, item.content_type)
     delay = delay_of(item.delay, item.eta, now)
+    key, unique_for = key_of(item.key, item.unique_for)
+    headers = _checked("headers", names.check_headers, item.headers)
+    if key is not None:
+        # The worker reads them here, on every backend: user headers travel everywhere unchanged.
+        headers[KEY_HEADER], headers[UNIQUE_FOR_HEADER] = key, f"{unique_for:g}"
     return Message(
         site=_checked("site", names.check_site, item.site or default_site),
         transport=_checked("transport", names.check_transport, item.transport),
         body=body,
         content_type=content_type,
-        headers=_checked("headers", names.check_headers, item.headers),
+        headers=headers,
         priority=_checked(
             "priority",
             names.check_priority,
@@ -101,6 +128,8 @@ def prepare(item: Item, default_site: str, now: float, priorities: Mapping[str, 
         ),
         delay=delay,
         expires_at=expiry_of(item.expires, delay, now),
+        key=key,
+        unique_for=unique_for,
     )
 
 

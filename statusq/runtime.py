@@ -70,7 +70,9 @@ def open_queue_manager(runtime: Runtime) -> QueueManager:
         processor = ItemProcessor(
             runtime.registry, runtime.sites, RetryPolicy.from_config(config.queue), transports=policies
         )
-        return InlineQueueManager(config, processor.process)
+        inline = InlineQueueManager(config, processor.process)
+        processor.keys = lambda: inline.unique_keys
+        return inline
     if subsystem == "stomp":
         from statusq.queues.stomp import StompQueueManager  # noqa: PLC0415
 

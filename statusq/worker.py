@@ -154,6 +154,7 @@ def build_worker(
         item_time_limit=config.daemon.time_limit,
         middleware=chain,
         transports=policies,
+        keys=lambda: queue_manager.unique_keys,
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items

@@ -32,6 +32,8 @@ from statusq.errors import Unsupported
 from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
 from statusq.produce import prepare, prepare_batch
+from statusq.queues import keyed
+from statusq.queues.keys import UniqueKeys
 
 log = logging.getLogger(__name__)
 
@@ -229,17 +231,27 @@ class QueueManager(abc.ABC):
         delay: float | str | timedelta | None = None,
         eta: datetime | None = None,
         expires: float | str | timedelta | datetime | None = None,
+        key: str | None = None,
+        unique_for: float | str | timedelta | None = None,
     ) -> str:
         """Queue one item; returns its id.  ``delay`` (seconds, ``"5m"``) or ``eta`` (an aware
         datetime): not before then; ``expires`` (seconds, a duration or an aware datetime): not
-        run after then, but dead-lettered as expired.  A bad argument raises
+        run after then, but dead-lettered as expired; ``key``: while an item with this key is
+        pending, or succeeded within ``unique_for``, nothing is added and that item's id is
+        returned (see statusq.queues.keys).  A bad argument raises
         :class:`~statusq.errors.InvalidArgument` (a :class:`DataError`) and enqueues nothing."""
-        item = Item(payload, transport, site, delay, eta, expires, headers, priority, content_type)
+        item = Item(payload, transport, site, delay, eta, expires, headers, priority, content_type, key, unique_for)
         message = prepare(item, self.default_site, self.clock(), self.default_priorities)
         middleware = self._middleware
         if middleware is not None:
             middleware.before_enqueue(message)
-        message.id = self._put(message)
+        if message.key is None:
+            message.id = self._put(message)
+        else:
+            message.id, added = keyed.put_one(self.unique_keys, self._put, message, self.clock())
+            if not added:
+                return message.id  # the key's live item: nothing was enqueued
+        self._put_done([message.id])
         if middleware is not None:
             middleware.after_enqueue(message)
         return message.id
@@ -253,13 +265,32 @@ class QueueManager(abc.ABC):
         if middleware is not None:
             for message in messages:
                 middleware.before_enqueue(message)
-        ids = self._put_many(messages)
+        if any(message.key is not None for message in messages):
+            ids, added = keyed.put_many(self.unique_keys, self._put_many, messages, self.clock())
+        else:
+            ids, added = self._put_many(messages), [True] * len(messages)
         for message, item_id in zip(messages, ids, strict=True):
             message.id = item_id
+        self._put_done([item_id for item_id, new in zip(ids, added, strict=True) if new])
         if middleware is not None:
-            for message in messages:
-                middleware.after_enqueue(message)
+            for message, new in zip(messages, added, strict=True):
+                if new:
+                    middleware.after_enqueue(message)
         return ids
+
+    #: Opened on the first keyed enqueue (see :meth:`_open_keys`).
+    _keys: UniqueKeys | None = None
+
+    @property
+    def unique_keys(self) -> UniqueKeys:
+        """Where this backend's unique keys live; opened on first use, so an application that
+        never enqueues with a key never touches the store."""
+        if self._keys is None:
+            self._keys = self._open_keys()
+        return self._keys
+
+    def _open_keys(self) -> UniqueKeys:
+        raise Unsupported(f"{type(self).__name__} cannot keep unique keys")
 
     def use_middleware(self, chain: MiddlewareChain) -> None:
         """Run ``chain``'s enqueue hooks around every enqueue through this manager: the process's
@@ -269,6 +300,9 @@ class QueueManager(abc.ABC):
     @abc.abstractmethod
     def _put(self, message: Message) -> str:
         """Put one checked, encoded item on its queue, held ``message.delay`` seconds; its id."""
+
+    def _put_done(self, ids: list[str]) -> None:
+        """The items are put and their keys bound (the inline backend runs them here)."""
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         """Put a checked batch in one transaction, all or nothing; their ids in order."""
@@ -307,6 +341,12 @@ class QueueManager(abc.ABC):
 
     def close(self) -> None:
         """Free connections; the manager is unusable afterwards."""
+        self.close_keys()
+
+    def close_keys(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
+            self._keys = None
 
     def __enter__(self) -> QueueManager:
         return self

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from statusq.config import Config, StompConfig
-from statusq.item import Delivery, Message
+from statusq.item import Delivery
 from statusq.queues.base import Consumer, DeadLetter, Subscription
 from statusq.queues.memory import MemoryAdmin, MemoryBroker, MemoryConsumer, MemoryQueueManager
 
@@ -41,16 +41,11 @@ class InlineQueueManager(MemoryQueueManager):
         """Dead letters, oldest first."""
         return self.broker.dead_letters(limit=len(self.broker.dead))[::-1]
 
-    def _put(self, message: Message) -> str:
-        item_id = super()._put(message)
-        self._run(item_id)
-        return item_id
-
-    def _put_many(self, messages: list[Message]) -> list[str]:
-        ids = super()._put_many(messages)
+    def _put_done(self, ids: list[str]) -> None:
+        # After the put, not inside it: a keyed item's key is bound to its id by then, so its
+        # handler's success is recorded against it.
         for item_id in ids:
             self._run(item_id)
-        return ids
 
     def _run(self, item_id: str) -> None:
         """Until it is acked or dead: a retry is claimed again at once, whatever its delay."""

@@ -20,7 +20,9 @@ from statusq.queues.base import Consumer, QueueManager, Subscription
 from statusq.queues.db.admin import DBAdmin
 from statusq.queues.db.consumer import DBConsumer
 from statusq.queues.db.database import Database
+from statusq.queues.db.keys import SqlKeys
 from statusq.queues.db.schema import items
+from statusq.queues.keys import UniqueKeys
 
 __all__ = ["DBQueueManager"]
 
@@ -71,5 +73,9 @@ class DBQueueManager(QueueManager):
     def subscribe(self, subscription: Subscription) -> Consumer:
         return DBConsumer(self.db, subscription)
 
+    def _open_keys(self) -> UniqueKeys:
+        return SqlKeys(self.url, self.engine)  # the items' own database, on their engine
+
     def close(self) -> None:
+        self.close_keys()
         self.db.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from statusq.defaults import CLAIM_TIMEOUT
 from statusq.item import Delivery, Message
 from statusq.queues.base import BacklogRow, ControlMessage, DeadLetter, Subscription
+from statusq.queues.keys import MemoryKeys
 from statusq.wakeup import WakePipe
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,11 @@ class MemoryBroker:
     _listeners: list[Inbox] = field(default_factory=list)  # control channels'
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Unique keys, on the broker's clock (statusq.queues.keys): shared like the items.
+    keys: MemoryKeys = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = MemoryKeys(self.clock)
 
     # -- producing ---------------------------------------------------------------------------
 

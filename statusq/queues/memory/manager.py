@@ -25,6 +25,7 @@ from statusq.queues.base import (
     QueueManager,
     Subscription,
 )
+from statusq.queues.keys import UniqueKeys
 from statusq.queues.memory.broker import Inbox, MemoryBroker
 
 
@@ -162,6 +163,9 @@ class MemoryQueueManager(QueueManager):
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         return self.broker.put_many(messages)
+
+    def _open_keys(self) -> UniqueKeys:
+        return self.broker.keys  # the broker's: shared by every manager of the broker
 
     def subscribe(self, subscription: Subscription) -> Consumer:
         consumer = MemoryConsumer(self.broker, subscription, self.broker.attach())

@@ -18,6 +18,7 @@ from statusq.defaults import DEFAULT_GROUP
 from statusq.errors import ConnectionClosed, InvalidArgument
 from statusq.item import Message
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
+from statusq.queues.keys import UniqueKeys
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.admin import StompAdmin
 from statusq.queues.stomp.consumer import StompConsumer
@@ -163,7 +164,15 @@ class StompQueueManager(QueueManager):
             return None
         return StompControlChannel(self.stomp, self.stomp.control_channel)
 
+    def _open_keys(self) -> UniqueKeys:
+        # The broker cannot look into its queues: keys live in [queue] db_url (PostgreSQL when
+        # several hosts share the broker).  SQLAlchemy is imported only for a keyed enqueue.
+        from statusq.queues.db.keys import SqlKeys  # noqa: PLC0415 - heavy, and rarely needed here
+
+        return SqlKeys(self.config.db_url)
+
     def close(self) -> None:
+        self.close_keys()
         if self._producer is not None:
             self._producer.close()
             self._producer = None
