@@ -30,6 +30,7 @@ Examples:
   statusq enqueue --delay 10m --expires 1h digest '{"user": 7}'
   echo '{"text": "hi"}' | statusq enqueue --site example.org demo -
   statusq enqueue --lines demo - < items.jsonl     # one item per line, sent in batches
+  statusq enqueue --key cron:example.org --unique-for 10m cron '{}'   # at most one per 10 minutes
 \b
 See docs/enqueueing.md (make docs builds it into site/).
 """
@@ -46,6 +47,8 @@ See docs/enqueueing.md (make docs builds it into site/).
 )
 @click.option("--delay", default=None, help="Not before this long from now: seconds or e.g. '90s', '5m', '2h'.")
 @click.option("--expires", default=None, help="Not run after this long from now (dead-lettered as expired).")
+@click.option("--key", default=None, help="Unique key: while its item is pending, nothing is added (prints its id).")
+@click.option("--unique-for", default=None, help="With --key: how long the key stays taken after success ('10m').")
 @click.option(
     "--lines",
     is_flag=True,
@@ -62,6 +65,8 @@ def enqueue(
     content_type: str,
     delay: str | None,
     expires: str | None,
+    key: str | None,
+    unique_for: str | None,
     lines: bool,
     transport: str,
     payload: str,
@@ -83,12 +88,28 @@ def enqueue(
         bodies = [text]
     rt = runtime(ctx)
     site = site or rt.config.sites.default
-    items = [Item(body, transport, site, delay, None, expires, None, priority, content_type) for body in bodies]
+    if lines and key is not None:
+        raise click.BadParameter("one key for many lines would keep only the first", param_hint="--key")
+    items = [
+        Item(body, transport, site, delay, None, expires, None, priority, content_type, key, unique_for)
+        for body in bodies
+    ]
     with rt.queue_manager() as qm:
         if not lines:
             [item] = items
             click.echo(
-                qm.enqueue(item.payload, transport, site, None, priority, content_type, delay=delay, expires=expires)
+                qm.enqueue(
+                    item.payload,
+                    transport,
+                    site,
+                    None,
+                    priority,
+                    content_type,
+                    delay=delay,
+                    expires=expires,
+                    key=key,
+                    unique_for=unique_for,
+                )
             )
             return 0
         done = _enqueue_batches(qm, items)

@@ -21,7 +21,7 @@ from statusq.queues.db import DBQueueManager
 from statusq.queues.db.schema import items
 from statusq.queues.keys import KEY_HEADER, UNIQUE_FOR_HEADER
 from statusq.queues.stomp import StompQueueManager, wire
-from tests.conftest import start_daemon, wait_for
+from tests.conftest import run_cli, start_daemon, wait_for
 from tests.stomp import make_broker, stomp_toml
 
 pytestmark = pytest.mark.e2e
@@ -112,3 +112,13 @@ def test_a_duplicate_delivery_of_a_keyed_item_that_succeeded_is_not_run(
             assert daemon.wait(timeout=60) == 0
     # Then the duplicate was not run
     assert [r["n"] for r in runs(record_file)] == [1, 2]
+
+
+def test_the_cli_enqueues_with_a_key(config: Path) -> None:
+    key = f"{uuid.uuid4().hex}:cli"
+    first = run_cli("enqueue", "--key", key, "--unique-for", "10m", "count", '{"n": 1}', config=config)
+    again = run_cli("enqueue", "--key", key, "count", '{"n": 2}', config=config)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout == again.stdout
+    bad = run_cli("enqueue", "--key", "x" * 201, "count", "{}", config=config)
+    assert bad.returncode == 65 and "key: is 201 bytes long; at most 200" in bad.stderr
