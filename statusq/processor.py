@@ -22,6 +22,7 @@ from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome, Raised, Reject, Result, Retry
 from statusq.produce import KEY_HEADER
 from statusq.queues.base import Consumer
+from statusq.queues.cancels import DROPPED, CancelView
 from statusq.queues.keys import UniqueKeys
 from statusq.registry import HandlerRegistry
 from statusq.retry import Policies, RetryPolicy, TransportPolicy
@@ -90,7 +91,10 @@ class ItemProcessor:
         transports: Policies | None = None,
         clock: Callable[[], float] = time.time,
         keys: Callable[[], UniqueKeys] | None = None,
+        cancels: Callable[[], CancelView] | None = None,
     ) -> None:
+        #: The backend's remembered cancellations (None: the backend has none).
+        self.cancels = cancels
         self.registry = registry
         #: The backend's unique keys, opened when the first keyed item comes (None: keys unsupported).
         self.keys = keys
@@ -135,6 +139,11 @@ class ItemProcessor:
         loop's thread, then hands the call to a thread or the event loop."""
         if KEY_HEADER in delivery.headers and self._already_done(delivery):
             return Result(Outcome.DONE, DUPLICATE)
+        if self.cancels is not None and (dropped := self.cancels().dropped(delivery)) is not None:
+            log.info(
+                "not run: %s (id=%s site=%s transport=%s)", dropped, delivery.id, delivery.site, delivery.transport
+            )
+            return Result(Outcome.DONE, dropped)
         if delivery.expires_at is not None and delivery.expires_at <= self.clock():
             when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
             return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
@@ -225,7 +234,9 @@ class ItemProcessor:
         if self.keys is None or result.reason == DUPLICATE:
             return
         keys = self.keys()
-        if result.outcome is Outcome.DONE:
+        if result.outcome is Outcome.DONE and result.reason and result.reason.startswith(DROPPED):
+            keys.release(key, delivery.id)  # cancelled or purged: never ran
+        elif result.outcome is Outcome.DONE:
             keys.finish(key, delivery.id)
         elif result.outcome is Outcome.DEAD:
             keys.release(key, delivery.id)  # a dead item no longer holds its key

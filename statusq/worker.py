@@ -25,7 +25,8 @@ from statusq.io.master import IoMaster
 from statusq.limits import SoftMemoryLimit
 from statusq.middleware import Middleware
 from statusq.processor import ItemProcessor
-from statusq.queues.base import Consumer, ControlChannel, Subscription
+from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
+from statusq.queues.cancels import CancelView
 from statusq.retry import Policies, RetryPolicy, resolve_policies
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
@@ -155,6 +156,7 @@ def build_worker(
         middleware=chain,
         transports=policies,
         keys=lambda: queue_manager.unique_keys,
+        cancels=cancel_view(queue_manager),
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
@@ -186,6 +188,21 @@ def build_worker(
         # its burst).
         master.managers.insert(0, control)
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None, policies)
+
+
+def cancel_view(manager: QueueManager) -> Callable[[], CancelView] | None:
+    """The worker's copy of the remembered cancellations, opened at its first item (None: the
+    backend remembers none)."""
+    if type(manager)._open_cancels is QueueManager._open_cancels:
+        return None
+    opened: list[CancelView] = []
+
+    def view() -> CancelView:
+        if not opened:
+            opened.append(CancelView(manager.cancel_store))
+        return opened[0]
+
+    return view
 
 
 def has_async_handlers(runtime: Runtime) -> bool:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from statusq.cli import control, daemon, deadletters, dispatch, enqueue, monitor, queues, status
+from statusq.cli import cancel, control, daemon, deadletters, dispatch, enqueue, monitor, queues, status
 from statusq.errors import StatusqError
 
 EPILOG = """\b
@@ -41,6 +41,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 cli.add_command(daemon.daemon)
 cli.add_command(enqueue.enqueue)
+cli.add_command(cancel.cancel)
+cli.add_command(cancel.purge)
 cli.add_command(status.status)
 cli.add_command(deadletters.deadletters)
 cli.add_command(control.control)

@@ -28,11 +28,12 @@ from types import MappingProxyType
 from typing import Any
 
 from statusq.defaults import DEFAULT_SITE, MAX_BATCH
-from statusq.errors import Unsupported
+from statusq.errors import InvalidArgument, Unsupported
 from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
 from statusq.produce import prepare, prepare_batch
 from statusq.queues import keyed
+from statusq.queues.cancels import Cancelled, CancelStore, Purge, Purged
 from statusq.queues.keys import UniqueKeys
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,50 @@ class QueueManager(abc.ABC):
     def _open_keys(self) -> UniqueKeys:
         raise Unsupported(f"{type(self).__name__} cannot keep unique keys")
 
+    _cancels: CancelStore | None = None
+
+    @property
+    def cancel_store(self) -> CancelStore:
+        """Where cancellations the backend could not carry out at once are remembered."""
+        if self._cancels is None:
+            self._cancels = self._open_cancels()
+        return self._cancels
+
+    def _open_cancels(self) -> CancelStore:
+        raise Unsupported(f"{type(self).__name__} cannot cancel items")
+
+    def cancel(self, ids: Iterable[str], reason: str = "by an operator") -> Cancelled:
+        """Cancel items by id: deleted if queued and the backend can; else (in hand, or on a
+        broker that cannot delete one message) remembered, and dropped unrun when they arrive.
+        An id the backend knows it does not hold is in neither list."""
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        if not wanted:
+            raise InvalidArgument("ids", "no id given")
+        removed, in_hand = self._remove(wanted)
+        remember = [i for i in wanted if i not in removed and (in_hand is None or i in in_hand)]
+        if remember:
+            self.cancel_store.remember(remember, reason)
+        return Cancelled([i for i in wanted if i in removed], remember)
+
+    def purge(self, site: str | None = None, transport: str | None = None, reason: str = "by an operator") -> Purged:
+        """Drop every item of ``site`` and/or ``transport`` enqueued until now: deleted where the
+        backend can, the rest (in hand, or on a broker) dropped unrun when they arrive."""
+        if site is None and transport is None:
+            raise InvalidArgument("site", "give a site, a transport or both (a purge of everything is refused)")
+        before = self.clock()
+        removed = self._remove_matching(site, transport)
+        self.cancel_store.remember_purge(Purge(site, transport, before, reason))
+        return Purged(removed, True)
+
+    def _remove(self, ids: list[str]) -> tuple[set[str], set[str] | None]:
+        """Delete the queued items of ``ids``: (the ids deleted, the ids in hand now, or None
+        when the backend cannot tell, as a broker cannot)."""
+        return set(), None
+
+    def _remove_matching(self, site: str | None, transport: str | None) -> int | None:
+        """Delete the queued items of ``site``/``transport``: how many (None: cannot count)."""
+        return None
+
     def use_middleware(self, chain: MiddlewareChain) -> None:
         """Run ``chain``'s enqueue hooks around every enqueue through this manager: the process's
         chain, handed over by whoever opens the manager (statusq.runtime does)."""
@@ -347,6 +392,9 @@ class QueueManager(abc.ABC):
         if self._keys is not None:
             self._keys.close()
             self._keys = None
+        if self._cancels is not None:
+            self._cancels.close()
+            self._cancels = None
 
     def __enter__(self) -> QueueManager:
         return self

@@ -12,12 +12,14 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import and_, delete, insert, select, true
 
 from statusq.config import Config
 from statusq.item import Message
 from statusq.queues.base import Consumer, QueueManager, Subscription
+from statusq.queues.cancels import CancelStore
 from statusq.queues.db.admin import DBAdmin
+from statusq.queues.db.cancels import SqlCancels
 from statusq.queues.db.consumer import DBConsumer
 from statusq.queues.db.database import Database
 from statusq.queues.db.keys import SqlKeys
@@ -75,6 +77,27 @@ class DBQueueManager(QueueManager):
 
     def _open_keys(self) -> UniqueKeys:
         return SqlKeys(self.url, self.engine)  # the items' own database, on their engine
+
+    def _open_cancels(self) -> CancelStore:
+        return SqlCancels(self.url, self.engine)
+
+    def _remove(self, ids: list[str]) -> tuple[set[str], set[str] | None]:
+        numbers = [int(i) for i in ids if i.isdigit()]
+        with self.db.errors(), self.engine.begin() as conn:
+            gone = delete(items).where(items.c.id.in_(numbers) & items.c.claimed_by.is_(None)).returning(items.c.id)
+            removed = {str(i) for i in conn.execute(gone).scalars()}
+            held = select(items.c.id).where(items.c.id.in_(numbers) & items.c.claimed_by.is_not(None))
+            return removed, {str(i) for i in conn.execute(held).scalars()}
+
+    def _remove_matching(self, site: str | None, transport: str | None) -> int | None:
+        chosen = and_(
+            items.c.claimed_by.is_(None),
+            true() if site is None else items.c.site == site,
+            true() if transport is None else items.c.transport == transport,
+        )
+        with self.db.errors(), self.engine.begin() as conn:
+            removed: int = conn.execute(delete(items).where(chosen)).rowcount
+            return removed
 
     def close(self) -> None:
         self.close_keys()

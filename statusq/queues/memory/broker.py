@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from statusq.defaults import CLAIM_TIMEOUT
 from statusq.item import Delivery, Message
 from statusq.queues.base import BacklogRow, ControlMessage, DeadLetter, Subscription
+from statusq.queues.cancels import MemoryCancels
 from statusq.queues.keys import MemoryKeys
 from statusq.wakeup import WakePipe
 
@@ -87,9 +88,12 @@ class MemoryBroker:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: Unique keys, on the broker's clock (statusq.queues.keys): shared like the items.
     keys: MemoryKeys = field(init=False)
+    #: Cancellations of items in hand (statusq.queues.cancels).
+    cancels: MemoryCancels = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = MemoryKeys(self.clock)
+        self.cancels = MemoryCancels(self.clock)
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -120,6 +124,28 @@ class MemoryBroker:
                 ids.append(item.id)
         self.wake()
         return ids
+
+    def remove(self, ids: list[str]) -> tuple[set[str], set[str]]:
+        """Delete the queued ones of ``ids``: (deleted, in hand)."""
+        with self._lock:
+            found = [self.items[i] for i in ids if i in self.items]
+            removed = {i.id for i in found if i.claimed_by is None}
+            for item_id in removed:
+                del self.items[item_id]
+            return removed, {i.id for i in found if i.claimed_by is not None}
+
+    def remove_matching(self, site: str | None, transport: str | None) -> int:
+        with self._lock:
+            doomed = [
+                i.id
+                for i in self.items.values()
+                if i.claimed_by is None
+                and (site is None or i.site == site)
+                and (transport is None or i.transport == transport)
+            ]
+            for item_id in doomed:
+                del self.items[item_id]
+            return len(doomed)
 
     # -- consuming ---------------------------------------------------------------------------
 

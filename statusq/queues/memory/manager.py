@@ -25,6 +25,7 @@ from statusq.queues.base import (
     QueueManager,
     Subscription,
 )
+from statusq.queues.cancels import CancelStore
 from statusq.queues.keys import UniqueKeys
 from statusq.queues.memory.broker import Inbox, MemoryBroker
 
@@ -166,6 +167,15 @@ class MemoryQueueManager(QueueManager):
 
     def _open_keys(self) -> UniqueKeys:
         return self.broker.keys  # the broker's: shared by every manager of the broker
+
+    def _open_cancels(self) -> CancelStore:
+        return self.broker.cancels
+
+    def _remove(self, ids: list[str]) -> tuple[set[str], set[str] | None]:
+        return self.broker.remove(ids)
+
+    def _remove_matching(self, site: str | None, transport: str | None) -> int | None:
+        return self.broker.remove_matching(site, transport)
 
     def subscribe(self, subscription: Subscription) -> Consumer:
         consumer = MemoryConsumer(self.broker, subscription, self.broker.attach())

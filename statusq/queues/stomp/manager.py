@@ -18,6 +18,7 @@ from statusq.defaults import DEFAULT_GROUP
 from statusq.errors import ConnectionClosed, InvalidArgument
 from statusq.item import Message
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
+from statusq.queues.cancels import CancelStore
 from statusq.queues.keys import UniqueKeys
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.admin import StompAdmin
@@ -170,6 +171,12 @@ class StompQueueManager(QueueManager):
         from statusq.queues.db.keys import SqlKeys  # noqa: PLC0415 - heavy, and rarely needed here
 
         return SqlKeys(self.config.db_url)
+
+    def _open_cancels(self) -> CancelStore:
+        # A broker cannot delete one message: every cancellation is remembered, in db_url.
+        from statusq.queues.db.cancels import SqlCancels  # noqa: PLC0415 - heavy, and rarely needed here
+
+        return SqlCancels(self.config.db_url)
 
     def close(self) -> None:
         self.close_keys()
