@@ -207,6 +207,8 @@ class App:
             "/deadletters/purge": self._purge,
             "/sites/add": self._site_command,
             "/sites/remove": self._site_command,
+            "/sites/purge": self._purge_backlog,
+            "/sites/cancel": self._cancel_item,
         }
 
     def _set_queue(self, path: str, form: dict[str, str]) -> str:
@@ -230,6 +232,22 @@ class App:
     def _purge(self, _path: str, form: dict[str, str]) -> str:
         gone = sources.purge(self.open_queue, self.config(), [forms.item_id(form)])
         return f"purged {gone} item(s)"
+
+    def _purge_backlog(self, _path: str, form: dict[str, str]) -> str:
+        site, transport = forms.site_name(form), forms.transport_name(form)
+        done = sources.purge_backlog(self.open_queue, self.config(), site, transport)
+        what = f"{site}" + (f" ({transport})" if transport else "")
+        count = "an unknown number of" if done.removed is None else str(done.removed)
+        return f"purged {count} queued item(s) of {what}; those in hand or on a broker are dropped when they arrive"
+
+    def _cancel_item(self, _path: str, form: dict[str, str]) -> str:
+        item = forms.item_id(form)
+        done = sources.cancel_items(self.open_queue, self.config(), [item])
+        if done.removed:
+            return f"cancelled item {item}: deleted from the queue"
+        if done.remembered:
+            return f"cancelled item {item}: it is dropped when it arrives"
+        return f"item {item} is not queued here (done, dead or unknown)"
 
     def _site_command(self, path: str, form: dict[str, str]) -> str:
         config = self.config()

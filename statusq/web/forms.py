@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
-from statusq.defaults import SITE_PATTERN
+from statusq.defaults import NAME_PATTERN, SITE_PATTERN
 from statusq.dispatcher.status import QueueView
 from statusq.errors import StatusqError
 from statusq.units import parse_duration
@@ -20,6 +20,7 @@ from statusq.units import parse_duration
 #: A form is a few short fields; anything longer is refused before it is parsed.
 MAX_BODY = 16 * 1024
 _SITE = re.compile(SITE_PATTERN)
+_TRANSPORT = re.compile(NAME_PATTERN)
 _ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 _MAX_ITEMS = 1_000_000
 _MAX_FREQUENCY = 366 * 86400.0
@@ -74,7 +75,17 @@ def site_name(form: dict[str, str]) -> str:
 
 
 def item_id(form: dict[str, str]) -> str:
-    value = form.get("id", "")
+    value = form.get("id", "").strip()
     if not _ID.match(value):
-        raise FormError("no valid dead-letter id given")
+        raise FormError("no valid item id given")
     return value
+
+
+def transport_name(form: dict[str, str]) -> str | None:
+    """An optional transport ("" or absent: every transport)."""
+    name = form.get("transport", "").strip()
+    if not name:
+        return None
+    if not _TRANSPORT.match(name):
+        raise FormError(f"{name[:80]!r} is not a transport name (lowercase letters, digits, '_.-', up to 64)")
+    return name

@@ -179,8 +179,21 @@ def sites(ctx: Context, rows: list[SiteRow] | str, control_problem: str | None) 
     if writable:
         field = Markup('<label>site <input class="wide" type="text" name="site" required></label>')
         body += form(ctx, "/sites/add", "Add / update", field, css="row")
+    if ctx.can_write:
+        body += backlog_forms(ctx)
     body += table(headers, table_rows, empty="no site files, no items seen")
     return page(ctx, "Sites", body)
+
+
+def backlog_forms(ctx: Context) -> Markup:
+    """Purge a site's queued items, cancel one item: on every backend (a broker's are dropped
+    when they arrive, as ``statusq purge`` and ``statusq cancel`` do)."""
+    site = Markup('<label>site <input class="wide" type="text" name="site" required></label>')
+    transport = Markup('<label>transport (empty: all) <input type="text" name="transport"></label>')
+    item = Markup('<label>item id <input class="wide" type="text" name="id" required></label>')
+    return form(ctx, "/sites/purge", "Purge queued items", site + transport, css="row") + form(
+        ctx, "/sites/cancel", "Cancel item", item, css="row"
+    )
 
 
 def login(ctx: Context, failed: bool = False) -> Markup:

@@ -18,6 +18,7 @@ from pathlib import Path
 from statusq.config import Config
 from statusq.metrics.scrape import Samples, ScrapeError, fetch
 from statusq.queues.base import BacklogRow, DeadLetter, QueueManager
+from statusq.queues.cancels import Cancelled, Purged
 from statusq.sites import SiteTable
 from statusq.state import SupervisorState, WorkerState, running_daemons
 from statusq.web.chart import RateHistory
@@ -110,6 +111,16 @@ def requeue(open_queue: QueueOpener, config: Config, ids: Iterable[str] | None) 
 def purge(open_queue: QueueOpener, config: Config, ids: Iterable[str] | None) -> int:
     with open_queue(config) as qm:
         return qm.purge_dead(ids)
+
+
+def purge_backlog(open_queue: QueueOpener, config: Config, site: str, transport: str | None) -> Purged:
+    with open_queue(config) as qm:
+        return qm.purge(site, transport, "from the web page")
+
+
+def cancel_items(open_queue: QueueOpener, config: Config, ids: list[str]) -> Cancelled:
+    with open_queue(config) as qm:
+        return qm.cancel(ids, "from the web page")
 
 
 def control_channel(config: Config) -> str | None:

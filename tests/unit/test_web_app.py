@@ -265,3 +265,35 @@ def test_a_site_removed_from_the_page_is_shown_removed_until_added_again(
     page = app.handle("GET", "/sites", headers).body.decode()
     assert "update-site c.example (but there is no" in page and "its items stay refused" in page
     assert sent == ["remove-site a.example", "update-site a.example", "update-site c.example"]
+
+
+def queued(config: Config) -> list[str]:
+    with Runtime(config).queue_manager() as qm:
+        rows = qm.backlog() or []
+        return [f"{r.site}/{r.transport}:{r.ready}" for r in rows if r.ready]
+
+
+def test_the_sites_page_purges_a_sites_backlog_and_cancels_an_item_with_csrf(config: Config) -> None:
+    with Runtime(config).queue_manager() as qm:
+        doomed = [qm.enqueue({}, "count", site="old.example") for _ in range(3)]
+        keep = qm.enqueue({}, "count", site="keep.example")
+        cancel = qm.enqueue({}, "count", site="keep.example")
+    app = make_app(config)
+    headers, csrf = login(app)
+    page = app.handle("GET", "/sites", headers).body.decode()
+    assert 'action="/sites/purge"' in page and 'action="/sites/cancel"' in page
+    # Without the CSRF token: refused, nothing changes
+    assert post(app, "/sites/purge", headers, site="old.example").status == 403
+    assert post(app, "/sites/cancel", headers, id=cancel, csrf="forged").status == 403
+    assert sorted(queued(config)) == ["keep.example/count:2", "old.example/count:3"]
+    # With it: done, and the page says what was done
+    assert post(app, "/sites/purge", headers, site="old.example", transport="", csrf=csrf).status == 303
+    assert post(app, "/sites/cancel", headers, id=cancel, csrf=csrf).status == 303
+    assert queued(config) == ["keep.example/count:1"]
+    page = app.handle("GET", "/sites", headers).body.decode()
+    assert "purged 3 queued item(s) of old.example" in page
+    assert f"cancelled item {cancel}: deleted from the queue" in page
+    assert doomed and keep
+    # A bad field is reported and nothing is done
+    assert post(app, "/sites/purge", headers, site="bad site!", csrf=csrf).status == 303
+    assert "is not a site name" in app.handle("GET", "/sites", headers).body.decode()
