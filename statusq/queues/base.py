@@ -28,12 +28,12 @@ from types import MappingProxyType
 from typing import Any
 
 from statusq.defaults import DEFAULT_SITE, MAX_BATCH
-from statusq.errors import InvalidArgument, Unsupported
+from statusq.errors import Unsupported
 from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
 from statusq.produce import prepare, prepare_batch
 from statusq.queues import keyed
-from statusq.queues.cancels import Cancelled, CancelStore, Purge, Purged
+from statusq.queues.cancels import Cancelled, CancelStore, Purged, cancel_items, purge_items
 from statusq.queues.keys import UniqueKeys
 
 log = logging.getLogger(__name__)
@@ -309,24 +309,12 @@ class QueueManager(abc.ABC):
         """Cancel items by id: deleted if queued and the backend can; else (in hand, or on a
         broker that cannot delete one message) remembered, and dropped unrun when they arrive.
         An id the backend knows it does not hold is in neither list."""
-        wanted = list(dict.fromkeys(str(i) for i in ids))
-        if not wanted:
-            raise InvalidArgument("ids", "no id given")
-        removed, in_hand = self._remove(wanted)
-        remember = [i for i in wanted if i not in removed and (in_hand is None or i in in_hand)]
-        if remember:
-            self.cancel_store.remember(remember, reason)
-        return Cancelled([i for i in wanted if i in removed], remember)
+        return cancel_items(ids, reason, self._remove, lambda: self.cancel_store)
 
     def purge(self, site: str | None = None, transport: str | None = None, reason: str = "by an operator") -> Purged:
         """Drop every item of ``site`` and/or ``transport`` enqueued until now: deleted where the
         backend can, the rest (in hand, or on a broker) dropped unrun when they arrive."""
-        if site is None and transport is None:
-            raise InvalidArgument("site", "give a site, a transport or both (a purge of everything is refused)")
-        before = self.clock()
-        removed = self._remove_matching(site, transport)
-        self.cancel_store.remember_purge(Purge(site, transport, before, reason))
-        return Purged(removed, True)
+        return purge_items(site, transport, reason, self.clock(), self._remove_matching, lambda: self.cancel_store)
 
     def _remove(self, ids: list[str]) -> tuple[set[str], set[str] | None]:
         """Delete the queued items of ``ids``: (the ids deleted, the ids in hand now, or None

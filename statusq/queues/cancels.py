@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from statusq.errors import InvalidArgument
 from statusq.item import Delivery
 
 #: How the reason of an item dropped unrun begins.
@@ -105,6 +106,40 @@ class MemoryCancels(CancelStore):
             self._ids = {i: (r, at) for i, (r, at) in self._ids.items() if at >= oldest}
             self._purges = [(p, at) for p, at in self._purges if at >= oldest]
             return {i: r for i, (r, _) in self._ids.items()}, [p for p, _ in self._purges]
+
+
+def cancel_items(
+    ids: Iterable[str],
+    reason: str,
+    remove: Callable[[list[str]], tuple[set[str], set[str] | None]],
+    store: Callable[[], CancelStore],
+) -> Cancelled:
+    """``QueueManager.cancel``: ``remove`` deletes what the backend can and says what is in hand
+    (None: it cannot tell); the rest is remembered in ``store``."""
+    wanted = list(dict.fromkeys(str(i) for i in ids))
+    if not wanted:
+        raise InvalidArgument("ids", "no id given")
+    removed, in_hand = remove(wanted)
+    remember = [i for i in wanted if i not in removed and (in_hand is None or i in in_hand)]
+    if remember:
+        store().remember(remember, reason)
+    return Cancelled([i for i in wanted if i in removed], remember)
+
+
+def purge_items(
+    site: str | None,
+    transport: str | None,
+    reason: str,
+    now: float,
+    remove: Callable[[str | None, str | None], int | None],
+    store: Callable[[], CancelStore],
+) -> Purged:
+    """``QueueManager.purge``: delete what matches, and remember the purge for the rest."""
+    if site is None and transport is None:
+        raise InvalidArgument("site", "give a site, a transport or both (a purge of everything is refused)")
+    removed = remove(site, transport)
+    store().remember_purge(Purge(site, transport, now, reason))
+    return Purged(removed, True)
 
 
 class CancelView:
