@@ -17,24 +17,38 @@ the same way.
 from __future__ import annotations
 
 import abc
-import enum
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 from statusq.defaults import DEFAULT_SITE, MAX_BATCH
-from statusq.errors import Unsupported
+from statusq.errors import InvalidArgument, Unsupported
 from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
 from statusq.produce import prepare, prepare_batch
 from statusq.queues import keyed
+
+# Re-exported: the operator's side lives in statusq.queues.admin; backends import it from here.
+from statusq.queues.admin import Admin, BacklogRow, Capability, DeadLetter
 from statusq.queues.cancels import Cancelled, CancelStore, Purged, cancel_items, purge_items
 from statusq.queues.keys import UniqueKeys
+
+__all__ = [
+    "Admin",
+    "BacklogRow",
+    "Capability",
+    "Consumer",
+    "ControlChannel",
+    "ControlMessage",
+    "DeadLetter",
+    "QueueManager",
+    "Subscription",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +65,6 @@ class Subscription:
     #: instead of leaving them queued forever.  Only the default group's workers do this.
     catch_unknown: bool = False
     known_transports: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    id: str
-    site: str
-    transport: str
-    attempts: int
-    error: str
-    enqueued_at: float
-    dead_at: float
-    content_type: str
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class BacklogRow:
-    site: str
-    transport: str
-    ready: int = 0  # waiting, can run now
-    delayed: int = 0  # waiting for a retry's backoff
-    in_flight: int = 0  # claimed by a worker
-    dead: int = 0
 
 
 #: A control message as received: its headers and body.
@@ -151,58 +141,10 @@ class ControlChannel(abc.ABC):
         """Unsubscribe and disconnect."""
 
 
-class Capability(enum.StrEnum):
-    """What an :class:`Admin` can do; the rest it refuses (:class:`~statusq.errors.Unsupported`)
-    or, for counts, reports as unknown."""
-
-    BACKLOG = "count the backlog"  # per site and transport, cheaply
-    DEAD_LETTERS = "list dead letters"
-    REQUEUE = "requeue dead letters"
-    PURGE = "purge dead letters"
-    RELEASE_CLAIMS = "release claims"  # give back a dead worker's items at once
-    CONTROL = "send control commands"
-
-
-class Admin:
-    """What operators do with a backend (``statusq status``, ``deadletters``, ``control``, the web
-    page, the supervisor after a worker died).  This base can do nothing: a backend's admin
-    overrides what it declares in :attr:`capabilities`."""
-
-    capabilities: frozenset[Capability] = frozenset()
-
-    def can(self, capability: Capability) -> bool:
-        return capability in self.capabilities
-
-    def backlog(self) -> list[BacklogRow] | None:
-        """Counts per site and transport; None when the backend cannot count them cheaply (a
-        broker's queue depths are the broker's to tell: see :mod:`statusq.metrics.activemq`)."""
-        return None
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Newest first."""
-        raise self._unsupported(Capability.DEAD_LETTERS)
-
-    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters back on their queue with a fresh attempt count (None: all)."""
-        raise self._unsupported(Capability.REQUEUE)
-
-    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Delete dead letters for good (None: all)."""
-        raise self._unsupported(Capability.PURGE)
-
-    def release_claims(self, owner: str, reason: str) -> int:
-        """Make every item claimed by ``owner`` (a dead worker's :attr:`Consumer.claim_owner`)
-        available again at once, its attempt still counted and ``reason`` kept as its last error;
-        returns how many.  Called by the supervisor after it reaped the worker, so the items come
-        back now rather than after ``claim_timeout``.  Without claims there is nothing to release."""
-        return 0
-
-    def send_control(self, text: str) -> None:
-        """Broadcast a control command to every daemon (see statusq.control)."""
-        raise self._unsupported(Capability.CONTROL)
-
-    def _unsupported(self, capability: Capability) -> Unsupported:
-        return Unsupported(f"{type(self).__name__}: this backend cannot {capability.value}")
+def _no_keys_in_transactions(messages: list[Message]) -> None:
+    if any(message.key is not None for message in messages):
+        # The keys' reservation commits on its own: it would outlive a rolled-back transaction.
+        raise InvalidArgument("key", "cannot be combined with connection= (the keys are not in your transaction)")
 
 
 class QueueManager(abc.ABC):
@@ -234,19 +176,26 @@ class QueueManager(abc.ABC):
         expires: float | str | timedelta | datetime | None = None,
         key: str | None = None,
         unique_for: float | str | timedelta | None = None,
+        connection: Any = None,
     ) -> str:
         """Queue one item; returns its id.  ``delay`` (seconds, ``"5m"``) or ``eta`` (an aware
         datetime): not before then; ``expires`` (seconds, a duration or an aware datetime): not
         run after then, but dead-lettered as expired; ``key``: while an item with this key is
         pending, or succeeded within ``unique_for``, nothing is added and that item's id is
-        returned (see statusq.queues.keys).  A bad argument raises
+        returned (see statusq.queues.keys); ``connection`` (database backend): an SQLAlchemy or
+        DB-API connection to the queue's database, whose transaction the item is written in,
+        committed or rolled back with it.  A bad argument raises
         :class:`~statusq.errors.InvalidArgument` (a :class:`DataError`) and enqueues nothing."""
         item = Item(payload, transport, site, delay, eta, expires, headers, priority, content_type, key, unique_for)
         message = prepare(item, self.default_site, self.clock(), self.default_priorities)
+        if connection is not None:
+            _no_keys_in_transactions([message])
         middleware = self._middleware
         if middleware is not None:
             middleware.before_enqueue(message)
-        if message.key is None:
+        if connection is not None:
+            message.id = self._put_in([message], connection)[0]
+        elif message.key is None:
             message.id = self._put(message)
         else:
             message.id, added = keyed.put_one(self.unique_keys, self._put, message, self.clock())
@@ -257,16 +206,20 @@ class QueueManager(abc.ABC):
             middleware.after_enqueue(message)
         return message.id
 
-    def enqueue_many(self, items: Iterable[Item]) -> list[str]:
+    def enqueue_many(self, items: Iterable[Item], *, connection: Any = None) -> list[str]:
         """Queue a batch of :class:`~statusq.Item` in one broker or database transaction, all or
         nothing; returns their ids in order.  Every item is checked, and every middleware's
         ``before_enqueue`` has run on it (a refusal refuses the batch), before anything is sent."""
         messages = prepare_batch(items, self.default_site, self.clock(), MAX_BATCH, self.default_priorities)
+        if connection is not None:
+            _no_keys_in_transactions(messages)
         middleware = self._middleware
         if middleware is not None:
             for message in messages:
                 middleware.before_enqueue(message)
-        if any(message.key is not None for message in messages):
+        if connection is not None:
+            ids, added = self._put_in(messages, connection), [True] * len(messages)
+        elif any(message.key is not None for message in messages):
             ids, added = keyed.put_many(self.unique_keys, self._put_many, messages, self.clock())
         else:
             ids, added = self._put_many(messages), [True] * len(messages)
@@ -333,6 +286,11 @@ class QueueManager(abc.ABC):
     @abc.abstractmethod
     def _put(self, message: Message) -> str:
         """Put one checked, encoded item on its queue, held ``message.delay`` seconds; its id."""
+
+    def _put_in(self, messages: list[Message], connection: Any) -> list[str]:
+        """Write ``messages`` in the transaction of the application's ``connection``."""
+        name = type(self).__name__
+        raise InvalidArgument("connection", f"{name}: only the database backend enqueues in a transaction")
 
     def _put_done(self, ids: list[str]) -> None:
         """The items are put and their keys bound (the inline backend runs them here)."""

@@ -24,6 +24,7 @@ from statusq.queues.db.consumer import DBConsumer
 from statusq.queues.db.database import Database
 from statusq.queues.db.keys import SqlKeys
 from statusq.queues.db.schema import items
+from statusq.queues.db.transactional import insert_rows
 from statusq.queues.keys import UniqueKeys
 
 __all__ = ["DBQueueManager"]
@@ -71,6 +72,11 @@ class DBQueueManager(QueueManager):
             for transport in sorted({message.transport for message in messages}):
                 self.db.notify(conn, transport)
         return [str(item_id) for item_id in ids]
+
+    def _put_in(self, messages: list[Message], connection: Any) -> list[str]:
+        now = time.time()
+        rows = [self._row(message, now) for message in messages]
+        return insert_rows(self.engine, connection, rows, {message.transport for message in messages})
 
     def subscribe(self, subscription: Subscription) -> Consumer:
         return DBConsumer(self.db, subscription)

@@ -1,0 +1,84 @@
+"""Enqueue inside the application's own transaction (``enqueue(..., connection=conn)``): the row
+is written on the application's connection and committed, or rolled back, with the rest of its
+work, so a worker sees the item only once the transaction that made it is committed.
+
+``conn`` is an SQLAlchemy :class:`~sqlalchemy.engine.Connection` or a DB-API connection
+(``sqlite3``, psycopg) to the same database as ``[queue] db_url``.  On PostgreSQL the wake-up
+(NOTIFY) travels in the same transaction, so it is delivered at its commit, never before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from statusq.errors import InvalidArgument, QueueError
+from statusq.queues.db.schema import NOTIFY_CHANNEL, items
+
+
+def _same_database(engine: Engine, conn: Connection) -> None:
+    ours, theirs = engine.url, conn.engine.url
+    if (ours.get_backend_name(), ours.host, ours.port, ours.database) != (
+        theirs.get_backend_name(),
+        theirs.host,
+        theirs.port,
+        theirs.database,
+    ):
+        where = theirs.render_as_string(hide_password=True)
+        raise InvalidArgument("connection", f"is to {where}, not to the queue's database ([queue] db_url)")
+
+
+def insert_rows(engine: Engine, conn: Any, rows: list[dict[str, Any]], transports: set[str]) -> list[str]:
+    """Insert ``rows`` on the application's connection, in its transaction (not committed here);
+    their ids in order."""
+    stmt = insert(items).returning(items.c.id, sort_by_parameter_order=True)
+    postgres = engine.dialect.name == "postgresql"
+    if isinstance(conn, Connection):
+        _same_database(engine, conn)
+        try:
+            ids = conn.execute(stmt, rows).scalars().all()
+            if postgres:
+                for transport in sorted(transports):
+                    conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
+        except (DBAPIError, SQLAlchemyError) as exc:
+            raise QueueError(f"enqueue on the application's connection: {_first_line(exc)}") from exc
+        return [str(i) for i in ids]
+    if not hasattr(conn, "cursor"):
+        raise InvalidArgument("connection", f"must be an SQLAlchemy or DB-API connection, not {type(conn).__name__}")
+    return _dbapi(engine, conn, rows, transports, postgres)
+
+
+def _dbapi(engine: Engine, conn: Any, rows: list[dict[str, Any]], transports: set[str], postgres: bool) -> list[str]:
+    """One INSERT … RETURNING per row, compiled by SQLAlchemy for the database's driver (its
+    parameter style: ``?`` for sqlite3, ``%(name)s`` for psycopg)."""
+    if isinstance(conn, sqlite3.Connection) == postgres:
+        raise InvalidArgument("connection", f"is not to the queue's {engine.dialect.name} database")
+    compiled = insert(items).values(rows[0]).returning(items.c.id).compile(dialect=engine.dialect)
+    sql = str(compiled)
+    ids = []
+    cursor = conn.cursor()
+    try:
+        for row in rows:
+            params = compiled.construct_params(row)
+            order = compiled.positiontup
+            bound = tuple(params[name] for name in order) if compiled.positional and order else params
+            cursor.execute(sql, bound)
+            ids.append(str(cursor.fetchone()[0]))
+        if postgres:
+            for transport in sorted(transports):
+                cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, transport))
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("sqlite3", "psycopg")):
+            raise
+        raise QueueError(f"enqueue on the application's connection: {_first_line(exc)}") from exc
+    finally:
+        cursor.close()
+    return ids
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
