@@ -96,6 +96,11 @@ class StompConfig(_Section):
     reconnect_delay: Duration = 0.5
     reconnect_delay_max: Duration = 30.0
     flavor: Literal["auto", "activemq", "rabbitmq"] = "auto"
+    #: The application's database, holding the transactional outbox (statusq.queues.db.outbox);
+    #: None: ``enqueue(..., connection=)`` is refused on STOMP.
+    outbox_url: str | None = None
+    #: How often a worker looks for committed outbox rows to relay.
+    outbox_poll: Duration = Field(default=0.2, gt=0)
 
     @property
     def dead_letter_destination(self) -> str:

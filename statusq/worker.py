@@ -173,6 +173,7 @@ def build_worker(
     xmpp = xmpp_managers(config, runtime.sites, runtime.registry, queue_manager, groups)  # [] unless serving "xmpp"
     managers = [
         listener,
+        *outbox_relay(config, queue_manager),
         *([metrics.manager] if metrics else []),
         *(extra_managers or []),
         *([dispatcher] if dispatcher else []),
@@ -188,6 +189,17 @@ def build_worker(
         # its burst).
         master.managers.insert(0, control)
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None, policies)
+
+
+def outbox_relay(config: Config, manager: QueueManager) -> list[IoManager]:
+    """The relay of the transactional outbox, where one is configured (STOMP)."""
+    url = config.queue.stomp.outbox_url
+    send = getattr(manager, "relay_batch", None)  # StompQueueManager's; not imported by a DB worker
+    if config.queue.subsystem != "stomp" or url is None or send is None:
+        return []
+    from statusq.io.outbox import OutboxRelay  # noqa: PLC0415 - SQLAlchemy: only where an outbox is configured
+
+    return [OutboxRelay(url, send, config.queue.stomp.outbox_poll)]
 
 
 def cancel_view(manager: QueueManager) -> Callable[[], CancelView] | None:

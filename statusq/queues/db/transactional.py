@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, Table, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -33,31 +33,48 @@ def _same_database(engine: Engine, conn: Connection) -> None:
 
 
 def insert_rows(engine: Engine, conn: Any, rows: list[dict[str, Any]], transports: set[str]) -> list[str]:
-    """Insert ``rows`` on the application's connection, in its transaction (not committed here);
-    their ids in order."""
-    stmt = insert(items).returning(items.c.id, sort_by_parameter_order=True)
-    postgres = engine.dialect.name == "postgresql"
+    """Insert item ``rows`` on the application's connection, in its transaction (not committed
+    here); their ids in order.  On PostgreSQL the consumers' wake-up goes in the same transaction."""
+    notify = sorted(transports) if engine.dialect.name == "postgresql" else []
+    return [str(i) for i in _execute(engine, conn, items, rows, returning=True, notify=notify)]
+
+
+def write_rows(engine: Engine, conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table`` on the application's connection, in its transaction."""
+    _execute(engine, conn, table, rows, returning=False, notify=[])
+
+
+def _execute(
+    engine: Engine, conn: Any, table: Table, rows: list[dict[str, Any]], *, returning: bool, notify: list[str]
+) -> list[Any]:
     if isinstance(conn, Connection):
         _same_database(engine, conn)
         try:
-            ids = conn.execute(stmt, rows).scalars().all()
-            if postgres:
-                for transport in sorted(transports):
-                    conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
+            if returning:
+                stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+                ids = list(conn.execute(stmt, rows).scalars().all())
+            else:
+                conn.execute(insert(table), rows)
+                ids = []
+            for transport in notify:
+                conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
         except (DBAPIError, SQLAlchemyError) as exc:
             raise QueueError(f"enqueue on the application's connection: {_first_line(exc)}") from exc
-        return [str(i) for i in ids]
+        return ids
     if not hasattr(conn, "cursor"):
         raise InvalidArgument("connection", f"must be an SQLAlchemy or DB-API connection, not {type(conn).__name__}")
-    return _dbapi(engine, conn, rows, transports, postgres)
-
-
-def _dbapi(engine: Engine, conn: Any, rows: list[dict[str, Any]], transports: set[str], postgres: bool) -> list[str]:
-    """One INSERT … RETURNING per row, compiled by SQLAlchemy for the database's driver (its
-    parameter style: ``?`` for sqlite3, ``%(name)s`` for psycopg)."""
-    if isinstance(conn, sqlite3.Connection) == postgres:
+    if isinstance(conn, sqlite3.Connection) == (engine.dialect.name == "postgresql"):
         raise InvalidArgument("connection", f"is not to the queue's {engine.dialect.name} database")
-    compiled = insert(items).values(rows[0]).returning(items.c.id).compile(dialect=engine.dialect)
+    return _dbapi(engine, conn, table, rows, returning, notify)
+
+
+def _dbapi(
+    engine: Engine, conn: Any, table: Table, rows: list[dict[str, Any]], returning: bool, notify: list[str]
+) -> list[Any]:
+    """One INSERT per row, compiled by SQLAlchemy for the database's driver (its parameter
+    style: ``?`` for sqlite3, ``%(name)s`` for psycopg)."""
+    stmt = insert(table).values(rows[0])
+    compiled = (stmt.returning(table.c.id) if returning else stmt).compile(dialect=engine.dialect)
     sql = str(compiled)
     ids = []
     cursor = conn.cursor()
@@ -67,10 +84,10 @@ def _dbapi(engine: Engine, conn: Any, rows: list[dict[str, Any]], transports: se
             order = compiled.positiontup
             bound = tuple(params[name] for name in order) if compiled.positional and order else params
             cursor.execute(sql, bound)
-            ids.append(str(cursor.fetchone()[0]))
-        if postgres:
-            for transport in sorted(transports):
-                cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, transport))
+            if returning:
+                ids.append(cursor.fetchone()[0])
+        for transport in notify:
+            cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, transport))
     except Exception as exc:
         if not type(exc).__module__.startswith(("sqlite3", "psycopg")):
             raise

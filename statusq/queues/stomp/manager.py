@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from statusq.config import Config
 from statusq.defaults import DEFAULT_GROUP
@@ -28,7 +29,16 @@ from statusq.queues.stomp.delays import hold_route
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import Send, StompLink
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 log = logging.getLogger(__name__)
+
+
+def _open_outbox(url: str) -> Engine:
+    from statusq.queues.db.outbox import open_outbox  # noqa: PLC0415 - SQLAlchemy, only with an outbox
+
+    return open_outbox(url)
 
 
 class StompQueueManager(QueueManager):
@@ -40,6 +50,9 @@ class StompQueueManager(QueueManager):
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
         self._producer: StompLink | None = None
+        # The application's database, its outbox table made now: SQLite could not make it later,
+        # inside the application's own write transaction.
+        self._outbox: Engine | None = _open_outbox(self.stomp.outbox_url) if self.stomp.outbox_url else None
         self._declared: set[str] = set()  # RabbitMQ queues this producer's connection made sure of
         self.admin = StompAdmin(self.stomp, self.destination_of, self.outgoing, self._send_confirmed)
 
@@ -92,6 +105,8 @@ class StompQueueManager(QueueManager):
         if any(k.startswith("statusq-") or k in wire.BROKER_HEADERS for k in message.headers):
             raise InvalidArgument("headers", "may not set statusq-* or broker headers")
         out = {**message.headers, **wire.new_headers(message.site, message.transport, message.content_type)}
+        if message.id:  # relayed from the outbox: the id enqueue returned
+            out[wire.ID] = message.id
         out["priority"] = str(message.priority)
         if message.expires_at is not None:
             out[wire.EXPIRES] = f"{message.expires_at:.3f}"
@@ -172,6 +187,18 @@ class StompQueueManager(QueueManager):
 
         return SqlKeys(self.config.db_url)
 
+    def _put_in(self, messages: list[Message], connection: Any) -> list[str]:
+        """Into the outbox, in the application's transaction; a worker relays it after the commit."""
+        from statusq.queues.db import outbox  # noqa: PLC0415 - SQLAlchemy, only with an outbox
+
+        outbox.check_url(self.stomp.outbox_url)
+        assert self._outbox is not None  # opened with the manager
+        return outbox.write(self._outbox, connection, messages)
+
+    def relay_batch(self, messages: list[Message]) -> None:
+        """Send outbox rows as they were enqueued (ids kept), in one confirmed transaction."""
+        self._put_many(messages)
+
     def _open_cancels(self) -> CancelStore:
         # A broker cannot delete one message: every cancellation is remembered, in db_url.
         from statusq.queues.db.cancels import SqlCancels  # noqa: PLC0415 - heavy, and rarely needed here
@@ -180,6 +207,9 @@ class StompQueueManager(QueueManager):
 
     def close(self) -> None:
         self.close_keys()
+        if self._outbox is not None:
+            self._outbox.dispose()
+            self._outbox = None
         if self._producer is not None:
             self._producer.close()
             self._producer = None
