@@ -263,6 +263,8 @@ class HandlerSettings(_Section):
     max_retries: int | None = Field(default=None, ge=0, le=1000)
     retry_delay: Duration | None = None
     retry_delay_max: Duration | None = None
+    #: An item not started this long after its enqueue is dead-lettered as expired (0: never).
+    expires: Duration | None = None
 
 
 class TransportConfig(HandlerSettings):

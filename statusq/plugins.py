@@ -99,8 +99,8 @@ class PluginApi:
         **settings: Any,
     ) -> None:
         """Serve ``transport`` with ``handler_class``.  ``settings``: how its items are run,
-        ``time_limit``, ``max_retries``, ``retry_delay``, ``retry_delay_max`` (durations as
-        seconds or ``"30s"``); ``[transports.NAME]`` in the config overrides each.  A bad or
+        ``time_limit``, ``max_retries``, ``retry_delay``, ``retry_delay_max``, ``expires`` (durations
+        as seconds or ``"30s"``); ``[transports.NAME]`` in the config overrides each.  A bad or
         unknown one stops start-up, named."""
         self._registry.register(
             transport, handler_class, group=group, plugin=self.plugin, settings=self._settings(transport, settings)

@@ -148,6 +148,10 @@ class ItemProcessor:
             when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
             return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
         policy = self.policies.of(delivery.transport)
+        if policy.expires and delivery.enqueued_at + policy.expires <= self.clock():
+            when = datetime.fromtimestamp(delivery.enqueued_at + policy.expires, UTC).isoformat(timespec="seconds")
+            reason = f"expired: not started by {when} (transport {delivery.transport}: expires {policy.expires:g}s)"
+            return Result(Outcome.DEAD, reason, kind=Failure.EXPIRED)
         if delivery.attempt > policy.retry.max_attempts:
             # The previous attempt never reported back: its worker died or hung on this item.
             last = f"; last error: {delivery.error}" if delivery.error else ""

@@ -45,6 +45,9 @@ class TransportPolicy:
     retry: RetryPolicy
     #: Seconds an item may run before it is interrupted; 0: no limit.
     time_limit: float
+    #: Seconds after its enqueue an item of this transport is no longer started (dead-lettered as
+    #: expired, as an enqueue's own ``expires``); 0: never.
+    expires: float = 0.0
 
 
 class Policies:
@@ -93,5 +96,6 @@ def resolve_policies(config: Config, registry: HandlerRegistry, *, timed: bool =
                 _pick("retry_delay_max", layers, queue.retry_delay_max),
             ),
             _pick("time_limit", layers, config.daemon.time_limit) if timed else 0.0,
+            _pick("expires", layers, 0.0),
         )
     return Policies(default, resolved)

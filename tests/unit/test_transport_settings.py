@@ -328,3 +328,28 @@ def test_the_worker_writes_each_items_limit_into_its_state_file(tmp_path: Path) 
     written = json.loads((tmp_path / "worker.json").read_bytes())
     assert written["item"]["time_limit"] == 30.0
     assert written == json.loads(json.dumps(reporter.state.to_dict()))
+
+
+def test_a_transports_expires_dead_letters_an_item_not_started_in_time() -> None:
+    processor = processor_with({"echo": TransportPolicy(RetryPolicy(2, 1.0, 10.0), 0.0, expires=3600.0)})
+    fresh, stale = make_delivery({}, transport="echo"), make_delivery({}, transport="echo")
+    stale.enqueued_at -= 3601
+    consumer = RecordingConsumer()
+    processor.process(fresh, consumer)
+    processor.process(stale, consumer)
+    assert [d.id for d, _delay, _reason in consumer.retried] == [fresh.id]  # it ran (Spin returns False)
+    [(_delivery, reason)] = consumer.dead
+    assert reason.startswith("expired: not started by ") and "(transport echo: expires 3600s)" in reason
+
+
+def test_expires_comes_from_register_handler_or_the_config(tmp_path: Path) -> None:
+    plugin, registry = api()
+    plugin.register_handler("push", Nothing, expires="1h")
+    plugin.register_handler("mail", Nothing, expires="1h")
+    config = Config.model_validate({"transports": {"mail": {"expires": "10m"}}})
+    policies = resolve_policies(config, registry)
+    assert (policies.of("push").expires, policies.of("mail").expires, policies.of("other").expires) == (
+        3600.0,
+        600.0,
+        0.0,
+    )
