@@ -41,6 +41,7 @@ def _memory_limit(value: int | str) -> int | str:
 
 
 MemoryLimit = Annotated[int | str, BeforeValidator(_memory_limit)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class _Section(BaseModel):
@@ -116,6 +117,8 @@ class QueueConfig(_Section):
     claim_timeout: Duration = defaults.CLAIM_TIMEOUT
     poll_max: Duration = defaults.POLL_MAX
     ack_flush: Duration = Field(default=defaults.ACK_FLUSH, gt=0)
+    #: The largest item body (bytes, or "10MB"); 0: no limit.
+    max_body: Size = Field(default=defaults.MAX_BODY, ge=0)
     stomp: StompConfig = StompConfig()
 
 

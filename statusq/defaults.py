@@ -21,6 +21,8 @@ SYSTEM_CONFIG = "/etc/statusq/statusq.toml"
 
 # [queue]
 MAX_RETRIES = 5
+#: The largest item body, in bytes: refused at enqueue, dead-lettered before decoding when it comes anyway.
+MAX_BODY = 10 * 1024 * 1024
 RETRY_DELAY = 2.0  # seconds before the first retry; doubles each attempt
 RETRY_DELAY_MAX = 600.0
 CLAIM_TIMEOUT = 900.0  # a DB claim older than this is taken back (worker presumed dead)

@@ -92,7 +92,10 @@ class ItemProcessor:
         clock: Callable[[], float] = time.time,
         keys: Callable[[], UniqueKeys] | None = None,
         cancels: Callable[[], CancelView] | None = None,
+        max_body: int = 0,
     ) -> None:
+        #: ``[queue] max_body``: a larger body is dead-lettered before it is decoded (0: no limit).
+        self.max_body = max_body
         #: The backend's remembered cancellations (None: the backend has none).
         self.cancels = cancels
         self.registry = registry
@@ -177,6 +180,9 @@ class ItemProcessor:
             return Result(
                 Outcome.DEAD, f"no handler registered for transport {delivery.transport!r}", kind=Failure.NO_HANDLER
             )
+        if self.max_body and len(delivery.body) > self.max_body:
+            reason = f"body of {len(delivery.body):,} bytes is over [queue] max_body ({self.max_body:,}): not decoded"
+            return Result(Outcome.DEAD, reason, kind=Failure.BAD_ITEM)
         try:
             payload = codec.decode(delivery.body, delivery.content_type)
         except DecodeError as exc:

@@ -157,6 +157,7 @@ def build_worker(
         transports=policies,
         keys=lambda: queue_manager.unique_keys,
         cancels=cancel_view(queue_manager),
+        max_body=config.queue.max_body,
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items

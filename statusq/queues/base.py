@@ -159,6 +159,9 @@ class QueueManager(abc.ABC):
     #: (backends built from a config set it from :meth:`Config.default_priorities`).
     default_priorities: Mapping[str, int] = MappingProxyType({})
 
+    #: ``[queue] max_body``: a larger body is refused at enqueue (0: no limit).
+    max_body: int = 0
+
     #: The clock ``delay``, ``eta`` and ``expires`` are read against (the memory broker's own).
     clock: Callable[[], float] = staticmethod(time.time)
 
@@ -188,6 +191,7 @@ class QueueManager(abc.ABC):
         :class:`~statusq.errors.InvalidArgument` (a :class:`DataError`) and enqueues nothing."""
         item = Item(payload, transport, site, delay, eta, expires, headers, priority, content_type, key, unique_for)
         message = prepare(item, self.default_site, self.clock(), self.default_priorities)
+        self._check_size([message])
         if connection is not None:
             _no_keys_in_transactions([message])
         middleware = self._middleware
@@ -211,6 +215,7 @@ class QueueManager(abc.ABC):
         nothing; returns their ids in order.  Every item is checked, and every middleware's
         ``before_enqueue`` has run on it (a refusal refuses the batch), before anything is sent."""
         messages = prepare_batch(items, self.default_site, self.clock(), MAX_BATCH, self.default_priorities)
+        self._check_size(messages)
         if connection is not None:
             _no_keys_in_transactions(messages)
         middleware = self._middleware
@@ -231,6 +236,14 @@ class QueueManager(abc.ABC):
                 if new:
                     middleware.after_enqueue(message)
         return ids
+
+    def _check_size(self, messages: list[Message]) -> None:
+        for index, message in enumerate(messages):
+            if self.max_body and len(message.body) > self.max_body:
+                error = InvalidArgument(
+                    "payload", f"{len(message.body):,} bytes; [queue] max_body is {self.max_body:,}"
+                )
+                raise error.at(index) if len(messages) > 1 else error
 
     #: Opened on the first keyed enqueue (see :meth:`_open_keys`).
     _keys: UniqueKeys | None = None

@@ -380,3 +380,34 @@ def test_inline_runs_at_once_ignoring_delays_but_checks_them(config, clock) -> N
     with pytest.raises(InvalidArgument, match="items"):
         inline.enqueue_many([])
     assert ran(proc) == ["delayed", "eta", 1, 2]
+
+
+def test_a_body_over_max_body_is_refused_at_enqueue_and_dead_lettered_if_it_comes_anyway() -> None:
+    from statusq.processor import ItemProcessor
+    from statusq.queues.memory import MemoryBroker, MemoryQueueManager
+    from statusq.registry import HandlerRegistry
+    from statusq.retry import RetryPolicy
+    from statusq.sites import SiteTable
+    from tests.unit.fakes import RecordingConsumer, make_delivery
+
+    config = Config.model_validate({"queue": {"subsystem": "memory", "max_body": "1KB"}})
+    assert config.queue.max_body == 1024
+    with MemoryQueueManager(config, MemoryBroker()) as qm:
+        with pytest.raises(InvalidArgument, match=r"payload: 1,\d{3} bytes; \[queue\] max_body is 1,024"):
+            qm.enqueue("x" * 1100, "push")
+        with pytest.raises(InvalidArgument, match=r"items\[1\]: payload"):
+            qm.enqueue_many([Item("small", "push"), Item("x" * 1100, "push")])
+        assert not qm.broker.items
+        qm.enqueue("x" * 1000, "push")  # 1,002 bytes of JSON: under the limit
+
+    class Never(QueueHandler):
+        def handle(self, item: object) -> bool:
+            raise AssertionError("a body over the limit must not reach a handler")
+
+    registry = HandlerRegistry()
+    registry.register("echo", Never, group="main", plugin="test")
+    processor = ItemProcessor(registry, SiteTable(Config()), RetryPolicy(3, 1.0, 1.0), max_body=1024)
+    consumer = RecordingConsumer()
+    processor.process(make_delivery(body=b'"' + b"x" * 2000 + b'"'), consumer)
+    [(_delivery, reason)] = consumer.dead
+    assert reason == "body of 2,002 bytes is over [queue] max_body (1,024): not decoded"

@@ -34,6 +34,7 @@ class DBQueueManager(QueueManager):
     def __init__(self, config: Config) -> None:
         self.url = config.db_url
         self.default_site = config.sites.default
+        self.max_body = config.queue.max_body
         self.default_priorities = config.default_priorities()
         self.db = Database(self.url, config.queue.claim_timeout)
         self.engine = self.db.engine

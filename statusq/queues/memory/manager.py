@@ -153,6 +153,7 @@ class MemoryQueueManager(QueueManager):
     def __init__(self, config: Config, broker: MemoryBroker | None = None) -> None:
         self.config = config
         self.default_site = config.sites.default
+        self.max_body = config.queue.max_body
         self.default_priorities = config.default_priorities()
         self.broker = broker if broker is not None else MemoryBroker(claim_timeout=config.queue.claim_timeout)
         self.admin = MemoryAdmin(self.broker, config.queue.stomp)

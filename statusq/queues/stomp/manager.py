@@ -46,6 +46,7 @@ class StompQueueManager(QueueManager):
         self.config = config
         self.stomp = config.queue.stomp
         self.default_site = config.sites.default
+        self.max_body = config.queue.max_body
         self.default_priorities = config.default_priorities()
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
