@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
+from statusq.defaults import SQLITE_SYNCHRONOUS
 from statusq.errors import QueueError
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
 from statusq.queues.db.schema import NOTIFY_CHANNEL, items, metadata
@@ -52,8 +53,8 @@ def _upgrade(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, claim_timeout: float) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, claim_timeout: float, sqlite_synchronous: str = SQLITE_SYNCHRONOUS) -> None:
+        self.engine = make_engine(url, sqlite_synchronous)
         self.claim_timeout = claim_timeout
         self.is_postgres = self.engine.dialect.name == "postgresql"
         create_tables(self.engine, metadata)

@@ -30,7 +30,8 @@ class DBQueueManager(QueueManager):
         self.url = config.db_url
         self.default_site = config.sites.default
         self.default_priorities = config.default_priorities()
-        self.db = Database(self.url, config.queue.claim_timeout)
+        self.queue = config.queue
+        self.db = Database(self.url, config.queue.claim_timeout, config.queue.db.sqlite_synchronous)
         self.engine = self.db.engine
         self.admin = DBAdmin(self.db)
 
@@ -69,7 +70,7 @@ class DBQueueManager(QueueManager):
         return [str(item_id) for item_id in ids]
 
     def subscribe(self, subscription: Subscription) -> Consumer:
-        return DBConsumer(self.db, subscription)
+        return DBConsumer(self.db, subscription, ack_flush=self.queue.ack_flush, prefetch=self.queue.db.prefetch)
 
     def close(self) -> None:
         self.db.close()
