@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Update, and_, case, literal, or_, select, update
+from sqlalchemy import ARRAY, BigInteger, Integer, Update, and_, any_, bindparam, case, literal, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from statusq import defaults
@@ -62,12 +62,13 @@ class ClaimSize:
         self._batch = 0
 
 
-def ready(subscription: Subscription, now: float, claim_timeout: float) -> ColumnElement[bool]:
-    """This subscription's items that may be claimed now (an expired claim may be)."""
+def ready(subscription: Subscription) -> ColumnElement[bool]:
+    """This subscription's items that may be claimed at ``:now`` (a claim from before
+    ``:stale_before`` has expired and may be taken over)."""
     condition = and_(
         NOT_HELD,
-        items.c.available_at <= now,
-        or_(items.c.claimed_by.is_(None), items.c.claimed_at < now - claim_timeout),
+        items.c.available_at <= bindparam("now"),
+        or_(items.c.claimed_by.is_(None), items.c.claimed_at < bindparam("stale_before")),
     )
     if subscription.transports is not None:
         mine: ColumnElement[bool] = items.c.transport.in_(sorted(subscription.transports))
@@ -79,11 +80,11 @@ def ready(subscription: Subscription, now: float, claim_timeout: float) -> Colum
     return condition
 
 
-def claim_statement(
-    condition: ColumnElement[bool], worker: str, count: int, now: float, *, skip_locked: bool
-) -> Update:
-    """Up to ``count`` items matching ``condition``, claimed for ``worker`` in one statement."""
-    pick = select(items.c.id).where(condition).order_by(items.c.priority.desc(), items.c.id).limit(count)
+def claim_statement(condition: ColumnElement[bool], worker: str, *, skip_locked: bool) -> Update:
+    """Up to ``:count`` items matching ``condition``, claimed for ``worker`` at ``:now`` in one
+    statement.  Built once per consumer: the same SQL each time, prepared once by the server."""
+    pick = select(items.c.id).where(condition).order_by(items.c.priority.desc(), items.c.id)
+    pick = pick.limit(bindparam("count", type_=Integer))
     if skip_locked:
         pick = pick.with_for_update(skip_locked=True)
     return (
@@ -91,12 +92,24 @@ def claim_statement(
         .where(items.c.id.in_(pick.scalar_subquery()))
         .values(
             claimed_by=worker,
-            claimed_at=now,
+            claimed_at=bindparam("now"),
             attempts=items.c.attempts + 1,
             last_error=case((items.c.claimed_by.is_not(None), literal(STALE)), else_=items.c.last_error),
         )
         .returning(*items.c)
     )
+
+
+def claim_params(count: int, now: float, claim_timeout: float) -> dict[str, Any]:
+    return {"count": count, "now": now, "stale_before": now - claim_timeout}
+
+
+def id_in(postgres: bool) -> ColumnElement[bool]:
+    """``id`` among the bound list ``:ids``: one array parameter on PostgreSQL (the same SQL
+    whatever the count, so prepared once), an expanded IN list on SQLite (no arrays there)."""
+    if postgres:
+        return items.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return items.c.id.in_(bindparam("ids", expanding=True))
 
 
 def in_claim_order(rows: Sequence[Mapping[Any, Any]]) -> list[Mapping[Any, Any]]:
@@ -122,10 +135,10 @@ def to_delivery(row: Mapping[Any, Any], worker: str, clock: Callable[[], float] 
     )
 
 
-def release_statement(ids: Sequence[int], worker: str) -> Update:
-    """Hand back claimed items that never started: unclaimed, their attempt not counted."""
+def release_statement(worker: str, postgres: bool) -> Update:
+    """Hand back the claimed items ``:ids`` that never started: unclaimed, their attempt not counted."""
     return (
         update(items)
-        .where(items.c.id.in_(list(ids)), items.c.claimed_by == worker)
+        .where(id_in(postgres), items.c.claimed_by == worker)
         .values(claimed_by=None, claimed_at=None, attempts=items.c.attempts - 1)
     )

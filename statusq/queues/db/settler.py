@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, insert, literal, select, update
 
+from statusq.queues.db.claims import id_in
 from statusq.queues.db.database import Database
 from statusq.queues.db.schema import dead, items
 
@@ -70,18 +71,16 @@ def write(conn: Connection, db: Database, worker: str, window: Sequence[Settleme
     retries = [s for s in window if s.kind == RETRY]
     lost: list[Settlement] = []
     if acks:
-        mine = items.c.claimed_by == worker
-        chosen = items.c.id.in_([s.item_id for s in acks])
-        gone = {row[0] for row in conn.execute(delete(items).where(chosen, mine).returning(items.c.id))}
+        stmt = delete(items).where(id_in(db.is_postgres), items.c.claimed_by == worker).returning(items.c.id)
+        gone = {row[0] for row in conn.execute(stmt, {"ids": [s.item_id for s in acks]})}
         lost += [s for s in acks if s.item_id not in gone]
     if retries:
-        stmt = (
+        again = (
             update(items)
             .where(items.c.id == bindparam("item_id"), items.c.claimed_by == worker)
             .values(claimed_by=None, claimed_at=None, available_at=bindparam("at"), last_error=bindparam("error"))
         )
-        params = [{"item_id": s.item_id, "at": s.at, "error": s.error} for s in retries]
-        conn.execute(stmt.execution_options(synchronize_session=False), params)
+        conn.execute(again, [{"item_id": s.item_id, "at": s.at, "error": s.error} for s in retries])
     for letter in (s for s in window if s.kind == DEAD):
         if not _dead_letter(conn, worker, letter):
             lost.append(letter)
@@ -166,8 +165,11 @@ class SettlementWriter:
         """Everything pending, for the caller to write in its own transaction (a claim's); if that
         fails, the caller gives them back with :meth:`give_back`."""
         with self._cond:
-            taken, self._pending, self._urgent = self._pending, [], False
-            return taken
+            return self._take()
+
+    def _take(self) -> list[Settlement]:
+        taken, self._pending, self._urgent = self._pending, [], False
+        return taken
 
     def give_back(self, window: list[Settlement]) -> None:
         with self._cond:
@@ -220,7 +222,7 @@ class SettlementWriter:
                     now = self._clock()
                 if self._stopping:
                     return  # stop() writes what is left from its own thread
-                window = self.take() if self._due(now) else []
+                window = self._take() if self._due(now) else []
             if window and not self._write(window):
                 self.give_back(window)
                 with self._cond:
