@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from statusq.queues.db.schema import NOTIFY_CHANNEL, items
 
@@ -38,15 +38,27 @@ _MANY = text(
     + ", ".join(f"CAST(:{name} AS {kind})" for name, kind in _COLUMNS.items())
     + ")"
 )
+_ONE = text(
+    f"WITH added AS (INSERT INTO {items.name} ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + name for name in _COLUMNS)}) RETURNING id) "
+    f"SELECT id, pg_notify('{NOTIFY_CHANNEL}', :transport) FROM added"
+)
 _IDS = text(f"SELECT nextval(pg_get_serial_sequence('{items.name}', 'id')) FROM generate_series(1, :n)")
 
 
 def insert_one(conn: Connection, row: dict[str, Any]) -> int:
-    """The row and its NOTIFY in one statement; ``conn`` in autocommit, so this is one round trip."""
-    added = insert(items).values(row).returning(items.c.id).cte("added")
-    stmt = select(added.c.id, func.pg_notify(NOTIFY_CHANNEL, row["transport"]))
-    item_id: int = conn.execute(stmt).one()[0]
+    """The row and its NOTIFY in one statement (the same text each time: prepared once by the
+    server, nothing for SQLAlchemy to compile); ``conn`` in autocommit, so one round trip."""
+    item_id: int = conn.execute(_ONE, row).one()[0]
     return item_id
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """The producer's own pool for :func:`insert_one`: every connection in autocommit, and no
+    ping before each use (a round trip of its own).  A connection the server dropped (a
+    restart) fails once; :meth:`~statusq.queues.db.manager.DBQueueManager._put` then tries
+    again on a fresh one."""
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2)
 
 
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -13,9 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import DBAPIError
 
 from statusq.config import Config
+from statusq.errors import QueueError
 from statusq.item import Message
 from statusq.queues.base import Consumer, QueueManager, Subscription
 from statusq.queues.db import inserts
@@ -36,6 +38,7 @@ class DBQueueManager(QueueManager):
         self.db = Database(self.url, config.queue.claim_timeout, config.queue.db.sqlite_synchronous)
         self.engine = self.db.engine
         self.admin = DBAdmin(self.db)
+        self._autocommit: Engine | None = None  # PostgreSQL's one-statement enqueue (inserts.py)
 
     def _row(self, message: Message, now: float) -> dict[str, Any]:
         return {
@@ -55,14 +58,28 @@ class DBQueueManager(QueueManager):
     def _put(self, message: Message) -> str:
         row = self._row(message, time.time())
         if self.db.is_postgres:
-            with self.db.errors(), self.engine.connect() as conn:
-                # Committed by the statement itself, under the server's synchronous_commit: what
-                # this returns is on disk (the default), not merely in the server's memory.
-                return str(inserts.insert_one(conn.execution_options(isolation_level="AUTOCOMMIT"), row))
+            return str(self._put_pg(row))
         with self.db.errors(), self.engine.begin() as conn:
             item_id = conn.execute(insert(items).values(row).returning(items.c.id)).scalar_one()
             self.db.notify(conn, message.transport)
         return str(item_id)
+
+    def _put_pg(self, row: dict[str, Any]) -> int:
+        """Committed by the statement itself, under the server's ``synchronous_commit``: with
+        the default (on), what this returns is on disk, not merely in the server's memory.
+        A connection found dead is replaced and the insert tried once more: had the server
+        committed the first just before it went away, the item is queued twice, never lost."""
+        if self._autocommit is None:
+            self._autocommit = inserts.autocommit_engine(self.engine)
+        for attempt in (1, 2):
+            try:
+                with self.db.errors(), self._autocommit.connect() as conn:
+                    return inserts.insert_one(conn, row)
+            except QueueError as exc:
+                cause = exc.__cause__
+                if attempt == 2 or not (isinstance(cause, DBAPIError) and cause.connection_invalidated):
+                    raise
+        raise AssertionError("unreachable")
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         """One transaction, the ids back in the order given, one NOTIFY per transport: on
@@ -84,4 +101,6 @@ class DBQueueManager(QueueManager):
         return DBConsumer(self.db, subscription, ack_flush=self.queue.ack_flush, prefetch=self.queue.db.prefetch)
 
     def close(self) -> None:
+        if self._autocommit is not None:
+            self._autocommit.dispose()
         self.db.close()
