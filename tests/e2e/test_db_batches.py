@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -129,3 +131,42 @@ def test_priority_order_holds_within_and_across_batches(db_url, write_config, re
     assert queued_first == sorted(queued_first, key=lambda i: (-priority[i], int(i)))
     assert order.index(urgent) <= seen_then + 2 * 8
     assert claimed(db_url) == 0
+
+
+PRODUCER = """
+import os, sys
+import statusq
+out = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+with statusq.connect(sys.argv[1]) as qm:
+    for n in range(100000):
+        item_id = qm.enqueue({"n": n, "action": "sleep", "seconds": 0.002}, "count")
+        os.write(out, (item_id + "\\n").encode())  # only once enqueue returned
+"""
+
+
+def test_every_id_enqueue_returned_is_handled_after_producer_and_worker_are_sigkilled(
+    db_url, write_config, record_file, tmp_path: Path
+) -> None:
+    # Given a producer enqueueing as fast as it can while a daemon claims in batches
+    config = write_config(db_url, f"[queue.db]\nprefetch = {PREFETCH}\n")
+    returned = tmp_path / "returned.txt"
+    daemon = start_daemon(config, "--workers", "1", log=tmp_path / "d.log")
+    producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(config), str(returned)], env=os.environ)
+    try:
+        wait_for(lambda: len(read_records(record_file)) >= 50, what="fifty items handled")
+
+        # When both are SIGKILLed mid-way: the worker with a batch in hand, the producer mid-enqueue
+        os.kill(read_records(record_file)[-1]["pid"], signal.SIGKILL)
+        wait_for(lambda: returned.exists() and len(returned.read_text().split()) >= 300, what="300 enqueued")
+        producer.kill()
+    finally:
+        producer.kill()
+        producer.wait(timeout=30)
+
+    # Then every id that enqueue returned is handled (the one in flight may or may not be queued)
+    wait_for(lambda: queued(db_url) == 0, timeout=180, what="the queue emptied")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0
+    ids = returned.read_text().split()
+    handled = {r["id"] for r in read_records(record_file)}
+    assert ids and set(ids) <= handled, f"lost: {sorted(set(ids) - handled)[:5]}"
