@@ -101,7 +101,10 @@ class DBConsumer(Consumer):
         return [self._listen.fileno()] if self._listen is not None else []
 
     def drain_wakeups(self) -> None:
-        if self._listen is None:
+        # Only once the batch in hand is used up, just before the next claim: until then the
+        # notifications can wait (the fd stays readable, and the listener comes back anyway),
+        # and reading them cost a system call per item.
+        if self._listen is None or self.in_hand:
             return
         import psycopg  # noqa: PLC0415 -- psycopg: only a consumer on PostgreSQL loads it
 
