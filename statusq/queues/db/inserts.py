@@ -4,13 +4,17 @@ Why not the generic path: one item through ``engine.begin()`` cost BEGIN, the IN
 ``SELECT pg_notify``, and COMMIT, four round trips where one does (an INSERT and its NOTIFY in
 one statement, committed on its own).  A batch through SQLAlchemy's insertmanyvalues built a SQL
 text of every row that the driver then parsed again (2.7 s of a 10,000-item ``enqueue_many``
-went to splitting that string); here the rows travel as one array per column, ``unnest``ed by
-the server.  Their ids are drawn from the sequence first, so the ids come back in the order the
-items were given without relying on the order of RETURNING.
+went to splitting that string), and arrays per column cost 0.3 s in the driver's pure-Python
+array dumper; here the rows travel as one JSON document (``json.dumps`` is C), bodies in base64,
+read by the server's ``json_to_recordset``.  Their ids are drawn from the sequence first and
+handed out in ascending order, so they come back in the order the items were given without
+relying on the order of RETURNING.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,24 +22,25 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 from statusq.queues.db.schema import NOTIFY_CHANNEL, items
 
-#: The columns a producer writes, with their PostgreSQL array types.
+#: The columns a producer writes, with their PostgreSQL types.
 _COLUMNS = {
-    "site": "text[]",
-    "transport": "text[]",
-    "priority": "smallint[]",
-    "content_type": "text[]",
-    "body": "bytea[]",
-    "headers": "text[]",
-    "attempts": "int[]",
-    "enqueued_at": "float8[]",
-    "available_at": "float8[]",
-    "held": "smallint[]",
-    "expires_at": "float8[]",
+    "site": "text",
+    "transport": "text",
+    "priority": "smallint",
+    "content_type": "text",
+    "body": "bytea",
+    "headers": "text",
+    "attempts": "int",
+    "enqueued_at": "float8",
+    "available_at": "float8",
+    "held": "smallint",
+    "expires_at": "float8",
 }
 _MANY = text(
     f"INSERT INTO {items.name} (id, {', '.join(_COLUMNS)}) "
-    "SELECT * FROM unnest(CAST(:id AS bigint[]), "
-    + ", ".join(f"CAST(:{name} AS {kind})" for name, kind in _COLUMNS.items())
+    f"SELECT id, {', '.join('decode(body, $$base64$$)' if name == 'body' else name for name in _COLUMNS)} "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS r(id bigint, "
+    + ", ".join(f"{name} {'text' if name == 'body' else kind}" for name, kind in _COLUMNS.items())
     + ")"
 )
 _ONE = text(
@@ -62,8 +67,12 @@ def autocommit_engine(engine: Engine) -> Engine:
 
 
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Every row in one statement (ids drawn first, in order); the caller notifies and commits."""
-    ids = [row[0] for row in conn.execute(_IDS, {"n": len(rows)})]
-    params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in _COLUMNS}
-    conn.execute(_MANY, {"id": ids, **params})
+    """Every row in one statement, ids drawn first and given in ascending order (so FIFO holds
+    within the batch); the caller notifies and commits."""
+    ids = sorted(row[0] for row in conn.execute(_IDS, {"n": len(rows)}))
+    document = [
+        {**row, "id": item_id, "body": base64.b64encode(row["body"]).decode()}
+        for item_id, row in zip(ids, rows, strict=True)
+    ]
+    conn.execute(_MANY, {"rows": json.dumps(document)})
     return ids
