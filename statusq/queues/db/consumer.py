@@ -8,10 +8,11 @@ the worker's pace unless set).  Where it leaves: :meth:`ack`, :meth:`retry` and
 them within ``[queue] ack_flush`` (or with the next claim, whichever is first).
 
 On PostgreSQL the consumer LISTENs, so an enqueue wakes it at once instead of at the next poll,
-and its own transactions commit without waiting for the WAL flush (``synchronous_commit = off``,
-for this transaction only): a claim or a settlement lost to a server crash only runs an item
-again (the claim expires, or the finished item is still there), which at-least-once allows;
-enqueues keep the server's setting, so what ``enqueue`` returned is never lost.
+and its statements run on connections of their own (:meth:`Database.consumer_connection`): each
+commits by itself, without waiting for the WAL flush, so a claim is one round trip.  A claim or a
+settlement lost to a server crash only runs an item again (the claim expires, or the finished
+item is still there), which at-least-once allows; enqueues keep the server's setting, so what
+``enqueue`` returned is never lost.
 
 A claim older than ``claim_timeout`` is taken back (its worker is presumed dead), which is how
 an item survives a SIGKILLed worker whose supervisor died too; a worker gives back what it
@@ -51,10 +52,6 @@ log = logging.getLogger(__name__)
 #: Held rows (an enqueue's delay) are looked at again at least this often, even when the
 #: earliest one known is due later: another producer may have added one due sooner.
 HELD_RECHECK = 0.25
-_PG_SETTINGS = (
-    "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_bitmapscan', 'off', true),"
-    " set_config('enable_sort', 'off', true)"
-)
 _STOP_TIMEOUT = 10.0  # the writer's last window at shutdown
 
 
@@ -137,9 +134,10 @@ class DBConsumer(Consumer):
         params = claim_params(self.sizes.next(), now, self.db.claim_timeout)
         window = self.writer.take()
         try:
-            with self.db.errors(), self.db.engine.begin() as conn:
-                self._consumer_commit(conn)
-                lost = settler.write(conn, self.db, self.worker, window) if window else []
+            lost = settler.write_dead(self.db, self.worker, [s for s in window if s.kind == settler.DEAD])
+            window = [s for s in window if s.kind != settler.DEAD]
+            with self.db.errors(), self.db.consumer_connection() as conn:
+                lost += settler.write(conn, self.db, self.worker, window) if window else []
                 if now >= self._promote_at:
                     self._promote(conn, now)
                 rows = conn.execute(self._claim_stmt, params).mappings().all()
@@ -149,15 +147,6 @@ class DBConsumer(Consumer):
         self._report_lost(lost)
         self.sizes.claimed(len(rows), time.monotonic())
         self.in_hand.extend(to_delivery(row, self.worker) for row in in_claim_order(rows))
-
-    def _consumer_commit(self, conn: Connection) -> None:
-        """PostgreSQL, for this transaction only: no wait for the WAL flush (see the module doc),
-        and the claim walks the ready index in its order.  A queue table's statistics are
-        nearly always stale (rows come and go by the thousand between two ANALYZEs); believing
-        it held one row, the planner read every ready row and sorted them, per claim: 25 ms at
-        5,000 queued against 1 ms down the index."""
-        if self.db.is_postgres:
-            conn.exec_driver_sql(_PG_SETTINGS)
 
     def _promote(self, conn: Connection, now: float) -> None:
         """Held rows whose time has come join the claimable ones (two index look-ups: nothing
@@ -172,7 +161,7 @@ class DBConsumer(Consumer):
         self.in_hand.clear()
         if not ids:
             return 0
-        with self.db.errors(), self.db.engine.begin() as conn:
+        with self.db.errors(), self.db.consumer_connection() as conn:
             released: int = conn.execute(self._release_stmt, {"ids": ids}).rowcount
             self.db.notify(conn, "released")
         return released
@@ -181,9 +170,10 @@ class DBConsumer(Consumer):
 
     def _flush(self, window: list[Settlement]) -> None:
         """The writer's own transaction, for a window that did not wait for the next claim."""
-        with self.db.errors(), self.db.engine.begin() as conn:
-            self._consumer_commit(conn)
-            lost = settler.write(conn, self.db, self.worker, window)
+        lost = settler.write_dead(self.db, self.worker, [s for s in window if s.kind == settler.DEAD])
+        window = [s for s in window if s.kind != settler.DEAD]
+        with self.db.errors(), self.db.consumer_connection() as conn:
+            lost += settler.write(conn, self.db, self.worker, window)
         self._report_lost(lost)
 
     def _report_lost(self, lost: Sequence[Settlement]) -> None:

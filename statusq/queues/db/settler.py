@@ -65,11 +65,13 @@ class Settlement:
 
 
 def write(conn: Connection, db: Database, worker: str, window: Sequence[Settlement]) -> list[Settlement]:
-    """Write ``window`` in ``conn``'s transaction; return the settlements whose claim was lost
-    (the item outlived ``claim_timeout`` and another worker took it)."""
+    """Write the acks and retries of ``window`` on ``conn`` (one statement each: on PostgreSQL
+    each commits by itself, see :meth:`Database.consumer_connection`); the caller wrote its dead
+    letters first (:func:`write_dead`).  Return the settlements whose claim was lost (the item
+    outlived ``claim_timeout`` and another worker took it)."""
+    lost: list[Settlement] = []
     acks = [s for s in window if s.kind == ACK]
     retries = [s for s in window if s.kind == RETRY]
-    lost: list[Settlement] = []
     if acks:
         stmt = delete(items).where(id_in(db.is_postgres), items.c.claimed_by == worker).returning(items.c.id)
         gone = {row[0] for row in conn.execute(stmt, {"ids": [s.item_id for s in acks]})}
@@ -81,13 +83,19 @@ def write(conn: Connection, db: Database, worker: str, window: Sequence[Settleme
             .values(claimed_by=None, claimed_at=None, available_at=bindparam("at"), last_error=bindparam("error"))
         )
         conn.execute(again, [{"item_id": s.item_id, "at": s.at, "error": s.error} for s in retries])
-    for letter in (s for s in window if s.kind == DEAD):
-        if not _dead_letter(conn, worker, letter):
-            lost.append(letter)
     if retries:
         for transport in sorted({s.transport for s in retries}):
             db.notify(conn, transport)
     return lost
+
+
+def write_dead(db: Database, worker: str, letters: Sequence[Settlement]) -> list[Settlement]:
+    """Dead letters, copied and deleted in one transaction (rare: no hurry, but never half
+    done: a copy left beside its item would refuse the next dead-lettering of that id)."""
+    if not letters:
+        return []
+    with db.errors(), db.engine.begin() as conn:
+        return [letter for letter in letters if not _dead_letter(conn, worker, letter)]
 
 
 def _dead_letter(conn: Connection, worker: str, letter: Settlement) -> bool:
