@@ -49,7 +49,7 @@ ROOT = HERE.parents[1]
 SERVER = "postgresql://127.0.0.1:5432"
 DATABASE = "statusq_bench"
 DSN = f"{SERVER}/{DATABASE}"
-PLUGIN = ROOT / "bench" / "peers" / "statusq_plugin"  # "peer_work": records, returns True
+PLUGIN = HERE / "statusq_plugin"  # "peer_work" alone: records, returns True
 STALL = 30.0
 
 
