@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_VENV  := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint docs unit servers bench bench-stomp bench-peers fuzz clean
+.PHONY: run test lint docs unit servers bench bench-stomp bench-peers bench-db fuzz clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -51,12 +51,13 @@ $(BENCH_STAMP): bench/peers/requirements.txt $(STAMP)
 	$(BENCH_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
 	touch $@
 
-## bench: both parts below, one after the other (never side by side, even under make -j)
+## bench: the parts below, one after the other (never side by side, even under make -j)
 bench: $(STAMP) $(BENCH_STAMP) servers
 	$(PY) bench/run.py
 	$(PY) bench/dispatch_sim.py
 	$(PY) bench/tracing_cost.py
 	$(PY) bench/peers/run.py
+	$(PY) bench/db/run.py --venv $(BENCH_VENV)
 
 ## bench-stomp: throughput and latency against a raw stomp.py baseline measured in the same run
 bench-stomp: $(STAMP) servers
@@ -66,6 +67,11 @@ bench-stomp: $(STAMP) servers
 ## bench-peers: statusq beside Celery and Dramatiq on one RabbitMQ node (bench/peers/run.py)
 bench-peers: $(STAMP) $(BENCH_STAMP) servers
 	$(PY) bench/peers/run.py
+
+## bench-db: the database backend (SQLite, PostgreSQL) beside PgQueuer on one PostgreSQL server
+## (bench/db/run.py; its own database, statusq_bench, made if missing)
+bench-db: $(STAMP) $(BENCH_STAMP) servers
+	$(PY) bench/db/run.py --venv $(BENCH_VENV)
 
 ## fuzz: each fuzzing target under atheris for FUZZ_SECONDS (default 300); finds go to var/fuzz
 FUZZ_SECONDS ?= 300

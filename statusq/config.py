@@ -108,6 +108,18 @@ class StompConfig(_Section):
         return self.dead_letter or self.basename + "dlq"
 
 
+class DBConfig(_Section):
+    """``[queue.db]``: how a worker claims from the database, and how hard SQLite syncs."""
+
+    #: Items one claim may take (one statement), kept in hand in claim order.  None: sized by the
+    #: worker from its own pace, up to :data:`statusq.defaults.DB_PREFETCH` (slow items are
+    #: claimed one by one, so no worker hoards what another could run).  A number: that many.
+    prefetch: int | None = Field(default=None, ge=1, le=10000)
+    #: SQLite's ``PRAGMA synchronous`` (WAL mode): "normal" loses nothing on a process crash,
+    #: the last commits on a power loss; "full" nothing on either (an fsync per commit).
+    sqlite_synchronous: Literal["off", "normal", "full", "extra"] = defaults.SQLITE_SYNCHRONOUS
+
+
 class QueueConfig(_Section):
     subsystem: Literal["db", "stomp", "memory", "inline"] = "db"
     db_url: str | None = None
@@ -120,6 +132,7 @@ class QueueConfig(_Section):
     #: The largest item body (bytes, or "10MB"); 0: no limit.
     max_body: Size = Field(default=defaults.MAX_BODY, ge=0)
     stomp: StompConfig = StompConfig()
+    db: DBConfig = DBConfig()
 
 
 class DaemonConfig(_Section):

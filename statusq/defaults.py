@@ -4,6 +4,7 @@ that use them, so the documented defaults and the code cannot drift."""
 from __future__ import annotations
 
 import os
+from typing import Final
 
 #: Transport names and groups: lowercase words, so they are safe in destinations and SQL.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -28,7 +29,12 @@ RETRY_DELAY_MAX = 600.0
 CLAIM_TIMEOUT = 900.0  # a DB claim older than this is taken back (worker presumed dead)
 POLL_MIN = 0.005  # DB consumer: first idle poll interval...
 POLL_MAX = 0.2  # ...doubling up to this cap, so latency stays far below StatusNet's 10 s
-ACK_FLUSH = 0.02  # STOMP: longest a finished item's ack/retry/dead letter waits before it is written
+ACK_FLUSH = 0.02  # STOMP and DB: longest a finished item's ack/retry/dead letter waits before it is written
+
+# [queue.db]
+DB_PREFETCH = 100  # most items one claim takes when [queue.db] prefetch is not set...
+DB_HOLD = 0.1  # ...sized so that what is claimed is about this many seconds of the worker's work
+SQLITE_SYNCHRONOUS: Final = "normal"  # WAL mode: a process crash loses nothing, a power loss the last commits
 
 # [daemon]
 TIME_LIMIT = 300.0  # seconds one item may run; 0 disables

@@ -35,6 +35,7 @@ def test_enqueue_fetch_ack_round_trip(db_url: str) -> None:
     assert delivery.headers == {"k": "v"} and delivery.attempt == 1
     assert consumer.fetch() is None, "a claimed item is not handed out twice"
     consumer.ack(delivery)
+    consumer.flush()  # settlements are written on a clock (ack_flush); a test reads at once
     assert qm.backlog() == []
 
 
@@ -58,6 +59,7 @@ def test_retry_waits_for_its_backoff_and_counts_the_attempt(db_url: str) -> None
     assert first is not None
 
     consumer.retry(first, 0.3, "ValueError: boom")
+    consumer.flush()
 
     assert consumer.fetch() is None, "not before its backoff"
     [row] = qm.backlog()
@@ -79,6 +81,7 @@ def test_dead_letter_keeps_reason_and_requeue_restores_the_item(db_url: str) -> 
     assert delivery is not None
 
     consumer.dead_letter(delivery, "no handler registered for transport 'demo'")
+    consumer.flush()
 
     [letter] = qm.dead_letters()
     assert (letter.id, letter.site, letter.attempts) == (item_id, "a.example", 1)
@@ -89,6 +92,7 @@ def test_dead_letter_keeps_reason_and_requeue_restores_the_item(db_url: str) -> 
     again = consumer.fetch()
     assert again is not None and again.id == item_id and again.attempt == 1
     consumer.dead_letter(again, "still broken")
+    consumer.flush()
     assert qm.purge_dead(None) == 1 and qm.dead_letters() == []
 
 
@@ -157,9 +161,11 @@ def test_settling_a_lost_claim_changes_nothing(db_url: str) -> None:
     second = fast.fetch()
     assert second is not None
     slow.ack(first)  # too late: the claim is another worker's now
+    slow.flush()
     [row] = qm.backlog()
     assert row.in_flight == 1
     fast.ack(second)
+    fast.flush()
     assert qm.backlog() == []
 
 

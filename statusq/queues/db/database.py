@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 
+from statusq.defaults import SQLITE_SYNCHRONOUS
 from statusq.errors import QueueError
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
 from statusq.queues.db.schema import NOTIFY_CHANNEL, items, metadata
@@ -16,6 +18,10 @@ from statusq.queues.db.schema import NOTIFY_CHANNEL, items, metadata
 _ADDED = {items.name: {"expires_at": "FLOAT", "held": "SMALLINT NOT NULL DEFAULT 0"}}
 #: Indexes of an earlier release that newer ones replaced.
 _REPLACED = ["statusq_items_next"]
+
+
+def _consumer_settings(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("SET synchronous_commit = off; SET enable_bitmapscan = off; SET enable_sort = off")
 
 
 def upgrade(engine: Engine) -> None:
@@ -52,12 +58,31 @@ def _upgrade(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, claim_timeout: float) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, claim_timeout: float, sqlite_synchronous: str = SQLITE_SYNCHRONOUS) -> None:
+        self.engine = make_engine(url, sqlite_synchronous)
         self.claim_timeout = claim_timeout
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._consumers: Engine | None = None
         create_tables(self.engine, metadata)
         upgrade(self.engine)
+
+    def consumer_connection(self) -> AbstractContextManager[Connection]:
+        """Where a consumer claims and settles.  SQLite: a transaction on the shared engine.
+        PostgreSQL: an autocommitted connection of the consumers' own pool, set up once with
+        ``synchronous_commit = off`` (a lost claim or settlement runs an item again, never
+        loses one), no bitmap scans and no sorts (a queue table's statistics are nearly always
+        stale: believing it held one row, the planner read every ready row and sorted them,
+        per claim, 25 ms at 5,000 queued against 1 ms down the ready index), and no ping before
+        each use (a connection the server dropped fails one poll; the pool then replaces it).
+        Each statement commits by itself, so a claim alone is one round trip, not five."""
+        if not self.is_postgres:
+            return self.engine.begin()
+        if self._consumers is None:
+            self._consumers = create_engine(
+                self.engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2
+            )
+            event.listen(self._consumers, "connect", _consumer_settings)
+        return self._consumers.connect()
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -71,4 +96,6 @@ class Database:
             conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
 
     def close(self) -> None:
+        if self._consumers is not None:
+            self._consumers.dispose()
         self.engine.dispose()

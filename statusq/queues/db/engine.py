@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,24 +12,33 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from statusq.defaults import SQLITE_SYNCHRONOUS
 from statusq.errors import ConfigError, QueueError
 
+_SYNCHRONOUS = {"off": "OFF", "normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (status, producers) work while a worker holds the write lock; the busy
-    # timeout makes competing workers wait for the lock rather than fail.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    """WAL lets readers (status, producers) work while a worker holds the write lock; the busy
+    timeout makes competing workers wait for the lock rather than fail.  ``synchronous``
+    (``[queue.db] sqlite_synchronous``) says what a power loss may cost: see DBConfig."""
+    level = _SYNCHRONOUS[synchronous]
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={level}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
-def make_engine(url_text: str) -> Engine:
+def make_engine(url_text: str, sqlite_synchronous: str = SQLITE_SYNCHRONOUS) -> Engine:
     try:
         url = make_url(url_text)
     except ArgumentError as exc:
@@ -44,7 +53,7 @@ def make_engine(url_text: str) -> Engine:
             url.set(drivername="sqlite+pysqlite"),
             connect_args={"timeout": 30, "isolation_level": None},
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
