@@ -111,6 +111,9 @@ class QueueConfig(_Section):
     claim_timeout: Duration = defaults.CLAIM_TIMEOUT
     poll_max: Duration = defaults.POLL_MAX
     ack_flush: Duration = Field(default=defaults.ACK_FLUSH, gt=0)
+    #: Pauses (``statusq pause``): how often a worker re-reads them, how long a held item waits.
+    pause_recheck: Duration = Field(default=defaults.PAUSE_RECHECK, gt=0)
+    pause_hold: Duration = Field(default=defaults.PAUSE_HOLD, gt=0)
     stomp: StompConfig = StompConfig()
 
 

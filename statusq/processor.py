@@ -20,6 +20,7 @@ from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome, Reject, Result, Retry
+from statusq.pauses import PauseGate
 from statusq.queues.base import Consumer
 from statusq.registry import HandlerRegistry
 from statusq.retry import Policies, RetryPolicy, TransportPolicy
@@ -84,8 +85,10 @@ class ItemProcessor:
         middleware: MiddlewareChain | None = None,
         transports: Policies | None = None,
         clock: Callable[[], float] = time.time,
+        pauses: PauseGate | None = None,
     ) -> None:
         self.registry = registry
+        self.pauses = pauses  # None: nothing is ever paused (a process without a shared store)
         self.clock = clock  # what an item's expires_at is read against
         self.sites = sites
         default = TransportPolicy(policy, item_time_limit)
@@ -125,6 +128,11 @@ class ItemProcessor:
         """Everything before the handler runs: the policy, the site, the handler, the decoded
         item; or the result of an item that cannot run.  The concurrent listener calls it in the
         loop's thread, then hands the call to a thread or the event loop."""
+        # First: a paused item is held whatever else is true of it (not even expired, not
+        # dead-lettered); the rules below apply once it is resumed.
+        gate = self.pauses
+        if gate is not None and (pause := gate.held(delivery.site, delivery.transport)) is not None:
+            return Result(Outcome.HOLD, pause.describe(), delay=gate.hold)
         if delivery.expires_at is not None and delivery.expires_at <= self.clock():
             when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
             return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
@@ -214,7 +222,10 @@ class ItemProcessor:
                 )
             return
         fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
-        if result.outcome is Outcome.RETRY:
+        if result.outcome is Outcome.HOLD:
+            consumer.defer(delivery, result.delay, result.reason or "")
+            log.debug("held site=%s transport=%s id=%s attempt=%d: %s", *fields, result.reason)
+        elif result.outcome is Outcome.RETRY:
             consumer.retry(delivery, result.delay, result.reason or "")
             # INFO, not WARNING: a retry is the plan working (a remote server down retries every
             # push to it), and a line per retry at WARNING flooded logs and cost a fifth of a

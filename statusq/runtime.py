@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 from statusq.config import Config, load_config
 from statusq.middleware import MiddlewareChain
@@ -17,6 +18,9 @@ from statusq.queues.base import QueueManager
 from statusq.registry import HandlerRegistry
 from statusq.sites import SiteTable
 from statusq.xmpp.api import XmppApi
+
+if TYPE_CHECKING:
+    from statusq.queues.db.pauses import PauseStore
 
 
 class Runtime:
@@ -46,7 +50,14 @@ class Runtime:
         """A new manager of the configured backend, with the process's middleware."""
         manager = open_queue_manager(self)
         manager.use_middleware(self.middleware)
+        manager.use_pauses(self.pause_store)
         return manager
+
+    def pause_store(self) -> PauseStore:
+        """The shared store's pause table (``db_url``); SQLAlchemy is imported only when used."""
+        from statusq.queues.db.pauses import PauseStore  # noqa: PLC0415
+
+        return PauseStore.open(self.config.db_url)
 
 
 def open_queue_manager(runtime: Runtime) -> QueueManager:

@@ -24,8 +24,10 @@ from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.limits import SoftMemoryLimit
 from statusq.middleware import Middleware
+from statusq.pauses import PauseGate
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, ControlChannel, Subscription
+from statusq.queues.db.pauses import Pause, PauseStore
 from statusq.retry import Policies, RetryPolicy, resolve_policies
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
@@ -154,6 +156,7 @@ def build_worker(
         item_time_limit=config.daemon.time_limit,
         middleware=chain,
         transports=policies,
+        pauses=pause_gate(runtime),
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
@@ -185,6 +188,24 @@ def build_worker(
         # its burst).
         master.managers.insert(0, control)
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None, policies)
+
+
+def pause_gate(runtime: Runtime) -> PauseGate:
+    """The worker's view of the shared store's pauses (the store opened at the first read, and
+    again after a failed one: the database may have been down when the worker started)."""
+    holder: list[PauseStore] = []
+
+    def load() -> list[Pause]:
+        if not holder:
+            holder.append(runtime.pause_store())
+        try:
+            return holder[0].list()
+        except StatusqError:
+            holder.pop().close()
+            raise
+
+    queue = runtime.config.queue
+    return PauseGate(load, recheck=queue.pause_recheck, hold=queue.pause_hold)
 
 
 def has_async_handlers(runtime: Runtime) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import click
 
 from statusq.cli.helpers import echo_table, runtime
+from statusq.cli.pauses import echo_pauses
 from statusq.queues.base import BacklogRow
 from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
@@ -22,11 +23,13 @@ def status(ctx: click.Context, as_json: bool) -> int:
     broker's to tell, see /metrics) shows it as unknown ("?"; null in JSON)."""
     with runtime(ctx).queue_manager() as qm:
         rows = qm.backlog()
+        held = [asdict(p) for p in qm.pauses()]
     daemons = running_daemons(runtime(ctx).config.var_dir)
     if as_json:
         found = [{**asdict(s), "processes": [asdict(w) for w in workers]} for s, workers in daemons]
         backlog = None if rows is None else [asdict(r) for r in rows]
-        click.echo(json.dumps({"backlog": backlog, "totals": totals(rows), "daemons": found}, indent=2))
+        report = {"backlog": backlog, "totals": totals(rows), "pauses": held, "daemons": found}
+        click.echo(json.dumps(report, indent=2))
         return 0
     if rows is None:
         subsystem = runtime(ctx).config.queue.subsystem
@@ -38,6 +41,9 @@ def status(ctx: click.Context, as_json: bool) -> int:
             ["SITE", "TRANSPORT", "READY", "RETRYING", "IN FLIGHT", "DEAD"],
             [[r.site, r.transport, r.ready, r.delayed, r.in_flight, r.dead] for r in rows],
         )
+    if held:
+        click.echo("")
+        echo_pauses(held)
     for supervisor, workers in daemons:
         click.echo("\n" + daemon_summary(supervisor))
         echo_table(list(WORKER_COLUMNS), [worker_row(w) for w in workers])

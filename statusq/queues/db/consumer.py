@@ -179,6 +179,14 @@ class DBConsumer(Consumer):
                 return
             self.db.notify(conn, delivery.transport)
 
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        """Back after ``delay``, the attempt its claim counted taken back (it did not run)."""
+        values = {"claimed_by": None, "claimed_at": None, "available_at": time.time() + delay}
+        stmt = update(items).where(self._mine(delivery)).values({**values, "attempts": items.c.attempts - 1})
+        with self.db.errors(), self.db.engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                self._lost(delivery, "defer")
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         copy = select(
             items.c.id,

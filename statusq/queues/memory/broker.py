@@ -188,6 +188,16 @@ class MemoryBroker:
             item.claimed_by, item.available_at, item.last_error = None, self.clock() + delay, error
         self.wake()
 
+    def defer(self, delivery: Delivery, delay: float) -> None:
+        """Back after ``delay``, the attempt its claim counted taken back (it did not run)."""
+        with self._lock:
+            item = self._mine(delivery, "defer")
+            if item is None:
+                return
+            item.claimed_by, item.available_at = None, self.clock() + delay
+            item.attempts -= 1
+        self.wake()
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._lock:
             item = self._mine(delivery, "dead-letter")

@@ -189,6 +189,15 @@ class StompConsumer(Consumer):
         destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
         self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
 
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        """Re-sent to wait ``delay`` as a retry is, but with the same attempt number: it did not
+        run (a pause holds it).  Its last error is kept, not replaced by the pause."""
+        token = delivery.token
+        assert isinstance(token, wire.FrameToken)
+        headers = wire.copy_headers(delivery, token)
+        destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
+        self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         token = delivery.token
         assert isinstance(token, wire.FrameToken)
