@@ -10,8 +10,10 @@ attempt 1" proves the holds were not counted.  Waits poll; no wall time is asser
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 import statusq
+from statusq.metrics.scrape import Samples
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.stomp import Broker, make_broker, stomp_toml
 
@@ -70,6 +73,13 @@ def daemon(config: Path, tmp_path: Path) -> Iterator[Callable[[], subprocess.Pop
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def ran(record_file: Path, site: str) -> list[dict[str, Any]]:
@@ -151,3 +161,32 @@ def test_a_paused_transport_is_held_and_the_python_api_pauses_and_resumes(config
     wait_for(lambda: len(read_records(record_file)) >= 2, timeout=90, what="the held items to run")
     assert sorted(r["id"] for r in read_records(record_file)) == sorted(ids)
     assert {r["attempt"] for r in read_records(record_file)} == {1}
+
+
+def test_pauses_show_in_metrics_and_status(db_url, write_config, record_file, tmp_path) -> None:
+    # Given a daemon serving /metrics, and a site and a transport paused
+    port = free_port()
+    metrics = {"enabled": True, "listen": f"127.0.0.1:{port}", "backlog_ttl": "0s"}
+    config = write_config(db_url, queue=FLOW, metrics=metrics)
+    cli_ok(config, "pause", "--site", HELD)
+    cli_ok(config, "pause", "--transport", "count", "--reason", "remote down")
+    start_daemon(config, "--workers", "1", log=tmp_path / "daemon.log")
+
+    def paused() -> set[tuple[str, str, float]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return set()
+        found = Samples.parse(text).select("statusq_paused")
+        return {(s.labels["site"], s.labels["transport"], s.value) for s in found}
+
+    # Then each pause is a series of /metrics, and a line of `statusq status` and `statusq pause`
+    wait_for(lambda: paused() == {(HELD, "", 1.0), ("", "count", 1.0)}, timeout=60, what="statusq_paused")
+    text = cli_ok(config, "status")
+    assert HELD in text and "remote down" in text
+    assert "transport  count" in cli_ok(config, "pause")
+
+    # When one is resumed, its series is gone
+    cli_ok(config, "resume", "--transport", "count")
+    wait_for(lambda: paused() == {(HELD, "", 1.0)}, timeout=60, what="the resumed pause's series to go")
