@@ -156,7 +156,7 @@ def build_worker(
         item_time_limit=config.daemon.time_limit,
         middleware=chain,
         transports=policies,
-        pauses=pause_gate(runtime),
+        pauses=(gate := pause_gate(runtime)),
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
@@ -182,7 +182,9 @@ def build_worker(
     if isinstance(listener, ConcurrentListener):
         listener.on_abandoned = lambda: master.request_stop(EXIT_RESTART)
     if channel is not None:
-        control = control_manager(runtime, channel, master, (actions or lone_actions)(runtime, master))
+        applied = (actions or lone_actions)(runtime, master)
+        applied.pauses = gate.refresh
+        control = control_manager(runtime, channel, master, applied)
         # First: a turn polls its due managers in order, and a command that came in during an
         # item must be applied before the listener takes the next one (QueueListener.more stops
         # its burst).

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from statusq.defaults import DEFAULT_SITE, MAX_BATCH
-from statusq.errors import Unsupported
+from statusq.errors import StatusqError, Unsupported
 from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
 from statusq.produce import prepare, prepare_batch
@@ -333,17 +333,31 @@ class QueueManager(abc.ABC):
         :meth:`resume`: not run, not dead-lettered, attempts not counted.  Persisted."""
         store = self._pauses()
         try:
-            return store.pause(site=site, transport=transport, reason=reason)
+            done = store.pause(site=site, transport=transport, reason=reason)
         finally:
             store.close()
+        self._announce_pauses()
+        return done
 
     def resume(self, *, site: str | None = None, transport: str | None = None) -> bool:
         """Lift a pause (False: there was none); daemons run the held items again."""
         store = self._pauses()
         try:
-            return store.resume(site=site, transport=transport)
+            lifted = store.resume(site=site, transport=transport)
         finally:
             store.close()
+        self._announce_pauses()
+        return lifted
+
+    def _announce_pauses(self) -> None:
+        """Tell every daemon to re-read the pauses now, where a control channel exists; without
+        one (or when sending fails) they follow within ``[queue] pause_recheck`` anyway."""
+        if not self.admin.can(Capability.CONTROL):
+            return
+        try:
+            self.admin.send_control("pauses")
+        except StatusqError as exc:
+            log.info("pauses stored; the control message that speeds them up was not sent: %s", exc)
 
     def pauses(self) -> list[Pause]:
         """The pauses in force, oldest first."""

@@ -190,3 +190,36 @@ def test_pauses_show_in_metrics_and_status(db_url, write_config, record_file, tm
     # When one is resumed, its series is gone
     cli_ok(config, "resume", "--transport", "count")
     wait_for(lambda: paused() == {(HELD, "", 1.0)}, timeout=60, what="the resumed pause's series to go")
+
+
+@pytest.mark.parametrize("flavor", ["activemq", "rabbitmq"])
+def test_on_stomp_a_pause_reaches_workers_by_control_message(flavor, write_config, record_file, tmp_path) -> None:
+    # Given a daemon whose workers would re-read the pauses only hourly, so only the control
+    # message `statusq pause` sends can make them see one now
+    broker = make_broker(flavor)
+    queue = {"subsystem": "stomp", **FLOW, "pause_recheck": "1h"}
+    config = write_config(f"sqlite:///{tmp_path / 'shared.sqlite'}", stomp_toml(broker), queue=queue)
+    start_daemon(config, "--workers", "1", log=tmp_path / "daemon.log")
+    with statusq.connect(config) as qm:
+        qm.enqueue({"n": 0}, "count", site=HELD)
+    wait_for(lambda: len(ran(record_file, HELD)) == 1, timeout=90, what="the first item (pauses read: none)")
+
+    # When the site is paused, then an item of it enqueued
+    cli_ok(config, "pause", "--site", HELD)
+    with statusq.connect(config) as qm:
+        later = qm.enqueue({"n": 1}, "count", site=HELD)
+        qm.enqueue({"n": 2}, "count", site=OTHER)
+
+    # Then it is held, while the other site's runs; and runs once resumed
+    wait_for(lambda: len(ran(record_file, OTHER)) == 1, timeout=90, what="the other site's item")
+    stays_unrun_after(record_file, 1, 2.0)
+    cli_ok(config, "resume", "--site", HELD)
+    wait_for(lambda: len(ran(record_file, HELD)) == 2, timeout=90, what="the held item after resume")
+    assert ran(record_file, HELD)[1]["id"] == later and ran(record_file, HELD)[1]["attempt"] == 1
+
+
+def stays_unrun_after(record_file: Path, count: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert len(ran(record_file, HELD)) == count, "a paused site's item ran"
+        time.sleep(0.1)
