@@ -96,6 +96,9 @@ class StompConfig(_Section):
     reconnect_delay: Duration = 0.5
     reconnect_delay_max: Duration = 30.0
     flavor: Literal["auto", "activemq", "rabbitmq"] = "auto"
+    #: RabbitMQ: work queues are declared with ``x-max-priority`` = this (0: without, as before
+    #: 2026-12; an existing queue keeps the arguments it was declared with: see the docs).
+    max_priority: int = Field(default=defaults.STOMP_MAX_PRIORITY, ge=0, le=255)
 
     @property
     def dead_letter_destination(self) -> str:
