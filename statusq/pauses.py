@@ -48,6 +48,13 @@ class PauseGate:
         """Read the store at the next item (a control message said the pauses changed)."""
         self._due = 0.0
 
+    def read(self) -> None:
+        """Read the store now: at a worker's boot, before it takes an item, so that opening the
+        store (a connection, the table created if missing, other workers doing the same) is
+        not paid by its first item while its prefetched ones wait behind it."""
+        self._due = self.clock() + self.recheck
+        self._read()
+
     def held(self, site: str, transport: str) -> Pause | None:
         """The pause that holds an item of ``site`` and ``transport``, or None to run it."""
         now = self.clock()

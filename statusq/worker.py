@@ -207,7 +207,9 @@ def pause_gate(runtime: Runtime) -> PauseGate:
             raise
 
     queue = runtime.config.queue
-    return PauseGate(load, recheck=queue.pause_recheck, hold=queue.pause_hold)
+    gate = PauseGate(load, recheck=queue.pause_recheck, hold=queue.pause_hold)
+    gate.read()
+    return gate
 
 
 def has_async_handlers(runtime: Runtime) -> bool:

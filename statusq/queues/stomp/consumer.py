@@ -81,7 +81,10 @@ class StompConsumer(Consumer):
         )
         self.side = ResendLink(self.config, self.writer.poke)
         self.writer.start()
-        self._connect()
+        # Not connected here but at the first fetch, once the worker's loop runs: the broker
+        # dispatches a prefetch window as soon as we subscribe, and a window taken while the
+        # worker was still starting (its control link, its other managers) sat there while the
+        # other workers ran hundreds of items; a priority-9 item in it waited all that time.
 
     def _connect(self) -> bool:
         if not self._redial.connect():
