@@ -9,6 +9,10 @@
 #                                         closed (starting, or a standby waiting on the store
 #                                         lock), 3 = not running
 #
+# `start`/`ensure` are idempotent: a broker of ours already serving is left alone, unless it runs
+# with another activemq.xml than this script generates now (an older version of it, e.g. before
+# priority dispatch): then it is stopped and started again with the current one.
+#
 # Each broker lives in /var/tmp/statusq-servers/activemq-NAME/ (conf, data, tmp, pid, log);
 # the package's own instance (/etc/activemq, /var/lib/activemq) is never touched or started.
 #
