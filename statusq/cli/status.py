@@ -9,6 +9,7 @@ import click
 
 from statusq.cli.helpers import echo_table, runtime
 from statusq.cli.pauses import echo_pauses
+from statusq.errors import StatusqError
 from statusq.queues.base import BacklogRow
 from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
@@ -17,13 +18,18 @@ from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worke
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> int:
-    """Show the backlog per site and transport, and this host's daemons: workers, restarts.
+    """Show the backlog per site and transport, the pauses, and this host's daemons: workers,
+    restarts.
 
     A backend that cannot count its backlog cheaply (STOMP: the broker's queue depths are the
     broker's to tell, see /metrics) shows it as unknown ("?"; null in JSON)."""
     with runtime(ctx).queue_manager() as qm:
         rows = qm.backlog()
-        held = [asdict(p) for p in qm.pauses()]
+        try:
+            held: list[dict[str, object]] | None = [asdict(p) for p in qm.pauses()]
+        except StatusqError as exc:  # the shared store is down: the rest is still worth showing
+            click.echo(f"pauses: unknown ({exc})", err=True)
+            held = None
     daemons = running_daemons(runtime(ctx).config.var_dir)
     if as_json:
         found = [{**asdict(s), "processes": [asdict(w) for w in workers]} for s, workers in daemons]
@@ -44,6 +50,8 @@ def status(ctx: click.Context, as_json: bool) -> int:
     if held:
         click.echo("")
         echo_pauses(held)
+    elif held is None:
+        click.echo("\npauses: ? (the shared store at db_url cannot be read)")
     for supervisor, workers in daemons:
         click.echo("\n" + daemon_summary(supervisor))
         echo_table(list(WORKER_COLUMNS), [worker_row(w) for w in workers])
