@@ -10,6 +10,8 @@ database claims by priority, then arrival.  The memory backend is shown in-proce
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,3 +91,25 @@ def test_priority_items_overtake_a_backlog_in_memory(tmp_path: Path) -> None:
             consumer.ack(delivery)
         consumer.close()
     assert order == urgent + low
+
+
+def test_activemq_sh_restarts_a_broker_of_ours_that_runs_an_older_config(priority_activemq) -> None:
+    # Given our broker running, but with a config an older activemq.sh wrote (no priority policy)
+    servers = Path(os.environ.get("STATUSQ_SERVERS_DIR", "/var/tmp/statusq-servers"))  # as lib.sh
+    base = servers / f"activemq-{PRIORITY_BROKER[0]}"
+    conf = base / "conf" / "activemq.xml"
+    current = conf.read_text()
+    assert 'prioritizedMessages="true"' in current
+    conf.write_text(re.sub(r"\s*<destinationPolicy>.*?</destinationPolicy>", "", current, flags=re.DOTALL))
+    before = (base / "pid").read_text()
+
+    # When `start` runs again, it restarts the broker with the current config
+    priority_activemq.start()
+    assert (base / "pid").read_text() != before
+    assert conf.read_text() == current
+    make_broker("activemq", PRIORITY_BROKER[1])  # it answers STOMP
+
+    # And a second run finds nothing to do
+    restarted = (base / "pid").read_text()
+    priority_activemq.start()
+    assert (base / "pid").read_text() == restarted
