@@ -25,7 +25,10 @@ from statusq.defaults import CONTROL_MAX_AGE, SITE_PATTERN
 from statusq.errors import DataError
 
 SITE_COMMANDS = frozenset({"update-site", "remove-site"})
-PLAIN_COMMANDS = frozenset({"reload", "restart", "shutdown"})
+#: ``pauses``: re-read the pause table now (sent by ``statusq pause``/``resume`` where a control
+#: channel exists; the pause itself is the shared store's, so a worker that misses it still
+#: follows within ``[queue] pause_recheck``).
+PLAIN_COMMANDS = frozenset({"reload", "restart", "shutdown", "pauses"})
 COMMANDS = SITE_COMMANDS | PLAIN_COMMANDS
 SIGNATURE_HEADER = "statusq-signature"
 TIMESTAMP_HEADER = "statusq-timestamp"

@@ -102,6 +102,9 @@ class StompConfig(_Section):
     outbox_url: str | None = None
     #: How often a worker looks for committed outbox rows to relay.
     outbox_poll: Duration = Field(default=0.2, gt=0)
+    #: RabbitMQ: work queues are declared with ``x-max-priority`` = this (0: without, as before
+    #: 2026-12; an existing queue keeps the arguments it was declared with: see the docs).
+    max_priority: int = Field(default=defaults.STOMP_MAX_PRIORITY, ge=0, le=255)
 
     @property
     def dead_letter_destination(self) -> str:
@@ -131,6 +134,9 @@ class QueueConfig(_Section):
     ack_flush: Duration = Field(default=defaults.ACK_FLUSH, gt=0)
     #: The largest item body (bytes, or "10MB"); 0: no limit.
     max_body: Size = Field(default=defaults.MAX_BODY, ge=0)
+    #: Pauses (``statusq pause``): how often a worker re-reads them, how long a held item waits.
+    pause_recheck: Duration = Field(default=defaults.PAUSE_RECHECK, gt=0)
+    pause_hold: Duration = Field(default=defaults.PAUSE_HOLD, gt=0)
     stomp: StompConfig = StompConfig()
     db: DBConfig = DBConfig()
 

@@ -1,10 +1,11 @@
 """Control commands, broadcast to every daemon and applied between items.
 
-A command is text: ``update-site NAME``, ``remove-site NAME``, ``reload``, ``restart`` or
-``shutdown``.  It is accepted only from the configured control destination and, when a secret is
-configured, only signed with it, fresh and never seen before (statusq.commands); anything else
-is logged and ignored, never fatal.  (StatusNet's control channel never worked: its handler had the wrong
-signature.  This one is tested end to end.)
+A command is text: ``update-site NAME``, ``remove-site NAME``, ``reload``, ``restart``,
+``shutdown`` or ``pauses`` (re-read the pause table now).  It is accepted only from the
+configured control destination and, when a secret is configured, only signed with it, fresh and
+never seen before (statusq.commands); anything else is logged and ignored, never fatal.
+(StatusNet's control channel never worked: its handler had the wrong signature.  This one is
+tested end to end.)
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class ControlActions:
     reload: Callable[[], None]
     restart: Callable[[], None]
     shutdown: Callable[[], None]
+    #: Re-read the pauses now: this worker's own (its processor's gate), set by build_worker.
+    pauses: Callable[[], None] = lambda: None
 
 
 class ControlManager(IoManager):
@@ -104,6 +107,8 @@ class ControlManager(IoManager):
             self.actions.restart()
         elif command.command == "shutdown":
             self.actions.shutdown()
+        elif command.command == "pauses":
+            self.actions.pauses()
 
 
 def check_signing(config: Config) -> None:

@@ -50,6 +50,7 @@ EXIT_RESTART = os.EX_TEMPFAIL
 STOMP_BASENAME = "/queue/statusq/"
 STOMP_CONTROL_CHANNEL = "/topic/statusq.control"
 CONTROL_MAX_AGE = 60.0  # s: how old (or how far ahead) a signed control command may be
+STOMP_MAX_PRIORITY = 9  # RabbitMQ's x-max-priority of work queues: JMS priorities 0-9
 STOMP_PREFETCH = 100  # the prefetch window up to concurrency 25...
 STOMP_PREFETCH_PER_SLOT = 4  # ...and this many per item in hand above it
 
@@ -117,3 +118,7 @@ METRICS_LISTEN = "127.0.0.1:9464"  # the metrics endpoint of the whole daemon (s
 METRICS_MAX_SITES = 100  # per-site series a worker keeps under site_labels = "auto"
 METRICS_BACKLOG_TTL = 5.0  # seconds a backlog count is reused between scrapes
 WEB_LISTEN = "127.0.0.1:9465"  # the status page: its own port, so /metrics can be opened wider
+
+# Flow control: pauses (``statusq pause``), kept in the shared store at ``db_url``.
+PAUSE_RECHECK = 1.0  # s: how often a worker re-reads the pause table (a control message: at once)
+PAUSE_HOLD = 5.0  # s: a paused item is offered again this much later, its attempt not counted

@@ -40,6 +40,8 @@ class Outcome(enum.Enum):
     DONE = "done"
     RETRY = "retry"
     DEAD = "dead"
+    #: Not run and not counted: held by a pause, offered again after ``Result.delay``.
+    HOLD = "hold"
 
 
 class Failure(enum.StrEnum):

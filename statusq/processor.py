@@ -20,6 +20,7 @@ from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome, Raised, Reject, Result, Retry
+from statusq.pauses import PauseGate
 from statusq.produce import KEY_HEADER
 from statusq.queues.base import Consumer
 from statusq.queues.cancels import DROPPED, CancelView
@@ -93,6 +94,7 @@ class ItemProcessor:
         keys: Callable[[], UniqueKeys] | None = None,
         cancels: Callable[[], CancelView] | None = None,
         max_body: int = 0,
+        pauses: PauseGate | None = None,
     ) -> None:
         #: ``[queue] max_body``: a larger body is dead-lettered before it is decoded (0: no limit).
         self.max_body = max_body
@@ -101,6 +103,7 @@ class ItemProcessor:
         self.registry = registry
         #: The backend's unique keys, opened when the first keyed item comes (None: keys unsupported).
         self.keys = keys
+        self.pauses = pauses  # None: nothing is ever paused (a process without a shared store)
         self.clock = clock  # what an item's expires_at is read against
         self.sites = sites
         default = TransportPolicy(policy, item_time_limit)
@@ -147,6 +150,11 @@ class ItemProcessor:
                 "not run: %s (id=%s site=%s transport=%s)", dropped, delivery.id, delivery.site, delivery.transport
             )
             return Result(Outcome.DONE, dropped)
+        # First: a paused item is held whatever else is true of it (not even expired, not
+        # dead-lettered); the rules below apply once it is resumed.
+        gate = self.pauses
+        if gate is not None and (pause := gate.held(delivery.site, delivery.transport)) is not None:
+            return Result(Outcome.HOLD, pause.describe(), delay=gate.hold)
         if delivery.expires_at is not None and delivery.expires_at <= self.clock():
             when = datetime.fromtimestamp(delivery.expires_at, UTC).isoformat(timespec="seconds")
             return Result(Outcome.DEAD, f"expired: not started by {when}", kind=Failure.EXPIRED)
@@ -270,7 +278,10 @@ class ItemProcessor:
                 )
             return
         fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
-        if result.outcome is Outcome.RETRY:
+        if result.outcome is Outcome.HOLD:
+            consumer.defer(delivery, result.delay, result.reason or "")
+            log.debug("held site=%s transport=%s id=%s attempt=%d: %s", *fields, result.reason)
+        elif result.outcome is Outcome.RETRY:
             consumer.retry(delivery, result.delay, result.reason or "")
             # INFO, not WARNING: a retry is the plan working (a remote server down retries every
             # push to it), and a line per retry at WARNING flooded logs and cost a fifth of a

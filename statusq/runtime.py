@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 from statusq.config import Config, load_config
 from statusq.middleware import MiddlewareChain
@@ -18,6 +19,9 @@ from statusq.registry import HandlerRegistry
 from statusq.sites import SiteTable
 from statusq.tracing import setup as tracing
 from statusq.xmpp.api import XmppApi
+
+if TYPE_CHECKING:
+    from statusq.queues.db.pauses import PauseStore
 
 
 class Runtime:
@@ -47,7 +51,14 @@ class Runtime:
         """A new manager of the configured backend, with the process's middleware."""
         manager = open_queue_manager(self)
         manager.use_middleware(self.middleware)
+        manager.use_pauses(self.pause_store)
         return manager
+
+    def pause_store(self) -> PauseStore:
+        """The shared store's pause table (``db_url``); SQLAlchemy is imported only when used."""
+        from statusq.queues.db.pauses import PauseStore  # noqa: PLC0415
+
+        return PauseStore.open(self.config.db_url)
 
 
 def open_queue_manager(runtime: Runtime) -> QueueManager:

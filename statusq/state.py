@@ -52,6 +52,10 @@ class ItemInHand:
         return f"item id={self.id} site={self.site} transport={self.transport} attempt={self.attempt}"
 
 
+#: The outcomes a worker counts as handled (a paused item's hold is none: it did not run).
+COUNTED = (Outcome.DONE, Outcome.RETRY, Outcome.DEAD)
+
+
 @dataclass(slots=True)
 class WorkerState:
     slot: int
@@ -65,7 +69,7 @@ class WorkerState:
     item: ItemInHand | None = None
     #: ...and the others, oldest first, in a worker with several in hand ([daemon] concurrency).
     others: list[ItemInHand] = field(default_factory=list)
-    handled: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
+    handled: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in COUNTED})
     rss: int = 0
     error: str | None = None
     request: str | None = None
@@ -151,7 +155,7 @@ def worker_row(worker: WorkerState, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     item = worker.item
     doing = f"{item.transport} id={item.id} site={item.site} ({now - item.since:.1f}s){_more(worker)}" if item else "-"
-    counts = [str(worker.handled.get(outcome.value, 0)) for outcome in Outcome]
+    counts = [str(worker.handled.get(outcome.value, 0)) for outcome in COUNTED]
     return [
         str(worker.slot),
         str(worker.pid),

@@ -24,9 +24,11 @@ from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
 from statusq.limits import SoftMemoryLimit
 from statusq.middleware import Middleware
+from statusq.pauses import PauseGate
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.cancels import CancelView
+from statusq.queues.db.pauses import Pause, PauseStore
 from statusq.retry import Policies, RetryPolicy, resolve_policies
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
@@ -158,6 +160,7 @@ def build_worker(
         keys=lambda: queue_manager.unique_keys,
         cancels=cancel_view(queue_manager),
         max_body=config.queue.max_body,
+        pauses=(gate := pause_gate(runtime)),
     )
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
@@ -184,7 +187,9 @@ def build_worker(
     if isinstance(listener, ConcurrentListener):
         listener.on_abandoned = lambda: master.request_stop(EXIT_RESTART)
     if channel is not None:
-        control = control_manager(runtime, channel, master, (actions or lone_actions)(runtime, master))
+        applied = (actions or lone_actions)(runtime, master)
+        applied.pauses = gate.refresh
+        control = control_manager(runtime, channel, master, applied)
         # First: a turn polls its due managers in order, and a command that came in during an
         # item must be applied before the listener takes the next one (QueueListener.more stops
         # its burst).
@@ -216,6 +221,26 @@ def cancel_view(manager: QueueManager) -> Callable[[], CancelView] | None:
         return opened[0]
 
     return view
+
+
+def pause_gate(runtime: Runtime) -> PauseGate:
+    """The worker's view of the shared store's pauses (the store opened at the first read, and
+    again after a failed one: the database may have been down when the worker started)."""
+    holder: list[PauseStore] = []
+
+    def load() -> list[Pause]:
+        if not holder:
+            holder.append(runtime.pause_store())
+        try:
+            return holder[0].list()
+        except StatusqError:
+            holder.pop().close()
+            raise
+
+    queue = runtime.config.queue
+    gate = PauseGate(load, recheck=queue.pause_recheck, hold=queue.pause_hold)
+    gate.read()
+    return gate
 
 
 def has_async_handlers(runtime: Runtime) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import stomp
 
+from statusq.defaults import STOMP_MAX_PRIORITY
 from tests.servers import IN_CI, require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,12 @@ def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -
     return "[queue.stomp]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
+def work_queue_headers(broker: Broker) -> dict[str, str]:
+    """What a foreign client's SEND or SUBSCRIBE to a work queue must carry on RabbitMQ: the
+    ``x-max-priority`` statusq declares it with (any other arguments are refused there)."""
+    return {"x-max-priority": str(STOMP_MAX_PRIORITY)} if broker.name == "rabbitmq" else {}
+
+
 def raw_connection(port: int) -> Any:
     """A plain stomp.py client that knows nothing of statusq (a foreign producer or a probe)."""
     conn = stomp.Connection12([("127.0.0.1", port)], vhost="/", auto_decode=False)
@@ -72,8 +79,11 @@ def raw_connection(port: int) -> Any:
     return conn
 
 
-def drain(port: int, destination: str, seconds: float = 2.0) -> list[tuple[dict[str, str], bytes]]:
-    """Consume and ack everything on a destination (e.g. the dead-letter queue)."""
+def drain(
+    port: int, destination: str, seconds: float = 2.0, headers: dict[str, str] | None = None
+) -> list[tuple[dict[str, str], bytes]]:
+    """Consume and ack everything on a destination (e.g. the dead-letter queue); ``headers``: a
+    work queue's declaration arguments (:func:`work_queue_headers`)."""
     import queue
 
     got: queue.SimpleQueue[tuple[dict[str, str], bytes]] = queue.SimpleQueue()
@@ -85,7 +95,7 @@ def drain(port: int, destination: str, seconds: float = 2.0) -> list[tuple[dict[
 
     conn = raw_connection(port)
     conn.set_listener("drain", Listener())
-    conn.subscribe(destination, "drain", ack="client-individual")
+    conn.subscribe(destination, "drain", ack="client-individual", headers=headers or {})
     out = []
     try:
         while True:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from statusq.cli import cancel, control, daemon, deadletters, dispatch, enqueue, monitor, queues, status
+from statusq.cli import cancel, control, daemon, deadletters, dispatch, enqueue, monitor, pauses, queues, status
 from statusq.errors import StatusqError
 
 EPILOG = """\b
@@ -19,6 +19,7 @@ Examples:
   statusq deadletters list
   statusq deadletters retry --all
   statusq control update-site example.org
+  statusq pause --site example.org --reason "migration"
 \b
 See docs/cli.md (make docs builds it into site/).
 """
@@ -46,6 +47,8 @@ cli.add_command(cancel.purge)
 cli.add_command(status.status)
 cli.add_command(deadletters.deadletters)
 cli.add_command(control.control)
+cli.add_command(pauses.pause)
+cli.add_command(pauses.resume)
 cli.add_command(queues.queues)
 cli.add_command(dispatch.dispatch)
 cli.add_command(monitor.snmp_agent, name="snmp")

@@ -8,6 +8,8 @@ from dataclasses import asdict
 import click
 
 from statusq.cli.helpers import echo_table, runtime
+from statusq.cli.pauses import echo_pauses
+from statusq.errors import StatusqError
 from statusq.queues.base import BacklogRow
 from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
@@ -24,17 +26,24 @@ See docs/daemon.md (make docs builds it into site/).
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> int:
-    """Show the backlog per site and transport, and this host's daemons: workers, restarts.
+    """Show the backlog per site and transport, the pauses, and this host's daemons: workers,
+    restarts.
 
     A backend that cannot count its backlog cheaply (STOMP: the broker's queue depths are the
     broker's to tell, see /metrics) shows it as unknown ("?"; null in JSON)."""
     with runtime(ctx).queue_manager() as qm:
         rows = qm.backlog()
+        try:
+            held: list[dict[str, object]] | None = [asdict(p) for p in qm.pauses()]
+        except StatusqError as exc:  # the shared store is down: the rest is still worth showing
+            click.echo(f"pauses: unknown ({exc})", err=True)
+            held = None
     daemons = running_daemons(runtime(ctx).config.var_dir)
     if as_json:
         found = [{**asdict(s), "processes": [asdict(w) for w in workers]} for s, workers in daemons]
         backlog = None if rows is None else [asdict(r) for r in rows]
-        click.echo(json.dumps({"backlog": backlog, "totals": totals(rows), "daemons": found}, indent=2))
+        report = {"backlog": backlog, "totals": totals(rows), "pauses": held, "daemons": found}
+        click.echo(json.dumps(report, indent=2))
         return 0
     if rows is None:
         subsystem = runtime(ctx).config.queue.subsystem
@@ -46,6 +55,11 @@ def status(ctx: click.Context, as_json: bool) -> int:
             ["SITE", "TRANSPORT", "READY", "RETRYING", "IN FLIGHT", "DEAD"],
             [[r.site, r.transport, r.ready, r.delayed, r.in_flight, r.dead] for r in rows],
         )
+    if held:
+        click.echo("")
+        echo_pauses(held)
+    elif held is None:
+        click.echo("\npauses: ? (the shared store at db_url cannot be read)")
     for supervisor, workers in daemons:
         click.echo("\n" + daemon_summary(supervisor))
         echo_table(list(WORKER_COLUMNS), [worker_row(w) for w in workers])

@@ -15,7 +15,7 @@ from typing import Any
 from statusq.item import Delivery
 from statusq.limits import MemoryProbe
 from statusq.middleware import Middleware
-from statusq.outcome import Result
+from statusq.outcome import Outcome, Result
 from statusq.state import WORKER_FIELDS, ItemInHand, WorkerState
 
 log = logging.getLogger("statusq.state")
@@ -212,7 +212,8 @@ class StateReporter(Middleware):
         """
         state = self.state
         outcome = result.outcome.value
-        state.handled[outcome] = state.handled.get(outcome, 0) + 1
+        if result.outcome is not Outcome.HOLD:  # a paused item was not handled, only handed back
+            state.handled[outcome] = state.handled.get(outcome, 0) + 1
         item = self._finished(delivery)
         state.rss = self._rss()
         now = time.monotonic()

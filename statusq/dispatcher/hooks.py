@@ -81,7 +81,7 @@ class DispatchHooks(Middleware):
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         mark = run_item(delivery)
-        if mark is None or result.outcome is Outcome.RETRY:  # a retry is still the run's business
+        if mark is None or result.outcome in (Outcome.RETRY, Outcome.HOLD):  # still the run's business
             return
         try:
             self.store.items_settled([(*mark, result.outcome is Outcome.DONE)], self.clock())

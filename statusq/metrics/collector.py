@@ -14,13 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from statusq.limits import MemoryProbe
 from statusq.state import RESTART_COUNTERS, RunDir, WorkerState, alive
+
+if TYPE_CHECKING:
+    from statusq.queues.db.pauses import Pause  # SQLAlchemy: only once a scrape reads the pauses
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,7 @@ class DaemonCollector(Collector):
         run_dir: RunDir,
         backlog: Cached[Backlog] | None = None,
         dispatch: Cached[list[DispatchQueue]] | None = None,
+        pauses: Cached[list[Pause]] | None = None,
         *,
         is_alive: Callable[[int], bool] = alive,
         rss: Callable[[int], int] | None = None,
@@ -104,6 +108,7 @@ class DaemonCollector(Collector):
         self.run_dir = run_dir
         self.backlog = backlog
         self.dispatch = dispatch
+        self.pauses = pauses
         self.is_alive = is_alive
         self.rss = rss or MemoryProbe().rss
         self.clock = clock
@@ -113,6 +118,7 @@ class DaemonCollector(Collector):
         yield from self._daemon()
         yield from self._backlog()
         yield from self._dispatch()
+        yield from self._pauses()
 
     def _daemon(self) -> Iterator[Metric]:
         supervisor = self.run_dir.supervisor()
@@ -180,6 +186,19 @@ class DaemonCollector(Collector):
             if queue.items is not None:
                 items.add_metric([queue.name], queue.items)
         yield from (age, running, hung, items)
+
+    def _pauses(self) -> Iterator[Metric]:
+        """``statusq_paused{site, transport}`` 1 per pause in force (one label empty); a resumed
+        pause's series is gone, so ``count(statusq_paused) > 0`` alerts on any pause."""
+        pauses = self.pauses.get() if self.pauses is not None else None
+        if pauses is None:
+            return
+        family = GaugeMetricFamily(
+            "statusq_paused", "1 per site or transport paused (statusq pause).", labels=["site", "transport"]
+        )
+        for pause in pauses:
+            family.add_metric([pause.site, pause.transport], 1)
+        yield family
 
 
 def _current_per_slot(workers: Iterable[WorkerState]) -> dict[int, WorkerState]:

@@ -126,7 +126,7 @@ class MetricsHooks(Middleware):
             if errors is None:
                 errors = self._child(self._errors, (site, transport, kind), self.model.errors, kind.value)
             self._count(errors)
-        ran = kind is None or kind in _HANDLER_RAN
+        ran = outcome is not Outcome.HOLD and (kind is None or kind in _HANDLER_RAN)
         if ran:
             handling = self._handling.get(transport)
             if handling is None:

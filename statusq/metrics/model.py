@@ -20,7 +20,12 @@ from statusq.metrics import MULTIPROC_ENV
 from statusq.outcome import Outcome
 
 #: ``outcome`` label values, per processor outcome.
-OUTCOMES = {Outcome.DONE: "handled", Outcome.RETRY: "retried", Outcome.DEAD: "dead_lettered"}
+OUTCOMES = {
+    Outcome.DONE: "handled",
+    Outcome.RETRY: "retried",
+    Outcome.DEAD: "dead_lettered",
+    Outcome.HOLD: "held",  # paused: handed back, not run, attempt not counted
+}
 #: The ``transport`` label of an item whose transport no handler is registered for (a producer's
 #: typo must not create a series).
 UNKNOWN_TRANSPORT = "_unknown"

@@ -1,4 +1,5 @@
-"""What the supervisor asks the databases at scrape time: the backlog, the periodic queues.
+"""What the supervisor asks the databases at scrape time: the backlog, the periodic queues, the
+pauses.
 
 Each call opens its own short-lived connection and closes it: the supervisor forks workers, and a
 pooled connection would be copied into each of them (as for releasing a dead worker's claims).
@@ -20,6 +21,7 @@ from statusq.metrics.collector import Backlog, DispatchQueue
 if TYPE_CHECKING:
     from statusq.config import Config
     from statusq.dispatcher.tables import QueueRow
+    from statusq.queues.db.pauses import Pause
 
 
 def db_backlog(config: Callable[[], Config]) -> Callable[[], Backlog]:
@@ -58,6 +60,21 @@ def dispatch_queues(
                 if not inspect(store.engine).has_table(queues.name):
                     return []
             return dispatch_view(store.rows().values(), clock())
+        finally:
+            store.close()
+
+    return load
+
+
+def paused(config: Callable[[], Config]) -> Callable[[], list[Pause]]:
+    """The pauses in force (the shared store's table at ``db_url``, whatever the backend)."""
+
+    def load() -> list[Pause]:
+        from statusq.queues.db.pauses import PauseStore  # noqa: PLC0415 -- SQLAlchemy: only when scraped
+
+        store = PauseStore.open(config().db_url)
+        try:
+            return store.list()
         finally:
             store.close()
 

@@ -25,7 +25,7 @@ from statusq.metrics import MULTIPROC_ENV
 from statusq.metrics.archive import Archive
 from statusq.metrics.collector import Cached, DaemonCollector
 from statusq.metrics.server import MetricsServer, daemon_registry
-from statusq.metrics.sources import db_backlog, dispatch_queues
+from statusq.metrics.sources import db_backlog, dispatch_queues, paused
 from statusq.metrics.statsd import Statsd, counter, gauge
 from statusq.state import RunDir
 
@@ -83,7 +83,9 @@ class SupervisorMetrics:
         elif subsystem == "stomp":
             backlog = Cached(ActiveMQBacklog(config, self._served_groups), ttl, "ActiveMQ statistics")
         dispatch = Cached(dispatch_queues(config), ttl, "dispatch queues")
-        registry = daemon_registry(self.folder, DaemonCollector(self.run_dir, backlog, dispatch), self.archive)
+        pauses = Cached(paused(config), ttl, "pauses")
+        collector = DaemonCollector(self.run_dir, backlog, dispatch, pauses)
+        registry = daemon_registry(self.folder, collector, self.archive)
         server = MetricsServer(registry, self.settings.listen)
         self.registry = registry
         if server.start():

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statusq.defaults import DEFAULT_SITE, MAX_BATCH
-from statusq.errors import InvalidArgument, Unsupported
+from statusq.errors import InvalidArgument, StatusqError, Unsupported
 from statusq.item import Delivery, Item, Message
 from statusq.middleware import MiddlewareChain
 from statusq.produce import prepare, prepare_batch
@@ -49,6 +49,9 @@ __all__ = [
     "QueueManager",
     "Subscription",
 ]
+
+if TYPE_CHECKING:
+    from statusq.queues.db.pauses import Pause, PauseStore
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,13 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Park the item where operators can see, requeue or purge it."""
+
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        """Make the item available again after ``delay`` seconds, its attempt NOT counted: it
+        was not run (a pause holds it).  This fallback counts it (a plain retry); every backend
+        of statusq overrides it."""
+        log.warning("id=%s: %s cannot defer without counting an attempt", delivery.id, type(self).__name__)
+        self.retry(delivery, delay, reason)
 
     @property
     def claim_owner(self) -> str | None:
@@ -342,6 +352,58 @@ class QueueManager(abc.ABC):
 
     def send_control(self, text: str) -> None:
         self.admin.send_control(text)
+
+    # Pauses live in the shared store (``db_url``), whatever the backend: see statusq.pauses.
+
+    #: Opens the pause table; set by whoever builds the manager from a config (statusq.runtime).
+    _pause_store: Callable[[], PauseStore] | None = None
+
+    def use_pauses(self, opener: Callable[[], PauseStore]) -> None:
+        self._pause_store = opener
+
+    def _pauses(self) -> PauseStore:
+        if self._pause_store is None:
+            raise Unsupported(f"{type(self).__name__}: no shared store to keep pauses in")
+        return self._pause_store()
+
+    def pause(self, *, site: str | None = None, transport: str | None = None, reason: str = "") -> Pause:
+        """Hold every item of ``site`` (or of ``transport``) in every daemon on every host until
+        :meth:`resume`: not run, not dead-lettered, attempts not counted.  Persisted."""
+        store = self._pauses()
+        try:
+            done = store.pause(site=site, transport=transport, reason=reason)
+        finally:
+            store.close()
+        self._announce_pauses()
+        return done
+
+    def resume(self, *, site: str | None = None, transport: str | None = None) -> bool:
+        """Lift a pause (False: there was none); daemons run the held items again."""
+        store = self._pauses()
+        try:
+            lifted = store.resume(site=site, transport=transport)
+        finally:
+            store.close()
+        self._announce_pauses()
+        return lifted
+
+    def _announce_pauses(self) -> None:
+        """Tell every daemon to re-read the pauses now, where a control channel exists; without
+        one (or when sending fails) they follow within ``[queue] pause_recheck`` anyway."""
+        if not self.admin.can(Capability.CONTROL):
+            return
+        try:
+            self.admin.send_control("pauses")
+        except StatusqError as exc:
+            log.info("pauses stored; the control message that speeds them up was not sent: %s", exc)
+
+    def pauses(self) -> list[Pause]:
+        """The pauses in force, oldest first."""
+        store = self._pauses()
+        try:
+            return store.list()
+        finally:
+            store.close()
 
     def close(self) -> None:
         """Free connections; the manager is unusable afterwards."""

@@ -29,7 +29,7 @@ T = TypeVar("T")
 DEAD_LETTER_LIMIT = 200
 #: Removals remembered for the sites page; beyond this the oldest are forgotten.
 REMOVED_LIMIT = 10_000
-READ_PAGES = ("/", "/queues", "/deadletters", "/sites")
+READ_PAGES = ("/", "/queues", "/deadletters", "/sites", "/pauses")
 
 
 @dataclass(slots=True)
@@ -149,6 +149,8 @@ class App:
         if path == "/deadletters":
             letters = _attempt(lambda: sources.dead_letters(self.open_queue, config, DEAD_LETTER_LIMIT))
             return self._html(pages.dead_letters(ctx, letters, DEAD_LETTER_LIMIT))
+        if path == "/pauses":
+            return self._html(pages.pauses(ctx, _attempt(lambda: sources.pauses(self.open_queue, config))))
         backlog = _attempt(lambda: sources.backlog(self.open_queue, config))
         seen = [] if isinstance(backlog, str) or backlog is None else [r.site for r in backlog]
         with self._removed_lock:
@@ -209,6 +211,8 @@ class App:
             "/sites/remove": self._site_command,
             "/sites/purge": self._purge_backlog,
             "/sites/cancel": self._cancel_item,
+            "/pauses/add": self._pause,
+            "/pauses/resume": self._resume,
         }
 
     def _set_queue(self, path: str, form: dict[str, str]) -> str:
@@ -248,6 +252,15 @@ class App:
         if done.remembered:
             return f"cancelled item {item}: it is dropped when it arrives"
         return f"item {item} is not queued here (done, dead or unknown)"
+
+    def _pause(self, _path: str, form: dict[str, str]) -> str:
+        done = sources.pause(self.open_queue, self.config(), forms.pause_scope(form), forms.reason(form))
+        return f"{done.describe()}: every daemon holds its items from its next re-read"
+
+    def _resume(self, _path: str, form: dict[str, str]) -> str:
+        scope = forms.pause_scope(form)
+        what = " ".join(next(iter(scope.items())))
+        return f"{what} resumed" if sources.resume(self.open_queue, self.config(), scope) else f"{what} was not paused"
 
     def _site_command(self, path: str, form: dict[str, str]) -> str:
         config = self.config()

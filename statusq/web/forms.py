@@ -21,6 +21,7 @@ from statusq.units import parse_duration
 MAX_BODY = 16 * 1024
 _SITE = re.compile(SITE_PATTERN)
 _TRANSPORT = re.compile(NAME_PATTERN)
+MAX_REASON = 500
 _ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 _MAX_ITEMS = 1_000_000
 _MAX_FREQUENCY = 366 * 86400.0
@@ -72,6 +73,25 @@ def site_name(form: dict[str, str]) -> str:
     if not _SITE.match(name):
         raise FormError(f"{name[:80]!r} is not a site name (letters, digits, '_.-', up to 255)")
     return name
+
+
+def pause_scope(form: dict[str, str]) -> dict[str, str]:
+    """``kind`` (site or transport) and ``name``, as ``qm.pause``/``qm.resume`` take them."""
+    kind, name = form.get("kind", ""), form.get("name", "").strip()
+    if kind == "site":
+        return {"site": site_name({"site": name})}
+    if kind == "transport":
+        if not _TRANSPORT.match(name):
+            raise FormError(f"{name[:80]!r} is not a transport name (lowercase letters, digits, '_.-')")
+        return {"transport": name}
+    raise FormError("pause a site or a transport")
+
+
+def reason(form: dict[str, str]) -> str:
+    text = form.get("reason", "").strip()
+    if len(text) > MAX_REASON:
+        raise FormError(f"a reason of at most {MAX_REASON} characters, please")
+    return text
 
 
 def item_id(form: dict[str, str]) -> str:

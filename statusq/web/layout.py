@@ -13,7 +13,13 @@ from statusq.web.auth import Access
 from statusq.web.html import Markup, join, render
 
 EMPTY = Markup("")
-NAV = (("/", "Overview"), ("/queues", "Periodic queues"), ("/deadletters", "Dead letters"), ("/sites", "Sites"))
+NAV = (
+    ("/", "Overview"),
+    ("/queues", "Periodic queues"),
+    ("/deadletters", "Dead letters"),
+    ("/sites", "Sites"),
+    ("/pauses", "Pauses"),
+)
 
 #: No script from anywhere, no inline style, forms only to ourselves, never framed.
 CSP = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from statusq.dispatcher.status import TABLE_HEADERS, QueueView, table_row
 from statusq.metrics.scrape import Samples
@@ -18,6 +19,9 @@ from statusq.web.chart import Point, chart_svg
 from statusq.web.html import Markup, join, render, table
 from statusq.web.layout import Context, form, hidden, page, read_only_note
 from statusq.web.sources import SiteRow
+
+if TYPE_CHECKING:
+    from statusq.queues.db.pauses import Pause  # SQLAlchemy: only once pauses are read
 
 BODY_PREVIEW = 300
 BACKLOG_COLUMNS = ("SITE", "TRANSPORT", "READY", "RETRYING", "IN FLIGHT", "DEAD")
@@ -194,6 +198,38 @@ def backlog_forms(ctx: Context) -> Markup:
     return form(ctx, "/sites/purge", "Purge queued items", site + transport, css="row") + form(
         ctx, "/sites/cancel", "Cancel item", item, css="row"
     )
+
+
+def pauses(ctx: Context, found: list[Pause] | str) -> Markup:
+    """The pauses in force, a Resume button each, and a form to pause a site or a transport."""
+    if isinstance(found, str):
+        return page(ctx, "Pauses", problem(found))
+    now = time.time()
+    headers = ["PAUSED", "NAME", "FOR", "REASON"] + (["ACTION"] if ctx.can_write else [])
+    rows: list[list[object]] = []
+    for p in found:
+        row: list[object] = [p.kind, p.name, f"{now - p.paused_at:.0f}s", p.reason or "-"]
+        if ctx.can_write:
+            fields = hidden("kind", p.kind) + hidden("name", p.name)
+            row.append(form(ctx, "/pauses/resume", "Resume", fields, css="inline"))
+        rows.append(row)
+    body = Markup(
+        '<p class="note">A paused site or transport is held by every daemon on every host (they re-read '
+        "this list every <code>[queue] pause_recheck</code>): its items are not run, not dead-lettered, "
+        "and their attempts are not counted; they run once resumed. Same as <code>statusq pause</code> "
+        "and <code>statusq resume</code>.</p>"
+    )
+    body += read_only_note(ctx)
+    if ctx.can_write:
+        kinds = Markup('<option value="site">site</option><option value="transport">transport</option>')
+        fields = render(
+            '<label>pause <select name="kind">{kinds}</select></label>'
+            '<label>name <input type="text" name="name" required></label>'
+            '<label>reason <input class="wide" type="text" name="reason"></label>',
+            kinds=kinds,
+        )
+        body += form(ctx, "/pauses/add", "Pause", fields, css="row")
+    return page(ctx, "Pauses", body + table(headers, rows, empty="nothing paused"))
 
 
 def login(ctx: Context, failed: bool = False) -> Markup:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from statusq.config import Config
 from statusq.metrics.scrape import Samples, ScrapeError, fetch
@@ -22,6 +23,9 @@ from statusq.queues.cancels import Cancelled, Purged
 from statusq.sites import SiteTable
 from statusq.state import SupervisorState, WorkerState, running_daemons
 from statusq.web.chart import RateHistory
+
+if TYPE_CHECKING:
+    from statusq.queues.db.pauses import Pause  # SQLAlchemy: only once pauses are read
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,21 @@ def purge_backlog(open_queue: QueueOpener, config: Config, site: str, transport:
 def cancel_items(open_queue: QueueOpener, config: Config, ids: list[str]) -> Cancelled:
     with open_queue(config) as qm:
         return qm.cancel(ids, "from the web page")
+
+
+def pauses(open_queue: QueueOpener, config: Config) -> list[Pause]:
+    with open_queue(config) as qm:
+        return qm.pauses()
+
+
+def pause(open_queue: QueueOpener, config: Config, scope: dict[str, str], reason: str) -> Pause:
+    with open_queue(config) as qm:
+        return qm.pause(**scope, reason=reason)
+
+
+def resume(open_queue: QueueOpener, config: Config, scope: dict[str, str]) -> bool:
+    with open_queue(config) as qm:
+        return qm.resume(**scope)
 
 
 def control_channel(config: Config) -> str | None:

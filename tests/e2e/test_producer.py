@@ -10,7 +10,7 @@ import pytest
 
 import statusq
 from tests.conftest import run_cli
-from tests.stomp import drain, make_broker, stomp_toml
+from tests.stomp import drain, make_broker, stomp_toml, work_queue_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +59,9 @@ def test_a_producer_enqueues_without_importing_any_plugin(
     assert not imported.exists()
     # ...and on a broker each went to its group's destination, as the config routes it
     if broker is not None:
-        main = drain(broker.port, broker.physical(broker.basename + "main"))
-        alerts = drain(broker.port, broker.physical(broker.basename + "alerts"))
+        declared = work_queue_headers(broker)
+        main = drain(broker.port, broker.physical(broker.basename + "main"), headers=declared)
+        alerts = drain(broker.port, broker.physical(broker.basename + "alerts"), headers=declared)
         assert [h["statusq-transport"] for h, _ in main] == ["count"]
         assert [h["statusq-transport"] for h, _ in alerts] == ["alerts.push"]
     else:

@@ -14,7 +14,7 @@ import pytest
 import statusq
 from statusq.commands import sign
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
-from tests.stomp import Broker, drain, make_broker, raw_connection, stomp_toml
+from tests.stomp import Broker, drain, make_broker, raw_connection, stomp_toml, work_queue_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -135,9 +135,11 @@ def test_foreign_stomp_producer_on_breakout_destinations(stomp_config, record_fi
     conn = raw_connection(broker.port)
     breakout = broker.physical(broker.basename + "main/count/site.example")
     group = broker.physical(broker.basename + "main")
-    conn.send(breakout, b'{"n": "foreign"}', headers={"persistent": "true", "content-type": "application/json"})
-    conn.send(breakout, b"plain text, no content type", headers={"persistent": "true"})
-    conn.send(group, b'{"n": "lost?"}', headers={"persistent": "true", "content-type": "application/json"})
+    # (On RabbitMQ it names the queue arguments statusq declares work queues with.)
+    declared = {"persistent": "true", **work_queue_headers(broker)}
+    conn.send(breakout, b'{"n": "foreign"}', headers={**declared, "content-type": "application/json"})
+    conn.send(breakout, b"plain text, no content type", headers=declared)
+    conn.send(group, b'{"n": "lost?"}', headers={**declared, "content-type": "application/json"})
     conn.disconnect()
 
     result = run_cli("daemon", "--idle-exit", "3", config=config)
@@ -312,7 +314,12 @@ def test_hostile_xml_from_the_wire_is_dead_lettered(stomp_config, record_file, b
     conn.send(
         broker.physical(broker.basename + "main"),
         xxe,
-        headers={"persistent": "true", "content-type": "application/xml", "statusq-transport": "count"},
+        headers={
+            "persistent": "true",
+            "content-type": "application/xml",
+            "statusq-transport": "count",
+            **work_queue_headers(broker),
+        },
     )
     conn.disconnect()
     with statusq.connect(config) as qm:

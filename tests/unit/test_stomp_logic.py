@@ -12,7 +12,7 @@ from statusq.errors import DataError, Unsupported
 from statusq.item import Delivery
 from statusq.queues.base import Admin, Capability
 from statusq.queues.stomp import StompQueueManager, wire
-from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route
+from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route, work_queue_args
 from statusq.queues.stomp.destinations import Destinations, Route
 from statusq.queues.stomp.link import ack_frame, encode_frame
 
@@ -246,3 +246,25 @@ def test_a_producer_only_manager_can_do_nothing_as_admin() -> None:
         admin.dead_letters()
     with pytest.raises(Unsupported, match="cannot send control commands"):
         admin.send_control("reload")
+
+
+def test_rabbitmq_work_queues_alone_are_declared_with_x_max_priority() -> None:
+    def args(destination: str, headers: dict[str, str] | None = None, flavor: str = "rabbitmq", mp: int = 9) -> dict:
+        return work_queue_args(
+            flavor, destination, headers or {}, basename="/queue/sq/", dead_letter="/queue/sq/dlq", max_priority=mp
+        )
+
+    assert args("/queue/sq/main") == {"x-max-priority": "9"}
+    assert args("/queue/sq/main/push/example.org") == {"x-max-priority": "9"}  # a breakout
+    assert args("/queue/sq/dlq") == {}  # browsed by operators' tools
+    assert args("/queue/sq/main.delay.1000", {"x-message-ttl": "1000"}) == {}  # a holding queue
+    assert args("/queue/elsewhere") == {} and args("/topic/sq.control") == {}
+    assert args("/queue/sq/main", flavor="activemq") == {}
+    assert args("/queue/sq/main", mp=0) == {}  # max_priority = 0: declared as before
+
+
+def test_a_resent_item_keeps_its_priority_and_it_is_no_user_header() -> None:
+    frame = {"destination": "/queue/sq/main", "priority": "9", "statusq-transport": "t", "statusq-site": "s"}
+    delivery = wire.to_delivery(frame, b"{}", Destinations("/queue/sq/", []), "default", 1)
+    assert delivery.priority == 9 and "priority" not in delivery.headers
+    assert wire.copy_headers(delivery, delivery.token)["priority"] == "9"

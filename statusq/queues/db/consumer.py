@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from statusq import defaults
 from statusq.item import Delivery
@@ -192,6 +192,16 @@ class DBConsumer(Consumer):
         # The headers go along: what middleware added (the attempt's span, for the next one's link).
         at, headers = time.time() + delay, json.dumps(delivery.headers)
         self.writer.record(Settlement(settler.RETRY, delivery.token[0], delivery.transport, at, error, headers))
+
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        """Back after ``delay``, the attempt its claim counted taken back (it did not run)."""
+        # At once, not through the writer: rare (a paused site's items), and not an end.
+        values = {"claimed_by": None, "claimed_at": None, "available_at": time.time() + delay}
+        mine = and_(items.c.id == delivery.token[0], items.c.claimed_by == self.worker)
+        stmt = update(items).where(mine).values({**values, "attempts": items.c.attempts - 1})
+        with self.db.errors(), self.db.engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                self._report_lost([Settlement("defer", delivery.token[0])])
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.writer.record(Settlement(settler.DEAD, delivery.token[0], delivery.transport, time.time(), reason))

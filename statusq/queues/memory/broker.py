@@ -221,6 +221,16 @@ class MemoryBroker:
             item.headers = dict(delivery.headers)  # what middleware added goes to the next attempt
         self.wake()
 
+    def defer(self, delivery: Delivery, delay: float) -> None:
+        """Back after ``delay``, the attempt its claim counted taken back (it did not run)."""
+        with self._lock:
+            item = self._mine(delivery, "defer")
+            if item is None:
+                return
+            item.claimed_by, item.available_at = None, self.clock() + delay
+            item.attempts -= 1
+        self.wake()
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._lock:
             item = self._mine(delivery, "dead-letter")

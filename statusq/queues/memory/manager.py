@@ -62,6 +62,9 @@ class MemoryConsumer(Consumer):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.broker.dead_letter(delivery, reason)
 
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        self.broker.defer(delivery, delay)
+
     def release(self) -> None:
         self.broker.release(self.owner)
 

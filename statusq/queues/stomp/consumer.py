@@ -81,7 +81,10 @@ class StompConsumer(Consumer):
         )
         self.side = ResendLink(self.config, self.writer.poke)
         self.writer.start()
-        self._connect()
+        # Not connected here but at the first fetch, once the worker's loop runs: the broker
+        # dispatches a prefetch window as soon as we subscribe, and a window taken while the
+        # worker was still starting (its control link, its other managers) sat there while the
+        # other workers ran hundreds of items; a priority-9 item in it waited all that time.
 
     def _connect(self) -> bool:
         if not self._redial.connect():
@@ -186,6 +189,15 @@ class StompConsumer(Consumer):
         headers = wire.copy_headers(
             delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
         )
+        destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
+        self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
+
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        """Re-sent to wait ``delay`` as a retry is, but with the same attempt number: it did not
+        run (a pause holds it).  Its last error is kept, not replaced by the pause."""
+        token = delivery.token
+        assert isinstance(token, wire.FrameToken)
+        headers = wire.copy_headers(delivery, token)
         destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
         self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
 

@@ -81,3 +81,24 @@ def hold_route(
         raise QueueError(f"RabbitMQ can hold a delayed item on a /queue/ destination only, not {destination}")
     ttl = BUCKETS_MS[min(bisect.bisect_left(BUCKETS_MS, ms), len(BUCKETS_MS) - 1)]
     return _holding_queue(destination, ttl, physical)
+
+
+def work_queue_args(
+    flavor: str, destination: str, headers: dict[str, str], *, basename: str, dead_letter: str, max_priority: int
+) -> dict[str, str]:
+    """RabbitMQ declares a ``/queue/`` destination on SEND and SUBSCRIBE with the ``x-*`` headers
+    of the frame; a work queue of ours is declared with ``x-max-priority`` so that the broker
+    dispatches higher priorities first.  Every frame that may declare it must repeat the same
+    arguments (another set is refused: PRECONDITION_FAILED), so this decides for all of them.
+    Not for the dead-letter queue (browsed by operators' tools that know nothing of it) nor the
+    holding queues (their own ``x-message-ttl`` arguments; priority means nothing there)."""
+    if (
+        flavor != "rabbitmq"
+        or max_priority <= 0
+        or not destination.startswith(basename)
+        or not destination.startswith("/queue/")
+        or destination == dead_letter
+        or "x-message-ttl" in headers
+    ):
+        return {}
+    return {"x-max-priority": str(max_priority)}

@@ -32,6 +32,7 @@ from stomp.exception import ConnectFailedException, StompException
 from statusq.config import StompConfig
 from statusq.errors import ConnectionClosed, QueueError
 from statusq.queues.stomp import frames
+from statusq.queues.stomp.delays import work_queue_args
 from statusq.queues.stomp.settler import Resend
 from statusq.wakeup import WakePipe
 
@@ -164,6 +165,14 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         message = frame.headers.get("message", "")
         detail = (frame.body or b"")[:500]
         log.error("broker error on %s: %s %r", self.name, message, detail)
+        if b"x-max-priority" in detail or "x-max-priority" in message:
+            log.error(
+                "%s: a work queue exists with other x-max-priority arguments than [queue.stomp] "
+                "max_priority = %d asks for; RabbitMQ keeps a queue's arguments for life: drain and "
+                "delete the old queue (or set max_priority to what it was declared with; 0: none)",
+                self.name,
+                self.config.max_priority,
+            )
         if not self._connected.is_set():
             self._refusal = f"{message} {detail.decode('utf-8', 'replace').strip()}".strip() or "an ERROR frame"
             self._answered.set()
@@ -199,6 +208,20 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 self._logical[name] = destination
                 return name
         return destination
+
+    def declaring(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` with the queue arguments a frame to ``destination`` must carry (RabbitMQ
+        work queues: ``x-max-priority``; see :func:`~statusq.queues.stomp.delays.work_queue_args`)."""
+        config = self.config
+        args = work_queue_args(
+            self.flavor,
+            destination,
+            headers,
+            basename=config.basename,
+            dead_letter=config.dead_letter_destination,
+            max_priority=config.max_priority,
+        )
+        return {**headers, **args} if args else headers
 
     def fileno(self) -> int:
         return self._wakeup.fileno()
@@ -304,12 +327,14 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def _send_subscribe(self, sub: _Subscription) -> None:
         with self._translated("SUBSCRIBE"):
-            self._require().subscribe(self.physical(sub.destination), sub.id, ack=sub.ack, headers=sub.headers)
+            headers = self.declaring(sub.destination, sub.headers)
+            self._require().subscribe(self.physical(sub.destination), sub.id, ack=sub.ack, headers=headers)
 
     def send(self, destination: str, body: bytes, headers: dict[str, str], *, confirm: bool) -> None:
         """SEND; with ``confirm``, return only once the broker has the message (a receipt)."""
         with self._translated("SEND"):
             conn = self._require()
+            headers = self.declaring(destination, headers)
             if not confirm:
                 conn.send(self.physical(destination), body, headers=headers)
                 return
@@ -332,7 +357,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             try:
                 for n, (destination, body, headers) in enumerate(sends):
                     extra = {"receipt": receipts[n + 1]} if confirm_each else {}
-                    wired = {**headers, "destination": self.physical(destination), "transaction": name, **extra}
+                    wired = {**self.declaring(destination, headers), "destination": self.physical(destination)}
+                    wired.update(transaction=name, **extra)
                     chunk.append(encode_frame("SEND", wired, body))
                     if len(chunk) >= _CHUNK:
                         self._conn.transport.send(b"".join(chunk))
@@ -388,7 +414,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             name, receipt = uuid.uuid4().hex, uuid.uuid4().hex
             frames = [encode_frame("BEGIN", {"transaction": name})]
             for r in resends:
-                headers = {**r.headers, "destination": self.physical(r.destination), "transaction": name}
+                headers = {**self.declaring(r.destination, r.headers), "transaction": name}
+                headers["destination"] = self.physical(r.destination)
                 frames.append(encode_frame("SEND", headers, r.body))
                 if ack_originals:
                     frames.append(encode_frame("ACK", {"id": r.ack_id, "transaction": name}))
@@ -435,7 +462,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def send_in(self, transaction: str, destination: str, body: bytes, headers: dict[str, str]) -> None:
         with self._translated("SEND"):
-            self._require().send(self.physical(destination), body, headers={**headers, "transaction": transaction})
+            wired = {**self.declaring(destination, headers), "transaction": transaction}
+            self._require().send(self.physical(destination), body, headers=wired)
 
     def ack_in(self, transaction: str, ack_id: str) -> None:
         with self._translated("ACK"):

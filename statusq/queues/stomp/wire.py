@@ -51,9 +51,9 @@ BROKER_HEADERS = frozenset(
         "transaction",
         "reply-to",
         "persistent",
-        "priority",
         "original-destination",
         "x-message-ttl",
+        "x-max-priority",
         "x-dead-letter-exchange",
         "x-dead-letter-routing-key",
         "AMQ_SCHEDULED_DELAY",
@@ -64,8 +64,9 @@ BROKER_HEADERS = frozenset(
         "correlation-id",
     }
 )
-#: Headers that are not the producer's own: the broker's, and the content type.
-_NOT_USER = BROKER_HEADERS | {"content-type"}
+#: Headers that are not the producer's own: the broker's, the content type and the priority.
+#: (``priority`` is not a broker header: a re-sent item — a retry, a hold, a release — keeps it.)
+_NOT_USER = BROKER_HEADERS | {"content-type", "priority"}
 _KNOWN = _NOT_USER | {
     SITE,
     TRANSPORT,
