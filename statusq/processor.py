@@ -150,7 +150,7 @@ class ItemProcessor:
                 "not run: %s (id=%s site=%s transport=%s)", dropped, delivery.id, delivery.site, delivery.transport
             )
             return Result(Outcome.DONE, dropped)
-        # First: a paused item is held whatever else is true of it (not even expired, not
+        # Then: a paused item is held whatever else is true of it (not even expired, not
         # dead-lettered); the rules below apply once it is resumed.
         gate = self.pauses
         if gate is not None and (pause := gate.held(delivery.site, delivery.transport)) is not None:

@@ -31,6 +31,7 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("config", "top level", cfg.Config),
     ("queue", "`[queue]`", cfg.QueueConfig),
     ("queue.stomp", "`[queue.stomp]`", cfg.StompConfig),
+    ("queue.db", "`[queue.db]`", cfg.DBConfig),
     ("daemon", "`[daemon]`", cfg.DaemonConfig),
     ("plugins", "`[plugins]`", cfg.PluginsConfig),
     ("sites", "`[sites]`", cfg.SitesConfig),

@@ -21,6 +21,8 @@ Examples:
   statusq pause --transport push
   statusq pause                       # list the pauses in force
   statusq resume --site example.org
+\b
+See docs/flow-control.md (make docs builds it into site/).
 """
 
 
