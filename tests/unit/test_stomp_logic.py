@@ -14,7 +14,7 @@ from statusq.queues.base import Admin, Capability
 from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route, work_queue_args
 from statusq.queues.stomp.destinations import Destinations, Route
-from statusq.queues.stomp.link import ack_frame, encode_frame
+from statusq.queues.stomp.encode import ack_frame, encode_frame
 
 BASE = "/queue/statusq/"
 
