@@ -209,8 +209,11 @@ def outbox_relay(config: Config, manager: QueueManager) -> list[IoManager]:
 
 
 def cancel_view(manager: QueueManager) -> Callable[[], CancelView] | None:
-    """The worker's copy of the remembered cancellations, opened at its first item (None: the
-    backend remembers none)."""
+    """The worker's copy of the remembered cancellations (None: the backend remembers none).
+    Opened and read at boot, as the pauses are: opened at the first item (its tables made then,
+    DDL on PostgreSQL), it held that item, and with it a whole claimed batch of urgent ones,
+    while the other workers ran hundreds (tests/e2e/test_priorities.py saw positions 421-448).
+    If the store cannot be read now, the first item tries again."""
     if type(manager)._open_cancels is QueueManager._open_cancels:
         return None
     opened: list[CancelView] = []
@@ -220,6 +223,10 @@ def cancel_view(manager: QueueManager) -> Callable[[], CancelView] | None:
             opened.append(CancelView(manager.cancel_store))
         return opened[0]
 
+    try:
+        view().read()
+    except StatusqError as exc:
+        log.warning("cannot read the remembered cancellations yet (tried again at the first item): %s", exc)
     return view
 
 

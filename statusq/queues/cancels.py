@@ -153,11 +153,14 @@ class CancelView:
         self._purges: list[Purge] = []
         self._next = 0.0
 
+    def read(self) -> None:
+        """Read the store now (a worker at boot)."""
+        self._next = time.monotonic() + self.refresh
+        self._ids, self._purges = self.store.load()
+
     def dropped(self, delivery: Delivery) -> str | None:
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.refresh
-            self._ids, self._purges = self.store.load()
+        if time.monotonic() >= self._next:
+            self.read()
         reason = self._ids.get(delivery.id)
         if reason is not None:
             return f"cancelled: {reason}"
