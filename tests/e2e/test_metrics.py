@@ -104,6 +104,10 @@ def samples(port: int) -> Samples:
     return Samples.parse(scrape(port))
 
 
+def _ready_workers(found: Samples) -> float:
+    return found.sum("statusq_workers", state="idle") + found.sum("statusq_workers", state="busy")
+
+
 def live_workers(config: Path, daemon: subprocess.Popen[str]) -> list[int]:
     run = RunDir(config.parent / "var", daemon.pid)
     return [w.pid for w in run.workers() if alive(w.pid) and w.state in ("idle", "busy")]
@@ -143,6 +147,9 @@ def test_a_working_daemon_serves_metrics_that_pass_promtool_and_match_the_work(
     wait_for(lambda: _reachable(port) and samples(port).sum("statusq_items_total", transport="count") == settled,
              what="every attempt counted")  # fmt: skip
     wait_for(lambda: samples(port).sum("statusq_items_total", transport="tick") == 1, what="the dispatched tick")
+    # (spawns are spaced by spawn_delay: the first worker may have done all of it while the
+    # second was still "starting", a state the assertions below are not about)
+    wait_for(lambda: _ready_workers(samples(port)) == 2, what="both workers ready")
 
     # Then the output passes promtool
     text = scrape(port)
@@ -167,7 +174,7 @@ def test_a_working_daemon_serves_metrics_that_pass_promtool_and_match_the_work(
     assert found.get("statusq_enqueued_total", transport="count") is None  # by the test: not the daemon's
     assert (found.get("statusq_last_handled_timestamp_seconds") or 0) > 0
     # And the supervisor's view: two workers, none restarted, the backlog, the periodic queue
-    assert found.sum("statusq_workers", state="idle") + found.sum("statusq_workers", state="busy") == 2
+    assert _ready_workers(found) == 2
     assert found.get("statusq_workers_expected") == 2
     assert found.get("statusq_up") == 1
     assert found.sum("statusq_worker_restarts_total") == 0
