@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 run: $(STAMP)
 	scripts/run-demo.sh
 
-## test: install, start the real servers the tests use, lint, then the whole suite
+## test: install, start the real servers the tests use, lint, then the whole suite (its 30
+## slowest tests listed at the end: the suite must stay well under 30 minutes)
 test: $(STAMP) servers lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=30 $(PYTEST_ARGS)
 
 ## lint: ruff, mypy, import-linter (layers import downward only: pyproject.toml) and the docs
 ## site built strictly (a broken link or anchor, or a page missing from the nav, fails it), clean
