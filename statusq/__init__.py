@@ -6,6 +6,7 @@ The names here are the public interface for applications and plugin authors.
 from __future__ import annotations
 
 from statusq.errors import (
+    BrokerFull,
     ConfigError,
     DataError,
     DecodeError,
@@ -25,6 +26,7 @@ from statusq.runtime import connect
 from statusq.sites import current_site
 
 __all__ = [
+    "BrokerFull",
     "ConfigError",
     "DataError",
     "DecodeError",

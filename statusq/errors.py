@@ -70,6 +70,14 @@ class ConnectionClosed(QueueError):
     """The connection to the backend dropped; the caller may reconnect."""
 
 
+class BrokerFull(QueueError):
+    """The broker refused the call's items because it is full or throttling (a memory, store or
+    disk limit was reached and stayed so for the broker's grace time): nothing of that call was
+    enqueued, and the connection was closed.  Try again later; a backlog that drains frees it.
+    Caught apart from other queue errors so an application can shed or delay load instead of
+    failing the web request it came from."""
+
+
 class Unsupported(QueueError):
     """The backend cannot do this (see its admin's declared capabilities)."""
 

@@ -3,6 +3,7 @@ for tests that stop, kill or fail over a broker (so no other test loses its brok
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -109,8 +110,17 @@ def drain(
 class PrivateActiveMQ:
     """An ActiveMQ of the test's own, on its own ports (and, for a pair, a shared store)."""
 
-    def __init__(self, name: str, stomp_port: int, openwire_port: int, store: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        stomp_port: int,
+        openwire_port: int,
+        store: Path | None = None,
+        limits: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.stomp_port, self.openwire_port, self.store = name, stomp_port, openwire_port, store
+        #: activemq.sh's ACTIVEMQ_* limit variables for this broker (its defaults otherwise).
+        self.limits = limits or {}
 
     def start(self, wait: bool = True) -> None:
         args = [str(ACTIVEMQ_SH), "start", self.name, str(self.stomp_port), str(self.openwire_port)]
@@ -118,7 +128,7 @@ class PrivateActiveMQ:
             args.append(str(self.store))
         if not wait:
             args.append("--no-wait")
-        subprocess.run(args, check=True, capture_output=True, timeout=120)
+        subprocess.run(args, check=True, capture_output=True, timeout=120, env={**os.environ, **self.limits})
 
     def stop(self) -> None:
         subprocess.run([str(ACTIVEMQ_SH), "stop", self.name], capture_output=True, timeout=60)
@@ -128,10 +138,10 @@ class PrivateActiveMQ:
 
 
 def private_activemq(
-    name: str, stomp_port: int, openwire_port: int, store: Path | None = None
+    name: str, stomp_port: int, openwire_port: int, store: Path | None = None, limits: dict[str, str] | None = None
 ) -> Iterator[PrivateActiveMQ]:
     require("127.0.0.1", 61613, "ActiveMQ (the package)")  # proves activemq is installed here
-    broker = PrivateActiveMQ(name, stomp_port, openwire_port, store)
+    broker = PrivateActiveMQ(name, stomp_port, openwire_port, store, limits)
     try:
         yield broker
     finally:

@@ -30,6 +30,18 @@ source "$HERE/lib.sh"
 ACTIVEMQ_HOME=/usr/share/activemq
 PKG_CONF=/etc/activemq/instances-available/main
 START_TIMEOUT=${ACTIVEMQ_START_TIMEOUT:-60}
+# Broker limits (see broker_xml); the environment overrides them for a broker started with
+# `start` or `ensure` (e.g. the suite's small broker that is filled on purpose).  ActiveMQ lowers the
+# store and temp limits to the disk space free at start (it logs so).
+ACTIVEMQ_HEAP=${ACTIVEMQ_HEAP:-512M}
+ACTIVEMQ_MEMORY_LIMIT=${ACTIVEMQ_MEMORY_LIMIT:-160 mb}
+ACTIVEMQ_STORE_LIMIT=${ACTIVEMQ_STORE_LIMIT:-4 gb}
+ACTIVEMQ_TEMP_LIMIT=${ACTIVEMQ_TEMP_LIMIT:-1 gb}
+ACTIVEMQ_JOURNAL_FILE=${ACTIVEMQ_JOURNAL_FILE:-32mb}
+ACTIVEMQ_SEND_FAIL_MS=${ACTIVEMQ_SEND_FAIL_MS:-3000}
+# How often KahaDB frees journal files whose messages are all gone (its default): until then a
+# drained store still counts as full.
+ACTIVEMQ_STORE_CLEANUP_MS=${ACTIVEMQ_STORE_CLEANUP_MS:-30000}
 STOP_TIMEOUT=20
 
 usage() {
@@ -109,9 +121,22 @@ broker_xml() {
         </destinationPolicy>
 
         <persistenceAdapter>
-            <kahaDB directory="$store">$locker
+            <kahaDB directory="$store" journalMaxFileLength="$ACTIVEMQ_JOURNAL_FILE" cleanupInterval="$ACTIVEMQ_STORE_CLEANUP_MS">$locker
             </kahaDB>
         </persistenceAdapter>
+
+        <!-- Limits that fit the heap (-Xmx$ACTIVEMQ_HEAP) and the disk, so a full broker pushes
+             back instead of dying: without them ActiveMQ takes 70% of the heap for messages and
+             leaves too little for the rest.  A SEND that finds a limit reached waits at most
+             sendFailIfNoSpaceAfterTimeout ms, then fails with an ERROR that statusq reports as
+             "broker is full" (below statusq's receipt_timeout, 10 s by default). -->
+        <systemUsage>
+            <systemUsage sendFailIfNoSpaceAfterTimeout="$ACTIVEMQ_SEND_FAIL_MS">
+                <memoryUsage><memoryUsage limit="$ACTIVEMQ_MEMORY_LIMIT"/></memoryUsage>
+                <storeUsage><storeUsage limit="$ACTIVEMQ_STORE_LIMIT"/></storeUsage>
+                <tempUsage><tempUsage limit="$ACTIVEMQ_TEMP_LIMIT"/></tempUsage>
+            </systemUsage>
+        </systemUsage>
 
         <!-- ActiveMQ.Statistics.Broker / ActiveMQ.Statistics.Destination.* queries -->
         <plugins>
@@ -218,7 +243,7 @@ cmd_start() {
         # The broker runs as root like the rest of the test tooling; all its files are under base.
         (
             cd "$base"
-            exec setsid java -Xms128M -Xmx512M -Djava.awt.headless=true \
+            exec setsid java -Xms128M -Xmx"$ACTIVEMQ_HEAP" -Djava.awt.headless=true \
                 -Djava.net.preferIPv4Stack=true \
                 -Dlog4j.configuration="file:$base/conf/log4j.properties" \
                 -Dactivemq.home="$ACTIVEMQ_HOME" -Dactivemq.base="$base" \

@@ -30,10 +30,11 @@ import stomp
 from stomp.exception import ConnectFailedException, StompException
 
 from statusq.config import StompConfig
-from statusq.errors import ConnectionClosed, QueueError
+from statusq.errors import BrokerFull, ConnectionClosed, QueueError
 from statusq.queues.stomp import frames
 from statusq.queues.stomp.delays import work_queue_args
 from statusq.queues.stomp.encode import ack_frame, encode_frame
+from statusq.queues.stomp.refusals import FULL, is_full
 from statusq.queues.stomp.settler import Resend
 from statusq.wakeup import WakePipe
 
@@ -142,7 +143,11 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def on_error(self, frame: Any) -> None:
         message = frame.headers.get("message", "")
         detail = (frame.body or b"")[:500]
-        log.error("broker error on %s: %s %r", self.name, message, detail)
+        full = is_full(message, detail)
+        if full:  # the Java stack trace says nothing more to an operator
+            log.error("broker error on %s: the broker is full: %s", self.name, message)
+        else:
+            log.error("broker error on %s: %s %r", self.name, message, detail)
         if b"x-max-priority" in detail or "x-max-priority" in message:
             log.error(
                 "%s: a work queue exists with other x-max-priority arguments than [queue.stomp] "
@@ -156,8 +161,9 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             self._answered.set()
         # The broker closes the connection after an ERROR frame: nothing pending will be
         # confirmed, so fail every waiter now rather than at its timeout.
+        reason = message if full else f"{message} {detail.decode('utf-8', 'replace').strip()}"
         for receipt, event in list(self._receipts.items()):
-            self._failed_receipts[receipt] = f"{message} {detail.decode('utf-8', 'replace').strip()}"
+            self._failed_receipts[receipt] = (FULL if full else "") + reason
             event.set()
         self._tell_receipts()
 
@@ -359,8 +365,17 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def _await(self, receipt: str, event: threading.Event, deadline: float) -> None:
         if not event.wait(max(0.0, deadline - time.monotonic())):
-            raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
+            raise ConnectionClosed(
+                f"{self.name}: no receipt within {self.config.receipt_timeout:g}s: the broker is "
+                "overloaded, throttling producers (RabbitMQ blocks them while a memory or disk "
+                "alarm lasts), or unreachable"
+            )
         failed = self._failed_receipts.pop(receipt, None)
+        if failed is not None and failed.startswith(FULL):
+            raise BrokerFull(
+                f"{self.name}: the broker is full and refused the items (nothing of this call was "
+                f"enqueued; try again once its backlog drains): {failed.removeprefix(FULL)}"
+            )
         if failed is not None:
             raise QueueError(f"{self.name}: broker refused: {failed}")
         if not self._confirmed.get(receipt):
