@@ -81,14 +81,17 @@ class PauseStore:
         if not name:
             raise InvalidArgument(kind, "an empty name")
         where = (pauses.c.kind == kind) & (pauses.c.name == name)
+        # The write first: on SQLite a transaction that read before writing cannot wait for
+        # the write lock (busy_timeout does not apply to that upgrade) and failed at once with
+        # "database is locked" whenever a worker wrote in between.
         with db_errors(self.engine), self.engine.begin() as conn:
-            row = conn.execute(select(pauses).where(where)).mappings().first()
-            if row is None:
-                paused = Pause(kind, name, reason, self.clock())
-                conn.execute(insert(pauses).values(kind=kind, name=name, reason=reason, paused_at=paused.paused_at))
-                return paused
-            conn.execute(update(pauses).where(where).values(reason=reason))
-            return Pause(kind, name, reason, row["paused_at"])
+            again = update(pauses).where(where).values(reason=reason).returning(pauses.c.paused_at)
+            row = conn.execute(again).first()
+            if row is not None:
+                return Pause(kind, name, reason, row[0])
+            paused = Pause(kind, name, reason, self.clock())
+            conn.execute(insert(pauses).values(kind=kind, name=name, reason=reason, paused_at=paused.paused_at))
+            return paused
 
     def resume(self, *, site: str | None = None, transport: str | None = None) -> bool:
         """Lift a pause; False when there was none."""
