@@ -3,6 +3,8 @@ and a real SQLite store (the same table PostgreSQL gets; the e2e tests run both)
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +151,19 @@ def test_backend_identity_hides_the_password_and_digests_the_queue_section() -> 
     stomp = Config.model_validate({"queue": {"subsystem": "stomp", "stomp": {"servers": ["b1:61613", "b2:61613"]}}})
     assert backend_identity(stomp)[0] == "stomp b1:61613,b2:61613 vhost /"
     assert backend_identity(stomp)[1] != digest
+
+
+def test_the_web_overview_lists_every_hosts_daemons_and_marks_the_gone(tmp_path: Path) -> None:
+    from tests.unit.test_web_app import HOST, TOKEN, make_app, make_config
+
+    # Given a live daemon and one silent for 4 beats in the shared store
+    config = make_config(tmp_path, token=TOKEN, anonymous_read=True)
+    clock, released = Clock(time.time() - 4 * BEAT), []
+    heartbeat(config.db_url, "gone", clock, released).once()
+    clock.now += 4 * BEAT
+    heartbeat(config.db_url, "live", clock, released).once()
+    # Then the overview lists both, the silent one as gone
+    page = make_app(config).handle("GET", "/", HOST).body.decode()
+    assert "Cluster: every host" in page and "1 daemon(s) gone" in page
+    assert re.search(r"<td>host-gone</td><td>4</td><td>gone</td>", page)
+    assert re.search(r"<td>host-live</td><td>4</td><td>alive</td>", page)
