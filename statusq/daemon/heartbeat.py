@@ -33,7 +33,6 @@ from sqlalchemy.engine import make_url
 
 from statusq.config import Config
 from statusq.daemon.processes import WorkerProcess, release_owners
-from statusq.errors import StatusqError
 from statusq.queues.db.daemons import DaemonRow, DaemonStore, to_forget, to_release
 
 log = logging.getLogger(__name__)
@@ -163,16 +162,16 @@ class Heartbeat:
         """Stop beating; ``remove``: delete the row (a clean stop is not a gone daemon)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=max(5.0, self.beat))
-        if not remove:
-            return
+            self._thread.join(timeout=5.0)
+        if not remove or self._thread.is_alive():
+            return  # a beat hangs on the store: so would the removal; the row will show as gone
         try:
             store = self.open_store()
             try:
                 store.remove(self.identity.id)
             finally:
                 store.close()
-        except StatusqError as exc:
+        except Exception as exc:  # the daemon is stopping: say so, never fail the stop for it
             log.warning("heartbeat: cannot remove this daemon's row (it will show as gone): %s", exc)
 
     def _run(self) -> None:
