@@ -156,6 +156,10 @@ class DaemonConfig(_Section):
     storm_window: Duration = Field(default=defaults.STORM_WINDOW, gt=0)
     storm_retry_in: Duration = defaults.STORM_RETRY_IN
     storm_max_retry: int = Field(default=defaults.STORM_MAX_RETRY, ge=0, le=10000)
+    #: The cluster view (statusq.daemon.heartbeat): seconds between heartbeats in the shared store,
+    #: and how long a gone daemon stays listed.
+    beat: Duration = Field(default=defaults.BEAT, gt=0)
+    forget_gone: Duration = Field(default=defaults.FORGET_GONE, gt=0)
 
 
 class PluginsConfig(_Section):

@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from statusq.cli.helpers import echo_table, runtime
 from statusq.cli.pauses import echo_pauses
+from statusq.cluster import CLUSTER_COLUMNS, cluster_json, cluster_row
+from statusq.cluster import read as read_cluster
 from statusq.errors import StatusqError
 from statusq.queues.base import BacklogRow
 from statusq.state import WORKER_COLUMNS, daemon_summary, running_daemons, worker_row
 
+if TYPE_CHECKING:
+    from statusq.queues.db.daemons import DaemonRow
+
 EPILOG = """\b
 Examples:
   statusq status
+  statusq status --all
   statusq --config /etc/statusq/statusq.toml status --json
 \b
-See docs/daemon.md (make docs builds it into site/).
+See docs/daemon.md and docs/monitoring.md (make docs builds them into site/).
 """
 
 
 @click.command(epilog=EPILOG)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--all", "every_host", is_flag=True, help="Also every host's daemons, from their heartbeats in the shared store."
+)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> int:
+def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
     """Show the backlog per site and transport, the pauses, and this host's daemons: workers,
-    restarts.
+    restarts.  With --all, also every daemon of the cluster (every host sharing db_url),
+    alive or gone (no heartbeat for 3 beats).
 
     A backend that cannot count its backlog cheaply (STOMP: the broker's queue depths are the
     broker's to tell, see /metrics) shows it as unknown ("?"; null in JSON)."""
@@ -39,10 +50,13 @@ def status(ctx: click.Context, as_json: bool) -> int:
             click.echo(f"pauses: unknown ({exc})", err=True)
             held = None
     daemons = running_daemons(runtime(ctx).config.var_dir)
+    cluster = cluster_view(ctx) if every_host else None
     if as_json:
         found = [{**asdict(s), "processes": [asdict(w) for w in workers]} for s, workers in daemons]
         backlog = None if rows is None else [asdict(r) for r in rows]
-        report = {"backlog": backlog, "totals": totals(rows), "pauses": held, "daemons": found}
+        report: dict[str, Any] = {"backlog": backlog, "totals": totals(rows), "pauses": held, "daemons": found}
+        if every_host:
+            report["cluster"] = None if cluster is None else [cluster_json(d) for d in cluster]
         click.echo(json.dumps(report, indent=2))
         return 0
     if rows is None:
@@ -63,7 +77,24 @@ def status(ctx: click.Context, as_json: bool) -> int:
     for supervisor, workers in daemons:
         click.echo("\n" + daemon_summary(supervisor))
         echo_table(list(WORKER_COLUMNS), [worker_row(w) for w in workers])
+    if every_host:
+        click.echo("\ncluster (every daemon beating in the shared store at db_url):")
+        if cluster is None:
+            click.echo("? (the shared store at db_url cannot be read)")
+        elif not cluster:
+            click.echo("no daemon has beaten")
+        else:
+            echo_table(list(CLUSTER_COLUMNS), [cluster_row(d) for d in cluster])
     return 0
+
+
+def cluster_view(ctx: click.Context) -> list[DaemonRow] | None:
+    """Every daemon of the cluster; None: the shared store cannot be read (said on stderr)."""
+    try:
+        return read_cluster(runtime(ctx).config)
+    except StatusqError as exc:
+        click.echo(f"cluster: unknown ({exc})", err=True)
+        return None
 
 
 def totals(rows: list[BacklogRow] | None) -> dict[str, int | None]:

@@ -13,7 +13,7 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -186,6 +186,19 @@ def release_claims(proc: WorkerProcess, owner: str, reason: str) -> None:
         return
     if released:
         log.warning("%s died holding %d item(s): released, the attempt counted", proc.name, released)
+
+
+def release_owners(config: Config) -> Callable[[list[str], str], int]:
+    """Releases a gone daemon's workers' claims (:mod:`statusq.daemon.heartbeat`), on one
+    short-lived connection; on a backend without claims (STOMP) nothing is opened."""
+
+    def release(owners: list[str], reason: str) -> int:
+        if config.queue.subsystem != "db" or not owners:
+            return 0
+        with Runtime(config).queue_manager() as qm:
+            return sum(qm.release_claims(owner, reason) for owner in owners)
+
+    return release
 
 
 def reap() -> Iterator[tuple[int, int]]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from statusq.config import Config, LogConfig
 from statusq.daemon.child import WorkerSpec
 from statusq.daemon.exits import Cause, Exit, Respawn, classify
+from statusq.daemon.heartbeat import Heartbeat, Snapshot, snapshot, start_heartbeat
 from statusq.daemon.processes import (
     SignalFlags,
     WorkerProcess,
@@ -103,6 +104,7 @@ class QueueDaemon:
         self.flags = SignalFlags()
         self._lifeline: tuple[int, int] = (-1, -1)
         self._published = 0.0
+        self.heartbeat: Heartbeat | None = None
 
     def _wanted(self, config: Config) -> int:
         return self.options.workers or config.daemon.workers or cpu_count()
@@ -130,10 +132,13 @@ class QueueDaemon:
                 self.on_started()
             for slot in range(1, self.wanted + 1):
                 self.spawn(slot, self.config, self.generation)
+            self.heartbeat = start_heartbeat(self.config, self.status.started_at, self._snapshot())
             code = self._loop()
             log.info("supervisor stopped (exit %d)", code)
             return code
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             web.stop()
             self.metrics.stop()
             for proc in self.procs.values():  # only after an error of ours: let them drain
@@ -410,6 +415,8 @@ class QueueDaemon:
 
     def _publish(self) -> None:
         """Rewrite supervisor.json and the title when something changed, or every few seconds."""
+        if self.heartbeat is not None:
+            self.heartbeat.latest = self._snapshot()
         now = time.monotonic()
         if now - self._published < _PUBLISH_EVERY:
             return
@@ -422,6 +429,9 @@ class QueueDaemon:
         self.run_dir.write_supervisor(self.status)
         ready = sum(1 for p in self.procs.values() if p.ready and not p.retiring)
         set_title(supervisor_title(self.options.groups, f"{ready}/{self.wanted} workers, {self.status.state}"))
+
+    def _snapshot(self) -> Snapshot:
+        return snapshot(self.status.state, self.wanted, self.procs.values())
 
     def _dump(self) -> None:
         """SIGUSR1: every worker's state, in the log."""

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from statusq.cluster import counts
 from statusq.limits import MemoryProbe
 from statusq.state import RESTART_COUNTERS, RunDir, WorkerState, alive
 
 if TYPE_CHECKING:
+    from statusq.queues.db.daemons import DaemonRow  # SQLAlchemy: only once a scrape reads the cluster
     from statusq.queues.db.pauses import Pause  # SQLAlchemy: only once a scrape reads the pauses
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class DaemonCollector(Collector):
         backlog: Cached[Backlog] | None = None,
         dispatch: Cached[list[DispatchQueue]] | None = None,
         pauses: Cached[list[Pause]] | None = None,
+        cluster: Cached[list[DaemonRow]] | None = None,
         *,
         is_alive: Callable[[int], bool] = alive,
         rss: Callable[[int], int] | None = None,
@@ -109,6 +112,7 @@ class DaemonCollector(Collector):
         self.backlog = backlog
         self.dispatch = dispatch
         self.pauses = pauses
+        self.cluster = cluster
         self.is_alive = is_alive
         self.rss = rss or MemoryProbe().rss
         self.clock = clock
@@ -119,6 +123,7 @@ class DaemonCollector(Collector):
         yield from self._backlog()
         yield from self._dispatch()
         yield from self._pauses()
+        yield from self._cluster()
 
     def _daemon(self) -> Iterator[Metric]:
         supervisor = self.run_dir.supervisor()
@@ -198,6 +203,19 @@ class DaemonCollector(Collector):
         )
         for pause in pauses:
             family.add_metric([pause.site, pause.transport], 1)
+        yield family
+
+    def _cluster(self) -> Iterator[Metric]:
+        """``statusq_cluster_daemons{state="alive"|"gone"}``: the daemons beating in the shared
+        store, as this daemon sees them; a gone one stays counted until ``forget_gone``."""
+        daemons = self.cluster.get() if self.cluster is not None else None
+        if daemons is None:
+            return
+        family = GaugeMetricFamily(
+            "statusq_cluster_daemons", "Daemons in the shared store's heartbeats, by state.", labels=["state"]
+        )
+        for state, count in counts(daemons, self.clock()).items():
+            family.add_metric([state], count)
         yield family
 
 

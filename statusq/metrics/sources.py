@@ -1,5 +1,5 @@
 """What the supervisor asks the databases at scrape time: the backlog, the periodic queues, the
-pauses.
+pauses, the cluster's heartbeats.
 
 Each call opens its own short-lived connection and closes it: the supervisor forks workers, and a
 pooled connection would be copied into each of them (as for releasing a dead worker's claims).
@@ -21,6 +21,7 @@ from statusq.metrics.collector import Backlog, DispatchQueue
 if TYPE_CHECKING:
     from statusq.config import Config
     from statusq.dispatcher.tables import QueueRow
+    from statusq.queues.db.daemons import DaemonRow
     from statusq.queues.db.pauses import Pause
 
 
@@ -77,6 +78,17 @@ def paused(config: Callable[[], Config]) -> Callable[[], list[Pause]]:
             return store.list()
         finally:
             store.close()
+
+    return load
+
+
+def cluster(config: Callable[[], Config]) -> Callable[[], list[DaemonRow]]:
+    """Every daemon's heartbeat in the shared store at ``db_url``, whatever the backend."""
+
+    def load() -> list[DaemonRow]:
+        from statusq.queues.db.daemons import read_cluster  # noqa: PLC0415 -- SQLAlchemy: only when scraped
+
+        return read_cluster(config().db_url)
 
     return load
 

@@ -25,7 +25,7 @@ from statusq.metrics import MULTIPROC_ENV
 from statusq.metrics.archive import Archive
 from statusq.metrics.collector import Cached, DaemonCollector
 from statusq.metrics.server import MetricsServer, daemon_registry
-from statusq.metrics.sources import db_backlog, dispatch_queues, paused
+from statusq.metrics.sources import cluster, db_backlog, dispatch_queues, paused
 from statusq.metrics.statsd import Statsd, counter, gauge
 from statusq.state import RunDir
 
@@ -84,7 +84,8 @@ class SupervisorMetrics:
             backlog = Cached(ActiveMQBacklog(config, self._served_groups), ttl, "ActiveMQ statistics")
         dispatch = Cached(dispatch_queues(config), ttl, "dispatch queues")
         pauses = Cached(paused(config), ttl, "pauses")
-        collector = DaemonCollector(self.run_dir, backlog, dispatch, pauses)
+        daemons = Cached(cluster(config), ttl, "cluster heartbeats")
+        collector = DaemonCollector(self.run_dir, backlog, dispatch, pauses, daemons)
         registry = daemon_registry(self.folder, collector, self.archive)
         server = MetricsServer(registry, self.settings.listen)
         self.registry = registry

@@ -143,7 +143,8 @@ class App:
         config = self.config()
         if path == "/":
             backlog = _attempt(lambda: sources.backlog(self.open_queue, config))
-            return self._html(pages.overview(ctx, sources.daemons(config), self._rates(), backlog))
+            cluster = _attempt(lambda: sources.cluster(config))
+            return self._html(pages.overview(ctx, sources.daemons(config), self._rates(), backlog, cluster))
         if path == "/queues":
             return self._html(pages.queues(ctx, _attempt(lambda: queues.views(config, self.specs.get()))))
         if path == "/deadletters":

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from statusq.cluster import CLUSTER_COLUMNS, cluster_row
 from statusq.dispatcher.status import TABLE_HEADERS, QueueView, table_row
 from statusq.metrics.scrape import Samples
 from statusq.queues.base import BacklogRow, DeadLetter
@@ -21,6 +22,7 @@ from statusq.web.layout import Context, form, hidden, page, read_only_note
 from statusq.web.sources import SiteRow
 
 if TYPE_CHECKING:
+    from statusq.queues.db.daemons import DaemonRow  # SQLAlchemy: only once the cluster is read
     from statusq.queues.db.pauses import Pause  # SQLAlchemy: only once pauses are read
 
 BODY_PREVIEW = 300
@@ -44,9 +46,11 @@ def overview(
     daemons: list[tuple[SupervisorState, list[WorkerState]]],
     rates: Rates,
     backlog: list[BacklogRow] | str | None,
+    cluster: list[DaemonRow] | str | None = None,
 ) -> Markup:
     """``backlog``: rows, why they could not be read, or None when the backend cannot count them
-    cheaply (STOMP: the broker's counts from ``/metrics`` follow, where it tells them)."""
+    cheaply (STOMP: the broker's counts from ``/metrics`` follow, where it tells them).
+    ``cluster``: every host's daemons from the shared store, or why it could not be read."""
     now = time.time()
     parts = [Markup("<h2>Daemons on this host</h2>")]
     if not daemons:
@@ -54,6 +58,8 @@ def overview(
     for supervisor, workers in daemons:
         parts.append(render("<p>{summary}</p>", summary=daemon_summary(supervisor, now)))
         parts.append(table(WORKER_COLUMNS, [worker_row(w, now) for w in workers], empty="no worker running"))
+    if cluster is not None:
+        parts.append(cluster_section(cluster, now))
     parts.append(Markup("<h2>Items handled per second</h2>"))
     parts.append(chart_svg(rates.points, now, rates.window))
     if rates.problem:
@@ -71,6 +77,17 @@ def overview(
     if rates.samples is not None:
         parts.append(broker_counts(rates.samples))
     return page(ctx, "Overview", join(parts), refresh=10)
+
+
+def cluster_section(cluster: list[DaemonRow] | str, now: float) -> Markup:
+    """Every host's daemons, as ``statusq status --all`` lists them; a gone one is marked."""
+    head = Markup("<h2>Cluster: every host's daemons</h2>")
+    if isinstance(cluster, str):
+        return join([head, problem(f"the shared store at db_url cannot be read: {cluster}")])
+    gone = sum(1 for d in cluster if d.gone(now))
+    note = problem(f"{gone} daemon(s) gone: no heartbeat for 3 beats") if gone else Markup("")
+    rows = [cluster_row(d, now) for d in cluster]
+    return join([head, note, table(CLUSTER_COLUMNS, rows, empty="no daemon has beaten")])
 
 
 def broker_counts(samples: Samples) -> Markup:

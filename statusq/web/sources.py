@@ -1,6 +1,7 @@
 """Where the page's facts come from, each from its owner: no bookkeeping of the page's own.
 
-Processes: the state files ``statusq status`` reads.  Backlog, dead letters, the control channel:
+Processes: the state files ``statusq status`` reads; every host's daemons: their heartbeats in
+the shared store (``statusq status --all``).  Backlog, dead letters, the control channel:
 the queue backend, on a short-lived connection (the supervisor forks; a pooled connection would
 be shared with its workers).  Rates and broker-side counts: the daemon's ``/metrics``, sampled by
 one thread.  Sites: the sites folder, read as a worker reads it.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from statusq.cluster import read as read_cluster
 from statusq.config import Config
 from statusq.metrics.scrape import Samples, ScrapeError, fetch
 from statusq.queues.base import BacklogRow, DeadLetter, QueueManager
@@ -25,6 +27,7 @@ from statusq.state import SupervisorState, WorkerState, running_daemons
 from statusq.web.chart import RateHistory
 
 if TYPE_CHECKING:
+    from statusq.queues.db.daemons import DaemonRow  # SQLAlchemy: only once the cluster is read
     from statusq.queues.db.pauses import Pause  # SQLAlchemy: only once pauses are read
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,11 @@ class Sampler:
 
 def daemons(config: Config) -> list[tuple[SupervisorState, list[WorkerState]]]:
     return running_daemons(config.var_dir)
+
+
+def cluster(config: Config) -> list[DaemonRow]:
+    """Every host's daemons, from their heartbeats in the shared store at ``db_url``."""
+    return read_cluster(config)
 
 
 def backlog(open_queue: QueueOpener, config: Config) -> list[BacklogRow] | None:

@@ -185,6 +185,9 @@ def test_a_working_daemon_serves_metrics_that_pass_promtool_and_match_the_work(
     assert found.get("statusq_dispatch_items", queue="heartbeat") == 1
     assert found.get("statusq_dispatch_hung", queue="heartbeat") == 0
     assert found.get("statusq_dispatch_last_run_age_seconds", queue="heartbeat") is not None
+    # And the cluster view: this daemon, alive, in the shared store's heartbeats
+    assert found.get("statusq_cluster_daemons", state="alive") == 1
+    assert found.get("statusq_cluster_daemons", state="gone") == 0
 
     # And statsd received the same events
     wait_for(lambda: statsd.count("statusq.items.handled:1|c") == 13, what="statsd item events")

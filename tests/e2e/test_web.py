@@ -232,6 +232,8 @@ def test_the_overview_shows_the_daemon_at_work(browser: Any, daemon: Daemon) -> 
         assert "metrics unavailable" in text
     # And the backlog table counts the dead letter by site and transport
     wait_for(lambda: "other.example gate 0 0 0 1" in page_text(browser, f"{daemon.base}/"), 30, "the dead letter")
+    # And the cluster section lists this daemon, alive, from its heartbeat in the shared store
+    wait_for(lambda: f" {daemon.proc.pid} alive " in page_text(browser, f"{daemon.base}/"), 30, "the cluster row")
     shot = os.environ.get("STATUSQ_WEB_SCREENSHOT")
     if shot:
         browser.get(f"{daemon.base}/")
