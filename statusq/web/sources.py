@@ -144,8 +144,10 @@ def resume(open_queue: QueueOpener, config: Config, scope: dict[str, str]) -> bo
 
 def control_channel(config: Config) -> str | None:
     """Why site commands cannot be sent, or None when they can."""
+    if config.queue.subsystem == "db":
+        return None  # a table of the queue's database (statusq.queues.db.control)
     if config.queue.subsystem != "stomp":
-        return f"the {config.queue.subsystem!r} backend has no control channel (it needs STOMP)"
+        return f"the {config.queue.subsystem!r} backend has no control channel (it needs STOMP or a database)"
     if not config.queue.stomp.control_channel:
         return "no control channel configured ([queue.stomp] control_channel)"
     return None
