@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, exists, insert, literal, select
+from sqlalchemy.exc import IntegrityError
 
+from statusq.errors import QueueError
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
 
 metadata = MetaData()
@@ -41,10 +43,19 @@ class RemovalStore:
         return store
 
     def remove(self, site: str) -> None:
-        """Record ``site`` as removed; removing it again keeps the first time."""
-        with db_errors(self.engine), self.engine.begin() as conn:
-            if conn.execute(select(removals.c.site).where(removals.c.site == site)).first() is None:
-                conn.execute(insert(removals).values(site=site, removed_at=self.clock()))
+        """Record ``site`` as removed; removing it again keeps the first time.
+
+        One statement, a write from its start: on SQLite a transaction that reads first and then
+        writes fails at once ("database is locked", no busy wait) when another process wrote in
+        between, as a worker settling items does all the time."""
+        missing = ~exists(select(removals.c.site).where(removals.c.site == site))
+        row = select(literal(site, String), literal(self.clock(), Float)).where(missing)
+        try:
+            with db_errors(self.engine), self.engine.begin() as conn:
+                conn.execute(insert(removals).from_select(["site", "removed_at"], row))
+        except QueueError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise  # else: another sender removed it in the same instant
 
     def restore(self, site: str) -> bool:
         """Forget a removal (``update-site``); False when there was none."""
