@@ -247,7 +247,11 @@ def test_on_the_database_backend_sites_are_removed_through_its_control_table(con
     assert set(store.list()) == {"a.example"}
     post(app, "/sites/add", headers, csrf=csrf, site="a.example")
     assert store.list() == {}
+
+    # And a removal made elsewhere (statusq control) shows on the page: it is the store's
+    store.remove("b.example")
     store.close()
+    assert "<td>b.example</td><td>removed (remove-site at " in app.handle("GET", "/sites", headers).body.decode()
 
 
 def test_the_overview_degrades_without_metrics(config: Config) -> None:
