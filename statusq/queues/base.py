@@ -361,7 +361,10 @@ class QueueManager(abc.ABC):
         if command.site is not None and self._removal_store is not None:
             store = self._removal_store()
             try:
-                store.remove(command.site) if command.command == "remove-site" else store.restore(command.site)
+                if command.command == "remove-site":
+                    store.remove(command.site)
+                else:
+                    store.restore(command.site)
             finally:
                 store.close()
             if not self.admin.can(Capability.CONTROL):
