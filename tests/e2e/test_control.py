@@ -195,20 +195,38 @@ def test_on_a_broker_a_removal_sent_while_a_daemon_was_stopped_is_honoured_when_
     assert second.wait(timeout=60) == 0
 
 
-def test_without_a_control_channel_a_removal_is_stored_and_read_by_daemons_that_start(
-    write_config: Callable[..., Path], tmp_path: Path
+def test_a_running_worker_that_hears_no_command_follows_a_removal_from_the_store(
+    write_config: Callable[..., Path], record_file: Path, tmp_path: Path
 ) -> None:
-    # Given STOMP with no control channel (nothing to broadcast on; no broker is needed for this)
+    # Given a daemon on ActiveMQ with no control channel at all (so it can hear no command, as a
+    # worker reconnecting while the topic carried one), re-reading the removals every 300 ms
     broker = make_broker("activemq")
+    queue = {"subsystem": "stomp", "max_retries": 0, "site_recheck": "300ms"}
     config = write_config(
-        f"sqlite:///{tmp_path / 'shared.sqlite'}", stomp_toml(broker, control_channel=""), queue={"subsystem": "stomp"}
+        f"sqlite:///{tmp_path / 'shared.sqlite'}", stomp_toml(broker, control_channel=""), queue=queue
     )
-    # When a site is removed, Then it is stored, and said so
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, "--workers", "1", log=log)
+    wait_for(lambda: len(worker_pids(config, daemon)) == 1, what="the worker ready")
+
+    # When a site is removed: there is nothing to broadcast on, so it is only stored, and said so
     assert "stored: remove-site" in cli_ok(config, "control", "remove-site", GONE)
     store = RemovalStore.open(f"sqlite:///{tmp_path / 'shared.sqlite'}")
     try:
         assert set(store.list()) == {GONE}
     finally:
         store.close()
+
+    # Then the running worker follows it at its next re-read: the site's items are dead-lettered
+    wait_for(lambda: f"removed sites now: {GONE}" in log.read_text(), what="the worker's re-read")
+    assert "control: remove-site" not in log.read_text()
+    enqueue(config, 1)
+    wait_for(lambda: ran(record_file, KEPT) == [1], timeout=90, what="the other site's item")
+    assert ran(record_file, GONE) == []
+    wait_for(lambda: len(dead(config)) == 1, what="the removed site's item dead-lettered")
+    assert "was removed" in dead(config)[0]
+
     # And a command that is not a site's still needs a channel
     assert run_cli("control", "reload", config=config).returncode == os.EX_UNAVAILABLE
+    daemon.terminate()
+    assert daemon.wait(timeout=60) == 0
