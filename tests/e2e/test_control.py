@@ -4,10 +4,11 @@ On SQLite and PostgreSQL ``statusq control`` travels in a table of the queue's d
 stale and replayed commands there are refused and logged, as on STOMP.  A ``remove-site`` is
 also state in the shared store: a worker SIGKILLed and respawned, or a daemon that was stopped
 when the command went out (on a broker, whose topic it could not have heard), still dead-letters
-the removed site's items; ``update-site`` brings the site back.
+the removed site's items; ``update-site`` brings the site back.  A running worker that hears no
+command at all follows a removal at its next ``site_recheck``.
 
-``site_recheck = "1h"``: no worker re-reads the removals on its clock during a test, so what a
-respawned or newly started worker honours it read at its start.
+``site_recheck = "1h"`` (but in the last test): no worker re-reads the removals on its clock, so
+what a respawned or newly started worker honours it read at its start.
 """
 
 from __future__ import annotations
