@@ -121,6 +121,12 @@ class DBConfig(_Section):
     #: SQLite's ``PRAGMA synchronous`` (WAL mode): "normal" loses nothing on a process crash,
     #: the last commits on a power loss; "full" nothing on either (an fsync per commit).
     sqlite_synchronous: Literal["off", "normal", "full", "extra"] = defaults.SQLITE_SYNCHRONOUS
+    #: Control commands travel in a table of the queue's database (statusq.queues.db.control);
+    #: with a secret each is signed as on STOMP, without one they are accepted unsigned (whoever
+    #: can write that table can write the items' table too).
+    control_secret: str | None = Field(default=None, min_length=16)
+    control_max_age: Duration = Field(default=defaults.CONTROL_MAX_AGE, gt=0)
+    control_poll: Duration = Field(default=defaults.DB_CONTROL_POLL, gt=0)
 
 
 class QueueConfig(_Section):
@@ -137,6 +143,8 @@ class QueueConfig(_Section):
     #: Pauses (``statusq pause``): how often a worker re-reads them, how long a held item waits.
     pause_recheck: Duration = Field(default=defaults.PAUSE_RECHECK, gt=0)
     pause_hold: Duration = Field(default=defaults.PAUSE_HOLD, gt=0)
+    #: Site removals (``statusq control remove-site``): how often a worker re-reads them.
+    site_recheck: Duration = Field(default=defaults.SITE_RECHECK, gt=0)
     stomp: StompConfig = StompConfig()
     db: DBConfig = DBConfig()
 

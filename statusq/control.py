@@ -1,5 +1,9 @@
 """Control commands, broadcast to every daemon and applied between items.
 
+They travel on a STOMP topic (``[queue.stomp] control_channel``), or, on the database backend,
+in a table every worker reads (statusq.queues.db.control).  What a site command changes is also
+the shared store's state (statusq.removals), so no worker depends on not missing one.
+
 A command is text: ``update-site NAME``, ``remove-site NAME``, ``reload``, ``restart``,
 ``shutdown`` or ``pauses`` (re-read the pause table now).  It is accepted only from the
 configured control destination and, when a secret is configured, only signed with it, fresh and
@@ -11,17 +15,19 @@ tested end to end.)
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from statusq.commands import ControlCommand, ReplayGuard, accept, command_name
 from statusq.config import Config
-from statusq.defaults import CONTROL_MAX_AGE
+from statusq.defaults import CONTROL_MAX_AGE, DB_CONTROL_TABLE
 from statusq.errors import ConfigError, DataError
 from statusq.io.manager import IoManager
 from statusq.middleware import MiddlewareChain
 from statusq.queues.base import ControlChannel
+from statusq.removals import SiteRemovals
 from statusq.sites import SiteTable
 
 log = logging.getLogger(__name__)
@@ -41,13 +47,15 @@ class ControlActions:
 
 class ControlManager(IoManager):
     """Applies control messages from the worker's control channel, between items (polled first
-    in the worker's loop; the queue listener ends a burst of items when one waits)."""
+    in the worker's loop; the queue listener ends a burst of items when one waits), and keeps
+    the shared store's site removals applied (``removals``: re-read after every command and
+    every ``site_recheck``).  ``inbox`` None: no channel, the removals only."""
 
     name = "control"
 
     def __init__(
         self,
-        inbox: ControlChannel,
+        inbox: ControlChannel | None,
         sites: SiteTable,
         actions: ControlActions,
         *,
@@ -56,8 +64,10 @@ class ControlManager(IoManager):
         max_age: float = CONTROL_MAX_AGE,
         middleware: MiddlewareChain | None = None,
         clock: Callable[[], float] = time.time,
+        removals: SiteRemovals | None = None,
     ) -> None:
         self.inbox = inbox
+        self.removals = removals
         self.sites = sites
         self.actions = actions
         self.channel = channel
@@ -67,12 +77,20 @@ class ControlManager(IoManager):
         self.middleware = middleware if middleware is not None else MiddlewareChain()
 
     def filenos(self) -> list[int]:
-        return self.inbox.filenos()
+        return self.inbox.filenos() if self.inbox is not None else []
 
     def timeout(self) -> float:
-        return self.inbox.timeout()
+        due = self.inbox.timeout() if self.inbox is not None else math.inf
+        return min(due, self.removals.due_in()) if self.removals is not None else due
 
     def poll(self) -> bool:
+        did = self._take() if self.inbox is not None else False
+        if self.removals is not None and (did or self.removals.due_in() <= 0):
+            self.removals.read()
+        return did
+
+    def _take(self) -> bool:
+        assert self.inbox is not None
         did = False
         self.inbox.drain_wakeups()
         for headers, body in self.inbox.take():
@@ -91,12 +109,15 @@ class ControlManager(IoManager):
         return did
 
     def stop(self) -> None:
-        self.inbox.close()
+        if self.inbox is not None:
+            self.inbox.close()
 
     def _observe(self, command: str, result: str) -> None:
         self.middleware.after_control(command, result)  # isolated: monitoring never stops a command
 
     def apply(self, command: ControlCommand) -> None:
+        if self.removals is not None:
+            self.removals.heard(command)
         if command.command == "update-site" and command.site:
             self.sites.reload(command.site)
         elif command.command == "remove-site" and command.site:
@@ -109,6 +130,24 @@ class ControlManager(IoManager):
             self.actions.shutdown()
         elif command.command == "pauses":
             self.actions.pauses()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    """Where a backend's commands come from, and how they are signed."""
+
+    channel: str | None
+    secret: str | None
+    max_age: float
+
+
+def control_settings(config: Config) -> ControlSettings:
+    """``[queue.db]``'s on the database backend, else ``[queue.stomp]``'s (STOMP, memory)."""
+    if config.queue.subsystem == "db":
+        db = config.queue.db
+        return ControlSettings(DB_CONTROL_TABLE, db.control_secret, db.control_max_age)
+    stomp = config.queue.stomp
+    return ControlSettings(stomp.control_channel, stomp.control_secret, stomp.control_max_age)
 
 
 def check_signing(config: Config) -> None:

@@ -124,3 +124,9 @@ WEB_LISTEN = "127.0.0.1:9465"  # the status page: its own port, so /metrics can 
 # Flow control: pauses (``statusq pause``), kept in the shared store at ``db_url``.
 PAUSE_RECHECK = 1.0  # s: how often a worker re-reads the pause table (a control message: at once)
 PAUSE_HOLD = 5.0  # s: a paused item is offered again this much later, its attempt not counted
+SITE_RECHECK = 2.0  # s: how often a worker re-reads the site removals (a control message: at once)
+
+# Control on the database backend: a table of commands (statusq.queues.db.control).
+DB_CONTROL_TABLE = "statusq_control"  # also its NOTIFY channel, and the commands' "destination"
+DB_CONTROL_POLL = 1.0  # s: how often a worker looks for new commands (PostgreSQL: NOTIFY wakes it)
+DB_CONTROL_KEEP = 3600.0  # s: a command row older than this is deleted by the next sender

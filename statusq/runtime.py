@@ -22,6 +22,7 @@ from statusq.xmpp.api import XmppApi
 
 if TYPE_CHECKING:
     from statusq.queues.db.pauses import PauseStore
+    from statusq.queues.db.removals import RemovalStore
 
 
 class Runtime:
@@ -52,6 +53,7 @@ class Runtime:
         manager = open_queue_manager(self)
         manager.use_middleware(self.middleware)
         manager.use_pauses(self.pause_store)
+        manager.use_removals(self.removal_store)
         return manager
 
     def pause_store(self) -> PauseStore:
@@ -59,6 +61,12 @@ class Runtime:
         from statusq.queues.db.pauses import PauseStore  # noqa: PLC0415
 
         return PauseStore.open(self.config.db_url)
+
+    def removal_store(self) -> RemovalStore:
+        """The shared store's site removals (``db_url``), beside the pauses."""
+        from statusq.queues.db.removals import RemovalStore  # noqa: PLC0415
+
+        return RemovalStore.open(self.config.db_url)
 
 
 def open_queue_manager(runtime: Runtime) -> QueueManager:

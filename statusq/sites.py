@@ -105,6 +105,18 @@ class SiteTable:
         self._implicit.pop(name, None)
         self._removed.add(name)
 
+    def set_removed(self, names: set[str]) -> None:
+        """Make exactly ``names`` the removed sites (the shared store's removals, statusq.removals):
+        newly removed ones are forgotten, ones no longer removed re-read from their files."""
+        for name in sorted(names - self._removed):
+            self.remove(name)
+        for name in sorted(self._removed - names):
+            self.reload(name)
+
+    @property
+    def removed(self) -> frozenset[str]:
+        return frozenset(self._removed)
+
     @property
     def names(self) -> list[str]:
         return sorted(self._sites)

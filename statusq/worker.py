@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from statusq.config import Config
-from statusq.control import ControlActions, ControlManager
+from statusq.control import ControlActions, ControlManager, control_settings
 from statusq.defaults import BUILTIN_GROUPS, DEFAULT_GROUP, EXIT_RESTART
 from statusq.dispatcher import dispatch_hooks, dispatcher_manager
 from statusq.errors import ConfigError, StatusqError
@@ -29,6 +29,8 @@ from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.cancels import CancelView
 from statusq.queues.db.pauses import Pause, PauseStore
+from statusq.queues.db.removals import RemovalStore
+from statusq.removals import SiteRemovals
 from statusq.retry import Policies, RetryPolicy, resolve_policies
 from statusq.runtime import Runtime
 from statusq.xmpp import xmpp_managers
@@ -162,6 +164,7 @@ def build_worker(
         max_body=config.queue.max_body,
         pauses=(gate := pause_gate(runtime)),
     )
+    removals = site_removals(runtime)  # read before the first item, as the pauses are
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
     listener = queue_listener(runtime, consumer, processor, channel)
@@ -186,14 +189,12 @@ def build_worker(
     master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit, middleware=chain)
     if isinstance(listener, ConcurrentListener):
         listener.on_abandoned = lambda: master.request_stop(EXIT_RESTART)
-    if channel is not None:
-        applied = (actions or lone_actions)(runtime, master)
-        applied.pauses = gate.refresh
-        control = control_manager(runtime, channel, master, applied)
-        # First: a turn polls its due managers in order, and a command that came in during an
-        # item must be applied before the listener takes the next one (QueueListener.more stops
-        # its burst).
-        master.managers.insert(0, control)
+    applied = (actions or lone_actions)(runtime, master)
+    applied.pauses = gate.refresh
+    # Always, channel or not: it keeps the shared store's site removals applied.  First: a turn
+    # polls its due managers in order, and a command that came in during an item must be applied
+    # before the listener takes the next one (QueueListener.more stops its burst).
+    master.managers.insert(0, control_manager(runtime, channel, master, applied, removals))
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None, policies)
 
 
@@ -248,6 +249,25 @@ def pause_gate(runtime: Runtime) -> PauseGate:
     gate = PauseGate(load, recheck=queue.pause_recheck, hold=queue.pause_hold)
     gate.read()
     return gate
+
+
+def site_removals(runtime: Runtime) -> SiteRemovals:
+    """The worker's copy of the shared store's removed sites, read now, at boot (the store
+    opened at the first read, and again after a failed one, as the pauses')."""
+    holder: list[RemovalStore] = []
+
+    def load() -> set[str]:
+        if not holder:
+            holder.append(runtime.removal_store())
+        try:
+            return set(holder[0].list())
+        except StatusqError:
+            holder.pop().close()
+            raise
+
+    removals = SiteRemovals(load, runtime.sites, recheck=runtime.config.queue.site_recheck)
+    removals.read()
+    return removals
 
 
 def has_async_handlers(runtime: Runtime) -> bool:
@@ -313,17 +333,22 @@ def lone_actions(runtime: Runtime, master: IoMaster) -> ControlActions:
 
 
 def control_manager(
-    runtime: Runtime, channel: ControlChannel, master: IoMaster, actions: ControlActions | None = None
+    runtime: Runtime,
+    channel: ControlChannel | None,
+    master: IoMaster,
+    actions: ControlActions | None = None,
+    removals: SiteRemovals | None = None,
 ) -> ControlManager:
     """Applies control commands between items; a supervisor's workers pass ``actions`` that
     forward the process-wide ones (restart, shutdown) to it."""
-    stomp = runtime.config.queue.stomp
+    settings = control_settings(runtime.config)
     return ControlManager(
         channel,
         runtime.sites,
         actions or lone_actions(runtime, master),
-        channel=stomp.control_channel,
-        secret=stomp.control_secret,
-        max_age=stomp.control_max_age,
+        channel=settings.channel,
+        secret=settings.secret,
+        max_age=settings.max_age,
         middleware=runtime.middleware,
+        removals=removals,
     )

@@ -1,4 +1,4 @@
-"""``statusq control``: broadcast a command to every daemon on the broker."""
+"""``statusq control``: broadcast a command to every daemon, on any backend."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ Examples:
   statusq control remove-site example.net
   statusq control reload
 \b
-See docs/brokers/stomp.md (make docs builds it into site/).
+See docs/flow-control.md (make docs builds it into site/).
 """
 
 
@@ -25,10 +25,14 @@ def control(ctx: click.Context, command: str, site: str | None) -> int:
     """Tell every daemon to update-site SITE, remove-site SITE, reload, restart or shutdown.
 
     Daemons apply it between items.  A removed site's items are dead-lettered with that reason
-    until an update-site brings it back.
+    until an update-site brings it back; the removal is kept in the shared store (db_url), so
+    daemons started or reconnecting later follow it too.
     """
     text = f"{command} {site}" if site else command
     with runtime(ctx).queue_manager() as qm:
-        qm.send_control(text)
-    click.echo(f"sent: {text}")
+        sent = qm.send_control(text)
+    if sent:
+        click.echo(f"sent: {text}")
+    else:
+        click.echo(f"stored: {text} (no control channel: daemons read it within [queue] site_recheck)")
     return 0

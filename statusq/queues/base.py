@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from statusq.commands import parse_command
 from statusq.defaults import DEFAULT_SITE, MAX_BATCH
 from statusq.errors import InvalidArgument, StatusqError, Unsupported
 from statusq.item import Delivery, Item, Message
@@ -52,6 +53,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from statusq.queues.db.pauses import Pause, PauseStore
+    from statusq.queues.db.removals import RemovalStore
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +352,25 @@ class QueueManager(abc.ABC):
     def release_claims(self, owner: str, reason: str) -> int:
         return self.admin.release_claims(owner, reason)
 
-    def send_control(self, text: str) -> None:
+    def send_control(self, text: str) -> bool:
+        """Broadcast a control command to every daemon.  ``remove-site`` (and ``update-site``,
+        which ends a removal) is first written to the shared store, so that a worker that misses
+        the message, or starts later, still follows it.  False: there is no control channel, the
+        removal is only stored (workers re-read it within ``[queue] site_recheck``)."""
+        command = parse_command(text)
+        if command.site is not None and self._removal_store is not None:
+            store = self._removal_store()
+            try:
+                if command.command == "remove-site":
+                    store.remove(command.site)
+                else:
+                    store.restore(command.site)
+            finally:
+                store.close()
+            if not self.admin.can(Capability.CONTROL):
+                return False
         self.admin.send_control(text)
+        return True
 
     # Pauses live in the shared store (``db_url``), whatever the backend: see statusq.pauses.
 
@@ -360,6 +379,12 @@ class QueueManager(abc.ABC):
 
     def use_pauses(self, opener: Callable[[], PauseStore]) -> None:
         self._pause_store = opener
+
+    #: Opens the site removals' table (statusq.queues.db.removals); set as ``_pause_store`` is.
+    _removal_store: Callable[[], RemovalStore] | None = None
+
+    def use_removals(self, opener: Callable[[], RemovalStore]) -> None:
+        self._removal_store = opener
 
     def _pauses(self) -> PauseStore:
         if self._pause_store is None:

@@ -156,7 +156,9 @@ class App:
         seen = [] if isinstance(backlog, str) or backlog is None else [r.site for r in backlog]
         with self._removed_lock:
             removed = dict(self.removed)
-        rows = _attempt(lambda: sources.sites(config, seen, removed))
+        stored = _attempt(lambda: sources.removed_sites(config))
+        stored = {} if isinstance(stored, str) else stored  # the page's own removals still show
+        rows = _attempt(lambda: sources.sites(config, seen, removed, stored))
         return self._html(pages.sites(ctx, rows, sources.control_channel(config)))
 
     def _rates(self) -> pages.Rates:

@@ -190,9 +190,9 @@ def sites(ctx: Context, rows: list[SiteRow] | str, control_problem: str | None) 
         '<p class="note">Add and remove go to every daemon through the control channel '
         "(<code>update-site</code> re-reads <code>sites/NAME.toml</code>; <code>remove-site</code> stops "
         "serving the site, its items are dead-lettered until it is added again). STATUS is what a worker "
-        "reading the sites folder now would do, and the removals sent from this page: a file written while "
-        "the daemon runs is served once added, a worker that starts re-reads the folder (so a removal lasts "
-        "until then), and commands sent with <code>statusq control</code> are not shown.</p>"
+        "reading the sites folder and the shared store now would do: a file written while the daemon runs "
+        "is served once added, and a removal (from this page or <code>statusq control</code>) is kept in the "
+        "store, so workers started later follow it too.</p>"
     )
     body += read_only_note(ctx)
     if control_problem is not None:

@@ -152,8 +152,10 @@ def resume(open_queue: QueueOpener, config: Config, scope: dict[str, str]) -> bo
 
 def control_channel(config: Config) -> str | None:
     """Why site commands cannot be sent, or None when they can."""
+    if config.queue.subsystem == "db":
+        return None  # a table of the queue's database (statusq.queues.db.control)
     if config.queue.subsystem != "stomp":
-        return f"the {config.queue.subsystem!r} backend has no control channel (it needs STOMP)"
+        return f"the {config.queue.subsystem!r} backend has no control channel (it needs STOMP or a database)"
     if not config.queue.stomp.control_channel:
         return "no control channel configured ([queue.stomp] control_channel)"
     return None
@@ -175,19 +177,38 @@ def site_file(config: Config, name: str) -> Path:
     return Path(config.sites.dir) / f"{name}.toml"
 
 
-def sites(config: Config, seen: Iterable[str] = (), removed: Mapping[str, float] | None = None) -> list[SiteRow]:
-    """Every site with a file, the sites items were seen for and those removed from the page
-    (``removed``: when); each with what a worker that read the folder now would do with its
-    items, unless the page sent it a remove-site since (the folder cannot show that)."""
-    removed = removed or {}
+def removed_sites(config: Config) -> dict[str, float]:
+    """The shared store's site removals (``statusq control remove-site``, from anywhere), with when."""
+    from statusq.queues.db.removals import RemovalStore  # noqa: PLC0415 - SQLAlchemy: only when asked
+
+    store = RemovalStore.open(config.db_url)
+    try:
+        return store.list()
+    finally:
+        store.close()
+
+
+def sites(
+    config: Config,
+    seen: Iterable[str] = (),
+    removed: Mapping[str, float] | None = None,
+    stored: Mapping[str, float] | None = None,
+) -> list[SiteRow]:
+    """Every site with a file, the sites items were seen for, those removed from the page
+    (``removed``: when) and those the shared store holds removed (``stored``); each with what a
+    worker that read the folder and the store now would do with its items."""
+    removed, stored = removed or {}, stored or {}
     table = SiteTable(config)
     folder = Path(config.sites.dir)
     files = {p.name.removesuffix(".toml") for p in folder.glob("*.toml")} if folder.is_dir() else set()
     rows = []
-    for name in sorted(files | set(seen) | set(removed)):
+    for name in sorted(files | set(seen) | set(removed) | set(stored)):
         if name in removed:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(removed[name]))
             status = f"removed (remove-site sent from this page at {when})"
+        elif name in stored:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stored[name]))
+            status = f"removed (remove-site at {when})"
         else:
             status = table.lookup(name).problem or "served"
         rows.append(SiteRow(name, status, name in files))

@@ -12,6 +12,7 @@ import pytest
 from statusq.config import Config
 from statusq.periodic import QueueSpec, declare
 from statusq.queues import Subscription
+from statusq.queues.db.control import DBControlChannel
 from statusq.runtime import Runtime
 from statusq.web.app import App, Response
 from statusq.web.auth import COOKIE
@@ -198,7 +199,18 @@ def test_foreign_host_names_and_cross_site_posts_are_refused(config: Config) -> 
     assert post(app, "/logout", {**headers, "Origin": "http://127.0.0.1:9465"}, csrf=csrf).status == 303
 
 
-def test_sites_cannot_be_changed_without_a_control_channel(config: Config, tmp_path: Path) -> None:
+def test_sites_cannot_be_changed_without_a_control_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given STOMP with no control channel (the database backend has one: a table)
+    config = Config.model_validate(
+        {
+            "var_dir": str(tmp_path / "var"),
+            "queue": {"subsystem": "stomp", "stomp": {"control_channel": ""}},
+            "sites": {"dir": str(tmp_path / "sites")},
+            "metrics": {"enabled": False},
+            "web": {"enabled": True, "token": TOKEN},
+        }
+    )
+    monkeypatch.setattr("statusq.web.sources.backlog", lambda _open, _config: [])
     (tmp_path / "sites").mkdir()
     (tmp_path / "sites" / "example.org.toml").write_text("enabled = true\n")
     (tmp_path / "sites" / "broken.example.toml").write_text("enabled = [\n")
@@ -207,12 +219,39 @@ def test_sites_cannot_be_changed_without_a_control_channel(config: Config, tmp_p
     page = app.handle("GET", "/sites", headers).body.decode()
     assert "<td>example.org</td><td>served</td>" in page
     assert "broken.example" in page and "broken config" in page
-    assert "has no control channel" in page and 'action="/sites/add"' not in page
+    assert "no control channel configured" in page and 'action="/sites/add"' not in page
     post(app, "/sites/add", headers, csrf=csrf, site="new.example")
     assert (
-        "not done: the &#x27;db&#x27; backend has no control channel"
+        "not done: no control channel configured ([queue.stomp] control_channel)"
         in app.handle("GET", "/sites", headers).body.decode()
     )
+
+
+def test_on_the_database_backend_sites_are_removed_through_its_control_table(config: Config, tmp_path: Path) -> None:
+    # Given a page on the database backend and a site with a file
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites" / "a.example.toml").write_text("enabled = true\n")
+    app = make_app(config)
+    headers, csrf = login(app)
+    assert 'action="/sites/remove"' in app.handle("GET", "/sites", headers).body.decode()
+
+    # When it is removed from the page, Then the command is a row of the control table and the
+    # removal is the shared store's; adding it back ends the removal
+    post(app, "/sites/remove", headers, csrf=csrf, site="a.example")
+    runtime = Runtime(config)
+    with runtime.queue_manager() as qm:
+        channel = DBControlChannel(qm.db, since=0)  # type: ignore[attr-defined]
+        assert [body for _, body in channel.take()] == [b"remove-site a.example"]
+        channel.close()
+    store = runtime.removal_store()
+    assert set(store.list()) == {"a.example"}
+    post(app, "/sites/add", headers, csrf=csrf, site="a.example")
+    assert store.list() == {}
+
+    # And a removal made elsewhere (statusq control) shows on the page: it is the store's
+    store.remove("b.example")
+    store.close()
+    assert "<td>b.example</td><td>removed (remove-site at " in app.handle("GET", "/sites", headers).body.decode()
 
 
 def test_the_overview_degrades_without_metrics(config: Config) -> None:

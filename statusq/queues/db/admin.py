@@ -10,8 +10,10 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
+from statusq.commands import parse_command
 from statusq.errors import QueueError
 from statusq.queues.base import Admin, BacklogRow, Capability, DeadLetter
+from statusq.queues.db import control
 from statusq.queues.db.database import Database
 from statusq.queues.db.schema import dead, items
 
@@ -37,11 +39,18 @@ class DBAdmin(Admin):
             Capability.REQUEUE,
             Capability.PURGE,
             Capability.RELEASE_CLAIMS,
+            Capability.CONTROL,
         }
     )
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, control_secret: str | None = None) -> None:
         self.db = db
+        self.control_secret = control_secret
+
+    def send_control(self, text: str) -> None:
+        """A row of the control table, read by every worker (statusq.queues.db.control)."""
+        parse_command(text)  # a bad command is refused here, not by every worker
+        control.send(self.db, text, self.control_secret)
 
     def release_claims(self, owner: str, reason: str) -> int:
         """Give back what a dead worker held, at once; the attempt counts (its handler may have

@@ -45,6 +45,7 @@ from statusq.queues.db.claims import (
     to_delivery,
 )
 from statusq.queues.db.database import Database
+from statusq.queues.db.listen import drain, open_listener
 from statusq.queues.db.schema import HELD, NOTIFY_CHANNEL, items
 from statusq.queues.db.settler import Settlement, SettlementWriter
 
@@ -77,19 +78,7 @@ class DBConsumer(Consumer):
         self.writer.start()
         self._listen: Any = None
         if db.is_postgres:
-            self._listen = self._open_listener()
-
-    def _open_listener(self) -> Any:
-        import psycopg  # noqa: PLC0415 -- psycopg: only a consumer on PostgreSQL loads it
-
-        url = self.db.engine.url.set(drivername="postgresql")
-        try:
-            conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            return conn
-        except psycopg.Error as exc:
-            log.warning("LISTEN failed, falling back to polling only: %s", exc)
-            return None
+            self._listen = open_listener(db.engine, NOTIFY_CHANNEL)
 
     @property
     def claim_owner(self) -> str:
@@ -104,15 +93,7 @@ class DBConsumer(Consumer):
         # and reading them cost a system call per item.
         if self._listen is None or self.in_hand:
             return
-        import psycopg  # noqa: PLC0415 -- psycopg: only a consumer on PostgreSQL loads it
-
-        try:
-            for _ in self._listen.notifies(timeout=0):
-                pass
-        except psycopg.Error as exc:
-            log.warning("LISTEN connection lost, polling only from now on: %s", exc)
-            self._listen.close()
-            self._listen = None
+        self._listen, _ = drain(self._listen)
 
     # -- claims ---------------------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ from sqlalchemy.exc import DBAPIError
 from statusq.config import Config
 from statusq.errors import QueueError
 from statusq.item import Message
-from statusq.queues.base import Consumer, QueueManager, Subscription
+from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.cancels import CancelStore
 from statusq.queues.db import inserts
 from statusq.queues.db.admin import DBAdmin
 from statusq.queues.db.cancels import SqlCancels
 from statusq.queues.db.consumer import DBConsumer
+from statusq.queues.db.control import DBControlChannel
 from statusq.queues.db.database import Database
 from statusq.queues.db.keys import SqlKeys
 from statusq.queues.db.schema import items
@@ -43,7 +44,7 @@ class DBQueueManager(QueueManager):
         self.queue = config.queue
         self.db = Database(self.url, config.queue.claim_timeout, config.queue.db.sqlite_synchronous)
         self.engine = self.db.engine
-        self.admin = DBAdmin(self.db)
+        self.admin = DBAdmin(self.db, config.queue.db.control_secret)
         self._autocommit: Engine | None = None  # PostgreSQL's one-statement enqueue (inserts.py)
 
     def _row(self, message: Message, now: float) -> dict[str, Any]:
@@ -110,6 +111,9 @@ class DBQueueManager(QueueManager):
 
     def subscribe(self, subscription: Subscription) -> Consumer:
         return DBConsumer(self.db, subscription, ack_flush=self.queue.ack_flush, prefetch=self.queue.db.prefetch)
+
+    def control_channel(self) -> ControlChannel:
+        return DBControlChannel(self.db, self.queue.db.control_poll)
 
     def _open_keys(self) -> UniqueKeys:
         return SqlKeys(self.url, self.engine)  # the items' own database, on their engine

@@ -17,6 +17,8 @@ from sqlalchemy import (
     text,
 )
 
+from statusq.defaults import DB_CONTROL_TABLE
+
 metadata = MetaData()
 
 #: PostgreSQL: an enqueue NOTIFYs this channel, and a consumer LISTENs on it to wake at once.
@@ -76,4 +78,18 @@ dead = Table(
     Column("error", Text, nullable=False),
     Column("enqueued_at", Float, nullable=False),
     Column("dead_at", Float, nullable=False),
+)
+
+#: Control commands (``statusq control`` on the database backend): each worker reads the rows
+#: past the last id it saw (statusq.queues.db.control).  ``headers``: a JSON object, the
+#: signature's headers when a secret is configured; ``created``: the sender's clock, by which
+#: the next sender deletes old rows.
+control = Table(
+    DB_CONTROL_TABLE,
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("command", Text, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("created", Float, nullable=False, index=True),
+    sqlite_autoincrement=True,  # a deleted row's id is never handed out again: workers read past it
 )
