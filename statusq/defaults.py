@@ -122,3 +122,6 @@ WEB_LISTEN = "127.0.0.1:9465"  # the status page: its own port, so /metrics can 
 # Flow control: pauses (``statusq pause``), kept in the shared store at ``db_url``.
 PAUSE_RECHECK = 1.0  # s: how often a worker re-reads the pause table (a control message: at once)
 PAUSE_HOLD = 5.0  # s: a paused item is offered again this much later, its attempt not counted
+FLOW_LEASE = 30.0  # s: a concurrency slot not renewed this long is free again (its worker died)
+CAP_HOLD = 1.0  # s: an item over a concurrency cap is offered again about this much later
+RATE_HOLD_MAX = 10.0  # s: the longest an item over a rate limit waits before it is checked again
