@@ -146,6 +146,9 @@ class FlowStore:
         try:
             if self._conn is None:
                 self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                # A bucket's or a slot's row is worth less than a commit's fsync (3 ms here, 0.1 ms
+                # without): a PostgreSQL crash may lose the last few checks, never an item.
+                self._conn.exec_driver_sql("SET synchronous_commit TO off")
             return _rows(self._conn.execute(statement, params))
         except (DBAPIError, SQLAlchemyError) as exc:
             self._drop()
