@@ -103,6 +103,8 @@ class FlowGate:
                 scope = f"{name}@{host}" if t.concurrency_scope == "host" else name
                 self.caps[name] = Cap(scope, t.max_concurrent)
         self.sites = config.sites
+        #: Any limit from the config: without one, only a site file's own limit is looked for.
+        self._configured = self.limits()
         self._site_rates: dict[tuple[str | None, int | None], Rate | None] = {}
         self._store: FlowStore | None = None
         self._leases: dict[int, Lease] = {}  # id(delivery) -> the slot it holds while it runs
@@ -132,6 +134,8 @@ class FlowGate:
     def admit(self, delivery: Delivery, item: QueueItem, handler: QueueHandler, site: SiteConfig) -> Held | None:
         """None: run it (holding its transport's slot, if capped, until :meth:`release`); else
         the hold that makes it wait."""
+        if not self._configured and site.rate_limit is None:
+            return None  # the common case, once per item: no dictionary looked at
         transport = delivery.transport
         cap = self.caps.get(transport)
         rates: list[tuple[str, str, Rate]] = []
