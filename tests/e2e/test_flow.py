@@ -12,7 +12,8 @@ One test per backend, in three phases, so that the two daemons start once (the s
    instant do more than 2 run;
 3. a worker is SIGKILLed while its item holds a slot: the slot is leased (``flow_lease = 1s``),
    so two later items of 2.5 s still come to run side by side, which the leaked slot would
-   forbid for ever.
+   forbid for ever; and a short one enqueued while both run waits for one of them to end: their
+   leases are renewed while they run.
 
 Never a wall-clock duration: counts per window and orderings of the recorded times.
 """
@@ -179,12 +180,16 @@ def test_rate_limit_and_concurrency_cap_hold_across_two_daemons(configs, record_
         return most_at_once(intervals(record_file, later, {})) == 2
 
     wait_for(side_by_side, timeout=90, what="the two later items to run at once")
-    assert most_at_once(intervals(record_file, later | {hung}, {hung: killed_at})) <= 2
+    # When a short item comes while both run: it must wait for one of them to end.  Their leases
+    # (1 s) outlast them only because they are renewed: a renewal that failed would let it in.
+    with statusq.connect(configs[0]) as qm:
+        later.add(qm.enqueue({"sleep": 0.1}, "capped", site="a.example"))
     wait_for(
-        lambda: sum(1 for r in read_records(record_file) if r["event"] == "end" and r["id"] in later) == 2,
+        lambda: sum(1 for r in read_records(record_file) if r["event"] == "end" and r["id"] in later) == 3,
         timeout=90,
         what="the later items to end",
     )
+    assert most_at_once(intervals(record_file, later | {hung}, {hung: killed_at})) == 2
     # The hung item's next delivery was an attempt past the last (max_retries = 0): dead, not run
     dead = json.loads(run_cli("deadletters", "list", "--json", config=configs[0]).stdout or "[]")
     assert [r for r in starts(record_file, "capped") if r["id"] == hung and r["attempt"] > 1] == []
