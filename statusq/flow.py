@@ -152,7 +152,7 @@ class FlowGate:
             return None
         try:
             return self._admit(delivery, cap, rates)
-        except StatusqError as exc:
+        except StatusqError as exc:  # a slot taken before the failure expires with its lease
             self._note("store", f"the flow-control store cannot be read ({exc}): items wait")
             return Held(Outcome.HOLD, f"flow-control store unavailable: {exc}", delay=self.cap_hold, limit="store")
 
