@@ -25,9 +25,20 @@ from pydantic import (
 
 from statusq import defaults
 from statusq.errors import ConfigError
-from statusq.units import parse_duration, parse_size
+from statusq.units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _rate(value: str) -> str:
+    parse_rate(value)  # checked at load; kept as written, so the docs and logs show it as given
+    return value
+
+
+#: ``"20/s"``, ``"100/m"``, ``"5/h"`` (:func:`statusq.units.parse_rate`).
+Rate = Annotated[str, AfterValidator(_rate)]
+#: Items a rate limit lets through at once beyond its steady pace (GCRA's burst; 1: evenly paced).
+Burst = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 def _memory_limit(value: int | str) -> int | str:
@@ -145,6 +156,11 @@ class QueueConfig(_Section):
     pause_hold: Duration = Field(default=defaults.PAUSE_HOLD, gt=0)
     #: Site removals (``statusq control remove-site``): how often a worker re-reads them.
     site_recheck: Duration = Field(default=defaults.SITE_RECHECK, gt=0)
+    #: Rate limits and concurrency caps (statusq.flow): a slot's lease, how long a capped item
+    #: waits, the longest a rate-limited item waits before it is checked again.
+    flow_lease: Duration = Field(default=defaults.FLOW_LEASE, ge=1)
+    cap_hold: Duration = Field(default=defaults.CAP_HOLD, gt=0)
+    rate_hold_max: Duration = Field(default=defaults.RATE_HOLD_MAX, gt=0)
     stomp: StompConfig = StompConfig()
     db: DBConfig = DBConfig()
 
@@ -179,6 +195,9 @@ class SitesConfig(_Section):
     dir: str = "sites"
     default: str = Field(default=defaults.DEFAULT_SITE, pattern=defaults.SITE_PATTERN)
     require_file: bool = False
+    #: Every site's own rate limit (a bucket per site), unless its file sets one; None: none.
+    rate_limit: Rate | None = None
+    rate_burst: Burst = 1
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -315,6 +334,16 @@ class TransportConfig(HandlerSettings):
     #: The priority of an item enqueued without one.  Producers only read the config (they never
     #: import a plugin), so this is the one place for it.
     priority: int | None = Field(default=None, ge=0, le=9)
+    #: Global rate limit of the transport's items, across every worker and host (statusq.flow).
+    rate_limit: Rate | None = None
+    rate_burst: Burst = 1
+    #: A rate limit per rate key (the handler's ``rate_key(item)``: by default the item's
+    #: ``x-statusq-rate-key`` header), each key a bucket of its own; keyless items: not limited.
+    key_rate_limit: Rate | None = None
+    key_rate_burst: Burst = 1
+    #: At most this many of the transport's items running at once: cluster-wide, or per host.
+    max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
+    concurrency_scope: Literal["cluster", "host"] = "cluster"
 
 
 def _transport_names(value: dict[str, TransportConfig]) -> dict[str, TransportConfig]:
@@ -415,6 +444,9 @@ class SiteConfig(_Section):
 
     name: str = Field(pattern=defaults.SITE_PATTERN)
     enabled: bool = True
+    #: This site's rate limit, over ``[sites] rate_limit``; ``"none"``: no limit for this site.
+    rate_limit: Annotated[str, AfterValidator(lambda v: v if v == "none" else _rate(v))] | None = None
+    rate_burst: Burst | None = None
     #: Free-form tables owned by plugins: ``[settings.demo] greeting = "hi"``.
     settings: dict[str, Any] = Field(default_factory=dict)
 

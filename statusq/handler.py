@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from statusq.item import QueueItem
+from statusq.produce import RATE_KEY_HEADER
 
 
 class QueueHandler:
@@ -20,3 +21,10 @@ class QueueHandler:
 
     def handle(self, item: QueueItem) -> bool | None:
         raise NotImplementedError(f"{type(self).__name__} must implement handle(item)")
+
+    def rate_key(self, item: QueueItem) -> str | None:
+        """The key ``[transports.NAME] key_rate_limit`` counts this item under (e.g. the remote
+        host a push goes to), or None: not limited by key.  By default the producer's choice, the
+        item's ``x-statusq-rate-key`` header; override to derive it from the payload.  Asked
+        only where the transport has a ``key_rate_limit``, before ``handle``."""
+        return item.headers.get(RATE_KEY_HEADER) or None

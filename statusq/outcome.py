@@ -90,3 +90,12 @@ class Raised(Result):
     @property
     def error(self) -> BaseException | None:
         return self.raised
+
+
+@dataclass(frozen=True, slots=True)
+class Held(Result):
+    """HOLD by a rate limit or a concurrency cap (statusq.flow): ``limit`` says which kind
+    (``transport_rate``, ``site_rate``, ``key_rate``, ``concurrency``), a closed set a metric may
+    be labelled with.  A subclass for the reason :class:`Raised` is one."""
+
+    limit: str = ""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from statusq import codec
 from statusq.config import SiteConfig
 from statusq.errors import DecodeError, ItemTimeLimitExceeded
+from statusq.flow import FlowGate
 from statusq.handler import QueueHandler
 from statusq.item import Delivery, QueueItem
 from statusq.limits import ItemTimer
@@ -95,7 +96,10 @@ class ItemProcessor:
         cancels: Callable[[], CancelView] | None = None,
         max_body: int = 0,
         pauses: PauseGate | None = None,
+        flow: FlowGate | None = None,
     ) -> None:
+        #: Rate limits and concurrency caps (None: none; a process without a shared store).
+        self.flow = flow
         #: ``[queue] max_body``: a larger body is dead-lettered before it is decoded (0: no limit).
         self.max_body = max_body
         #: The backend's remembered cancellations (None: the backend has none).
@@ -130,6 +134,8 @@ class ItemProcessor:
 
     def finish(self, delivery: Delivery, consumer: Consumer, result: Result) -> None:
         """Settle the item with the consumer, then tell the middleware (the loop's thread only)."""
+        if self.flow is not None:
+            self.flow.release(delivery)  # its concurrency slot, before the settlement's write
         self._settle(delivery, consumer, result)
         self.middleware.after_item(delivery, result)
 
@@ -206,6 +212,9 @@ class ItemProcessor:
             content_type=delivery.content_type,
             priority=delivery.priority,
         )
+        # Last: a rate limit's token or a cap's slot is spent only on an item that will run now.
+        if self.flow is not None and (held := self.flow.admit(delivery, item, handler, lookup.site)) is not None:
+            return held
         return Call(handler, item, lookup.site, policy)
 
     def call(self, delivery: Delivery, call: Call) -> Result:

@@ -22,6 +22,9 @@ from statusq.units import parse_duration
 #: Headers a keyed item carries its key in (statusq.queues.keys reads them back in the worker).
 KEY_HEADER = "x-statusq-key"
 UNIQUE_FOR_HEADER = "x-statusq-unique-for"
+#: The rate key a producer gives an item (``headers={RATE_KEY_HEADER: "remote.example"}``):
+#: ``[transports.NAME] key_rate_limit`` then limits each key's items apart (statusq.flow).
+RATE_KEY_HEADER = "x-statusq-rate-key"
 #: A key longer than this (in UTF-8) is refused.
 MAX_KEY_BYTES = 200
 

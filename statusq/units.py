@@ -40,3 +40,19 @@ def parse_size(value: int | str) -> int:
         raise ValueError(f"{value!r} is not a size (use e.g. '200MB', '1G', or bytes)")
     unit = (match.group(2) or "").lower()[:1]
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h|d)\s*$")
+
+
+def parse_rate(value: str) -> tuple[float, float]:
+    """``(count, period in seconds)`` from a rate such as ``"20/s"``, ``"100/m"``, ``"5/h"``."""
+    if not isinstance(value, str):
+        raise ValueError(f"a rate must be a string like '20/s', not {value!r}")
+    match = _RATE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a rate (use e.g. '20/s', '100/m', '5/h')")
+    count = float(match.group(1))
+    if not math.isfinite(count) or count <= 0:
+        raise ValueError(f"a rate must allow more than 0 items, not {value!r}")
+    return count, _DURATION_UNITS[match.group(2)]

@@ -18,6 +18,7 @@ from statusq.control import ControlActions, ControlManager, control_settings
 from statusq.defaults import BUILTIN_GROUPS, DEFAULT_GROUP, EXIT_RESTART
 from statusq.dispatcher import dispatch_hooks, dispatcher_manager
 from statusq.errors import ConfigError, StatusqError
+from statusq.flow import FlowGate
 from statusq.io.concurrent import ConcurrentListener
 from statusq.io.listener import QueueListener
 from statusq.io.manager import IoManager
@@ -28,6 +29,7 @@ from statusq.pauses import PauseGate
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.cancels import CancelView
+from statusq.queues.db.flow import FlowStore
 from statusq.queues.db.pauses import Pause, PauseStore
 from statusq.queues.db.removals import RemovalStore
 from statusq.removals import SiteRemovals
@@ -163,8 +165,10 @@ def build_worker(
         cancels=cancel_view(queue_manager),
         max_body=config.queue.max_body,
         pauses=(gate := pause_gate(runtime)),
+        flow=(flow := flow_gate(runtime)),
     )
     removals = site_removals(runtime)  # read before the first item, as the pauses are
+    chain.add(FlowClosing(flow))
     consumer = queue_manager.subscribe(subscription_for(runtime, groups))
     channel = queue_manager.control_channel()  # its own subscription: not behind the items
     listener = queue_listener(runtime, consumer, processor, channel)
@@ -268,6 +272,30 @@ def site_removals(runtime: Runtime) -> SiteRemovals:
     removals = SiteRemovals(load, runtime.sites, recheck=runtime.config.queue.site_recheck)
     removals.read()
     return removals
+
+
+class FlowClosing(Middleware):
+    """Gives back the worker's concurrency slots when it stops (a killed one's expire)."""
+
+    def __init__(self, gate: FlowGate) -> None:
+        self.gate = gate
+
+    def before_worker_shutdown(self) -> None:
+        self.gate.close()
+
+
+def flow_gate(runtime: Runtime) -> FlowGate:
+    """The worker's rate limits and caps.  The store is opened at boot where a limit is
+    configured (its tables made then, not during the first item, as the pauses' are), else
+    only if a site file brings one."""
+    url = runtime.config.db_url
+    gate = FlowGate(runtime.config, lambda: FlowStore.open(url))
+    if gate.limits():
+        try:
+            gate.store()
+        except StatusqError as exc:
+            log.warning("cannot open the flow-control store yet (tried again at the first item): %s", exc)
+    return gate
 
 
 def has_async_handlers(runtime: Runtime) -> bool:

@@ -20,7 +20,7 @@ from statusq.metrics.labels import SiteLabels
 from statusq.metrics.model import OUTCOMES, UNKNOWN_TRANSPORT, ItemMetrics
 from statusq.metrics.statsd import Statsd, counter, timing
 from statusq.middleware import Middleware
-from statusq.outcome import Failure, Outcome, Result
+from statusq.outcome import Failure, Held, Outcome, Result
 
 #: Failures after which the handler ran, so its time is worth a histogram sample.
 _HANDLER_RAN = frozenset(
@@ -88,6 +88,7 @@ class MetricsHooks(Middleware):
         self._last_handled = 0.0
         self._items: dict[tuple[str, str, Outcome], Any] = {}
         self._errors: dict[tuple[str, str, Failure], Any] = {}
+        self._held: dict[tuple[str, str, str], Any] = {}
         self._enqueued: dict[tuple[str, str], Any] = {}
         self._handling: dict[str, Any] = {}
         self._latency: dict[str, Any] = {}
@@ -126,6 +127,11 @@ class MetricsHooks(Middleware):
             if errors is None:
                 errors = self._child(self._errors, (site, transport, kind), self.model.errors, kind.value)
             self._count(errors)
+        if isinstance(result, Held):
+            held = self._held.get((site, transport, result.limit))
+            if held is None:
+                held = self._child(self._held, (site, transport, result.limit), self.model.flow_held, result.limit)
+            self._count(held)
         ran = outcome is not Outcome.HOLD and (kind is None or kind in _HANDLER_RAN)
         if ran:
             handling = self._handling.get(transport)

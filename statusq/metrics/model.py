@@ -66,6 +66,10 @@ class ItemMetrics:
             "statusq_enqueued", "Items enqueued by this daemon's processes (not retries).",
             ["site", "transport"], registry=reg,
         )  # fmt: skip
+        self.flow_held = Counter(
+            "statusq_flow_held", "Items held by a rate limit or a concurrency cap (statusq.flow), by which kind.",
+            ["site", "transport", "limit"], registry=reg,
+        )  # fmt: skip
         self.site_switches = Counter(
             "statusq_site_switches", "Times a worker's current site changed between two items.", registry=reg
         )

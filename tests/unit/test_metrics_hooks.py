@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from statusq.config import Config
 from statusq.control import ControlActions, ControlManager
 from statusq.dispatcher.simulate import CollectingQueueManager, Enqueued
+from statusq.flow import FlowGate
 from statusq.handler import QueueHandler
 from statusq.item import Delivery, Message, QueueItem
 from statusq.metrics.hooks import MetricsHooks
@@ -27,7 +29,9 @@ from statusq.metrics.worker import MetricsManager
 from statusq.middleware import MiddlewareChain
 from statusq.outcome import Failure, Outcome
 from statusq.processor import ItemProcessor
+from statusq.produce import RATE_KEY_HEADER
 from statusq.queues.base import QueueManager
+from statusq.queues.db.flow import FlowStore
 from statusq.queues.memory import MemoryBroker, MemoryQueueManager
 from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
@@ -269,3 +273,34 @@ def test_control_commands_are_counted_applied_or_refused(hooks: MetricsHooks, tm
     assert value(hooks, "statusq_control_commands_total", command="reload", result="applied") == 2
     assert value(hooks, "statusq_control_commands_total", command="unknown", result="refused") == 1
     assert value(hooks, "statusq_control_commands_total", command="shutdown", result="refused") == 1
+
+
+def test_holds_by_a_rate_limit_are_counted_by_kind_not_by_key(hooks: MetricsHooks, tmp_path: Path) -> None:
+    # Given a transport limited to 1/s overall and by key, and three items of one site at once
+    config = Config.model_validate(
+        {
+            "var_dir": str(tmp_path),
+            "sites": {"dir": str(tmp_path / "sites")},
+            "transports": {"echo": {"rate_limit": "1/s", "key_rate_limit": "1/s"}},
+        }
+    )
+    store = FlowStore.open(f"sqlite:///{tmp_path / 'flow.sqlite'}")
+    registry = HandlerRegistry()
+    registry.register("echo", Scripted, group="main", plugin="test")
+    gate = FlowGate(config, lambda: store)
+    processor = ItemProcessor(registry, SiteTable(config), POLICY, middleware=MiddlewareChain([hooks]), flow=gate)
+    deliveries = [make_delivery({"do": "ok"}, site="a.example") for _ in range(3)]
+    for keyed in deliveries[:2]:
+        keyed.headers[RATE_KEY_HEADER] = "remote.example"
+    results = run(processor, *deliveries)
+    hooks.flush()
+    gate.close()
+
+    # Then one ran, one waits for its key, one for the transport; counted by kind only
+    assert [r.outcome for r in results] == [Outcome.DONE, Outcome.HOLD, Outcome.HOLD]
+    held = "statusq_flow_held_total"
+    assert value(hooks, held, site="a.example", transport="echo", limit="key_rate") == 1
+    assert value(hooks, held, site="a.example", transport="echo", limit="transport_rate") == 1
+    assert value(hooks, "statusq_items_total", site="a.example", transport="echo", outcome="held") == 2
+    text = generate_latest(hooks.model.registry).decode()
+    assert "remote.example" not in text

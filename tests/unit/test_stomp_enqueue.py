@@ -14,7 +14,7 @@ from statusq import InvalidArgument, Item
 from statusq.config import Config
 from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.consumer import EARLY_TOLERANCE, StompConsumer
-from statusq.queues.stomp.delays import hold_route
+from statusq.queues.stomp.delays import early_route, hold_route
 from statusq.queues.stomp.link import Frame, Send
 from statusq.queues.stomp.settler import Resend
 
@@ -221,3 +221,22 @@ def test_on_activemq_an_early_item_waits_the_rest_in_the_scheduler() -> None:
     [(_, resend)] = writer.resends
     assert resend.destination == BASE + "main"
     assert 29_000 <= int(resend.headers["AMQ_SCHEDULED_DELAY"]) <= 30_001
+
+
+@pytest.mark.parametrize(
+    ("wait", "bucket"), [(0.01, 50), (0.05, 50), (0.3, 250), (2.05, 2000), (3.0, 2000), (7200.0, 3600000)]
+)
+def test_a_deferred_wait_takes_the_longest_holding_queue_not_past_it(wait: float, bucket: int) -> None:
+    # A rate limit's turn: rounded up, a 2.05 s wait was 5 s; rounded down, the item comes back
+    # early with its eta and is sent back for the rest (below), never run early
+    destination, headers = early_route(BASE + "main", wait, rabbit_physical)
+    assert destination == f"{BASE}main.delay.{bucket}" and headers["x-message-ttl"] == str(bucket)
+
+
+def test_a_deferred_item_back_early_waits_the_rest_in_hops_not_a_whole_bucket() -> None:
+    # Given a RabbitMQ delivery 1.2 s before its eta (a deferred item's second hop)
+    consumer, writer = consumer_with("rabbitmq", frame(time.time() + 1.2, 1))
+    assert consumer.fetch() is None
+    # Then it waits in the 1 s queue (then 0.2 s more), not the 2 s one
+    [(_, resend)] = writer.resends
+    assert resend.destination == BASE + "main.delay.1000"

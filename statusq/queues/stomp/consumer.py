@@ -22,7 +22,7 @@ from statusq.errors import ConnectionClosed, QueueError
 from statusq.item import Delivery
 from statusq.queues.base import Consumer
 from statusq.queues.stomp import wire
-from statusq.queues.stomp.delays import hold_route, retry_route
+from statusq.queues.stomp.delays import early_route, hold_route, retry_route
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import Frame, StompLink
 from statusq.queues.stomp.redial import Redial
@@ -155,7 +155,11 @@ class StompConsumer(Consumer):
         if rest <= EARLY_TOLERANCE:
             return False
         headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
-        destination, hold = hold_route(self.link.flavor, frame.headers.get("destination", ""), rest, self.link.physical)
+        destination = frame.headers.get("destination", "")
+        if self.link.flavor == "rabbitmq" and destination.startswith("/queue/"):
+            destination, hold = early_route(destination, rest, self.link.physical)  # the rest, in hops
+        else:
+            destination, hold = hold_route(self.link.flavor, destination, rest, self.link.physical)
         ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
         resend = Resend(ack_id, destination, frame.body, self.outgoing({**headers, **hold}))
         self.writer.resend(frame.generation, resend)
@@ -198,7 +202,13 @@ class StompConsumer(Consumer):
         token = delivery.token
         assert isinstance(token, wire.FrameToken)
         headers = wire.copy_headers(delivery, token)
-        destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
+        if self.link.flavor == "rabbitmq" and delay > 0 and token.destination.startswith("/queue/"):
+            # Not a retry's bucket rounded up: a rate limit's turn is to the interval, so the item
+            # waits in shorter holding queues with its eta, and comes back within the tolerance.
+            destination, extra = early_route(token.destination, delay, self.link.physical)
+            extra[wire.ETA] = f"{time.time() + delay:.3f}"
+        else:
+            destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
         self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

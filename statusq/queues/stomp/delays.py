@@ -83,6 +83,17 @@ def hold_route(
     return _holding_queue(destination, ttl, physical)
 
 
+def early_route(destination: str, delay: float, physical: Callable[[str], str]) -> tuple[str, dict[str, str]]:
+    """RabbitMQ: the longest holding queue not past ``delay`` (the shortest, if ``delay`` is
+    shorter), for an item that carries its eta: it comes back early, at most by the bucket's
+    gap, and the consumer sends it back for the rest until it is within ``EARLY_TOLERANCE``.
+    A deferred item (a rate limit's place in line) must not arrive a whole bucket late: rounded
+    up, a wait of 2.05 s was 5 s, and the limit was used at half its rate."""
+    ms = int(delay * 1000)
+    ttl = BUCKETS_MS[max(0, bisect.bisect_right(BUCKETS_MS, ms) - 1)]
+    return _holding_queue(destination, ttl, physical)
+
+
 def work_queue_args(
     flavor: str, destination: str, headers: dict[str, str], *, basename: str, dead_letter: str, max_priority: int
 ) -> dict[str, str]:
