@@ -34,6 +34,29 @@ from statusq.queues.keys import UniqueKeys
 __all__ = ["DBQueueManager"]
 
 
+def _headers(headers: dict[str, str]) -> str:
+    return json.dumps(headers) if headers else "{}"
+
+
+def _copy_row(message: Message, now: float) -> tuple[Any, ...]:
+    """The values of :data:`inserts.COPY_COLUMNS` after ``id``, as :meth:`DBQueueManager._row`
+    gives them for one INSERT."""
+    delay = message.delay
+    return (
+        message.site,
+        message.transport,
+        message.priority,
+        message.content_type,
+        message.body,
+        _headers(message.headers),
+        0,
+        now,
+        now + delay,
+        1 if delay > 0 else 0,
+        message.expires_at,
+    )
+
+
 class DBQueueManager(QueueManager):
     def __init__(self, config: Config) -> None:
         self.url = config.db_url
@@ -53,7 +76,7 @@ class DBQueueManager(QueueManager):
             "priority": message.priority,
             "content_type": message.content_type,
             "body": message.body,
-            "headers": json.dumps(message.headers),
+            "headers": _headers(message.headers),
             "attempts": 0,
             "enqueued_at": now,
             "available_at": now + message.delay,  # a delay is held here: no worker sees the row before
@@ -92,12 +115,12 @@ class DBQueueManager(QueueManager):
         PostgreSQL one statement of arrays (:mod:`statusq.queues.db.inserts`), on SQLite one
         multi-row INSERT per few hundred rows (SQLAlchemy's insertmanyvalues)."""
         now = time.time()
-        rows = [self._row(message, now) for message in messages]
-        stmt = insert(items).returning(items.c.id, sort_by_parameter_order=True)
         with self.db.errors(), self.engine.begin() as conn:
             if self.db.is_postgres:
-                ids: Sequence[int] = inserts.insert_many(conn, rows)
+                ids: Sequence[int] = inserts.insert_many(conn, [_copy_row(message, now) for message in messages])
             else:
+                rows = [self._row(message, now) for message in messages]
+                stmt = insert(items).returning(items.c.id, sort_by_parameter_order=True)
                 ids = conn.execute(stmt, rows).scalars().all()
             for transport in sorted({message.transport for message in messages}):
                 self.db.notify(conn, transport)
