@@ -112,16 +112,15 @@ class DBQueueManager(QueueManager):
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         """One transaction, the ids back in the order given, one NOTIFY per transport: on
-        PostgreSQL one statement of arrays (:mod:`statusq.queues.db.inserts`), on SQLite one
-        multi-row INSERT per few hundred rows (SQLAlchemy's insertmanyvalues)."""
+        PostgreSQL one binary COPY, on SQLite one ``executemany`` (see
+        :mod:`statusq.queues.db.inserts`)."""
         now = time.time()
+        rows = [_copy_row(message, now) for message in messages]
         with self.db.errors(), self.engine.begin() as conn:
             if self.db.is_postgres:
-                ids: Sequence[int] = inserts.insert_many(conn, [_copy_row(message, now) for message in messages])
+                ids: Sequence[int] = inserts.insert_many(conn, rows)
             else:
-                rows = [self._row(message, now) for message in messages]
-                stmt = insert(items).returning(items.c.id, sort_by_parameter_order=True)
-                ids = conn.execute(stmt, rows).scalars().all()
+                ids = inserts.insert_many_sqlite(conn, rows)
             for transport in sorted({message.transport for message in messages}):
                 self.db.notify(conn, transport)
         return [str(item_id) for item_id in ids]
