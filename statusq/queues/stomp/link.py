@@ -190,8 +190,13 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def declaring(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` with the queue arguments a frame to ``destination`` must carry (RabbitMQ
         work queues: ``x-max-priority``; see :func:`~statusq.queues.stomp.delays.work_queue_args`)."""
+        args = self.queue_args(destination, headers)
+        return {**headers, **args} if args else headers
+
+    def queue_args(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
+        """The queue arguments alone (they depend on ``headers`` only through ``x-message-ttl``)."""
         config = self.config
-        args = work_queue_args(
+        return work_queue_args(
             self.flavor,
             destination,
             headers,
@@ -199,7 +204,6 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             dead_letter=config.dead_letter_destination,
             max_priority=config.max_priority,
         )
-        return {**headers, **args} if args else headers
 
     def fileno(self) -> int:
         return self._wakeup.fileno()
@@ -332,11 +336,22 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             self._require()
             self._receipts.update(zip(receipts, events, strict=True))
             chunk = [encode_frame("BEGIN", {"transaction": name})]
+            # What a frame adds for its destination, worked out once per destination (and per
+            # kind: a holding queue's frames carry their own arguments) rather than per frame.
+            added: dict[tuple[str, bool], dict[str, str]] = {}
             try:
                 for n, (destination, body, headers) in enumerate(sends):
-                    extra = {"receipt": receipts[n + 1]} if confirm_each else {}
-                    wired = {**self.declaring(destination, headers), "destination": self.physical(destination)}
-                    wired.update(transaction=name, **extra)
+                    key = (destination, "x-message-ttl" in headers)
+                    extra = added.get(key)
+                    if extra is None:
+                        extra = added[key] = {
+                            **self.queue_args(destination, headers),
+                            "destination": self.physical(destination),
+                            "transaction": name,
+                        }
+                    wired = {**headers, **extra}
+                    if confirm_each:
+                        wired["receipt"] = receipts[n + 1]
                     chunk.append(encode_frame("SEND", wired, body))
                     if len(chunk) >= _CHUNK:
                         self._conn.transport.send(b"".join(chunk))
