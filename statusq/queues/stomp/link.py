@@ -35,6 +35,7 @@ from statusq.queues.stomp import frames
 from statusq.queues.stomp.delays import work_queue_args
 from statusq.queues.stomp.encode import ack_frame, encode_frame
 from statusq.queues.stomp.settler import Resend
+from statusq.queues.stomp.wire import new_ids
 from statusq.wakeup import WakePipe
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,29 @@ def _server(entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _Countdown:
+    """Stands for the Events of a batch's receipts: set once per receipt, it wakes its waiter
+    when all have come.  An ERROR or a lost connection sets every receipt still listed (come
+    or not), so it then wakes at once, and the waiter finds which ones failed or never came."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def set(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def is_set(self) -> bool:
+        return self._done.is_set()
+
+
 class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def __init__(self, config: StompConfig, name: str) -> None:
         self.config = config
@@ -86,7 +110,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._conn: Any = None
         self._subscriptions: list[_Subscription] = []
         self._logical: dict[str, str] = {}
-        self._receipts: dict[str, threading.Event] = {}
+        self._receipts: dict[str, threading.Event | _Countdown] = {}
         self._failed_receipts: dict[str, str] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -126,7 +150,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def on_receipt(self, frame: Any) -> None:
         receipt = frame.headers.get("receipt-id", "")
         event = self._receipts.get(receipt)
-        if event is not None:
+        if event is not None and not self._confirmed.get(receipt):  # a receipt counts once
             self._confirmed[receipt] = True
             event.set()
         self._tell_receipts()
@@ -329,9 +353,10 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         as they are made, so the broker starts on them.  ``confirm_each``: every SEND's receipt
         waited for too (RabbitMQ answers a COMMIT once the messages are routed, a SEND once it
         is stored: a publisher confirm)."""
-        name = uuid.uuid4().hex
-        receipts = [uuid.uuid4().hex for _ in range(len(sends) + 1 if confirm_each else 1)]
-        events = [threading.Event() for _ in receipts]
+        name, *receipts = new_ids(len(sends) + 2 if confirm_each else 2)
+        # One waiter for all of them: an Event per receipt cost more than encoding its SEND.
+        waiter = _Countdown(len(receipts))
+        events = [waiter] * len(receipts)
         with self._write_lock, self._translated("transaction"):
             self._require()
             self._receipts.update(zip(receipts, events, strict=True))
@@ -372,7 +397,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 self._confirmed.pop(receipt, None)
                 self._failed_receipts.pop(receipt, None)
 
-    def _await(self, receipt: str, event: threading.Event, deadline: float) -> None:
+    def _await(self, receipt: str, event: threading.Event | _Countdown, deadline: float) -> None:
         if not event.wait(max(0.0, deadline - time.monotonic())):
             raise ConnectionClosed(f"{self.name}: no receipt within {self.config.receipt_timeout:g}s")
         failed = self._failed_receipts.pop(receipt, None)
