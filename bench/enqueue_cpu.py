@@ -52,7 +52,6 @@ def config(work: Path, backend: str, basename: str) -> Path:
             'username = "guest"',
             'password = "guest"',
             f'basename = "{basename}"',
-            "max_priority = 0",  # RabbitMQ: a queue the bare consumer that empties it can subscribe to
         ]
     path = work / f"{backend}.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -85,7 +84,8 @@ def backend_run(backend: str, work: Path, n: int, batch: int, rounds: int) -> li
             # bench/run.py's bare consumer (imported late: it puts its own checkout first on sys.path)
             import run  # noqa: PLC0415
 
-            run.raw_consume(PORTS[backend], run.physical(backend, basename + "main"), n * rounds + 1, 1000, True)
+            destination = run.physical(backend, basename + "main")
+            run.raw_consume(PORTS[backend], destination, n * rounds + 1, 1000, True, run.statusq_queue_args(backend))
         return results
     finally:
         qm.close()
