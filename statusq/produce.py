@@ -166,17 +166,16 @@ def prepare(
         headers[KEY_HEADER], headers[UNIQUE_FOR_HEADER] = key, f"{unique_for:g}"
     site, transport, priority = _route(item, default_site, priorities, seen)
     return Message(
-        site,
-        transport,
-        body,
-        content_type,
-        headers,
-        priority,
-        "",
-        delay,
-        None if item.expires is None else expiry_of(item.expires, delay, now),
-        key,
-        unique_for,
+        site=site,
+        transport=transport,
+        body=body,
+        content_type=content_type,
+        headers=headers,
+        priority=priority,
+        delay=delay,
+        expires_at=None if item.expires is None else expiry_of(item.expires, delay, now),
+        key=key,
+        unique_for=unique_for,
     )
 
 
