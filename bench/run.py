@@ -38,6 +38,7 @@ import stomp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # statusq from this checkout, for (a') and the latency probe
 import statusq  # noqa: E402 -- from the checkout: after the line above
+from statusq.defaults import STOMP_MAX_PRIORITY  # noqa: E402
 from statusq.queues.stomp import frames  # noqa: E402
 from statusq.queues.stomp.link import encode_frame  # noqa: E402
 
@@ -84,9 +85,17 @@ def fill(port: int, destination: str, n: int, transport: str) -> None:
     conn.disconnect()
 
 
-def raw_consume(port: int, destination: str, n: int, prefetch: int, fast_frames: bool) -> tuple[float, float]:
+def statusq_queue_args(broker: str) -> dict[str, str]:
+    """The arguments statusq declares its RabbitMQ work queues with (``[queue.stomp] max_priority``)."""
+    return {"x-max-priority": str(STOMP_MAX_PRIORITY)} if broker == "rabbitmq" else {}
+
+
+def raw_consume(
+    port: int, destination: str, n: int, prefetch: int, fast_frames: bool, queue_args: dict[str, str] | None = None
+) -> tuple[float, float]:
     """The ceiling: receive and ack, nothing else.  Messages per second, and CPU microseconds
-    per message (both threads: stomp.py's receiver and this one)."""
+    per message (both threads: stomp.py's receiver and this one).  ``queue_args``: what a queue
+    statusq declared must be subscribed with (RabbitMQ refuses other arguments)."""
     frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     class Listener(stomp.ConnectionListener):  # type: ignore[misc]
@@ -95,7 +104,7 @@ def raw_consume(port: int, destination: str, n: int, prefetch: int, fast_frames:
 
     conn = connect(port, fast_frames)
     conn.set_listener("l", Listener())
-    window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
+    window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch), **(queue_args or {})}
     conn.subscribe(destination, "raw", ack="client-individual", headers=window)
     first = frames.get(timeout=60)
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -284,7 +293,9 @@ def enqueue_rates(broker: str, n: int, batch: int, work: Path) -> tuple[float, f
                 qm.enqueue(payload, "noop")
         rates.append(count / (time.perf_counter() - started))
         qm.close()
-        raw_consume(BROKERS[broker], physical(broker, basename + "main"), count + 1, 1000, True)
+        raw_consume(
+            BROKERS[broker], physical(broker, basename + "main"), count + 1, 1000, True, statusq_queue_args(broker)
+        )
     return rates[0], rates[1]
 
 

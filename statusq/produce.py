@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from statusq import codec, names
-from statusq.defaults import ETA_TOLERANCE
+from statusq.defaults import ETA_TOLERANCE, JSON_TYPE
 from statusq.errors import DataError, InvalidArgument
 from statusq.item import Item, Message
 from statusq.units import parse_duration
@@ -108,29 +108,75 @@ def key_of(key: str | None, unique_for: float | str | timedelta | None) -> tuple
     return key, 0.0 if unique_for is None else _seconds("unique_for", unique_for)
 
 
-def prepare(item: Item, default_site: str, now: float, priorities: Mapping[str, int] | None = None) -> Message:
+#: What :func:`prepare_batch` has checked already: (site, transport, priority given) -> (site,
+#: transport, priority resolved).  A batch repeats a few of each: checked once per distinct value.
+Routes = dict[tuple[str, str, int | None], tuple[str, str, int]]
+
+
+def _body(item: Item) -> tuple[bytes, str]:
+    payload = item.payload
+    if item.content_type is None and type(payload) in (dict, list):  # JSON, as codec.encode decides
+        return _checked("payload", codec.encode_json, payload), JSON_TYPE
+    return _checked("payload", codec.encode, payload, item.content_type)
+
+
+def _route(
+    item: Item, default_site: str, priorities: Mapping[str, int] | None, seen: Routes | None
+) -> tuple[str, str, int]:
+    """Site, transport and priority, checked in that order (the first bad one is named)."""
+    site, transport, priority = item.site or default_site, item.transport, item.priority
+    # Only plain str and int are remembered: anything else is checked (and refused) every time.
+    cacheable = seen is not None and type(site) is str and type(transport) is str
+    if cacheable and (priority is None or type(priority) is int):
+        known = seen.get((site, transport, priority))  # type: ignore[union-attr]
+        if known is not None:
+            return known
+    else:
+        cacheable = False
+    route = (
+        _checked("site", names.check_site, site),
+        _checked("transport", names.check_transport, transport),
+        _checked(
+            "priority",
+            names.check_priority,
+            priority if priority is not None or priorities is None else priorities.get(transport),
+        ),
+    )
+    if cacheable:
+        seen[(site, transport, priority)] = route  # type: ignore[index]
+    return route
+
+
+def prepare(
+    item: Item,
+    default_site: str,
+    now: float,
+    priorities: Mapping[str, int] | None = None,
+    seen: Routes | None = None,
+) -> Message:
     """``item`` checked and encoded; raises :class:`InvalidArgument` naming what is wrong.
-    ``priorities``: a transport's default priority (``[transports.NAME] priority``)."""
-    body, content_type = _checked("payload", codec.encode, item.payload, item.content_type)
-    delay = delay_of(item.delay, item.eta, now)
-    key, unique_for = key_of(item.key, item.unique_for)
-    headers = _checked("headers", names.check_headers, item.headers)
+    ``priorities``: a transport's default priority (``[transports.NAME] priority``); ``seen``:
+    the routes a batch has checked already (see :data:`Routes`)."""
+    body, content_type = _body(item)
+    delay = 0.0 if item.delay is None and item.eta is None else delay_of(item.delay, item.eta, now)
+    if item.key is None and item.unique_for is None:
+        key, unique_for = None, 0.0
+    else:
+        key, unique_for = key_of(item.key, item.unique_for)
+    headers = {} if item.headers is None else _checked("headers", names.check_headers, item.headers)
     if key is not None:
         # The worker reads them here, on every backend: user headers travel everywhere unchanged.
         headers[KEY_HEADER], headers[UNIQUE_FOR_HEADER] = key, f"{unique_for:g}"
+    site, transport, priority = _route(item, default_site, priorities, seen)
     return Message(
-        site=_checked("site", names.check_site, item.site or default_site),
-        transport=_checked("transport", names.check_transport, item.transport),
+        site=site,
+        transport=transport,
         body=body,
         content_type=content_type,
         headers=headers,
-        priority=_checked(
-            "priority",
-            names.check_priority,
-            item.priority if item.priority is not None or priorities is None else priorities.get(item.transport),
-        ),
+        priority=priority,
         delay=delay,
-        expires_at=expiry_of(item.expires, delay, now),
+        expires_at=None if item.expires is None else expiry_of(item.expires, delay, now),
         key=key,
         unique_for=unique_for,
     )
@@ -148,11 +194,12 @@ def prepare_batch(
     if len(batch) > limit:
         raise InvalidArgument("items", f"{len(batch):,} items; a batch holds at most {limit:,} (send several)")
     messages = []
+    seen: Routes = {}
     for index, item in enumerate(batch):
         if not isinstance(item, Item):
             raise InvalidArgument("items", f"must be a statusq.Item, not {type(item).__name__}", index=index)
         try:
-            messages.append(prepare(item, default_site, now, priorities))
+            messages.append(prepare(item, default_site, now, priorities, seen))
         except InvalidArgument as exc:
             raise exc.at(index) from None
     return messages

@@ -3,6 +3,7 @@ real PostgreSQL server: held rows, one transaction per batch, tables of an older
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from statusq import InvalidArgument, Item
 from statusq.config import Config, DaemonConfig, QueueConfig
+from statusq.errors import QueueError
 from statusq.queues.base import Subscription
 from statusq.queues.db import DBQueueManager
 
@@ -53,6 +55,66 @@ def test_a_bad_batch_leaves_no_row(db_url: str) -> None:
     with pytest.raises(InvalidArgument, match=r"items\[2\]: transport"):
         qm.enqueue_many([Item(1, "demo"), Item(2, "demo"), Item(3, "Bad Name")])
     assert qm.backlog() == []
+
+
+def test_a_batch_writes_every_row_under_the_id_it_returns(db_url: str) -> None:
+    # Given a batch whose last item was cancelled (a gap in the ids), then a mixed batch of 300
+    qm = manager(db_url)
+    first = qm.enqueue_many([Item(n, "demo") for n in range(3)])
+    assert qm.cancel(first[-1:]).removed == first[-1:]
+    items = [
+        Item(
+            bytes([n % 256, 0, 255]) if n % 3 == 0 else {"n": n, "text": "é\u2028"},
+            "demo" if n % 2 else "other",
+            site=f"s{n % 4}.example",
+            headers={"h": str(n)} if n % 5 == 0 else None,
+            priority=n % 10 if n % 7 else None,
+            delay=60 if n % 11 == 0 else None,
+            expires=3600 if n % 13 == 0 else None,
+        )
+        for n in range(300)
+    ]
+    ids = qm.enqueue_many(items)
+
+    # Then the ids ascend after the first batch's, and each row holds what its item gave
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids) and int(ids[0]) > int(first[-1])
+    columns = "id, site, transport, priority, content_type, body, headers, attempts, held, expires_at"
+    with qm.engine.connect() as conn:
+        rows = {str(row[0]): row[1:] for row in conn.execute(text(f"SELECT {columns} FROM statusq_items"))}
+    for item_id, item in zip(ids, items, strict=True):
+        site, transport, priority, content_type, body, headers, attempts, held, expires_at = rows[item_id]
+        raw = isinstance(item.payload, bytes)
+        assert (site, transport, priority) == (item.site, item.transport, 4 if item.priority is None else item.priority)
+        assert content_type == ("application/octet-stream" if raw else "application/json")
+        assert bytes(body) == (
+            item.payload if raw else json.dumps(item.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        )
+        assert json.loads(headers) == (item.headers or {})
+        assert (attempts, held, expires_at is None) == (0, int(item.delay is not None), item.expires is None)
+    assert len(rows) == 2 + 300
+
+
+def test_a_batch_the_database_refuses_leaves_no_row(db_url: str) -> None:
+    # Given a batch whose last row the database refuses (PostgreSQL: a content type longer than
+    # its column; SQLite: a trigger)
+    qm = manager(db_url)
+    if db_url.startswith("sqlite"):
+        with qm.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON statusq_items WHEN NEW.content_type LIKE 'x/%' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+    bad = Item(b"x", "demo", content_type="x/" + "y" * 200)
+    with pytest.raises(QueueError):
+        qm.enqueue_many([Item(n, "demo") for n in range(50)] + [bad])
+
+    # Then nothing of it is queued, and the next batch goes in whole
+    assert qm.backlog() == []
+    assert len(qm.enqueue_many([Item(n, "demo") for n in range(50)])) == 50
+    [row] = qm.backlog()
+    assert row.ready == 50
 
 
 def test_held_rows_stay_out_of_the_claims_index(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -208,6 +208,60 @@ def test_a_batch_with_one_bad_item_enqueues_nothing_and_names_it(qm) -> None:
 
 
 @pytest.mark.parametrize(
+    ("bad", "argument"),
+    [
+        (Item({}, "echo", site="bad site"), "site"),
+        (Item({}, "Echo!"), "transport"),
+        (Item({}, "echo", priority=12), "priority"),
+        (Item({}, "echo", priority=True), "priority"),
+        (Item({}, "echo", priority=4.0), "priority"),  # type: ignore[arg-type]
+        (Item({}, ["echo"]), "transport"),  # type: ignore[arg-type] # unhashable: never remembered
+        (Item({}, "echo", site=["a.example"]), "site"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_batch_checks_each_name_once_yet_still_names_the_bad_item(qm, bad, argument) -> None:
+    # Given good items whose names were checked (and remembered), then a bad one, then a good one
+    items = [Item({}, "echo", site="a.example", priority=3), Item({}, "echo"), bad, Item({}, "echo")]
+
+    # Then the bad one is refused by its index, as it would be alone, and nothing is enqueued
+    with pytest.raises(InvalidArgument) as caught:
+        qm.enqueue_many(items)
+    assert (caught.value.index, caught.value.argument) == (2, argument)
+    with pytest.raises(InvalidArgument) as alone:
+        qm.enqueue_many([bad])
+    assert alone.value.reason == caught.value.reason
+    assert qm.backlog() == []
+
+
+def test_a_batch_gives_each_item_its_own_site_transport_and_priority(qm, consumer) -> None:
+    # Given a batch that repeats and mixes sites, transports and priorities, with a transport default
+    qm.default_priorities = {"other": 7}
+    items = [
+        Item({"n": 0}, "echo"),
+        Item({"n": 1}, "other"),
+        Item({"n": 2}, "echo", site="b.example"),
+        Item({"n": 3}, "other", priority=2),
+        Item({"n": 4}, "echo"),
+        Item({"n": 5}, "other"),
+    ]
+    qm.enqueue_many(items)
+
+    # Then each arrives with its own, the transport's default where it gave none
+    got = {}
+    while (delivery := consumer.fetch()) is not None:
+        got[delivery.body] = (delivery.site, delivery.transport, delivery.priority)
+    default = qm.default_site
+    assert got == {
+        b'{"n":0}': (default, "echo", 4),
+        b'{"n":1}': (default, "other", 7),
+        b'{"n":2}': ("b.example", "echo", 4),
+        b'{"n":3}': (default, "other", 2),
+        b'{"n":4}': (default, "echo", 4),
+        b'{"n":5}': (default, "other", 7),
+    }
+
+
+@pytest.mark.parametrize(
     ("items", "words"),
     [
         ([], "a batch of none"),

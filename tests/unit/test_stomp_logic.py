@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from stomp.protocol import Protocol12
 from stomp.utils import convert_frame, pack
@@ -214,6 +216,37 @@ def test_transaction_frames_are_the_frames_stomp_py_sends() -> None:
 
     assert [parsed(f) for f in ours] == [parsed(f) for f in sent]
     assert ours[1].endswith(body + b"\x00")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"transaction": "tx1", "destination": BASE + "main", "statusq-enqueued-at": "1764770000.123456"},
+        {"statusq-error": "ValueError: a:b\nc\\d\r", "x-app": "1"},  # every escape, in one value
+        {"x-app": "plain", "x-odd": "a:b"},  # one value to escape among plain ones
+        {"x-n": 7, "x-app": "1"},  # type: ignore[dict-item] # not a str: str() of it, as stomp.py does
+    ],
+)
+def test_a_frame_is_encoded_as_stomp_py_encodes_it_escaped_or_not(headers: dict[str, str]) -> None:
+    # The fast path (no value to escape, all str) and the slow one give stomp.py's frame
+    from stomp.utils import parse_frame
+
+    for body in (b"", b'{"n": 1}'):
+        capture = Capture()
+        Protocol12(capture, auto_content_length=True).send(BASE + "main", body, headers={**headers})
+        ours = encode_frame("SEND", {**headers, "destination": BASE + "main"}, body)
+        frame, theirs = parse_frame(ours[:-1]), parse_frame(capture.sent[0][:-1])
+        assert (frame.cmd, dict(frame.headers), frame.body) == (theirs.cmd, dict(theirs.headers), theirs.body)
+        assert ours.endswith(body + b"\x00")
+
+
+def test_a_batch_of_ids_are_random_version_4_uuids_as_uuid4_makes_them() -> None:
+    ids = wire.new_ids(1000)
+    assert len(set(ids)) == 1000
+    for item_id in ids:
+        parsed = uuid.UUID(hex=item_id)
+        assert (parsed.hex, parsed.version, parsed.variant) == (item_id, 4, uuid.RFC_4122)
 
 
 def test_the_backlog_is_unknown_on_stomp_and_asks_no_broker(monkeypatch: pytest.MonkeyPatch) -> None:

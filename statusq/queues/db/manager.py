@@ -35,6 +35,29 @@ from statusq.queues.keys import UniqueKeys
 __all__ = ["DBQueueManager"]
 
 
+def _headers(headers: dict[str, str]) -> str:
+    return json.dumps(headers) if headers else "{}"
+
+
+def _copy_row(message: Message, now: float) -> tuple[Any, ...]:
+    """The values of :data:`inserts.COPY_COLUMNS` after ``id``, as :meth:`DBQueueManager._row`
+    gives them for one INSERT."""
+    delay = message.delay
+    return (
+        message.site,
+        message.transport,
+        message.priority,
+        message.content_type,
+        message.body,
+        _headers(message.headers),
+        0,
+        now,
+        now + delay,
+        1 if delay > 0 else 0,
+        message.expires_at,
+    )
+
+
 class DBQueueManager(QueueManager):
     def __init__(self, config: Config) -> None:
         self.url = config.db_url
@@ -54,7 +77,7 @@ class DBQueueManager(QueueManager):
             "priority": message.priority,
             "content_type": message.content_type,
             "body": message.body,
-            "headers": json.dumps(message.headers),
+            "headers": _headers(message.headers),
             "attempts": 0,
             "enqueued_at": now,
             "available_at": now + message.delay,  # a delay is held here: no worker sees the row before
@@ -90,16 +113,15 @@ class DBQueueManager(QueueManager):
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         """One transaction, the ids back in the order given, one NOTIFY per transport: on
-        PostgreSQL one statement of arrays (:mod:`statusq.queues.db.inserts`), on SQLite one
-        multi-row INSERT per few hundred rows (SQLAlchemy's insertmanyvalues)."""
+        PostgreSQL one binary COPY, on SQLite one ``executemany`` (see
+        :mod:`statusq.queues.db.inserts`)."""
         now = time.time()
-        rows = [self._row(message, now) for message in messages]
-        stmt = insert(items).returning(items.c.id, sort_by_parameter_order=True)
+        rows = [_copy_row(message, now) for message in messages]
         with self.db.errors(), self.engine.begin() as conn:
             if self.db.is_postgres:
                 ids: Sequence[int] = inserts.insert_many(conn, rows)
             else:
-                ids = conn.execute(stmt, rows).scalars().all()
+                ids = inserts.insert_many_sqlite(conn, rows)
             for transport in sorted({message.transport for message in messages}):
                 self.db.notify(conn, transport)
         return [str(item_id) for item_id in ids]

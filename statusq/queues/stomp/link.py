@@ -36,6 +36,7 @@ from statusq.queues.stomp.delays import work_queue_args
 from statusq.queues.stomp.encode import ack_frame, encode_frame
 from statusq.queues.stomp.refusals import FULL, is_full
 from statusq.queues.stomp.settler import Resend
+from statusq.queues.stomp.wire import new_ids
 from statusq.wakeup import WakePipe
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,29 @@ def _server(entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _Countdown:
+    """Stands for the Events of a batch's receipts: set once per receipt, it wakes its waiter
+    when all have come.  An ERROR or a lost connection sets every receipt still listed (come
+    or not), so it then wakes at once, and the waiter finds which ones failed or never came."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def set(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def is_set(self) -> bool:
+        return self._done.is_set()
+
+
 class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def __init__(self, config: StompConfig, name: str) -> None:
         self.config = config
@@ -87,7 +111,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self._conn: Any = None
         self._subscriptions: list[_Subscription] = []
         self._logical: dict[str, str] = {}
-        self._receipts: dict[str, threading.Event] = {}
+        self._receipts: dict[str, threading.Event | _Countdown] = {}
         self._failed_receipts: dict[str, str] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -127,7 +151,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def on_receipt(self, frame: Any) -> None:
         receipt = frame.headers.get("receipt-id", "")
         event = self._receipts.get(receipt)
-        if event is not None:
+        if event is not None and not self._confirmed.get(receipt):  # a receipt counts once
             self._confirmed[receipt] = True
             event.set()
         self._tell_receipts()
@@ -196,8 +220,13 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def declaring(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` with the queue arguments a frame to ``destination`` must carry (RabbitMQ
         work queues: ``x-max-priority``; see :func:`~statusq.queues.stomp.delays.work_queue_args`)."""
+        args = self.queue_args(destination, headers)
+        return {**headers, **args} if args else headers
+
+    def queue_args(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
+        """The queue arguments alone (they depend on ``headers`` only through ``x-message-ttl``)."""
         config = self.config
-        args = work_queue_args(
+        return work_queue_args(
             self.flavor,
             destination,
             headers,
@@ -205,7 +234,6 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             dead_letter=config.dead_letter_destination,
             max_priority=config.max_priority,
         )
-        return {**headers, **args} if args else headers
 
     def fileno(self) -> int:
         return self._wakeup.fileno()
@@ -331,18 +359,30 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         as they are made, so the broker starts on them.  ``confirm_each``: every SEND's receipt
         waited for too (RabbitMQ answers a COMMIT once the messages are routed, a SEND once it
         is stored: a publisher confirm)."""
-        name = uuid.uuid4().hex
-        receipts = [uuid.uuid4().hex for _ in range(len(sends) + 1 if confirm_each else 1)]
-        events = [threading.Event() for _ in receipts]
+        name, *receipts = new_ids(len(sends) + 2 if confirm_each else 2)
+        # One waiter for all of them: an Event per receipt cost more than encoding its SEND.
+        waiter = _Countdown(len(receipts))
+        events = [waiter] * len(receipts)
         with self._write_lock, self._translated("transaction"):
             self._require()
             self._receipts.update(zip(receipts, events, strict=True))
             chunk = [encode_frame("BEGIN", {"transaction": name})]
+            # What a frame adds for its destination, worked out once per destination (and per
+            # kind: a holding queue's frames carry their own arguments) rather than per frame.
+            added: dict[tuple[str, bool], dict[str, str]] = {}
             try:
                 for n, (destination, body, headers) in enumerate(sends):
-                    extra = {"receipt": receipts[n + 1]} if confirm_each else {}
-                    wired = {**self.declaring(destination, headers), "destination": self.physical(destination)}
-                    wired.update(transaction=name, **extra)
+                    key = (destination, "x-message-ttl" in headers)
+                    extra = added.get(key)
+                    if extra is None:
+                        extra = added[key] = {
+                            **self.queue_args(destination, headers),
+                            "destination": self.physical(destination),
+                            "transaction": name,
+                        }
+                    wired = {**headers, **extra}
+                    if confirm_each:
+                        wired["receipt"] = receipts[n + 1]
                     chunk.append(encode_frame("SEND", wired, body))
                     if len(chunk) >= _CHUNK:
                         self._conn.transport.send(b"".join(chunk))
@@ -363,7 +403,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
                 self._confirmed.pop(receipt, None)
                 self._failed_receipts.pop(receipt, None)
 
-    def _await(self, receipt: str, event: threading.Event, deadline: float) -> None:
+    def _await(self, receipt: str, event: threading.Event | _Countdown, deadline: float) -> None:
         if not event.wait(max(0.0, deadline - time.monotonic())):
             raise ConnectionClosed(
                 f"{self.name}: no receipt within {self.config.receipt_timeout:g}s: the broker is "
