@@ -84,7 +84,8 @@ class Item:
     (not both); ``expires``: seconds, a duration, a timedelta or an aware datetime after which the item is not
     run but dead-lettered with the reason ``expired``; ``key`` (at most 200 bytes): while an item with it is
     pending, or succeeded within ``unique_for`` (seconds or a duration; default 0), an enqueue with the same
-    key adds nothing and returns that item's id.
+    key adds nothing and returns that item's id; ``rate_key``: the bucket of the transport's
+    ``key_rate_limit`` this item counts against (docs/flow-control.md).
     """
 
     payload: Any
@@ -98,3 +99,6 @@ class Item:
     content_type: str | None = None
     key: str | None = None
     unique_for: float | str | timedelta | None = None
+    #: The item's key for ``[transports.NAME] key_rate_limit`` (e.g. the remote host it pushes
+    #: to): it travels as the ``x-statusq-rate-key`` header.
+    rate_key: str | None = None

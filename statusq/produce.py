@@ -98,14 +98,19 @@ def key_of(key: str | None, unique_for: float | str | timedelta | None) -> tuple
         if unique_for is not None:
             raise InvalidArgument("unique_for", "needs a key")
         return None, 0.0
+    return _header_key("key", key), 0.0 if unique_for is None else _seconds("unique_for", unique_for)
+
+
+def _header_key(argument: str, key: Any) -> str:
+    """A key that travels in a header (a unique key, a rate key), checked."""
     if not isinstance(key, str) or not key:
-        raise InvalidArgument("key", "must be a non-empty string")
+        raise InvalidArgument(argument, "must be a non-empty string")
     size = len(key.encode("utf-8", "surrogatepass"))
     if size > MAX_KEY_BYTES:
-        raise InvalidArgument("key", f"is {size} bytes long; at most {MAX_KEY_BYTES}")
+        raise InvalidArgument(argument, f"is {size} bytes long; at most {MAX_KEY_BYTES}")
     if any(ord(c) < 32 or c == "\x7f" for c in key):
-        raise InvalidArgument("key", "must not hold control characters (it travels in a header)")
-    return key, 0.0 if unique_for is None else _seconds("unique_for", unique_for)
+        raise InvalidArgument(argument, "must not hold control characters (it travels in a header)")
+    return key
 
 
 #: What :func:`prepare_batch` has checked already: (site, transport, priority given) -> (site,
@@ -167,6 +172,8 @@ def prepare(
     if key is not None:
         # The worker reads them here, on every backend: user headers travel everywhere unchanged.
         headers[KEY_HEADER], headers[UNIQUE_FOR_HEADER] = key, f"{unique_for:g}"
+    if item.rate_key is not None:
+        headers[RATE_KEY_HEADER] = _header_key("rate_key", item.rate_key)
     site, transport, priority = _route(item, default_site, priorities, seen)
     return Message(
         site=site,

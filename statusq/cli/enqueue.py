@@ -49,6 +49,7 @@ See docs/enqueueing.md (make docs builds it into site/).
 @click.option("--expires", default=None, help="Not run after this long from now (dead-lettered as expired).")
 @click.option("--key", default=None, help="Unique key: while its item is pending, nothing is added (prints its id).")
 @click.option("--unique-for", default=None, help="With --key: how long the key stays taken after success ('10m').")
+@click.option("--rate-key", default=None, help="The bucket of the transport's key_rate_limit it counts against.")
 @click.option(
     "--lines",
     is_flag=True,
@@ -67,6 +68,7 @@ def enqueue(
     expires: str | None,
     key: str | None,
     unique_for: str | None,
+    rate_key: str | None,
     lines: bool,
     transport: str,
     payload: str,
@@ -91,7 +93,7 @@ def enqueue(
     if lines and key is not None:
         raise click.BadParameter("one key for many lines would keep only the first", param_hint="--key")
     items = [
-        Item(body, transport, site, delay, None, expires, None, priority, content_type, key, unique_for)
+        Item(body, transport, site, delay, None, expires, None, priority, content_type, key, unique_for, rate_key)
         for body in bodies
     ]
     with rt.queue_manager() as qm:
@@ -109,6 +111,7 @@ def enqueue(
                     expires=expires,
                     key=key,
                     unique_for=unique_for,
+                    rate_key=rate_key,
                 )
             )
             return 0

@@ -191,17 +191,21 @@ class QueueManager(abc.ABC):
         expires: float | str | timedelta | datetime | None = None,
         key: str | None = None,
         unique_for: float | str | timedelta | None = None,
+        rate_key: str | None = None,
         connection: Any = None,
     ) -> str:
         """Queue one item; returns its id.  ``delay`` (seconds, ``"5m"``) or ``eta`` (an aware
         datetime): not before then; ``expires`` (seconds, a duration or an aware datetime): not
         run after then, but dead-lettered as expired; ``key``: while an item with this key is
         pending, or succeeded within ``unique_for``, nothing is added and that item's id is
-        returned (see statusq.queues.keys); ``connection`` (database backend): an SQLAlchemy or
-        DB-API connection to the queue's database, whose transaction the item is written in,
+        returned (see statusq.queues.keys); ``rate_key``: the bucket of the transport's
+        ``key_rate_limit`` (docs/flow-control.md) this item counts against; ``connection``
+        (database backend): an SQLAlchemy or DB-API connection to the queue's database, whose transaction the item is written in,
         committed or rolled back with it.  A bad argument raises
         :class:`~statusq.errors.InvalidArgument` (a :class:`DataError`) and enqueues nothing."""
-        item = Item(payload, transport, site, delay, eta, expires, headers, priority, content_type, key, unique_for)
+        item = Item(
+            payload, transport, site, delay, eta, expires, headers, priority, content_type, key, unique_for, rate_key
+        )
         message = prepare(item, self.default_site, self.clock(), self.default_priorities)
         self._check_size([message])
         if connection is not None:

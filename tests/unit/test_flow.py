@@ -193,9 +193,12 @@ def test_a_rate_key_limits_each_key_apart(tmp_path: Path, store: FlowStore) -> N
         qm.enqueue({"host": "b"}, "rec", site="s.example")
         qm.enqueue({}, "rec", site="s.example", headers={RATE_KEY_HEADER: "c"})
         qm.enqueue({}, "rec", site="s.example")  # no key: not limited by key
+        qm.enqueue({}, "rec", site="s.example", rate_key="d")  # the producer's own argument ...
+        qm.enqueue({}, "rec", site="s.example", rate_key="d")  # ... the same bucket as the header's
         consumer = qm.subscribe(Subscription())
         results = [processor.process(d, consumer) for d in iter(consumer.fetch, None)]
-        assert [r.outcome for r in results] == [Outcome.DONE, Outcome.HOLD] + [Outcome.DONE] * 3
+        done, hold = Outcome.DONE, Outcome.HOLD
+        assert [r.outcome for r in results] == [done, hold, done, done, done, done, hold]
         held = results[1]
         assert isinstance(held, Held) and held.limit == "key_rate"
         consumer.close()

@@ -157,6 +157,9 @@ def test_a_batch_puts_each_live_key_once(queue: MemoryQueueManager) -> None:
         ({"unique_for": "10m"}, "unique_for"),
         ({"key": "k", "unique_for": -1}, "unique_for"),
         ({"key": "k", "unique_for": "soon"}, "unique_for"),
+        ({"rate_key": ""}, "rate_key"),
+        ({"rate_key": "x" * 201}, "rate_key"),
+        ({"rate_key": "a\rb"}, "rate_key"),
     ],
 )
 def test_bad_keys_are_refused_and_enqueue_nothing(queue: MemoryQueueManager, kwargs: dict, argument: str) -> None:
