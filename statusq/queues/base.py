@@ -200,8 +200,8 @@ class QueueManager(abc.ABC):
         pending, or succeeded within ``unique_for``, nothing is added and that item's id is
         returned (see statusq.queues.keys); ``rate_key``: the bucket of the transport's
         ``key_rate_limit`` (docs/flow-control.md) this item counts against; ``connection``
-        (database backend): an SQLAlchemy or DB-API connection to the queue's database, whose transaction the item is written in,
-        committed or rolled back with it.  A bad argument raises
+        (database backend): an SQLAlchemy or DB-API connection to the queue's database, whose
+        transaction the item is written in, committed or rolled back with it.  A bad argument raises
         :class:`~statusq.errors.InvalidArgument` (a :class:`DataError`) and enqueues nothing."""
         item = Item(
             payload, transport, site, delay, eta, expires, headers, priority, content_type, key, unique_for, rate_key
