@@ -18,11 +18,19 @@ _SEE = re.compile(r"See (docs/[\w/.-]+\.md)\b")
 def _commands(command: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        ctx = click.Context(command, info_name=path)
+        for name in command.list_commands(ctx):  # the lazy root group imports each here
+            sub = command.get_command(ctx, name)
+            assert sub is not None, f"{path} lists {name} but has no such command"
             yield from _commands(sub, f"{path} {name}")
 
 
 COMMANDS = list(_commands(cli, "statusq"))
+
+
+def test_every_command_is_listed() -> None:
+    top = {path.split()[1] for path, _ in COMMANDS if len(path.split()) == 2}
+    assert {"daemon", "enqueue", "status", "deadletters", "control", "pause", "snmp", "check"} <= top
 
 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[path for path, _ in COMMANDS])
@@ -37,6 +45,7 @@ def test_help_ends_with_examples_and_the_page_that_explains_them(path: str, comm
 
 def test_the_help_shows_the_page() -> None:
     with click.Context(cli, info_name="statusq") as ctx:
-        sub = cli.commands["enqueue"]
+        sub = cli.get_command(ctx, "enqueue")
+        assert sub is not None
         text = sub.get_help(click.Context(sub, info_name="enqueue", parent=ctx))
     assert text.rstrip().endswith("See docs/enqueueing.md (make docs builds it into site/).")
