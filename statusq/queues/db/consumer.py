@@ -39,14 +39,13 @@ from statusq.queues.db.claims import (
     ClaimSize,
     claim_params,
     claim_statement,
-    in_claim_order,
-    ready,
     release_statement,
     to_delivery,
 )
 from statusq.queues.db.database import Database
 from statusq.queues.db.schema import HELD, NOTIFY_CHANNEL, items
 from statusq.queues.db.settler import Settlement, SettlementWriter
+from statusq.queues.db.turns import in_turns, next_after
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,8 @@ class DBConsumer(Consumer):
         self._promote_at = 0.0  # when held rows may next be due
         self.in_hand: deque[Delivery] = deque()
         self.sizes = ClaimSize(prefetch)
-        self._claim_stmt = claim_statement(ready(subscription), self.worker, skip_locked=db.is_postgres)
+        self._claim_stmt = claim_statement(subscription, self.worker, skip_locked=db.is_postgres)
+        self._after = ""  # the last site the previous claim served: the next one starts after it
         self._release_stmt = release_statement(self.worker, db.is_postgres)
         self.writer = SettlementWriter(self._flush, flush_after=ack_flush, batch=prefetch or defaults.DB_PREFETCH)
         self.writer.start()
@@ -132,7 +132,7 @@ class DBConsumer(Consumer):
 
     def _claim(self) -> None:
         now = time.time()
-        params = claim_params(self.sizes.next(), now, self.db.claim_timeout)
+        params = claim_params(self.sizes.next(), now, self.db.claim_timeout, self._after)
         window = self.writer.take()
         try:
             lost = settler.write_dead(self.db, self.worker, [s for s in window if s.kind == settler.DEAD])
@@ -147,7 +147,8 @@ class DBConsumer(Consumer):
             raise
         self._report_lost(lost)
         self.sizes.claimed(len(rows), time.monotonic())
-        self.in_hand.extend(to_delivery(row, self.worker) for row in in_claim_order(rows))
+        self._after = next_after(rows, self._after)
+        self.in_hand.extend(to_delivery(row, self.worker) for row in in_turns(rows))
 
     def _promote(self, conn: Connection, now: float) -> None:
         """Held rows whose time has come join the claimable ones (two index look-ups: nothing

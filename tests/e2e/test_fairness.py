@@ -1,0 +1,73 @@
+"""Fairness without configuration (issue #17): a site that floods must not starve the others, on
+every backend, with no ``breakout`` entry.  10,000 items for site A are queued (one batch), then
+one for site B; a daemon (a subprocess, two workers) must handle B's item before 10% of A's
+flood is done.
+
+The database claims in turns across sites (statusq/queues/db/turns.py); STOMP spreads a group's
+items over shard destinations by a hash of the site and a worker takes from each in turn
+(statusq/queues/stomp/shards.py); the memory backend takes sites in turns, shown in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import statusq
+from statusq import Item
+from statusq.config import Config
+from statusq.queues.base import Subscription
+from statusq.queues.memory import MemoryQueueManager
+from tests.conftest import read_records, run_cli
+from tests.stomp import make_broker, stomp_toml
+
+pytestmark = pytest.mark.e2e
+
+FLOOD = 10_000
+FLOODER, OTHER = "flood.example", "quiet.example"
+BOUND = FLOOD // 10  # B's item must come before this many of A's are done
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "activemq", "rabbitmq"])
+def config(request: pytest.FixtureRequest, write_config: Callable[..., Path], tmp_path: Path) -> Path:
+    backend = request.param
+    if backend in ("activemq", "rabbitmq"):
+        broker = make_broker(backend)
+        return write_config("sqlite:///unused.sqlite", stomp_toml(broker), queue={"subsystem": "stomp"})
+    url = f"sqlite:///{tmp_path / 'q.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    return write_config(url)
+
+
+def test_a_flooding_site_does_not_starve_another(config: Path, record_file: Path) -> None:
+    # Given a flood of 10,000 items for one site, then one item for another, all queued before
+    # any worker runs (no breakout, no fairness setting: the defaults)
+    with statusq.connect(config) as qm:
+        qm.enqueue_many([Item({"n": n}, "count", site=FLOODER) for n in range(FLOOD)])
+        (quiet,) = qm.enqueue_many([Item({"n": "quiet"}, "count", site=OTHER)])
+
+    # When a daemon with two workers works through them all
+    result = run_cli("daemon", "--workers", "2", "--idle-exit", "3", config=config, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # Then each ran once, and the quiet site's item before 10% of the flood was done
+    order = [r["id"] for r in read_records(record_file)]
+    assert len(order) == FLOOD + 1 and len(set(order)) == FLOOD + 1
+    position = order.index(quiet)
+    assert position < BOUND, f"the quiet site's item was handled {position}th, after {position} flood items"
+
+
+def test_a_flooding_site_does_not_starve_another_in_memory(tmp_path: Path) -> None:
+    # The memory backend, in-process: sites in turns, so the quiet site's item comes second
+    config = Config.model_validate({"var_dir": str(tmp_path), "queue": {"subsystem": "memory"}})
+    with MemoryQueueManager(config) as qm:
+        flood = qm.enqueue_many([Item({"n": n}, "count", site=FLOODER) for n in range(FLOOD)])
+        (quiet,) = qm.enqueue_many([Item({"n": "quiet"}, "count", site=OTHER)])
+        consumer = qm.subscribe(Subscription())
+        order = []
+        while (delivery := consumer.fetch()) is not None:
+            order.append(delivery.id)
+            consumer.ack(delivery)
+        consumer.close()
+    assert order == [flood[0], quiet, *flood[1:]]
