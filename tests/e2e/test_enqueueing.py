@@ -18,6 +18,7 @@ import pytest
 
 import statusq
 from statusq import InvalidArgument, Item
+from statusq.defaults import DEFAULT_SITE
 from tests.conftest import run_cli, start_daemon, wait_for
 from tests.stomp import Broker, make_broker, raw_connection, stomp_toml
 
@@ -275,7 +276,8 @@ def cleanup(broker: Broker | None, started: float, ended: float, delay: float = 
     if broker.name == "activemq":
         assert forget_scheduled(broker.port, started + delay - 1, ended + delay + 5) == 0
         return
-    main = broker.physical(broker.basename + "main").removeprefix("/queue/")
+    # The items are the default site's: in its shard of the group
+    main = broker.physical(broker.group_queue(DEFAULT_SITE)).removeprefix("/queue/")
     ttl = "3600000"  # an hour: the longest holding queue
     holding = {"x-message-ttl": ttl, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": main}
     consume_all(broker.port, f"/queue/{main}.delay.{ttl}", holding)

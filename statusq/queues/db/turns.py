@@ -99,9 +99,11 @@ def _turn(subscription: Subscription, top: CTE) -> CTE:
     after ``:after``: ``(site, n, first)``; a row whose ``site`` is NULL or repeats ``first``
     ends the list (the rotation came round)."""
     after = bindparam("after", type_=String)
-    start = select(
-        func.coalesce(_next_site(subscription, top, after), _next_site(subscription, top, None)).label("site")
-    ).cte("start").prefix_with("MATERIALIZED")  # one probe each, not one per mention
+    start = (
+        select(func.coalesce(_next_site(subscription, top, after), _next_site(subscription, top, None)).label("site"))
+        .cte("start")
+        .prefix_with("MATERIALIZED")
+    )  # one probe each, not one per mention
     anchor = select(start.c.site, literal(1, Integer).label("n"), start.c.site.label("first"))
     turn = anchor.cte("turn", recursive=True)
     following = func.coalesce(_next_site(subscription, top, turn.c.site), _next_site(subscription, top, None))

@@ -2,9 +2,10 @@
 
 It follows the database backend's rules, so that what a test shows here holds there: an attempt is
 counted when an item is claimed, a retry waits on ``available_at``, items are taken by priority,
-then in turns across sites, then in order of arrival, a claim older than ``claim_timeout`` is taken back, and a dead worker's
-claims are given back by owner.  Time is read from an injectable clock only, so tests move it by
-hand.  Handlers never run under the lock: a handler may enqueue, and a consumer may run on a thread.
+then in turns across sites, then in order of arrival, a claim older than ``claim_timeout`` is
+taken back, and a dead worker's claims are given back by owner.  Time is read from an
+injectable clock only, so tests move it by hand.  Handlers never run under the lock: a handler
+may enqueue, and a consumer may run on a thread.
 """
 
 from __future__ import annotations
