@@ -147,8 +147,8 @@ class DBConsumer(Consumer):
             raise
         self._report_lost(lost)
         self.sizes.claimed(len(rows), time.monotonic())
+        self.in_hand.extend(to_delivery(row, self.worker) for row in in_turns(rows, self._after))
         self._after = next_after(rows, self._after)
-        self.in_hand.extend(to_delivery(row, self.worker) for row in in_turns(rows))
 
     def _promote(self, conn: Connection, now: float) -> None:
         """Held rows whose time has come join the claimable ones (two index look-ups: nothing

@@ -172,21 +172,26 @@ def fair_claim_statement(subscription: Subscription, values: Mapping[str, Any], 
     return update(items).where(items.c.id.in_(chosen.scalar_subquery())).values(**values).returning(*items.c)
 
 
-def in_turns(rows: Sequence[Mapping[Any, Any]]) -> list[Mapping[Any, Any]]:
+def in_turns(rows: Sequence[Mapping[Any, Any]], after: str = "") -> list[Mapping[Any, Any]]:
     """A claimed batch in the order it runs: highest priority first; within a priority, the
-    oldest item of each site, then the second of each, and so on (sites by their oldest item)."""
+    oldest item of each site, then the second of each, and so on, the sites in the rotation's
+    order (those after ``after`` by name, then those it wrapped round to)."""
     ordered = sorted(rows, key=lambda row: (-row["priority"], row["id"]))
     turn: dict[tuple[int, str], int] = defaultdict(int)
     keyed = []
     for row in ordered:
         key = (row["priority"], row["site"])
-        keyed.append(((-row["priority"], turn[key], row["id"]), row))
+        keyed.append(((-row["priority"], turn[key], _rotation(row["site"], after)), row))
         turn[key] += 1
     return [row for _, row in sorted(keyed, key=lambda pair: pair[0])]
 
 
+def _rotation(site: str, after: str) -> tuple[bool, str]:
+    return (site <= after, site)
+
+
 def next_after(rows: Sequence[Mapping[Any, Any]], after: str) -> str:
     """Where the next claim's rotation starts: after the last site this batch served, in the
-    rotation order that started after ``after`` (sites past it first, then those it wrapped to)."""
-    sites = sorted({row["site"] for row in rows}, key=lambda site: (site <= after, site))
+    rotation order that started after ``after``."""
+    sites = sorted({row["site"] for row in rows}, key=lambda site: _rotation(site, after))
     return sites[-1] if sites else after
