@@ -84,3 +84,23 @@ def test_a_flooding_site_does_not_starve_another_in_memory(tmp_path: Path) -> No
         consumer.close()
     assert order == [flood[0], quiet]
     assert third is not None and third.id == flood[1]
+
+
+@pytest.mark.parametrize("backend", ["activemq", "rabbitmq"])
+def test_workers_with_shards_drain_what_unsharded_producers_sent(
+    backend: str, write_config: Callable[..., Path], tmp_path: Path, record_file: Path
+) -> None:
+    # Given items sent by a producer with the unsharded layout (an older statusq, shards = 1)
+    broker = make_broker(backend)
+    old = write_config("sqlite:///unused.sqlite", stomp_toml(broker, shards=1), queue={"subsystem": "stomp"})
+    with statusq.connect(old) as qm:
+        ids = qm.enqueue_many([Item({"n": n}, "count", site=f"s{n}.example") for n in range(20)])
+
+    # When a daemon with the default four shards runs
+    new = old.with_name("sharded.toml")
+    new.write_text(old.read_text().replace("shards = 1\n", ""))
+    result = run_cli("daemon", "--workers", "1", "--idle-exit", "3", config=new, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # Then it handled every one of them, from the group's unsharded destination
+    assert sorted(r["id"] for r in read_records(record_file)) == sorted(ids)
