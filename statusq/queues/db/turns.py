@@ -24,6 +24,7 @@ The work is proportional to the batch and the number of sites in it, not to the 
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +54,13 @@ from statusq.queues.db.schema import items
 
 #: Above every id: a site with fewer ready items than its share has them all taken.
 _NO_LIMIT = 2**62
+#: ``WITH … AS MATERIALIZED``: PostgreSQL 12 and SQLite 3.35 on (Debian 12 has 3.40).  An older
+#: SQLite gets the plain CTE: the same items, each site's bound computed more often.
+_MATERIALIZED = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _materialized(cte: CTE) -> CTE:
+    return cte.prefix_with("MATERIALIZED") if _MATERIALIZED else cte
 
 
 def ready(subscription: Subscription, table: NamedFromClause = items) -> ColumnElement[bool]:
@@ -99,11 +107,8 @@ def _turn(subscription: Subscription, top: CTE) -> CTE:
     after ``:after``: ``(site, n, first)``; a row whose ``site`` is NULL or repeats ``first``
     ends the list (the rotation came round)."""
     after = bindparam("after", type_=String)
-    start = (
-        select(func.coalesce(_next_site(subscription, top, after), _next_site(subscription, top, None)).label("site"))
-        .cte("start")
-        .prefix_with("MATERIALIZED")
-    )  # one probe each, not one per mention
+    first = func.coalesce(_next_site(subscription, top, after), _next_site(subscription, top, None))
+    start = _materialized(select(first.label("site")).cte("start"))  # one probe each, not one per mention
     anchor = select(start.c.site, literal(1, Integer).label("n"), start.c.site.label("first"))
     turn = anchor.cte("turn", recursive=True)
     following = func.coalesce(_next_site(subscription, top, turn.c.site), _next_site(subscription, top, None))
@@ -155,7 +160,7 @@ def pick(subscription: Subscription, *, skip_locked: bool) -> Select[Any]:
     u = items.alias("u")
     last = _oldest(subscription, top, members, u).limit(1).offset(_share(members) - 1).scalar_subquery()
     # MATERIALIZED: computed once per site, not once per candidate row (SQLite folded it in).
-    shares = select(members.c.site, last.label("last_id")).cte("shares").prefix_with("MATERIALIZED")
+    shares = _materialized(select(members.c.site, last.label("last_id")).cte("shares"))
     where = [
         ready(subscription, x),
         x.c.priority == select(top.c.p).scalar_subquery(),
