@@ -11,13 +11,14 @@ How it stays cheap (no scan of a flooding site's backlog): one statement,
 
 1. ``top``: the highest ready priority, the first entry of the ready index
    (``statusq_items_ready``);
-2. ``turn``: the sites with a ready item at that priority, found one index probe each in the
-   index ``statusq_items_sites`` (``priority, site, id``): the first site after ``:after`` (the
-   last site this worker served), then the next one, wrapping round, up to ``:count`` sites.  The
-   rotation is what keeps a host with more ready sites than a batch holds fair across claims;
-3. ``share``: per site, the id of its ``k``-th oldest ready item (one probe with an OFFSET of
-   ``k - 1`` down the same index), ``k`` = ``ceil(:count / sites)``;
-4. the claim: each turn's site's ready items up to that id, a range of the same index.
+2. ``turn``: the sites with a ready item at that priority, one index probe each in
+   ``statusq_items_sites`` (``priority, site, id DESC``: a site's newest row first, since its
+   oldest ones are the ones in flight): the first site after ``:after`` (the last site this
+   worker served), then the next one, wrapping round, up to ``:count`` sites.  The rotation is
+   what keeps a host with more ready sites than a batch holds fair across claims;
+3. per site, its ``k`` oldest ready items, ``k`` = ``ceil(:count / sites)``, a range of the
+   same index: on PostgreSQL a ``LATERAL … ORDER BY id LIMIT k FOR UPDATE SKIP LOCKED``; on
+   SQLite (no LATERAL) the id of the ``k``-th oldest, then the range up to it.
 
 The work is proportional to the batch and the number of sites in it, not to the backlog.
 """
