@@ -103,6 +103,10 @@ class StompConfig(_Section):
     prefetch: int | None = Field(default=None, ge=1, le=10000)
     heartbeats: tuple[int, int] = (10000, 10000)  # ms we send, ms we want; 0 turns one off
     breakout: list[Annotated[str, AfterValidator(_breakout)]] = Field(default_factory=list)
+    #: Destinations per handler group, an item's chosen by a hash of its site; a worker takes
+    #: from each in turn, so one site's flood cannot keep every other site waiting.  Producers
+    #: and workers must agree (1: one destination per group, as before 2026-12).
+    shards: int = Field(default=defaults.STOMP_SHARDS, ge=1, le=64)
     confirm_sends: bool = True
     receipt_timeout: Duration = 10.0
     reconnect_delay: Duration = 0.5

@@ -51,6 +51,8 @@ STOMP_BASENAME = "/queue/statusq/"
 STOMP_CONTROL_CHANNEL = "/topic/statusq.control"
 CONTROL_MAX_AGE = 60.0  # s: how old (or how far ahead) a signed control command may be
 STOMP_MAX_PRIORITY = 9  # RabbitMQ's x-max-priority of work queues: JMS priorities 0-9
+#: Destinations per handler group on STOMP, an item's chosen by a hash of its site (fair turns).
+STOMP_SHARDS = 4
 STOMP_PREFETCH = 100  # the prefetch window up to concurrency 25...
 STOMP_PREFETCH_PER_SLOT = 4  # ...and this many per item in hand above it
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import stomp
 
-from statusq.defaults import STOMP_MAX_PRIORITY
+from statusq.defaults import STOMP_MAX_PRIORITY, STOMP_SHARDS
+from statusq.queues.stomp.destinations import Destinations
 from tests.servers import IN_CI, require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,11 @@ class Broker:
     @property
     def servers(self) -> list[str]:
         return [f"127.0.0.1:{self.port}"]
+
+    def group_queue(self, site: str, group: str = "main") -> str:
+        """Where statusq sends ``site``'s items of ``group`` by default: the group's shard for
+        the site (``[queue.stomp] shards``, 4 unless a test sets it)."""
+        return Destinations(self.basename, [], STOMP_SHARDS).for_item(group, "", site)
 
     def physical(self, destination: str) -> str:
         """What a foreign client must send to (RabbitMQ has no '/' inside queue names)."""

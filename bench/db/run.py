@@ -49,6 +49,8 @@ ROOT = HERE.parents[1]
 SERVER = "postgresql://127.0.0.1:5432"
 DATABASE = "statusq_bench"
 DSN = f"{SERVER}/{DATABASE}"
+#: Sites the batch-enqueued items are spread over, in turn (``--sites``): a claim's cost with many.
+SITES = 1
 PLUGIN = HERE / "statusq_plugin"  # "peer_work" alone: records, returns True
 STALL = 30.0
 
@@ -66,8 +68,8 @@ class Outcome:
     failed: str = ""
 
 
-def psql(sql: str, database: str = DATABASE) -> None:
-    with psycopg.connect(f"{SERVER}/{database}", autocommit=True) as conn:
+def psql(sql: str, database: str | None = None) -> None:
+    with psycopg.connect(f"{SERVER}/{database or DATABASE}", autocommit=True) as conn:
         conn.execute(sql)
 
 
@@ -149,7 +151,10 @@ class Statusq(System):
             for start in range(first, first + count, 10_000):
                 n = min(10_000, first + count - start)
                 now = time.time()
-                qm.enqueue_many(Item({"i": i, "sent": now, "sleep": 0.0}, "peer_work") for i in range(start, start + n))
+                qm.enqueue_many(
+                    Item({"i": i, "sent": now, "sleep": 0.0}, "peer_work", site=f"site{i % SITES}.example")
+                    for i in range(start, start + n)
+                )
             return count / (time.perf_counter() - started)
 
 
@@ -340,6 +345,7 @@ def table(results: list[tuple[str, str, Outcome]], systems: dict[str, System]) -
 
 
 def main() -> int:
+    global SITES, DATABASE, DSN  # one run's settings, read by the systems
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--consume", type=int, default=10_000)
     parser.add_argument("--enqueue", type=int, default=2_000)
@@ -347,8 +353,12 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench-venv")
     parser.add_argument("--only", default="", help="scenarios whose name contains this")
+    parser.add_argument("--sites", type=int, default=1, help="batch-enqueued items spread over this many sites")
+    parser.add_argument("--database", default=DATABASE, help="the bench's own database (made if missing)")
+    parser.add_argument("--no-peer", action="store_true", help="statusq alone: no PgQueuer rows, no bench venv")
     args = parser.parse_args()
-    if not (args.venv / "bin" / "python").exists():
+    SITES, DATABASE, DSN = args.sites, args.database, f"{SERVER}/{args.database}"
+    if not args.no_peer and not (args.venv / "bin" / "python").exists():
         print(f"no bench venv at {args.venv}: make .bench-venv/.installed", file=sys.stderr)
         return 2
     prepare_database()
@@ -365,7 +375,7 @@ def main() -> int:
         results: list[tuple[str, str, Outcome]] = []
         failures = 0
         for scenario, key, how in plan(systems, args):
-            if args.only not in scenario:
+            if args.only not in scenario or (args.no_peer and key == "pgq"):
                 continue
             started = time.monotonic()
             try:
@@ -380,7 +390,8 @@ def main() -> int:
                 print(f"  {scenario} / {systems[key].label}: {outcome.value:,.1f}{extra} ({took:.0f}s)", flush=True)
             results.append((scenario, key, outcome))
         fresh_schema("sq")
-        fresh_schema("pgq")
+        if not args.no_peer:
+            fresh_schema("pgq")
         table(results, systems)
     return 1 if failures else 0
 

@@ -122,7 +122,7 @@ class Plan:
 def plan(stomp: StompConfig, groups: Iterable[str] | None) -> Plan:
     dead = stomp.dead_letter_destination
     if groups:
-        served = Destinations(stomp.basename, stomp.breakout).for_groups(set(groups))
+        served = Destinations(stomp.basename, stomp.breakout, stomp.shards).for_groups(set(groups))
         queries = [_physical(d) for d in served]
         return Plan([*queries, _physical(dead)], dead, frozenset(served), stomp.basename)
     return Plan([">", _physical(dead)], dead, None, stomp.basename)

@@ -60,8 +60,8 @@ def test_a_producer_enqueues_without_importing_any_plugin(
     # ...and on a broker each went to its group's destination, as the config routes it
     if broker is not None:
         declared = work_queue_headers(broker)
-        main = drain(broker.port, broker.physical(broker.basename + "main"), headers=declared)
-        alerts = drain(broker.port, broker.physical(broker.basename + "alerts"), headers=declared)
+        main = drain(broker.port, broker.physical(broker.group_queue("a.example")), headers=declared)
+        alerts = drain(broker.port, broker.physical(broker.group_queue("b.example", "alerts")), headers=declared)
         assert [h["statusq-transport"] for h, _ in main] == ["count"]
         assert [h["statusq-transport"] for h, _ in alerts] == ["alerts.push"]
     else:

@@ -81,7 +81,7 @@ def test_failing_item_is_retried_then_dead_lettered_with_its_reason(stomp_config
     # The raw dead-letter message carries the reason and origin in its headers
     [(headers, body)] = drain(broker.port, broker.physical(broker.basename + "dlq"))
     assert headers["statusq-error"] == letter["error"] and headers["statusq-attempts"] == "3"
-    assert headers["statusq-original-destination"] == broker.basename + "main"
+    assert headers["statusq-original-destination"] == broker.group_queue("s.example")
     assert headers["x-app"] == "kept" and json.loads(body) == {"n": 1, "action": "raise"}
 
 

@@ -185,9 +185,10 @@ def test_a_batch_returns_its_ids_in_order_and_each_item_keeps_its_options(qm, co
         ]
     )
 
-    # Then three ids, in order, fetched in that order, the delayed one once due
+    # Then three ids, in order, fetched in turns by site (b.example, then the default site, by
+    # name: docs/flow-control.md), the delayed one once due
     assert len(ids) == 3 and len(set(ids)) == 3
-    first, second = consumer.fetch(), consumer.fetch()
+    second, first = consumer.fetch(), consumer.fetch()
     assert first is not None and second is not None
     assert [first.id, second.id] == ids[:2]
     assert (second.site, second.headers) == ("b.example", {"k": "v"})

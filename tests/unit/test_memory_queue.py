@@ -105,21 +105,24 @@ def test_dead_letters_keep_reason_attempts_and_time(queue: MemoryQueueManager, c
     consumer = queue.subscribe(Subscription())
     first = queue.enqueue({"n": 1}, "echo", site="example.org", headers={"k": "v"})
     second = queue.enqueue({"n": 2}, "echo")
+    # Sites take turns, in name order: "default" (second) first, then example.org (first)
+    gone = fetch(consumer)
+    assert gone.id == second
+    consumer.dead_letter(gone, "no handler")
     consumer.retry(fetch(consumer), 0.0, "once")
     clock.advance(5)
     consumer.dead_letter(fetch(consumer), "gave up")
-    consumer.dead_letter(fetch(consumer), "no handler")
 
     newest, oldest = queue.dead_letters()
-    assert (oldest.id, oldest.error, oldest.attempts, oldest.dead_at) == (first, "gave up", 2, clock.now)
-    assert (oldest.site, oldest.headers, oldest.body, oldest.enqueued_at) == (
+    assert (newest.id, newest.error, newest.attempts, newest.dead_at) == (first, "gave up", 2, clock.now)
+    assert (newest.site, newest.headers, newest.body, newest.enqueued_at) == (
         "example.org",
         {"k": "v"},
         b'{"n":1}',
         clock.now - 5,
     )
-    assert (newest.id, newest.attempts) == (second, 1)
-    assert [d.id for d in queue.dead_letters(limit=1)] == [second]
+    assert (oldest.id, oldest.error, oldest.attempts, oldest.dead_at) == (second, "no handler", 1, clock.now - 5)
+    assert [d.id for d in queue.dead_letters(limit=1)] == [first]
     assert queue.backlog() == [BacklogRow("default", "echo", dead=1), BacklogRow("example.org", "echo", dead=1)]
 
 
@@ -165,10 +168,11 @@ def test_subscriptions_as_the_db_backend_claims(queue: MemoryQueueManager) -> No
         ("mine", "a.example"),
         ("mine", "b.example"),
     ]
+    # (sites take turns, as on the database: a.example's oldest, b.example's, a.example's next)
     assert taken(Subscription(transports=frozenset({"mine"}), catch_unknown=True, known_transports=known)) == [
         ("mine", "a.example"),
-        ("nobody", "a.example"),
         ("mine", "b.example"),
+        ("nobody", "a.example"),
     ]
     assert taken(Subscription(sites=frozenset({"b.example"}))) == [("mine", "b.example")]
     assert len(taken(Subscription())) == 4

@@ -55,6 +55,7 @@ def test_with_groups_exactly_the_subscribed_destinations_are_asked_for() -> None
     wanted = plan(config, ["main"])
     assert wanted.queries == [
         "statusq/main",
+        *[f"statusq/main/shard-{n}" for n in range(4)],  # [queue.stomp] shards, by default 4
         "statusq/main/distrib",
         "statusq/main/distrib/big.example.org",
         "statusq/dlq",

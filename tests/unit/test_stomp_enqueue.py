@@ -12,13 +12,19 @@ import pytest
 
 from statusq import InvalidArgument, Item
 from statusq.config import Config
+from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS
 from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.consumer import EARLY_TOLERANCE, StompConsumer
 from statusq.queues.stomp.delays import early_route, hold_route
+from statusq.queues.stomp.destinations import shard_of
 from statusq.queues.stomp.link import Frame, Send
 from statusq.queues.stomp.settler import Resend
 
 BASE = "/queue/statusq/"
+#: The default site's shard of the main group ([queue.stomp] shards, 4 by default): where the
+#: tests' items (no site given) go, and RabbitMQ's name for it.
+SHARD = f"main/shard-{shard_of(DEFAULT_SITE, STOMP_SHARDS)}"
+MAIN, MAIN_RABBIT = BASE + SHARD, "statusq." + SHARD.replace("/", ".")
 
 
 def rabbit_physical(destination: str) -> str:
@@ -55,7 +61,7 @@ def test_activemq_holds_a_delay_in_its_scheduler_to_the_millisecond() -> None:
     before = time.time()
     qm.enqueue({}, "distrib", delay=1.0004, expires="1h")
     [(destination, _, headers)] = link.sent
-    assert destination == BASE + "main"
+    assert destination == MAIN
     assert headers["AMQ_SCHEDULED_DELAY"] == "1001", "rounded up: never early"
     # epoch seconds to the millisecond
     assert before + 1 - 0.001 <= float(headers[wire.ETA]) <= time.time() + 1.001
@@ -67,11 +73,11 @@ def test_rabbitmq_holds_a_delay_in_the_holding_queue_of_the_next_bucket_up() -> 
     qm, link = manager("rabbitmq")
     qm.enqueue({}, "distrib", delay=3)
     [declare, (destination, _, headers)] = link.sent
-    assert destination == BASE + "main.delay.5000"
-    assert headers["x-message-ttl"] == "5000" and headers["x-dead-letter-routing-key"] == "statusq.main"
+    assert destination == MAIN + ".delay.5000"
+    assert headers["x-message-ttl"] == "5000" and headers["x-dead-letter-routing-key"] == MAIN_RABBIT
     # The queue the holding queue passes it on to is declared first, by a message that expires
     # at once: RabbitMQ drops what is passed on to a queue that does not exist yet
-    assert declare[0] == BASE + "main" and declare[1] == b""
+    assert declare[0] == MAIN and declare[1] == b""
     assert declare[2][wire.DECLARE] == "1" and declare[2]["expiration"] == "0"
     # once per connection
     qm.enqueue({}, "distrib", delay=3)
@@ -83,7 +89,7 @@ def test_an_item_without_timing_options_carries_none() -> None:
     qm, link = manager("rabbitmq")
     qm.enqueue({}, "distrib")
     [(destination, _, headers)] = link.sent
-    assert destination == BASE + "main"
+    assert destination == MAIN
     assert not {wire.ETA, wire.EXPIRES, "x-message-ttl", "AMQ_SCHEDULED_DELAY"} & headers.keys()
 
 

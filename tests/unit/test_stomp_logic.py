@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 
 import pytest
 from stomp.protocol import Protocol12
@@ -15,7 +16,7 @@ from statusq.item import Delivery
 from statusq.queues.base import Admin, Capability
 from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route, work_queue_args
-from statusq.queues.stomp.destinations import Destinations, Route
+from statusq.queues.stomp.destinations import Destinations, Route, shard_of
 from statusq.queues.stomp.encode import ack_frame, encode_frame
 
 BASE = "/queue/statusq/"
@@ -36,6 +37,33 @@ def test_items_go_to_their_group_unless_broken_out(dests: Destinations) -> None:
 def test_a_worker_subscribes_to_its_groups_and_their_breakouts(dests: Destinations) -> None:
     assert dests.for_groups({"main"}) == [BASE + "main", BASE + "main/distrib", BASE + "main/distrib/big.example.org"]
     assert dests.for_groups({"xmpp"}) == [BASE + "xmpp", BASE + "xmpp/xmppout"]
+
+
+def test_items_of_a_group_are_spread_over_its_shards_by_site() -> None:
+    # Given four shards per group (the default), and a breakout
+    dests = Destinations(BASE, ["main/distrib/big.example.org"], shards=4)
+    sites = [f"site{n}.example" for n in range(200)]
+    # Then a site's items always go to one shard, the same whatever the process (CRC-32)...
+    assert dests.for_item("main", "ostatus", "a.example") == BASE + f"main/shard-{shard_of('a.example', 4)}"
+    assert shard_of("a.example", 4) == zlib.crc32(b"a.example") % 4
+    # ...every shard gets sites, and a breakout still wins
+    assert {dests.for_item("main", "ostatus", s) for s in sites} == {BASE + f"main/shard-{n}" for n in range(4)}
+    assert dests.for_item("main", "distrib", "big.example.org") == BASE + "main/distrib/big.example.org"
+    # And a worker subscribes to the unsharded queue (older producers'), every shard, the breakouts
+    assert dests.for_groups({"main"}) == [
+        BASE + "main",
+        *[BASE + f"main/shard-{n}" for n in range(4)],
+        BASE + "main/distrib/big.example.org",
+    ]
+    # And a shard's items are the group's
+    assert dests.route(BASE + "main/shard-3") == Route("main")
+    assert dests.route(BASE + "main/shard-x") is None
+
+
+def test_one_shard_is_the_unsharded_layout() -> None:
+    dests = Destinations(BASE, [], shards=1)
+    assert dests.for_item("main", "ostatus", "a.example") == BASE + "main"
+    assert dests.for_groups({"main"}) == [BASE + "main"]
 
 
 def test_a_destination_says_what_it_can(dests: Destinations) -> None:

@@ -5,8 +5,9 @@ Why batches: a claim per item paid a transaction (and on PostgreSQL a WAL flush)
 no-op items/s on one worker.  A claim of ``n`` is one ``UPDATE … WHERE id IN (SELECT … ORDER BY
 priority DESC, id LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING``: SQLite runs it under its write
 lock, PostgreSQL's sub-select skips rows another worker is taking, so two workers never take one
-item.  The rows come back in no promised order; they are sorted into claim order (highest
-priority first, then oldest), and the worker runs them in that order.
+item.  Which items: the highest ready priority's, in fair turns across sites
+(:mod:`statusq.queues.db.turns`).  The rows come back in no promised order; they are sorted
+into turns (:func:`~statusq.queues.db.turns.in_turns`), and the worker runs them in that order.
 
 Why the size adapts (:class:`ClaimSize`): what a worker holds no other worker can run.  Sized to
 about ``DB_HOLD`` seconds of this worker's own pace, no-op items are claimed by the hundred and
@@ -22,13 +23,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Integer, Update, and_, any_, bindparam, case, literal, or_, select, update
+from sqlalchemy import ARRAY, BigInteger, Update, any_, bindparam, case, literal, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from statusq import defaults
 from statusq.item import Delivery
 from statusq.queues.base import Subscription
-from statusq.queues.db.schema import NOT_HELD, items
+from statusq.queues.db.schema import items
+from statusq.queues.db.turns import fair_claim_statement
 
 #: The last error of an item whose claim was taken over from a worker presumed dead.
 STALE = "claim expired: the worker holding it died or hung"
@@ -62,46 +64,22 @@ class ClaimSize:
         self._batch = 0
 
 
-def ready(subscription: Subscription) -> ColumnElement[bool]:
-    """This subscription's items that may be claimed at ``:now`` (a claim from before
-    ``:stale_before`` has expired and may be taken over)."""
-    condition = and_(
-        NOT_HELD,
-        items.c.available_at <= bindparam("now"),
-        or_(items.c.claimed_by.is_(None), items.c.claimed_at < bindparam("stale_before")),
-    )
-    if subscription.transports is not None:
-        mine: ColumnElement[bool] = items.c.transport.in_(sorted(subscription.transports))
-        if subscription.catch_unknown:
-            mine = or_(mine, items.c.transport.not_in(sorted(subscription.known_transports)))
-        condition = and_(condition, mine)
-    if subscription.sites is not None:
-        condition = and_(condition, items.c.site.in_(sorted(subscription.sites)))
-    return condition
+def claim_statement(subscription: Subscription, worker: str, *, skip_locked: bool) -> Update:
+    """Up to ``:count`` of ``subscription``'s ready items, in fair turns across sites
+    (:mod:`statusq.queues.db.turns`), claimed for ``worker`` at ``:now`` in one statement.  Built
+    once per consumer: the same SQL each time, prepared once by the server."""
+    values = {
+        "claimed_by": worker,
+        "claimed_at": bindparam("now"),
+        "attempts": items.c.attempts + 1,
+        "last_error": case((items.c.claimed_by.is_not(None), literal(STALE)), else_=items.c.last_error),
+    }
+    return fair_claim_statement(subscription, values, skip_locked=skip_locked)
 
 
-def claim_statement(condition: ColumnElement[bool], worker: str, *, skip_locked: bool) -> Update:
-    """Up to ``:count`` items matching ``condition``, claimed for ``worker`` at ``:now`` in one
-    statement.  Built once per consumer: the same SQL each time, prepared once by the server."""
-    pick = select(items.c.id).where(condition).order_by(items.c.priority.desc(), items.c.id)
-    pick = pick.limit(bindparam("count", type_=Integer))
-    if skip_locked:
-        pick = pick.with_for_update(skip_locked=True)
-    return (
-        update(items)
-        .where(items.c.id.in_(pick.scalar_subquery()))
-        .values(
-            claimed_by=worker,
-            claimed_at=bindparam("now"),
-            attempts=items.c.attempts + 1,
-            last_error=case((items.c.claimed_by.is_not(None), literal(STALE)), else_=items.c.last_error),
-        )
-        .returning(*items.c)
-    )
-
-
-def claim_params(count: int, now: float, claim_timeout: float) -> dict[str, Any]:
-    return {"count": count, "now": now, "stale_before": now - claim_timeout}
+def claim_params(count: int, now: float, claim_timeout: float, after: str = "") -> dict[str, Any]:
+    """``after``: the last site the previous claim served, where this one's rotation starts."""
+    return {"count": count, "now": now, "stale_before": now - claim_timeout, "after": after}
 
 
 def id_in(postgres: bool) -> ColumnElement[bool]:

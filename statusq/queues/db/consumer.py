@@ -39,8 +39,6 @@ from statusq.queues.db.claims import (
     ClaimSize,
     claim_params,
     claim_statement,
-    in_claim_order,
-    ready,
     release_statement,
     to_delivery,
 )
@@ -48,6 +46,7 @@ from statusq.queues.db.database import Database
 from statusq.queues.db.listen import drain, open_listener
 from statusq.queues.db.schema import HELD, NOTIFY_CHANNEL, items
 from statusq.queues.db.settler import Settlement, SettlementWriter
+from statusq.queues.db.turns import in_turns, next_after
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,8 @@ class DBConsumer(Consumer):
         self._promote_at = 0.0  # when held rows may next be due
         self.in_hand: deque[Delivery] = deque()
         self.sizes = ClaimSize(prefetch)
-        self._claim_stmt = claim_statement(ready(subscription), self.worker, skip_locked=db.is_postgres)
+        self._claim_stmt = claim_statement(subscription, self.worker, skip_locked=db.is_postgres)
+        self._after = ""  # the last site the previous claim served: the next one starts after it
         self._release_stmt = release_statement(self.worker, db.is_postgres)
         self.writer = SettlementWriter(self._flush, flush_after=ack_flush, batch=prefetch or defaults.DB_PREFETCH)
         self.writer.start()
@@ -113,7 +113,7 @@ class DBConsumer(Consumer):
 
     def _claim(self) -> None:
         now = time.time()
-        params = claim_params(self.sizes.next(), now, self.db.claim_timeout)
+        params = claim_params(self.sizes.next(), now, self.db.claim_timeout, self._after)
         window = self.writer.take()
         try:
             lost = settler.write_dead(self.db, self.worker, [s for s in window if s.kind == settler.DEAD])
@@ -128,7 +128,8 @@ class DBConsumer(Consumer):
             raise
         self._report_lost(lost)
         self.sizes.claimed(len(rows), time.monotonic())
-        self.in_hand.extend(to_delivery(row, self.worker) for row in in_claim_order(rows))
+        self.in_hand.extend(to_delivery(row, self.worker) for row in in_turns(rows, self._after))
+        self._after = next_after(rows, self._after)
 
     def _promote(self, conn: Connection, now: float) -> None:
         """Held rows whose time has come join the claimable ones (two index look-ups: nothing

@@ -62,6 +62,17 @@ HELD = text("statusq_items.held = 1")
 # held rows left out.  It replaced "statusq_items_next", which held rows slowed down (a claim
 # scanned past every delayed row of a lower id: 45 ms for 100,000).
 Index("statusq_items_ready", items.c.priority.desc(), items.c.id, sqlite_where=NOT_HELD, postgresql_where=NOT_HELD)
+# Fair turns across sites (queues/db/turns.py) probe this: the sites with a ready item at a
+# priority, one seek each (newest first: a site's oldest items are the ones in flight), and a
+# site's oldest ready items at that priority, a range walked backwards.
+Index(
+    "statusq_items_sites",
+    items.c.priority,
+    items.c.site,
+    items.c.id.desc(),
+    sqlite_where=NOT_HELD,
+    postgresql_where=NOT_HELD,
+)
 Index("statusq_items_held", items.c.available_at, sqlite_where=HELD, postgresql_where=HELD)
 
 dead = Table(

@@ -1,10 +1,11 @@
 """The state of the in-memory backend: items, claims, dead letters and control, behind one lock.
 
 It follows the database backend's rules, so that what a test shows here holds there: an attempt is
-counted when an item is claimed, a retry waits on ``available_at``, items are taken by priority and
-then in order of arrival, a claim older than ``claim_timeout`` is taken back, and a dead worker's
-claims are given back by owner.  Time is read from an injectable clock only, so tests move it by
-hand.  Handlers never run under the lock: a handler may enqueue, and a consumer may run on a thread.
+counted when an item is claimed, a retry waits on ``available_at``, items are taken by priority,
+then in turns across sites, then in order of arrival, a claim older than ``claim_timeout`` is
+taken back, and a dead worker's claims are given back by owner.  Time is read from an
+injectable clock only, so tests move it by hand.  Handlers never run under the lock: a handler
+may enqueue, and a consumer may run on a thread.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class MemoryBroker:
     keys: MemoryKeys = field(init=False)
     #: Cancellations of items in hand (statusq.queues.cancels).
     cancels: MemoryCancels = field(init=False)
+    #: Per owner, the site its last claim served: its next claim starts at the site after it.
+    _turns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = MemoryKeys(self.clock)
@@ -150,13 +153,21 @@ class MemoryBroker:
     # -- consuming ---------------------------------------------------------------------------
 
     def claim(self, subscription: Subscription, owner: str) -> Delivery | None:
-        """The next ready item of ``subscription`` (priority, then arrival), its attempt counted."""
+        """The next ready item of ``subscription``, its attempt counted: the highest priority
+        first; within it, sites in turns (the site after the one ``owner`` last served, in name
+        order, wrapping round; the database's rule), and a site's oldest item first."""
         with self._lock:
             now = self.clock()
             ready = [i for i in self.items.values() if self._ready(i, now) and _wanted(subscription, i)]
             if not ready:
                 return None
-            return self._claim(min(ready, key=lambda i: (-i.priority, i.seq)), owner, now)
+            top = max(i.priority for i in ready)
+            ready = [i for i in ready if i.priority == top]
+            sites = sorted({i.site for i in ready})
+            after = self._turns.get(owner, "")
+            site = next((s for s in sites if s > after), sites[0])
+            self._turns[owner] = site
+            return self._claim(min((i for i in ready if i.site == site), key=lambda i: i.seq), owner, now)
 
     def claim_id(self, item_id: str, owner: str) -> Delivery | None:
         """Item ``item_id`` if it is still queued and unclaimed, whatever its ``available_at``

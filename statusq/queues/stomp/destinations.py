@@ -1,14 +1,34 @@
 """Which broker destination an item goes to, and what a destination says about its items.
 
-Default: one destination per handler group (``/queue/statusq/main``), however many sites, because
-a subscription per site does not scale to 10,000 sites.  Breakout entries
-(``group/transport`` or ``group/transport/site``) get destinations of their own, so a busy
-transport or site can be given its own subscription, prefetch window and workers.
+Default: ``[queue.stomp] shards`` destinations per handler group (``/queue/statusq/main/shard-0``
+… ``shard-3``), an item's chosen by a stable hash of its site, however many sites: a
+subscription per site does not scale to 10,000 sites, and one destination per group let a site
+that flooded it keep every other site's items behind its backlog.  A worker subscribes to every
+shard of its groups and takes from each in turn (``StompConsumer``), so a flood fills one shard
+and the other sites' items, in the others, keep their turns.  Sites that share the flooded
+site's shard (one in ``shards``) still wait behind it: a breakout entry gives a site a
+destination of its own.  ``shards = 1``: one destination per group, the layout before sharding.
+
+Breakout entries (``group/transport`` or ``group/transport/site``) get destinations of their
+own, so a busy transport or site can be given its own subscription, prefetch window and workers.
+
+Migration: a worker also subscribes to the group's unsharded destination (``/queue/statusq/main``),
+so what producers of an older statusq (or with ``shards = 1``) sent there is still drained.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+#: A shard destination is the group's own with this and the shard's number appended.
+SHARD = "/shard-"
+
+
+def shard_of(site: str, shards: int) -> int:
+    """The shard of ``site``'s items: the same in every process and host (CRC-32, not ``hash()``,
+    which is salted per process), so producers and workers that agree on ``shards`` agree on it."""
+    return zlib.crc32(site.encode("utf-8")) % shards
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +41,9 @@ class Route:
 
 
 class Destinations:
-    def __init__(self, basename: str, breakout: list[str]) -> None:
+    def __init__(self, basename: str, breakout: list[str], shards: int = 1) -> None:
         self.basename = basename
+        self.shards = shards
         self._routes = {self.basename + entry: Route(*entry.split("/")) for entry in breakout}
         self._by_key = {(r.group, r.transport, r.site): d for d, r in self._routes.items()}
 
@@ -31,12 +52,23 @@ class Destinations:
         return (
             self._by_key.get((group, transport, site))
             or self._by_key.get((group, transport, None))
-            or self.basename + group
+            or self.for_group(group, site)
         )
 
+    def for_group(self, group: str, site: str) -> str:
+        """The group's destination for ``site``'s items: its shard (or the group's one)."""
+        if self.shards <= 1:
+            return self.basename + group
+        return f"{self.basename}{group}{SHARD}{shard_of(site, self.shards)}"
+
     def for_groups(self, groups: set[str]) -> list[str]:
-        """Everything a worker serving these groups subscribes to: group queues and breakouts."""
-        group_queues = [self.basename + g for g in sorted(groups)]
+        """Everything a worker serving these groups subscribes to: each group's unsharded queue
+        (what older producers sent), its shards, and the breakouts."""
+        group_queues = []
+        for group in sorted(groups):
+            group_queues.append(self.basename + group)
+            if self.shards > 1:
+                group_queues.extend(f"{self.basename}{group}{SHARD}{n}" for n in range(self.shards))
         breakouts = sorted(d for d, r in self._routes.items() if r.group in groups)
         return group_queues + breakouts
 
@@ -46,6 +78,9 @@ class Destinations:
         if route is not None:
             return route
         rest = destination.removeprefix(self.basename)
-        if rest != destination and rest and "/" not in rest:
-            return Route(rest)
+        if rest == destination or not rest:
+            return None
+        group, _, shard = rest.partition(SHARD)
+        if "/" not in group and (not shard or shard.isdigit()):
+            return Route(group)
         return None

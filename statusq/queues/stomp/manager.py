@@ -71,7 +71,7 @@ class StompQueueManager(QueueManager):
         self.default_site = config.sites.default
         self.max_body = config.queue.max_body
         self.default_priorities = config.default_priorities()
-        self.destinations = Destinations(self.stomp.basename, self.stomp.breakout)
+        self.destinations = Destinations(self.stomp.basename, self.stomp.breakout, self.stomp.shards)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
         self._producer: StompLink | None = None
         # The application's database, its outbox table made now: SQLite could not make it later,
