@@ -16,16 +16,9 @@ from statusq.daemon.heartbeat import Heartbeat, Identity, Snapshot, backend_iden
 from statusq.daemon.processes import WorkerProcess
 from statusq.queues.db.daemons import GONE_BEATS, DaemonRow, DaemonStore
 from statusq.state import ItemInHand, WorkerState
+from tests.unit.fakes import FakeClock
 
 BEAT = 10.0
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -44,7 +37,7 @@ def identity(name: str, backend: str = "db sqlite:///x") -> Identity:
     return Identity(f"host-{name}:1:abc", f"host-{name}", len(name), "1.0", 0.0, backend, "cfg")
 
 
-def heartbeat(url: str, name: str, clock: Clock, released: list[tuple[list[str], str]], **kw: str) -> Heartbeat:
+def heartbeat(url: str, name: str, clock: FakeClock, released: list[tuple[list[str], str]], **kw: str) -> Heartbeat:
     def release(owners: list[str], reason: str) -> int:
         released.append((owners, reason))
         return len(owners)
@@ -71,7 +64,7 @@ def test_a_daemon_is_gone_after_three_of_its_own_beats() -> None:
 
 
 def test_the_row_says_what_the_supervisor_saw(url: str, store: DaemonStore) -> None:
-    clock, released = Clock(), []
+    clock, released = FakeClock(), []
     heartbeat(url, "a", clock, released).once()
     [mine] = store.list()
     assert (mine.host, mine.workers, mine.in_hand, mine.owners) == ("host-a", 2, 1, ["a-w1", "a-w2"])
@@ -82,7 +75,7 @@ def test_the_row_says_what_the_supervisor_saw(url: str, store: DaemonStore) -> N
 
 def test_a_gone_daemons_claims_are_released_once_by_a_live_one(url: str, store: DaemonStore) -> None:
     # Given two daemons beating on one store
-    clock, released = Clock(), []
+    clock, released = FakeClock(), []
     a, b = heartbeat(url, "a", clock, released), heartbeat(url, "b", clock, released)
     a.once()
     b.once()
@@ -109,7 +102,7 @@ def test_a_gone_daemons_claims_are_released_once_by_a_live_one(url: str, store: 
 
 
 def test_a_gone_daemon_on_another_queue_keeps_its_claims(url: str, store: DaemonStore) -> None:
-    clock, released = Clock(), []
+    clock, released = FakeClock(), []
     a = heartbeat(url, "a", clock, released)
     heartbeat(url, "b", clock, released, backend="db postgresql://elsewhere/db").once()
     clock.now += 4 * BEAT
@@ -118,7 +111,7 @@ def test_a_gone_daemon_on_another_queue_keeps_its_claims(url: str, store: Daemon
 
 
 def test_a_long_gone_daemon_is_forgotten_and_a_clean_stop_leaves_no_row(url: str, store: DaemonStore) -> None:
-    clock, released = Clock(), []
+    clock, released = FakeClock(), []
     a, b = heartbeat(url, "a", clock, released), heartbeat(url, "b", clock, released)
     b.once()
     clock.now += 3599.0
@@ -158,7 +151,7 @@ def test_the_web_overview_lists_every_hosts_daemons_and_marks_the_gone(tmp_path:
 
     # Given a live daemon and one silent for 4 beats in the shared store
     config = make_config(tmp_path, token=TOKEN, anonymous_read=True)
-    clock, released = Clock(time.time() - 4 * BEAT), []
+    clock, released = FakeClock(time.time() - 4 * BEAT), []
     heartbeat(config.db_url, "gone", clock, released).once()
     clock.now += 4 * BEAT
     heartbeat(config.db_url, "live", clock, released).once()
