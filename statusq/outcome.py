@@ -42,6 +42,9 @@ class Outcome(enum.Enum):
     DEAD = "dead"
     #: Not run and not counted: held by a pause, offered again after ``Result.delay``.
     HOLD = "hold"
+    #: Not run, and never will be: cancelled, purged, or a duplicate delivery of a keyed item
+    #: that already succeeded.  Acked as DONE is, but not counted as handled.
+    DROPPED = "dropped"
 
 
 class Failure(enum.StrEnum):

@@ -24,7 +24,7 @@ from statusq.outcome import Failure, Outcome, Raised, Reject, Result, Retry
 from statusq.pauses import PauseGate
 from statusq.produce import KEY_HEADER
 from statusq.queues.base import Consumer
-from statusq.queues.cancels import DROPPED, CancelView
+from statusq.queues.cancels import CancelView
 from statusq.queues.keys import UniqueKeys
 from statusq.registry import HandlerRegistry
 from statusq.retry import Policies, RetryPolicy, TransportPolicy
@@ -150,12 +150,12 @@ class ItemProcessor:
         item; or the result of an item that cannot run.  The concurrent listener calls it in the
         loop's thread, then hands the call to a thread or the event loop."""
         if KEY_HEADER in delivery.headers and self._already_done(delivery):
-            return Result(Outcome.DONE, DUPLICATE)
+            return Result(Outcome.DROPPED, DUPLICATE)
         if self.cancels is not None and (dropped := self.cancels().dropped(delivery)) is not None:
             log.info(
                 "not run: %s (id=%s site=%s transport=%s)", dropped, delivery.id, delivery.site, delivery.transport
             )
-            return Result(Outcome.DONE, dropped)
+            return Result(Outcome.DROPPED, dropped)
         # Then: a paused item is held whatever else is true of it (not even expired, not
         # dead-lettered); the rules below apply once it is resumed.
         gate = self.pauses
@@ -261,7 +261,7 @@ class ItemProcessor:
         if self.keys is None or result.reason == DUPLICATE:
             return
         keys = self.keys()
-        if result.outcome is Outcome.DONE and result.reason and result.reason.startswith(DROPPED):
+        if result.outcome is Outcome.DROPPED:
             keys.release(key, delivery.id)  # cancelled or purged: never ran
         elif result.outcome is Outcome.DONE:
             keys.finish(key, delivery.id)
@@ -274,6 +274,9 @@ class ItemProcessor:
                 self._settle_key(delivery, result)
             except Exception:
                 log.exception("could not record the unique key of id=%s; settled anyway", delivery.id)
+        if result.outcome is Outcome.DROPPED:
+            consumer.ack(delivery)  # said why when it was decided (prepare)
+            return
         if result.outcome is Outcome.DONE:
             consumer.ack(delivery)
             if log.isEnabledFor(logging.INFO):  # its arguments cost more than the no-op handler

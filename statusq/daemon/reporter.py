@@ -212,7 +212,7 @@ class StateReporter(Middleware):
         """
         state = self.state
         outcome = result.outcome.value
-        if result.outcome is not Outcome.HOLD:  # a paused item was not handled, only handed back
+        if result.outcome is not Outcome.HOLD:  # a held item was not settled, only handed back
             state.handled[outcome] = state.handled.get(outcome, 0) + 1
         item = self._finished(delivery)
         state.rss = self._rss()

@@ -132,7 +132,7 @@ class MetricsHooks(Middleware):
             if held is None:
                 held = self._child(self._held, (site, transport, result.limit), self.model.flow_held, result.limit)
             self._count(held)
-        ran = outcome is not Outcome.HOLD and (kind is None or kind in _HANDLER_RAN)
+        ran = outcome is not Outcome.HOLD and outcome is not Outcome.DROPPED and (kind is None or kind in _HANDLER_RAN)
         if ran:
             handling = self._handling.get(transport)
             if handling is None:

@@ -25,6 +25,7 @@ OUTCOMES = {
     Outcome.RETRY: "retried",
     Outcome.DEAD: "dead_lettered",
     Outcome.HOLD: "held",  # paused: handed back, not run, attempt not counted
+    Outcome.DROPPED: "dropped",  # cancelled, purged, a keyed duplicate: acked, never run
 }
 #: The ``transport`` label of an item whose transport no handler is registered for (a producer's
 #: typo must not create a series).

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from statusq.errors import InvalidArgument
 from statusq.item import Delivery
 
-#: How the reason of an item dropped unrun begins.
-DROPPED = ("cancelled:", "purged:")
 #: What a worker keeps of the store is refreshed this often.
 REFRESH = 1.0
 #: A remembered cancellation or purge is forgotten after this long (its items are long gone).

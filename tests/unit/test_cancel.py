@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from statusq import InvalidArgument
+from statusq import InvalidArgument, Outcome
 from statusq.config import Config
 from statusq.handler import QueueHandler
 from statusq.item import QueueItem
@@ -75,9 +75,11 @@ def test_an_item_fetched_before_the_cancel_is_dropped_unrun(world: World) -> Non
     assert delivery is not None
     done = world.queue.cancel([item], "sent twice")
     assert (done.removed, done.remembered) == ([], [item])
-    world.processor.process(delivery, world.consumer)
+    result = world.processor.process(delivery, world.consumer)
     assert world.handler.runs == []
     assert not world.queue.broker.items and not world.queue.broker.dead
+    # dropped, not done: acked, but never counted as handled
+    assert result.outcome is Outcome.DROPPED and result.reason == "cancelled: sent twice"
 
 
 def test_a_running_item_cannot_be_stopped_but_its_retry_is_dropped(world: World) -> None:

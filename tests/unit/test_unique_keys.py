@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from statusq import InvalidArgument, Item
+from statusq import InvalidArgument, Item, Outcome
 from statusq.config import Config
 from statusq.handler import QueueHandler
 from statusq.item import QueueItem
@@ -203,8 +203,10 @@ def test_a_duplicate_delivery_of_a_keyed_item_that_succeeded_is_acked_not_run(
     processor.process(delivery, RecordingConsumer())
     # When it is delivered again (as after its worker died)
     duplicate = RecordingConsumer()
-    processor.process(delivery, duplicate)
-    # Then it is acked and not run, and the key still points at it
+    result = processor.process(delivery, duplicate)
+    # Then it is acked and not run (dropped, not counted as handled again), and the key still
+    # points at it
+    assert result.outcome is Outcome.DROPPED
     assert handler.runs == [item_id]
     assert [d.id for d in duplicate.acked] == [item_id]
     assert queue.enqueue({}, "push", "a.example", key="once") == item_id
