@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 import statusq
+from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS
+from statusq.queues.stomp.destinations import shard_of
 from tests.conftest import ROOT, read_records, start_daemon, wait_for
 from tests.servers import reachable
 from tests.stomp import (
@@ -158,7 +160,9 @@ def test_rabbitmq_cluster_failover_loses_nothing(cluster, write_config, record_f
     producer = statusq.connect(config)
     for n in range(1600):
         producer.enqueue(item(n), "count")
-    work = cluster.queues(2)[f"{tag}.main"]
+    # (the default site's shard of the group: [queue.stomp] shards, statusq.queues.stomp.destinations)
+    main = f"{tag}.main.shard-{shard_of(DEFAULT_SITE, STOMP_SHARDS)}"
+    work = cluster.queues(2)[main]
     assert work["policy"] == "statusq-ha" and "statusq-ha2@localhost" in work["synchronised_slave_pids"], work
     # (idle 10 s, not 20: node 2 holds the queues within a second of node 1's death, where an
     # ActiveMQ slave first has to win the store's lock)
@@ -185,4 +189,4 @@ def test_rabbitmq_cluster_failover_loses_nothing(cluster, write_config, record_f
     # and every failing item reached the dead-letter queue after its retries, none lost on the way
     dead = drain(61652, broker.physical(broker.basename + "dlq"))
     assert {json.loads(body)["n"] for _headers, body in dead} == set(range(0, 2000, FAILING))
-    assert cluster.queues(2)[f"{tag}.main.delay.1000"]["policy"] == "statusq-ha", "holding queues mirrored too"
+    assert cluster.queues(2)[f"{main}.delay.1000"]["policy"] == "statusq-ha", "holding queues mirrored too"
