@@ -32,7 +32,7 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy.engine import make_url
 
 from statusq.config import Config
-from statusq.daemon.processes import WorkerProcess, release_owners
+from statusq.daemon.processes import FORK_LOCK, WorkerProcess, release_owners
 from statusq.queues.db.daemons import DaemonRow, DaemonStore, to_forget, to_release
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,12 @@ class Heartbeat:
         )  # fmt: skip
 
     def once(self) -> list[DaemonRow]:
-        """One beat: write this daemon's row, then deal with the others; the rows it saw."""
+        """One beat: write this daemon's row, then deal with the others; the rows it saw.  No
+        worker is forked meanwhile (:data:`~statusq.daemon.processes.FORK_LOCK`)."""
+        with FORK_LOCK:
+            return self._once()
+
+    def _once(self) -> list[DaemonRow]:
         store = self.open_store()
         try:
             now = self.clock()

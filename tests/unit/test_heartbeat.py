@@ -13,7 +13,7 @@ import pytest
 from statusq.cluster import cluster_row, counts
 from statusq.config import Config
 from statusq.daemon.heartbeat import Heartbeat, Identity, Snapshot, backend_identity, snapshot
-from statusq.daemon.processes import WorkerProcess
+from statusq.daemon.processes import FORK_LOCK, WorkerProcess
 from statusq.queues.db.daemons import GONE_BEATS, DaemonRow, DaemonStore
 from statusq.state import ItemInHand, WorkerState
 from tests.unit.fakes import FakeClock
@@ -160,3 +160,21 @@ def test_the_web_overview_lists_every_hosts_daemons_and_marks_the_gone(tmp_path:
     assert "Cluster: every host" in page and "1 daemon(s) gone" in page
     assert re.search(r"<td>host-gone</td><td>4</td><td>gone</td>", page)
     assert re.search(r"<td>host-live</td><td>4</td><td>alive</td>", page)
+
+
+def test_no_worker_is_forked_while_a_beat_is_in_the_store(url: str) -> None:
+    # A child forked while this thread held a lock of SQLite's, the driver's or the pool's would
+    # inherit it held and hang at its first use of the database: the beat holds FORK_LOCK.
+    seen: list[bool] = []
+
+    class Watched(DaemonStore):
+        def beat(self, row: DaemonRow) -> None:
+            seen.append(FORK_LOCK.locked())
+            super().beat(row)
+
+    clock, released = FakeClock(), []
+    beat = heartbeat(url, "a", clock, released)
+    beat.open_store = lambda: Watched.open(url)
+    beat.once()
+    assert seen == [True]
+    assert not FORK_LOCK.locked()  # and given back after the beat
