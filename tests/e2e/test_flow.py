@@ -109,6 +109,11 @@ def starts(record_file: Path, transport: str) -> list[dict[str, Any]]:
     return [r for r in read_records(record_file) if r["event"] == "start" and r["transport"] == transport]
 
 
+def dead_ids(config: Path) -> set[str]:
+    listing = run_cli("deadletters", "list", "--json", config=config)
+    return {d["id"] for d in json.loads(listing.stdout or "[]")}
+
+
 def most_in_a_second(times: list[float]) -> int:
     return max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
 
@@ -171,6 +176,11 @@ def test_rate_limit_and_concurrency_cap_hold_across_two_daemons(configs, record_
     pid = next(r["pid"] for r in starts(record_file, "capped") if r["id"] == hung)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
+    # (its redelivery, an attempt past the last with max_retries = 0, ends it dead: wait for that,
+    # so the broker has seen the killed worker's connection close before more items come; one
+    # pushed into that connection in the moment before came back marked redelivered, charged an
+    # attempt it never ran, and was dead-lettered too)
+    wait_for(lambda: hung in dead_ids(configs[0]), timeout=90, what="the hung item dead-lettered")
     with statusq.connect(configs[0]) as qm:
         later = {qm.enqueue({"sleep": 2.5}, "capped", site="a.example") for _ in range(2)}
 
@@ -191,6 +201,5 @@ def test_rate_limit_and_concurrency_cap_hold_across_two_daemons(configs, record_
     )
     assert most_at_once(intervals(record_file, later | {hung}, {hung: killed_at})) == 2
     # The hung item's next delivery was an attempt past the last (max_retries = 0): dead, not run
-    dead = json.loads(run_cli("deadletters", "list", "--json", config=configs[0]).stdout or "[]")
     assert [r for r in starts(record_file, "capped") if r["id"] == hung and r["attempt"] > 1] == []
-    assert {d["id"] for d in dead} <= {hung}
+    assert dead_ids(configs[0]) == {hung}
