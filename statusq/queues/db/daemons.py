@@ -14,13 +14,12 @@ of a few seconds only moves when a daemon shows as gone by that much.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, delete, select, update
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, select, update
 
-from statusq.queues.db.engine import create_tables, db_errors, make_engine
+from statusq.queues.db.engine import TableStore, db_errors
 
 metadata = MetaData()
 
@@ -96,20 +95,11 @@ def to_forget(rows: Iterable[DaemonRow], now: float, after: float) -> list[Daemo
     return [r for r in rows if now - r.beat_at > after]
 
 
-class DaemonStore:
+class DaemonStore(TableStore):
     """The heartbeat table at one ``db_url``.  The supervisor forks: call :meth:`close` after use
     so that no pooled connection is copied into a worker."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    @classmethod
-    def open(cls, db_url: str) -> DaemonStore:
-        """The store in the database at ``db_url``, its table created if missing."""
-        store = cls(make_engine(db_url))
-        create_tables(store.engine, metadata)
-        return store
+    metadata = metadata
 
     def beat(self, row: DaemonRow) -> None:
         """Insert or refresh this daemon's row (a beat after being seen gone revives it)."""
@@ -134,9 +124,6 @@ class DaemonStore:
             return
         with db_errors(self.engine), self.engine.begin() as conn:
             conn.execute(delete(daemons).where(daemons.c.id.in_(ids)))
-
-    def close(self) -> None:
-        self.engine.dispose()
 
 
 def read_cluster(db_url: str) -> list[DaemonRow]:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
@@ -88,3 +88,25 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
             if attempt == 2:
                 raise
             time.sleep(0.2)
+
+
+class TableStore:
+    """A small table of the shared store at ``db_url`` (pauses, removals, the daemons' beats):
+    one engine, the table made at :meth:`open` if missing, a clock for its timestamps.
+    Subclasses name their ``metadata``."""
+
+    metadata: ClassVar[MetaData]
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    @classmethod
+    def open(cls, db_url: str) -> Self:
+        """The store in the database at ``db_url``, its table created if missing."""
+        store = cls(make_engine(db_url))
+        create_tables(store.engine, cls.metadata)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -9,14 +9,12 @@ start, and nothing depends on a message it could have missed.  Workers hold what
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, insert, select, update
 
 from statusq.errors import InvalidArgument
-from statusq.queues.db.engine import create_tables, db_errors, make_engine
+from statusq.queues.db.engine import TableStore, db_errors
 
 metadata = MetaData()
 
@@ -61,19 +59,10 @@ def scope(site: str | None, transport: str | None) -> tuple[str, str]:
     return ("site", site) if site is not None else ("transport", transport or "")
 
 
-class PauseStore:
+class PauseStore(TableStore):
     """The pause table at one ``db_url``; cheap to keep open (one small pool)."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    @classmethod
-    def open(cls, db_url: str) -> PauseStore:
-        """The store in the database at ``db_url``, its table created if missing."""
-        store = cls(make_engine(db_url))
-        create_tables(store.engine, metadata)
-        return store
+    metadata = metadata
 
     def pause(self, *, site: str | None = None, transport: str | None = None, reason: str = "") -> Pause:
         """Hold ``site``'s or ``transport``'s items; pausing again only updates the reason."""
@@ -105,6 +94,3 @@ class PauseStore:
         with db_errors(self.engine), self.engine.connect() as conn:
             rows = conn.execute(select(pauses).order_by(pauses.c.paused_at, pauses.c.kind, pauses.c.name))
             return [Pause(r.kind, r.name, r.reason, r.paused_at) for r in rows]
-
-    def close(self) -> None:
-        self.engine.dispose()

@@ -9,14 +9,11 @@ broadcast, so a worker that re-reads on the command finds it there.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, exists, insert, literal, select
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, exists, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from statusq.errors import QueueError
-from statusq.queues.db.engine import create_tables, db_errors, make_engine
+from statusq.queues.db.engine import TableStore, db_errors
 
 metadata = MetaData()
 
@@ -28,19 +25,10 @@ removals = Table(
 )
 
 
-class RemovalStore:
+class RemovalStore(TableStore):
     """The removal table at one ``db_url``."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    @classmethod
-    def open(cls, db_url: str) -> RemovalStore:
-        """The store in the database at ``db_url``, its table created if missing."""
-        store = cls(make_engine(db_url))
-        create_tables(store.engine, metadata)
-        return store
+    metadata = metadata
 
     def remove(self, site: str) -> None:
         """Record ``site`` as removed; removing it again keeps the first time.
@@ -66,6 +54,3 @@ class RemovalStore:
         """Every removed site, with when it was removed."""
         with db_errors(self.engine), self.engine.connect() as conn:
             return {row.site: row.removed_at for row in conn.execute(select(removals))}
-
-    def close(self) -> None:
-        self.engine.dispose()
