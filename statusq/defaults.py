@@ -134,4 +134,6 @@ DB_CONTROL_POLL = 1.0  # s: how often a worker looks for new commands (PostgreSQ
 DB_CONTROL_KEEP = 3600.0  # s: a command row older than this is deleted by the next sender
 FLOW_LEASE = 30.0  # s: a concurrency slot not renewed this long is free again (its worker died)
 CAP_HOLD = 1.0  # s: an item over a concurrency cap is offered again about this much later
+RATE_PRUNE_EVERY = 300.0  # s: how often a worker deletes the rate buckets idle long enough to be moot
+RATE_PRUNE_AFTER = 60.0  # s: how long past both its times a bucket is kept (hosts' clocks drift)
 RATE_HOLD_MAX = 10.0  # s: the longest an item over a rate limit waits before it is checked again

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from statusq import defaults
 from statusq.config import Config, SiteConfig
 from statusq.errors import StatusqError
 from statusq.handler import QueueHandler
@@ -110,6 +111,7 @@ class FlowGate:
         self._leases: dict[int, Lease] = {}  # id(delivery) -> the slot it holds while it runs
         self._keeper: LeaseKeeper | None = None
         self._noted: dict[str, tuple[float, int]] = {}
+        self._next_prune = 0.0  # the clock's time this worker next forgets idle rate buckets
 
     def store(self) -> FlowStore:
         if self._store is None:
@@ -173,6 +175,8 @@ class FlowGate:
                 delay = self.uniform(self.cap_hold / 2, self.cap_hold)
                 what = f"transport {delivery.transport}"
                 return self._held("concurrency", what, f"{cap.limit} running", delay, delivery.transport)
+        if rates:
+            self._prune(store)
         for kind, bucket, rate in rates:
             now = self.clock()
             answer = store.take(
@@ -197,6 +201,21 @@ class FlowGate:
             self._leases[id(delivery)] = lease
             self._keep()
         return None
+
+    def _prune(self, store: FlowStore) -> None:
+        """Now and then, delete the buckets idle long enough to mean nothing (every worker does,
+        each rarely: one DELETE over a table that stays small because of it)."""
+        now = self.clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + defaults.RATE_PRUNE_EVERY
+        try:
+            gone = store.prune(now - defaults.RATE_PRUNE_AFTER)
+        except StatusqError as exc:  # the check itself decides whether the store works
+            log.warning("could not forget idle rate-limit buckets: %s", exc)
+            return
+        if gone:
+            log.debug("forgot %d idle rate-limit bucket(s)", gone)
 
     def _held(self, kind: str, what: str, limit: str, delay: float, transport: str) -> Held:
         label = "concurrency cap" if kind == "concurrency" else "rate limit"

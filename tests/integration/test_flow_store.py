@@ -32,6 +32,16 @@ def test_gcra_answers_alike_on_both_databases(store: FlowStore) -> None:
     assert later.allowed
 
 
+def test_idle_buckets_are_pruned_alike_on_both_databases(store: FlowStore) -> None:
+    now = 2_000_000.0
+    store.take("k:push:idle", now=now, interval=1.0, tolerance=0.0, horizon=10.0, token="a" * 32)
+    store.take("k:push:busy", now=now + 100, interval=1.0, tolerance=0.0, horizon=10.0, token="b" * 32)
+    assert store.prune(now + 50) == 1
+    again = store.take("k:push:idle", now=now + 100, interval=1.0, tolerance=0.0, horizon=10.0, token="c" * 32)
+    held = store.take("k:push:busy", now=now + 100, interval=1.0, tolerance=0.0, horizon=10.0, token="d" * 32)
+    assert again.allowed and not held.allowed
+
+
 def test_two_workers_racing_for_one_slot_get_it_once(db_url: str) -> None:
     # Given two stores (two workers' connections) and a cap of 1, asked at once many times
     stores = [FlowStore.open(db_url), FlowStore.open(db_url)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from statusq import defaults
 from statusq.config import Config, SiteConfig
 from statusq.errors import QueueError
 from statusq.flow import FlowGate, Rate
@@ -202,6 +203,49 @@ def test_a_rate_key_limits_each_key_apart(tmp_path: Path, store: FlowStore) -> N
         held = results[1]
         assert isinstance(held, Held) and held.limit == "key_rate"
         consumer.close()
+
+
+def test_idle_rate_buckets_are_forgotten_now_and_then_and_change_no_answer(tmp_path: Path, store: FlowStore) -> None:
+    # Given a key rate of 1/s and five keys each used once
+    clock = FakeClock()
+    config = make_config(tmp_path, key_rate_limit="1/s")
+    processor, _, _ = processor_for(config, clock, store)
+
+    def count() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM statusq_rates").scalar_one())
+
+    with MemoryQueueManager(config, MemoryBroker(clock=clock)) as qm:
+        consumer = qm.subscribe(Subscription())
+
+        def run(*keys: str) -> list[Outcome]:
+            for key in keys:
+                qm.enqueue({}, "rec", site="s.example", rate_key=key)
+            return [processor.process(d, consumer).outcome for d in iter(consumer.fetch, None)]
+
+        assert run("k0", "k1", "k2", "k3", "k4") == [Outcome.DONE] * 5
+        assert count() == 5
+
+        # When less than the prune period has gone by, nothing is forgotten (one DELETE per period)
+        clock.advance(defaults.RATE_PRUNE_EVERY / 2)
+        assert run("k5") == [Outcome.DONE]
+        assert count() == 6
+
+        # Then past it, the buckets idle longer than RATE_PRUNE_AFTER go, the fresh one stays,
+        # and a forgotten key is limited exactly as a new one: once through, the next held
+        clock.advance(defaults.RATE_PRUNE_EVERY / 2)
+        assert run("k0", "k0") == [Outcome.DONE, Outcome.HOLD]
+        assert count() == 1
+        consumer.close()
+
+
+def test_a_bucket_is_pruned_only_once_both_its_times_are_past(store: FlowStore) -> None:
+    now = 1_000.0
+    for n in range(3):  # one let through (tat: now + 10), two held in line (wait_tat: now + 30)
+        store.take("t:slow", now=now, interval=10.0, tolerance=0.0, horizon=100.0, token=f"{n:032d}")
+    assert store.prune(now + 10.5) == 0  # tat is past, the line is not
+    assert store.prune(now + 29.5) == 0
+    assert store.prune(now + 30.5) == 1
 
 
 def test_a_site_file_overrides_the_sites_default(tmp_path: Path, store: FlowStore) -> None:

@@ -99,6 +99,10 @@ TAKE_SLOT = text(
 RENEW = text("UPDATE statusq_slots SET expires_at = :expires_at WHERE holder = :holder")
 RELEASE = text("DELETE FROM statusq_slots WHERE scope = :scope AND slot = :slot AND lease = :lease")
 RELEASE_ALL = text("DELETE FROM statusq_slots WHERE holder = :holder")
+#: A bucket whose both times are past answers as a missing row would (the upsert's insert and its
+#: update agree once ``tat`` and ``wait_tat`` are behind ``now``), so it can go: rate keys are the
+#: producers' to multiply, and without this every key ever seen would keep its row.
+PRUNE = text("DELETE FROM statusq_rates WHERE tat < :before AND wait_tat < :before")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,11 @@ class FlowStore:
 
     def release(self, lease: Lease) -> None:
         self._run(RELEASE, {"scope": lease.scope, "slot": lease.slot, "lease": lease.lease})
+
+    def prune(self, before: float) -> int:
+        """Forget the buckets idle since ``before``; how many went."""
+        with db_errors(self.engine), self.engine.begin() as conn:
+            return conn.execute(PRUNE, {"before": before}).rowcount
 
     def renew(self, holder: str, expires_at: float) -> int:
         """Push back the expiry of every slot ``holder`` has (from the renewal thread)."""
