@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from statusq.cli.helpers import echo_table, runtime
+from statusq.cli.limits import configured, echo_limits, echo_removed, removed_sites, with_running
 from statusq.cli.pauses import echo_pauses
 from statusq.cluster import CLUSTER_COLUMNS, cluster_json, cluster_row
 from statusq.cluster import read as read_cluster
@@ -36,7 +37,8 @@ See docs/daemon.md and docs/monitoring.md (make docs builds them into site/).
 )
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
-    """Show the backlog per site and transport, the pauses, and this host's daemons: workers,
+    """Show the backlog per site and transport, the pauses, the removed sites, the rate limits
+    and concurrency caps (with the slots in use now), and this host's daemons: workers,
     restarts.  With --all, also every daemon of the cluster (every host sharing db_url),
     alive or gone (no heartbeat for 3 beats).
 
@@ -49,18 +51,29 @@ def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
         except StatusqError as exc:  # the shared store is down: the rest is still worth showing
             click.echo(f"pauses: unknown ({exc})", err=True)
             held = None
-    daemons = running_daemons(runtime(ctx).config.var_dir)
+    config = runtime(ctx).config
+    removed = removed_sites(config)
+    limits = with_running(config, configured(config))
+    daemons = running_daemons(config.var_dir)
     cluster = cluster_view(ctx) if every_host else None
     if as_json:
         found = [{**asdict(s), "processes": [asdict(w) for w in workers]} for s, workers in daemons]
         backlog = None if rows is None else [asdict(r) for r in rows]
-        report: dict[str, Any] = {"backlog": backlog, "totals": totals(rows), "pauses": held, "daemons": found}
+        report: dict[str, Any] = {
+            "backlog": backlog,
+            "totals": totals(rows),
+            "pauses": held,
+            "removed_sites": removed,
+            "limits": [asdict(r) for r in limits],
+            "site_rate_limit": config.sites.rate_limit,
+            "daemons": found,
+        }
         if every_host:
             report["cluster"] = None if cluster is None else [cluster_json(d) for d in cluster]
         click.echo(json.dumps(report, indent=2))
         return 0
     if rows is None:
-        subsystem = runtime(ctx).config.queue.subsystem
+        subsystem = config.queue.subsystem
         click.echo(f"backlog: ? (the {subsystem} backend cannot count it cheaply: see /metrics)")
     elif not rows:
         click.echo("no items queued, none dead")
@@ -74,6 +87,12 @@ def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
         echo_pauses(held)
     elif held is None:
         click.echo("\npauses: ? (the shared store at db_url cannot be read)")
+    if removed:
+        click.echo("")
+        echo_removed(removed)
+    if limits or config.sites.rate_limit:
+        click.echo("")
+        echo_limits(limits, config)
     for supervisor, workers in daemons:
         click.echo("\n" + daemon_summary(supervisor))
         echo_table(list(WORKER_COLUMNS), [worker_row(w) for w in workers])

@@ -179,13 +179,9 @@ def site_file(config: Config, name: str) -> Path:
 
 def removed_sites(config: Config) -> dict[str, float]:
     """The shared store's site removals (``statusq control remove-site``, from anywhere), with when."""
-    from statusq.queues.db.removals import RemovalStore  # noqa: PLC0415 - SQLAlchemy: only when asked
+    from statusq.queues.db.removals import read_removed  # noqa: PLC0415 - SQLAlchemy: only when asked
 
-    store = RemovalStore.open(config.db_url)
-    try:
-        return store.list()
-    finally:
-        store.close()
+    return read_removed(config.db_url)
 
 
 def sites(

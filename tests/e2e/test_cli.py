@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,19 @@ def test_status_table_for_people(sqlite_config: Path) -> None:
     lines = run_cli("status", config=sqlite_config).stdout.splitlines()
     assert lines[0].split() == ["SITE", "TRANSPORT", "READY", "RETRYING", "IN", "FLIGHT", "DEAD"]
     assert lines[1].split() == ["a.example", "count", "1", "0", "0", "0"]
+
+
+def test_status_shows_removed_sites_and_limits(sqlite_config: Path) -> None:
+    with sqlite_config.open("a") as f:
+        f.write('\n[transports.count]\nrate_limit = "5/s"\nmax_concurrent = 3\n')
+    assert run_cli("control", "remove-site", "gone.example", config=sqlite_config).returncode == 0
+    text = run_cli("status", config=sqlite_config).stdout
+    assert re.search(r"^gone\.example +\d+s ago$", text, re.M), text
+    assert re.search(r"^count +5/s +- +3 +0$", text, re.M), text
+    report = json.loads(run_cli("status", "--json", config=sqlite_config).stdout)
+    assert set(report["removed_sites"]) == {"gone.example"}
+    limit = report["limits"][0]
+    assert (limit["transport"], limit["scope"], limit["rate_limit"], limit["running"]) == ("count", "count", "5/s", 0)
 
 
 def test_shipped_config_is_valid() -> None:

@@ -114,6 +114,11 @@ def dead_ids(config: Path) -> set[str]:
     return {d["id"] for d in json.loads(listing.stdout or "[]")}
 
 
+def slots_in_use(config: Path) -> dict[str, int | None]:
+    limits = json.loads(run_cli("status", "--json", config=config).stdout)["limits"]
+    return {row["transport"]: row["running"] for row in limits if row["max_concurrent"] is not None}
+
+
 def most_in_a_second(times: list[float]) -> int:
     return max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
 
@@ -173,6 +178,8 @@ def test_rate_limit_and_concurrency_cap_hold_across_two_daemons(configs, record_
     with statusq.connect(configs[0]) as qm:
         hung = qm.enqueue({"sleep": 60}, "capped", site="a.example")
     wait_for(lambda: any(r["id"] == hung for r in starts(record_file, "capped")), timeout=90, what="the hung item")
+    # (and `statusq status` shows the cap with the slot the hung item holds)
+    wait_for(lambda: slots_in_use(configs[0]) == {"capped": 1}, timeout=60, what="status to show the slot in use")
     pid = next(r["pid"] for r in starts(record_file, "capped") if r["id"] == hung)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()

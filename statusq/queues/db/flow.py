@@ -98,6 +98,7 @@ TAKE_SLOT = text(
 )
 RENEW = text("UPDATE statusq_slots SET expires_at = :expires_at WHERE holder = :holder")
 RELEASE = text("DELETE FROM statusq_slots WHERE scope = :scope AND slot = :slot AND lease = :lease")
+RUNNING = text("SELECT scope, count(*) AS n FROM statusq_slots WHERE expires_at >= :now GROUP BY scope")
 RELEASE_ALL = text("DELETE FROM statusq_slots WHERE holder = :holder")
 #: A bucket whose both times are past answers as a missing row would (the upsert's insert and its
 #: update agree once ``tat`` and ``wait_tat`` are behind ``now``), so it can go: rate keys are the
@@ -195,6 +196,11 @@ class FlowStore:
 
     def release(self, lease: Lease) -> None:
         self._run(RELEASE, {"scope": lease.scope, "slot": lease.slot, "lease": lease.lease})
+
+    def running(self, now: float) -> dict[str, int]:
+        """Slots in use per cap (leases not expired at ``now``): for ``statusq status``."""
+        with db_errors(self.engine), self.engine.connect() as conn:
+            return {row.scope: int(row.n) for row in conn.execute(RUNNING, {"now": now})}
 
     def prune(self, before: float) -> int:
         """Forget the buckets idle since ``before``; how many went."""

@@ -54,3 +54,13 @@ class RemovalStore(TableStore):
         """Every removed site, with when it was removed."""
         with db_errors(self.engine), self.engine.connect() as conn:
             return {row.site: row.removed_at for row in conn.execute(select(removals))}
+
+
+def read_removed(db_url: str) -> dict[str, float]:
+    """The removed sites at ``db_url`` with when, over a connection opened and closed for it
+    (the status command, the web page: readers that do not keep a store open)."""
+    store = RemovalStore.open(db_url)
+    try:
+        return store.list()
+    finally:
+        store.close()
