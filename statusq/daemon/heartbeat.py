@@ -32,7 +32,8 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy.engine import make_url
 
 from statusq.config import Config
-from statusq.daemon.processes import FORK_LOCK, WorkerProcess, release_owners
+from statusq.daemon.processes import WorkerProcess, release_owners
+from statusq.forklock import FORK_LOCK
 from statusq.queues.db.daemons import DaemonRow, DaemonStore, to_forget, to_release
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Heartbeat:
 
     def once(self) -> list[DaemonRow]:
         """One beat: write this daemon's row, then deal with the others; the rows it saw.  No
-        worker is forked meanwhile (:data:`~statusq.daemon.processes.FORK_LOCK`)."""
+        worker is forked meanwhile (:data:`~statusq.forklock.FORK_LOCK`)."""
         with FORK_LOCK:
             return self._once()
 

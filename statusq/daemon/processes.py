@@ -13,7 +13,6 @@ import os
 import select
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from statusq.config import Config
 from statusq.daemon.child import SUPERVISOR_SIGNALS, WorkerSpec, run_worker
 from statusq.errors import StatusqError
+from statusq.forklock import FORK_LOCK, FORK_WAIT
 from statusq.limits import MemoryProbe
 from statusq.runtime import Runtime
 from statusq.state import SupervisorState, WorkerState, describe_worker, read_worker
@@ -136,22 +136,13 @@ class SignalFlags:
         os.close(self._wake_w)
 
 
-#: Held by a supervisor thread while it is inside a database driver (the heartbeat's beat), and
-#: by :func:`fork_worker` around ``fork()``: a child forked while another thread held a lock of
-#: SQLite's, the driver's or the pool's inherits it held, with no thread left to release it, and
-#: hangs at its first use of that database (a worker seen stuck for minutes after one item).
-FORK_LOCK = threading.Lock()
-#: How long a fork waits for a beat to end; past it (the store hangs) it forks anyway, warned.
-FORK_WAIT = 30.0
-
-
 def fork_worker(spec: WorkerSpec) -> int:
     """Fork a worker running ``spec``; the child never comes back from here."""
     sys.stdout.flush()
     sys.stderr.flush()
     locked = FORK_LOCK.acquire(timeout=FORK_WAIT)
     if not locked:
-        log.warning("a heartbeat has held the shared store for %gs: forking a worker anyway", FORK_WAIT)
+        log.warning("a thread has held a database for %gs: forking a worker anyway", FORK_WAIT)
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     try:
         pid = os.fork()

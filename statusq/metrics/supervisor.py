@@ -21,6 +21,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, multiprocess
 
 from statusq.config import Config
+from statusq.forklock import fork_safe
 from statusq.metrics import MULTIPROC_ENV
 from statusq.metrics.archive import Archive
 from statusq.metrics.collector import Cached, DaemonCollector
@@ -79,12 +80,14 @@ class SupervisorMetrics:
         subsystem = config().queue.subsystem
         backlog = None
         if subsystem == "db":
-            backlog = Cached(db_backlog(config), ttl, "backlog")
+            backlog = Cached(fork_safe(db_backlog(config)), ttl, "backlog")
         elif subsystem == "stomp":
             backlog = Cached(ActiveMQBacklog(config, self._served_groups), ttl, "ActiveMQ statistics")
-        dispatch = Cached(dispatch_queues(config), ttl, "dispatch queues")
-        pauses = Cached(paused(config), ttl, "pauses")
-        daemons = Cached(cluster(config), ttl, "cluster heartbeats")
+        # The database sources are read holding the fork lock (statusq.forklock); ActiveMQ's
+        # statistics come over a socket of their own and may take seconds: a fork need not wait.
+        dispatch = Cached(fork_safe(dispatch_queues(config)), ttl, "dispatch queues")
+        pauses = Cached(fork_safe(paused(config)), ttl, "pauses")
+        daemons = Cached(fork_safe(cluster(config)), ttl, "cluster heartbeats")
         collector = DaemonCollector(self.run_dir, backlog, dispatch, pauses, daemons)
         registry = daemon_registry(self.folder, collector, self.archive)
         server = MetricsServer(registry, self.settings.listen)

@@ -16,6 +16,7 @@ import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from statusq.forklock import FORK_LOCK
 from statusq.web.app import App, Response
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {key: value for key, value in self.headers.items()}
         try:
-            response = self.server.app.handle(method, self.path, headers, body)
+            with FORK_LOCK:  # the page reads databases from a thread of the supervisor (statusq.forklock)
+                response = self.server.app.handle(method, self.path, headers, body)
         except Exception:  # one failing page must not take the server down
             log.exception("web page: %s %s failed", method, self.path[:200])
             response = Response(500, b"internal error: see the daemon's log", "text/plain; charset=utf-8")

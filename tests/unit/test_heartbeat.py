@@ -13,7 +13,8 @@ import pytest
 from statusq.cluster import cluster_row, counts
 from statusq.config import Config
 from statusq.daemon.heartbeat import Heartbeat, Identity, Snapshot, backend_identity, snapshot
-from statusq.daemon.processes import FORK_LOCK, WorkerProcess
+from statusq.daemon.processes import WorkerProcess
+from statusq.forklock import FORK_LOCK
 from statusq.queues.db.daemons import GONE_BEATS, DaemonRow, DaemonStore
 from statusq.state import ItemInHand, WorkerState
 from tests.unit.fakes import FakeClock
