@@ -101,7 +101,10 @@ class StompConfig(_Section):
     persistent: bool = True
     #: None: follows ``[daemon] concurrency`` (:func:`statusq.defaults.prefetch_for`).
     prefetch: int | None = Field(default=None, ge=1, le=10000)
-    heartbeats: tuple[int, int] = (10000, 10000)  # ms we send, ms we want; 0 turns one off
+    #: Heart-beats in ms: we send, we want (0 turns one off).  The broker's, well inside
+    #: receipt_timeout, tell a broker that is alive but confirms nothing (throttling: BrokerFull,
+    #: no resend) from one that is gone (another server, the SEND once more).
+    heartbeats: tuple[int, int] = (10000, 4000)
     breakout: list[Annotated[str, AfterValidator(_breakout)]] = Field(default_factory=list)
     #: Destinations per handler group, an item's chosen by a hash of its site; a worker takes
     #: from each in turn, so one site's flood cannot keep every other site waiting.  Producers

@@ -71,9 +71,11 @@ class ConnectionClosed(QueueError):
 
 
 class BrokerFull(QueueError):
-    """The broker refused the call's items because it is full or throttling (a memory, store or
-    disk limit was reached and stayed so for the broker's grace time): nothing of that call was
-    enqueued, and the connection was closed.  Try again later; a backlog that drains frees it.
+    """The broker refused the call's items because it is full (a memory, store or disk limit was
+    reached and stayed so for the broker's grace time: nothing of that call was enqueued), or it
+    is throttling producers (alive, but no receipt within ``receipt_timeout``: RabbitMQ's memory
+    and disk alarms; what was sent may still be enqueued once it lets go).  Try again later; a
+    backlog that drains frees it.
     Caught apart from other queue errors so an application can shed or delay load instead of
     failing the web request it came from."""
 

@@ -1,12 +1,19 @@
-"""A full broker pushes back instead of dying (issue 18): the limits scripts/servers/activemq.sh
-writes (``<systemUsage>`` with ``sendFailIfNoSpaceAfterTimeout``), filled on purpose.
+"""A full broker pushes back instead of dying (issue 18).
 
-The broker here is the test's own, with limits small enough to reach in seconds (a 3 MB store in
-1 MB journal files); the shipped and started brokers have the same policy at full size.
+ActiveMQ: the limits scripts/servers/activemq.sh writes (``<systemUsage>`` with
+``sendFailIfNoSpaceAfterTimeout``), filled on purpose on the test's own broker, with limits small
+enough to reach in seconds (a 3 MB store in 1 MB journal files); the shipped and started brokers
+have the same policy at full size.
+
+RabbitMQ: a memory alarm (what the node raises past ``vm_memory_high_watermark``), raised on the
+suite's node by setting the watermark to 0 for the test's length: every publisher is blocked,
+consumers go on.  Filling real memory would take minutes and gigabytes; the alarm is the same.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,8 +21,8 @@ import pytest
 
 import statusq
 from statusq import BrokerFull
-from tests.conftest import read_records, start_daemon, wait_for
-from tests.stomp import PrivateActiveMQ, make_broker, private_activemq, stomp_toml
+from tests.conftest import ROOT, read_records, start_daemon, wait_for
+from tests.stomp import PORTS, PrivateActiveMQ, make_broker, private_activemq, stomp_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -81,3 +88,103 @@ def _takes(config: Path) -> bool:
     except BrokerFull:
         return False
     return True
+
+
+#: The suite's node; STATUSQ_TEST_RABBITMQ_SH names another node's script (a private node to try
+#: this test on while others use the suite's).
+RABBITMQ_SH = os.environ.get("STATUSQ_TEST_RABBITMQ_SH", str(ROOT / "scripts" / "servers" / "rabbitmq.sh"))
+RABBITMQ_PORT = int(os.environ.get("STATUSQ_TEST_RABBITMQ_PORT", PORTS["rabbitmq"]))
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run([RABBITMQ_SH, "ctl", *args], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr or done.stdout}"
+    return done.stdout.strip()
+
+
+def _alarms() -> str:
+    return _rabbitmqctl("eval", "rabbit_alarm:get_alarms().")
+
+
+@pytest.fixture
+def memory_alarm() -> Iterator[Callable[[bool], None]]:
+    """Raise (True) and clear (False) a memory alarm on the node; cleared whatever happens."""
+    make_broker("rabbitmq", RABBITMQ_PORT)  # skips (fails under CI=true) without the node
+    before = _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    assert _alarms() == "[]", "the node is already in alarm: its tests would hang"
+
+    def alarm(on: bool) -> None:
+        _rabbitmqctl("set_vm_memory_high_watermark", "0" if on else before)
+        wait_for(lambda: (_alarms() != "[]") == on, timeout=30, what=f"the memory alarm {'on' if on else 'off'}")
+
+    try:
+        yield alarm
+    finally:
+        alarm(False)
+
+
+def test_a_rabbitmq_memory_alarm_blocks_producers_with_a_clear_error_and_loses_nothing(
+    memory_alarm: Callable[[bool], None], write_config: Callable[..., Path], record_file: Path, tmp_path: Path
+) -> None:
+    # Given a daemon consuming from the node, and 20 items it handled
+    broker = make_broker("rabbitmq", RABBITMQ_PORT)
+    toml = stomp_toml(broker, receipt_timeout="2s", heartbeats=[10000, 500])
+    config = write_config("sqlite:///unused.sqlite", toml, queue={"subsystem": "stomp"})
+    start_daemon(config, "--workers", "1", log=tmp_path / "daemon.log")
+    accepted: list[int] = []
+    with statusq.connect(config) as qm:
+        for n in range(20):
+            qm.enqueue({"n": n}, "count")
+            accepted.append(n)
+    wait_for(lambda: len(read_records(record_file)) == 20, timeout=90, what="the first 20 items")
+
+    # When the node raises a memory alarm, and a producer enqueues (on one connection, and on
+    # a new one: RabbitMQ lets a connection's first SEND through before it blocks it)
+    memory_alarm(True)
+    unsure: list[int] = []  # refused with no receipt: the broker may still take them when it lets go
+    with statusq.connect(config) as qm:
+        for n in (20, 21, 22):
+            try:
+                qm.enqueue({"n": n}, "count")
+            except BrokerFull as refused:
+                # Then an enqueue that gets no receipt from a broker still beating says it is
+                # throttling (within receipt_timeout, by construction), and is not sent again
+                # elsewhere: a resend on a new connection would go through and be a copy
+                assert "no receipt within 2s from a broker that is alive" in str(refused), refused
+                assert "memory or disk alarm" in str(refused), refused
+                unsure.append(n)
+            else:
+                accepted.append(n)
+    assert unsure, "the memory alarm blocked no enqueue"
+
+    # When the alarm clears, producers are served again and the daemon handles what came
+    memory_alarm(False)
+    with statusq.connect(config) as qm:
+        for n in range(23, 43):
+            qm.enqueue({"n": n}, "count")
+            accepted.append(n)
+
+    # Then every item whose enqueue returned is handled, and each item once: the throttled
+    # ones at most once (taken when the node let go, or never)
+    def handled() -> list[int]:
+        return [r["n"] for r in read_records(record_file)]
+
+    wait_for(lambda: set(accepted) <= set(handled()), timeout=120, what="every accepted item")
+    seen = handled()
+    assert len(seen) == len(set(seen)), "an item ran twice"
+    assert set(seen) <= set(accepted) | set(unsure)
+
+
+def test_the_suite_node_runs_with_the_limits_we_ship() -> None:
+    # The shipped conf/rabbitmq.conf's memory alarm and message size are the node's; the free
+    # disk limit is the suite's own (1 GB, for small CI disks), consumer_timeout RabbitMQ's default.
+    make_broker("rabbitmq", RABBITMQ_PORT)
+    shipped = dict(
+        line.split(" = ", 1) for line in (ROOT / "conf" / "rabbitmq.conf").read_text().splitlines() if " = " in line
+    )
+    keys = "vm_memory_high_watermark, disk_free_limit, max_message_size, consumer_timeout"
+    found = _rabbitmqctl("eval", f"[element(2, application:get_env(rabbit, K)) || K <- [{keys}]].")
+    memory, size, timeout = (
+        shipped[k] for k in ("vm_memory_high_watermark.relative", "max_message_size", "consumer_timeout")
+    )
+    assert found == f'[{memory},"1GB",{size},{timeout}]', "restart the node: rabbitmq.sh stop && rabbitmq.sh ensure"

@@ -125,6 +125,9 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         #: Called (receiver thread) when a receipt comes or can no longer come: lets a writer
         #: waiting on pipelined commits look at once instead of at its next turn.
         self.receipt_hook: Callable[[], None] | None = None
+        #: When the broker last sent a heartbeat or a receipt (monotonic): a receipt that does
+        #: not come from a broker heard meanwhile means it is alive and holding us back.
+        self.heard_at = 0.0
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
@@ -148,7 +151,11 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self.frames.put(Frame(self.generation, headers, body))
         self._wake()
 
+    def on_heartbeat(self) -> None:
+        self.heard_at = time.monotonic()
+
     def on_receipt(self, frame: Any) -> None:
+        self.heard_at = time.monotonic()
         receipt = frame.headers.get("receipt-id", "")
         event = self._receipts.get(receipt)
         if event is not None and not self._confirmed.get(receipt):  # a receipt counts once
@@ -405,10 +412,20 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def _await(self, receipt: str, event: threading.Event | _Countdown, deadline: float) -> None:
         if not event.wait(max(0.0, deadline - time.monotonic())):
+            waited = self.config.receipt_timeout
+            if self.heard_at > deadline - waited:
+                # Alive (it sent heartbeats meanwhile) but confirming nothing: throttling.  No
+                # resend on another connection: RabbitMQ lets a new connection's first SEND
+                # through before blocking it, so each resend would add a copy and load.
+                raise BrokerFull(
+                    f"{self.name}: no receipt within {waited:g}s from a broker that is alive (its "
+                    "heartbeats came meanwhile): it is throttling producers (RabbitMQ blocks them "
+                    "while a memory or disk alarm lasts; ActiveMQ's producer flow control). What "
+                    "was sent may still be enqueued when it lets go: try again later"
+                )
             raise ConnectionClosed(
-                f"{self.name}: no receipt within {self.config.receipt_timeout:g}s: the broker is "
-                "overloaded, throttling producers (RabbitMQ blocks them while a memory or disk "
-                "alarm lasts), or unreachable"
+                f"{self.name}: no receipt within {waited:g}s and nothing heard from the broker "
+                "meanwhile: it is unreachable, frozen or overloaded"
             )
         failed = self._failed_receipts.pop(receipt, None)
         if failed is not None and failed.startswith(FULL):
