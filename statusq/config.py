@@ -168,6 +168,10 @@ class QueueConfig(_Section):
     flow_lease: Duration = Field(default=defaults.FLOW_LEASE, ge=1)
     cap_hold: Duration = Field(default=defaults.CAP_HOLD, gt=0)
     rate_hold_max: Duration = Field(default=defaults.RATE_HOLD_MAX, gt=0)
+    #: Long transports on a broker (statusq.queues.stomp.longjobs): a held item's lease, renewed
+    #: every third of it while it runs; a killed worker's items go back to the broker this long
+    #: after its last renewal.
+    long_lease: Duration = Field(default=defaults.LONG_LEASE, ge=1)
     stomp: StompConfig = StompConfig()
     db: DBConfig = DBConfig()
 
@@ -351,6 +355,9 @@ class TransportConfig(HandlerSettings):
     #: At most this many of the transport's items running at once: cluster-wide, or per host.
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
     concurrency_scope: Literal["cluster", "host"] = "cluster"
+    #: On a broker: take each item off it (into the shared store at db_url) before its handler
+    #: starts, so a run past the broker's consumer timeout is neither redelivered nor lost.
+    long: bool = False
 
 
 def _transport_names(value: dict[str, TransportConfig]) -> dict[str, TransportConfig]:

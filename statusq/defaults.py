@@ -132,6 +132,7 @@ SITE_RECHECK = 2.0  # s: how often a worker re-reads the site removals (a contro
 DB_CONTROL_TABLE = "statusq_control"  # also its NOTIFY channel, and the commands' "destination"
 DB_CONTROL_POLL = 1.0  # s: how often a worker looks for new commands (PostgreSQL: NOTIFY wakes it)
 DB_CONTROL_KEEP = 3600.0  # s: a command row older than this is deleted by the next sender
+LONG_LEASE = 30.0  # s: a long item's lease in the shared store (statusq.queues.db.longitems)
 FLOW_LEASE = 30.0  # s: a concurrency slot not renewed this long is free again (its worker died)
 CAP_HOLD = 1.0  # s: an item over a concurrency cap is offered again about this much later
 RATE_PRUNE_EVERY = 300.0  # s: how often a worker deletes the rate buckets idle long enough to be moot

@@ -49,6 +49,19 @@ class Broker:
 PORTS = {"activemq": 61613, "rabbitmq": 61614}
 
 
+#: The suite's RabbitMQ node's script (`rabbitmq.sh ctl ...`: rabbitmqctl on it) and STOMP port;
+#: STATUSQ_TEST_RABBITMQ_SH and _PORT name another node's, to try a test that changes the node's
+#: settings (an alarm, a consumer timeout) on a private node while others use the suite's.
+RABBITMQ_SH = os.environ.get("STATUSQ_TEST_RABBITMQ_SH", str(ROOT / "scripts" / "servers" / "rabbitmq.sh"))
+RABBITMQ_PORT = int(os.environ.get("STATUSQ_TEST_RABBITMQ_PORT", PORTS["rabbitmq"]))
+
+
+def rabbitmqctl(*args: str) -> str:
+    done = subprocess.run([RABBITMQ_SH, "ctl", *args], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr or done.stdout}"
+    return done.stdout.strip()
+
+
 def make_broker(name: str, port: int | None = None) -> Broker:
     port = port or PORTS[name]
     require("127.0.0.1", port, f"{name} STOMP")

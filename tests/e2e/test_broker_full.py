@@ -12,8 +12,6 @@ consumers go on.  Filling real memory would take minutes and gigabytes; the alar
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 import statusq
 from statusq import BrokerFull
 from tests.conftest import ROOT, read_records, start_daemon, wait_for
-from tests.stomp import PORTS, PrivateActiveMQ, make_broker, private_activemq, stomp_toml
+from tests.stomp import RABBITMQ_PORT, PrivateActiveMQ, make_broker, private_activemq, rabbitmqctl, stomp_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -90,31 +88,19 @@ def _takes(config: Path) -> bool:
     return True
 
 
-#: The suite's node; STATUSQ_TEST_RABBITMQ_SH names another node's script (a private node to try
-#: this test on while others use the suite's).
-RABBITMQ_SH = os.environ.get("STATUSQ_TEST_RABBITMQ_SH", str(ROOT / "scripts" / "servers" / "rabbitmq.sh"))
-RABBITMQ_PORT = int(os.environ.get("STATUSQ_TEST_RABBITMQ_PORT", PORTS["rabbitmq"]))
-
-
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run([RABBITMQ_SH, "ctl", *args], capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr or done.stdout}"
-    return done.stdout.strip()
-
-
 def _alarms() -> str:
-    return _rabbitmqctl("eval", "rabbit_alarm:get_alarms().")
+    return rabbitmqctl("eval", "rabbit_alarm:get_alarms().")
 
 
 @pytest.fixture
 def memory_alarm() -> Iterator[Callable[[bool], None]]:
     """Raise (True) and clear (False) a memory alarm on the node; cleared whatever happens."""
     make_broker("rabbitmq", RABBITMQ_PORT)  # skips (fails under CI=true) without the node
-    before = _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    before = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
     assert _alarms() == "[]", "the node is already in alarm: its tests would hang"
 
     def alarm(on: bool) -> None:
-        _rabbitmqctl("set_vm_memory_high_watermark", "0" if on else before)
+        rabbitmqctl("set_vm_memory_high_watermark", "0" if on else before)
         wait_for(lambda: (_alarms() != "[]") == on, timeout=30, what=f"the memory alarm {'on' if on else 'off'}")
 
     try:
@@ -183,7 +169,7 @@ def test_the_suite_node_runs_with_the_limits_we_ship() -> None:
         line.split(" = ", 1) for line in (ROOT / "conf" / "rabbitmq.conf").read_text().splitlines() if " = " in line
     )
     keys = "vm_memory_high_watermark, disk_free_limit, max_message_size, consumer_timeout"
-    found = _rabbitmqctl("eval", f"[element(2, application:get_env(rabbit, K)) || K <- [{keys}]].")
+    found = rabbitmqctl("eval", f"[element(2, application:get_env(rabbit, K)) || K <- [{keys}]].")
     memory, size, timeout = (
         shipped[k] for k in ("vm_memory_high_watermark.relative", "max_message_size", "consumer_timeout")
     )

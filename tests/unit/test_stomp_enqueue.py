@@ -4,6 +4,7 @@ real ones)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,7 @@ def consumer_with(flavor: str, *frames: Frame) -> tuple[StompConsumer, FakeWrite
     consumer.outgoing = wire.delivery_mode(True)
     consumer._pending = {"sub-0": deque()}
     consumer._turns = deque(["sub-0"])
+    consumer._fetching = threading.Lock()
     return consumer, writer
 
 
@@ -204,6 +206,29 @@ def test_an_item_that_came_before_its_eta_is_sent_back_to_wait_the_rest() -> Non
     assert resend.headers[wire.ATTEMPT] == "1" and resend.headers[wire.ID] == early.headers[wire.ID]
     assert "redelivered" not in resend.headers and "ack" not in resend.headers
     assert consumer.fetch() is None
+
+
+def test_frames_waiting_behind_a_long_item_are_handed_back_counts_intact() -> None:
+    # Given two frames fetched ahead while the worker's only slot runs a long item
+    waiting = [frame(None, 1), frame(None, 2)]
+    consumer, writer = consumer_with("rabbitmq", *waiting)
+
+    # When the keeper first looks, it only notes them; when it looks again past the age, each
+    # goes back with the ACK of its delivery, its attempt kept, no broker header copied
+    assert consumer.give_back_waiting(older_than=0.0) == 0 and writer.resends == []
+    assert consumer.give_back_waiting(older_than=0.0) == 2
+    assert [(g, r.ack_id) for g, r in writer.resends] == [(7, "ack-1"), (7, "ack-2")]
+    assert all(r.destination == BASE + "main" and r.headers[wire.ATTEMPT] == "1" for _, r in writer.resends)
+    assert all("redelivered" not in r.headers and "ack" not in r.headers for _, r in writer.resends)
+    assert consumer.fetch() is None  # nothing left to run twice
+
+
+def test_frames_younger_than_the_age_stay() -> None:
+    consumer, writer = consumer_with("rabbitmq", frame(None, 1))
+    consumer.give_back_waiting(older_than=3600.0)
+    assert consumer.give_back_waiting(older_than=3600.0) == 0 and writer.resends == []
+    delivery = consumer.fetch()
+    assert delivery is not None and delivery.token.ack_id == "ack-1"
 
 
 def test_a_producers_declaring_message_is_acked_unseen() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -71,6 +72,8 @@ class StompConsumer(Consumer):
             sub_id = self.link.subscribe(destination, "client-individual", window)
             self._pending[sub_id] = deque()
         self._turns: deque[str] = deque(self._pending)
+        #: The loop's fetch against a long item's keeper thread handing back what waits.
+        self._fetching = threading.Lock()
         self._redial = Redial(self.link, self.config, "consumer")
         self.writer = SettlementWriter(
             self.link,
@@ -136,6 +139,10 @@ class StompConsumer(Consumer):
         early goes back to wait, a producer's queue-declaring message is acked unseen."""
         if not self.link.connected and not self._connect():
             return None
+        with self._fetching:
+            return self._fetch()
+
+    def _fetch(self) -> Delivery | None:
         self._sort_incoming()
         while (frame := self._next_frame()) is not None:
             if wire.DECLARE in frame.headers:  # a producer's way to have its queue made: no item
@@ -188,15 +195,28 @@ class StompConsumer(Consumer):
             self.writer.ack(token.generation, token.ack_id)
 
     def retry(self, delivery: Delivery, delay: float, error: str) -> None:
+        self._resend_and_ack(delivery, *self.retry_message(delivery, delay, error))
+
+    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+        self._resend_and_ack(delivery, *self.defer_message(delivery, delay))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._resend_and_ack(delivery, *self.dead_letter_message(delivery, reason))
+
+    # What each settlement sends in place of the delivery: (destination, headers).  Apart from
+    # the sending, so a long item (statusq.queues.stomp.longjobs), acked before it ran, is sent
+    # the same way without an ACK.
+
+    def retry_message(self, delivery: Delivery, delay: float, error: str) -> tuple[str, dict[str, str]]:
         token = delivery.token
         assert isinstance(token, wire.FrameToken)
         headers = wire.copy_headers(
             delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
         )
         destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
-        self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
+        return destination, self.outgoing({**headers, **extra})
 
-    def defer(self, delivery: Delivery, delay: float, reason: str) -> None:
+    def defer_message(self, delivery: Delivery, delay: float) -> tuple[str, dict[str, str]]:
         """Re-sent to wait ``delay`` as a retry is, but with the same attempt number: it did not
         run (a pause holds it).  Its last error is kept, not replaced by the pause."""
         token = delivery.token
@@ -209,9 +229,9 @@ class StompConsumer(Consumer):
             extra[wire.ETA] = f"{time.time() + delay:.3f}"
         else:
             destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
-        self._resend_and_ack(delivery, destination, self.outgoing({**headers, **extra}))
+        return destination, self.outgoing({**headers, **extra})
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def dead_letter_message(self, delivery: Delivery, reason: str) -> tuple[str, dict[str, str]]:
         token = delivery.token
         assert isinstance(token, wire.FrameToken)
         headers = wire.copy_headers(
@@ -224,7 +244,7 @@ class StompConsumer(Consumer):
                 wire.DEAD_AT: f"{time.time():.6f}",
             },
         )
-        self._resend_and_ack(delivery, self.config.dead_letter_destination, self.outgoing(headers))
+        return self.config.dead_letter_destination, self.outgoing(headers)
 
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the
@@ -234,22 +254,56 @@ class StompConsumer(Consumer):
             log.warning("settlement writer did not stop in time (what it held is redelivered)")
         if not self.link.connected:
             return
-        self._sort_incoming()
-        frames = [f for q in self._pending.values() for f in q]
-        for q in self._pending.values():
-            q.clear()
+        frames = self._prefetched()
         if not frames:
             return
         try:
             with self.link.transaction() as tx:
                 for frame in frames:
-                    headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
-                    destination = frame.headers.get("destination", "")
-                    self.link.send_in(tx, destination, frame.body, self.outgoing(headers))
+                    destination, body, headers = self._given_back(frame)
+                    self.link.send_in(tx, destination, body, headers)
                     self.link.ack_in(tx, frame.headers.get("ack", ""))
             log.info("released %d prefetched item(s) back to the broker", len(frames))
         except QueueError as exc:
             log.warning("could not release prefetched items (the broker redelivers them): %s", exc)
+
+    def give_back_waiting(self, older_than: float) -> int:
+        """Hand back the frames fetched ahead that have waited ``older_than`` seconds or more
+        (since a call first saw them), counts intact, with the next settlements; how many.
+
+        From another thread (statusq.queues.stomp.longjobs), while a long item runs: on RabbitMQ
+        a frame left unacked past the consumer timeout makes the broker close the channel and
+        take back everything the worker holds.  The broker sends others in their place (the
+        window is freed): those go back in their turn, cycling at most a prefetch window."""
+        now = time.monotonic()
+        back: list[Frame] = []
+        with self._fetching:
+            self._sort_incoming()
+            for frames in self._pending.values():
+                keep = [f for f in frames if not f.seen or now - f.seen < older_than]
+                back += [f for f in frames if f.seen and now - f.seen >= older_than]
+                frames.clear()
+                frames.extend(keep)
+                for frame in keep:
+                    frame.seen = frame.seen or now
+        for frame in back:
+            if frame.generation == self.link.generation:
+                ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
+                self.writer.resend(frame.generation, Resend(ack_id, *self._given_back(frame)))
+        if back:
+            log.info("%d item(s) fetched ahead handed back: a long item keeps this worker busy", len(back))
+        return len(back)
+
+    def _prefetched(self) -> list[Frame]:
+        self._sort_incoming()
+        frames = [f for q in self._pending.values() for f in q if f.generation == self.link.generation]
+        for q in self._pending.values():
+            q.clear()
+        return frames
+
+    def _given_back(self, frame: Frame) -> tuple[str, bytes, dict[str, str]]:
+        headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
+        return frame.headers.get("destination", ""), frame.body, self.outgoing(headers)
 
     def close(self) -> None:
         with contextlib.suppress(ConnectionClosed):

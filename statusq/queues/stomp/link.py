@@ -50,6 +50,8 @@ class Frame:
     generation: int
     headers: dict[str, str]
     body: bytes
+    #: When a consumer first saw it waiting (statusq.queues.stomp.consumer.give_back_waiting).
+    seen: float = 0.0
 
 
 #: One message of a batch: destination, body, headers.

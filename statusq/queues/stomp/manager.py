@@ -200,7 +200,7 @@ class StompQueueManager(QueueManager):
     # -- a worker's parts ---------------------------------------------------------------------
 
     def subscribe(self, subscription: Subscription) -> Consumer:
-        return StompConsumer(
+        consumer = StompConsumer(
             self.stomp,
             self.destinations.for_groups(self.groups_for(subscription)),
             self.destinations,
@@ -209,6 +209,15 @@ class StompQueueManager(QueueManager):
             ack_flush=self.config.queue.ack_flush,
             prefetch=self.config.prefetch,
         )
+        long = frozenset(name for name, t in self.config.transports.items() if t.long)
+        if not long:
+            return consumer
+        # Local: SQLAlchemy, only in a worker that serves a long transport.
+        from statusq.queues.db.longitems import LongItemStore  # noqa: PLC0415
+        from statusq.queues.stomp.longjobs import LongJobs  # noqa: PLC0415
+
+        url = self.config.db_url
+        return LongJobs(consumer, long, lambda: LongItemStore.open(url), self.stomp, self.config.queue.long_lease)
 
     def control_channel(self) -> ControlChannel | None:
         if not self.stomp.control_channel:
