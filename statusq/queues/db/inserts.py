@@ -4,16 +4,17 @@ batch; on SQLite one ``executemany`` for a batch.
 Why not the generic path: one item through ``engine.begin()`` cost BEGIN, the INSERT, a
 ``SELECT pg_notify``, and COMMIT, four round trips where one does (an INSERT and its NOTIFY in
 one statement, committed on its own).  That statement through an SQLAlchemy connection of an
-autocommit pool then still cost 220 µs of the producer's CPU per item (checkout, execution
-context, result metadata, the reset on checkin), more than PgQueuer's whole enqueue (120 µs)
-and most of a commit's wall time here (300-500 µs): :class:`OneByOne` runs it on psycopg's own
-connections, 60 µs.  A batch through SQLAlchemy's insertmanyvalues built a SQL
-text of every row that the driver then parsed again (2.7 s of a 10,000-item ``enqueue_many``
-went to splitting that string).  Rows as one JSON document read by ``json_to_recordset`` came
-next (bodies in base64): 4-5 µs of the producer's CPU per row and the server's JSON parsing.
-Now a batch is one binary ``COPY`` (psycopg 3 writes each row in C, bodies as they are): under
-1 µs per row here, and the server does least work for it.  The ids are drawn from the sequence
-first and handed out in ascending order, so they come back in the order the items were given.
+autocommit pool still cost 230 µs of the producer's CPU per item (checkout, execution context,
+result metadata, checkin), more than PgQueuer's whole enqueue (120 µs) and most of a commit's
+wall time here (250-300 µs): :class:`OneByOne` runs it on psycopg's own connections, 55-70 µs
+(docs/speed.md, per-item enqueue on PostgreSQL).  A batch through SQLAlchemy's
+insertmanyvalues built a SQL text of every row that the driver then parsed again (2.7 s of a
+10,000-item ``enqueue_many`` went to splitting that string).  Rows as one JSON document read by
+``json_to_recordset`` came next (bodies in base64): 4-5 µs of the producer's CPU per row and the
+server's JSON parsing.  Now a batch is one binary ``COPY`` (psycopg 3 writes each row in C,
+bodies as they are): under 1 µs per row here, and the server does least work for it.  The ids
+are drawn from the sequence first and handed out in ascending order, so they come back in the
+order the items were given.
 
 On SQLite, SQLAlchemy's ``RETURNING`` in parameter order ran one INSERT per row, each through
 its compiler's parameter processing (about 12 µs a row); sqlite3's own ``executemany`` runs the
