@@ -3,13 +3,18 @@ batch; on SQLite one ``executemany`` for a batch.
 
 Why not the generic path: one item through ``engine.begin()`` cost BEGIN, the INSERT, a
 ``SELECT pg_notify``, and COMMIT, four round trips where one does (an INSERT and its NOTIFY in
-one statement, committed on its own).  A batch through SQLAlchemy's insertmanyvalues built a SQL
-text of every row that the driver then parsed again (2.7 s of a 10,000-item ``enqueue_many``
-went to splitting that string).  Rows as one JSON document read by ``json_to_recordset`` came
-next (bodies in base64): 4-5 µs of the producer's CPU per row and the server's JSON parsing.
-Now a batch is one binary ``COPY`` (psycopg 3 writes each row in C, bodies as they are): under
-1 µs per row here, and the server does least work for it.  The ids are drawn from the sequence
-first and handed out in ascending order, so they come back in the order the items were given.
+one statement, committed on its own).  That statement through an SQLAlchemy connection of an
+autocommit pool still cost 230 µs of the producer's CPU per item (checkout, execution context,
+result metadata, checkin), more than PgQueuer's whole enqueue (120 µs) and most of a commit's
+wall time here (250-300 µs): :class:`OneByOne` runs it on psycopg's own connections, 55-70 µs
+(docs/speed.md, per-item enqueue on PostgreSQL).  A batch through SQLAlchemy's
+insertmanyvalues built a SQL text of every row that the driver then parsed again (2.7 s of a
+10,000-item ``enqueue_many`` went to splitting that string).  Rows as one JSON document read by
+``json_to_recordset`` came next (bodies in base64): 4-5 µs of the producer's CPU per row and the
+server's JSON parsing.  Now a batch is one binary ``COPY`` (psycopg 3 writes each row in C,
+bodies as they are): under 1 µs per row here, and the server does least work for it.  The ids
+are drawn from the sequence first and handed out in ascending order, so they come back in the
+order the items were given.
 
 On SQLite, SQLAlchemy's ``RETURNING`` in parameter order ran one INSERT per row, each through
 its compiler's parameter processing (about 12 µs a row); sqlite3's own ``executemany`` runs the
@@ -18,11 +23,12 @@ prepared statement per row in C.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import URL, Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from statusq.errors import QueueError
@@ -46,10 +52,11 @@ _COLUMNS = {
 COPY_COLUMNS = ("id", *_COLUMNS)
 _COPY_TYPES = ["int8", *_COLUMNS.values()]
 _COPY = f"COPY {items.name} ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_ONE = text(
+#: One item and its NOTIFY in one statement; ``$2``, the transport, is also the NOTIFY's payload.
+_ONE = (
     f"WITH added AS (INSERT INTO {items.name} ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + name for name in _COLUMNS)}) RETURNING id) "
-    f"SELECT id, pg_notify('{NOTIFY_CHANNEL}', :transport) FROM added"
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(_COLUMNS) + 1))}) RETURNING id) "
+    f"SELECT id, pg_notify('{NOTIFY_CHANNEL}', $2) FROM added"
 )
 #: ``n`` ids from the sequence, as one text value: 10,000 rows of one id each took longer to
 #: fetch than the insert itself.
@@ -58,34 +65,82 @@ _IDS = text(
 )
 
 
-def insert_one(conn: Connection, row: dict[str, Any]) -> int:
-    """The row and its NOTIFY in one statement (the same text each time: prepared once by the
-    server, nothing for SQLAlchemy to compile); ``conn`` in autocommit, so one round trip."""
-    item_id: int = conn.execute(_ONE, row).one()[0]
-    return item_id
+class OneByOne:
+    """PostgreSQL's one-item enqueue: :data:`_ONE` on psycopg connections of its own, in
+    autocommit, so one round trip writes the row, queues its NOTIFY and commits, under the
+    server's ``synchronous_commit`` (with the default, on, what :meth:`insert` returns is on
+    disk).  Each connection keeps one cursor (a ``RawCursor``: ``$n`` placeholders, so the
+    transport is sent once for both) and the statement prepared on the server.
 
+    Idle connections wait in a list (``pop`` and ``append`` are atomic: threads may enqueue at
+    once, each on a connection of its own); at most ``keep`` are kept.  A process forked from
+    ours drops its parent's unclosed (closing one would end the parent's session; psycopg does
+    not close a connection of another process when it is collected) and opens its own."""
 
-def autocommit_engine(engine: Engine) -> Engine:
-    """The producer's own pool for :func:`insert_one`: every connection in autocommit, and no
-    ping before each use (a round trip of its own).  A connection the server dropped (a
-    restart) fails once; :meth:`~statusq.queues.db.manager.DBQueueManager._put` then tries
-    again on a fresh one."""
-    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2)
+    def __init__(self, url: URL, keep: int = 2) -> None:
+        import psycopg  # noqa: PLC0415 -- only a process on PostgreSQL loads it
 
+        self._psycopg = psycopg
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._keep = keep
+        self._idle: list[Any] = []  # a cursor per idle connection
+        self._pid = os.getpid()
 
-def _driver_errors(conn: Connection, statement: str) -> Any:
-    """The driver's errors raised as SQLAlchemy's, as from any statement: the caller's
-    ``db_errors`` then makes them a QueueError naming the database."""
-    dbapi = conn.dialect.loaded_dbapi
-
-    @contextmanager
-    def translated() -> Iterator[None]:
+    def insert(self, values: Sequence[Any]) -> int:
+        """Write one row (the values of :data:`COPY_COLUMNS` after ``id``); its id.  A
+        connection found dead (a server restart) is replaced and the row tried once more: had
+        the server committed the first just before it went away, the item is queued twice,
+        never lost.  A driver error is raised as SQLAlchemy's, as from any statement."""
+        self._forget_forked()
         try:
-            yield
-        except dbapi.Error as exc:
-            raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+            for attempt in (1, 2):
+                cursor = self._checkout()
+                try:
+                    cursor.execute(_ONE, values, prepare=True)
+                    item_id: int = cursor.fetchone()[0]
+                except self._psycopg.Error:
+                    lost = cursor.connection.broken
+                    self._checkin(cursor, lost)
+                    if lost and attempt == 1:
+                        continue
+                    raise
+                self._checkin(cursor)
+                return item_id
+        except self._psycopg.Error as exc:
+            raise DBAPIError.instance(_ONE, None, exc, self._psycopg.Error) from exc
+        raise AssertionError("unreachable")
 
-    return translated()
+    def _checkout(self) -> Any:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._psycopg.RawCursor(self._psycopg.connect(self._conninfo, autocommit=True))
+
+    def _checkin(self, cursor: Any, lost: bool = False) -> None:
+        if lost or len(self._idle) >= self._keep:
+            cursor.connection.close()
+        else:
+            self._idle.append(cursor)
+
+    def _forget_forked(self) -> None:
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+
+    def close(self) -> None:
+        self._forget_forked()
+        idle, self._idle = self._idle, []
+        for cursor in idle:
+            cursor.connection.close()
+
+
+@contextmanager
+def _driver_errors(dbapi: Any, statement: str) -> Iterator[None]:
+    """The errors of ``dbapi`` (the driver's module) raised as SQLAlchemy's, as from any
+    statement: the caller's ``db_errors`` then makes them a QueueError naming the database."""
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
 
 
 def insert_many(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
@@ -95,7 +150,7 @@ def insert_many(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
     SQLAlchemy's, as from any statement (the COPY runs on the driver's own cursor)."""
     ids = sorted(int(item_id) for item_id in conn.execute(_IDS, {"n": len(rows)}).scalar_one().split(","))
     driver: Any = conn.connection.driver_connection  # psycopg's own: COPY is not in DB-API
-    with _driver_errors(conn, _COPY), driver.cursor() as cursor, cursor.copy(_COPY) as copy:
+    with _driver_errors(conn.dialect.loaded_dbapi, _COPY), driver.cursor() as cursor, cursor.copy(_COPY) as copy:
         copy.set_types(_COPY_TYPES)
         write = copy.write_row
         for item_id, row in zip(ids, rows, strict=True):
@@ -120,7 +175,7 @@ def insert_many_sqlite(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> lis
     if len(rows) == 1:
         return [first]
     driver: Any = conn.connection.driver_connection
-    with _driver_errors(conn, _SQLITE_REST):
+    with _driver_errors(conn.dialect.loaded_dbapi, _SQLITE_REST):
         cursor = driver.cursor()
         try:
             cursor.executemany(_SQLITE_REST, rows[1:])

@@ -13,11 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, insert, select, true
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import and_, delete, insert, select, true
 
 from statusq.config import Config
-from statusq.errors import QueueError
 from statusq.item import Message
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.cancels import CancelStore
@@ -41,7 +39,7 @@ def _headers(headers: dict[str, str]) -> str:
 
 def _copy_row(message: Message, now: float) -> tuple[Any, ...]:
     """The values of :data:`inserts.COPY_COLUMNS` after ``id``, as :meth:`DBQueueManager._row`
-    gives them for one INSERT."""
+    gives them by name (a batch's COPY, PostgreSQL's one-item insert)."""
     delay = message.delay
     return (
         message.site,
@@ -68,7 +66,7 @@ class DBQueueManager(QueueManager):
         self.db = Database(self.url, config.queue.claim_timeout, config.queue.db.sqlite_synchronous)
         self.engine = self.db.engine
         self.admin = DBAdmin(self.db, config.queue.db.control_secret)
-        self._autocommit: Engine | None = None  # PostgreSQL's one-statement enqueue (inserts.py)
+        self._one_by_one: inserts.OneByOne | None = None  # PostgreSQL's one-item enqueue
 
     def _row(self, message: Message, now: float) -> dict[str, Any]:
         return {
@@ -86,30 +84,16 @@ class DBQueueManager(QueueManager):
         }
 
     def _put(self, message: Message) -> str:
-        row = self._row(message, time.time())
         if self.db.is_postgres:
-            return str(self._put_pg(row))
+            if self._one_by_one is None:
+                self._one_by_one = inserts.OneByOne(self.engine.url)
+            with self.db.errors():
+                return str(self._one_by_one.insert(_copy_row(message, time.time())))
+        row = self._row(message, time.time())
         with self.db.errors(), self.engine.begin() as conn:
             item_id = conn.execute(insert(items).values(row).returning(items.c.id)).scalar_one()
             self.db.notify(conn, message.transport)
         return str(item_id)
-
-    def _put_pg(self, row: dict[str, Any]) -> int:
-        """Committed by the statement itself, under the server's ``synchronous_commit``: with
-        the default (on), what this returns is on disk, not merely in the server's memory.
-        A connection found dead is replaced and the insert tried once more: had the server
-        committed the first just before it went away, the item is queued twice, never lost."""
-        if self._autocommit is None:
-            self._autocommit = inserts.autocommit_engine(self.engine)
-        for attempt in (1, 2):
-            try:
-                with self.db.errors(), self._autocommit.connect() as conn:
-                    return inserts.insert_one(conn, row)
-            except QueueError as exc:
-                cause = exc.__cause__
-                if attempt == 2 or not (isinstance(cause, DBAPIError) and cause.connection_invalidated):
-                    raise
-        raise AssertionError("unreachable")
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         """One transaction, the ids back in the order given, one NOTIFY per transport: on
@@ -163,6 +147,6 @@ class DBQueueManager(QueueManager):
 
     def close(self) -> None:
         self.close_keys()
-        if self._autocommit is not None:
-            self._autocommit.dispose()
+        if self._one_by_one is not None:
+            self._one_by_one.close()
         self.db.close()
