@@ -28,6 +28,7 @@ class Broker:
     port: int
     basename: str  # unique per test: queues never leak between tests
     control: str
+    queue_type: str = "classic"  # RabbitMQ: what [queue.stomp] queue_type declares queues as
 
     @property
     def servers(self) -> list[str]:
@@ -49,11 +50,13 @@ class Broker:
 PORTS = {"activemq": 61613, "rabbitmq": 61614}
 
 
-def make_broker(name: str, port: int | None = None) -> Broker:
+def make_broker(name: str, port: int | None = None, queue_type: str = "classic") -> Broker:
+    """The broker's address and destinations of the test's own.  ``queue_type = "quorum"``:
+    RabbitMQ declares them as quorum queues (their unique names: no classic queue exists yet)."""
     port = port or PORTS[name]
     require("127.0.0.1", port, f"{name} STOMP")
     tag = uuid.uuid4().hex[:10]
-    return Broker(name, port, f"/queue/t{tag}/", f"/topic/t{tag}.control")
+    return Broker(name, port, f"/queue/t{tag}/", f"/topic/t{tag}.control", queue_type)
 
 
 def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -> str:
@@ -68,6 +71,7 @@ def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -
         "control_secret": "test-control-secret-0123",
         "reconnect_delay": "200ms",
         "reconnect_delay_max": "2s",
+        **({"queue_type": broker.queue_type} if broker.queue_type != "classic" else {}),
         **extra,
     }
     return "[queue.stomp]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
@@ -75,8 +79,13 @@ def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -
 
 def work_queue_headers(broker: Broker) -> dict[str, str]:
     """What a foreign client's SEND or SUBSCRIBE to a work queue must carry on RabbitMQ: the
-    ``x-max-priority`` statusq declares it with (any other arguments are refused there)."""
-    return {"x-max-priority": str(STOMP_MAX_PRIORITY)} if broker.name == "rabbitmq" else {}
+    ``x-max-priority`` statusq declares it with, or on quorum queues ``x-queue-type`` (any other
+    arguments are refused there)."""
+    if broker.name != "rabbitmq":
+        return {}
+    if broker.queue_type == "quorum":
+        return {"x-queue-type": "quorum"}
+    return {"x-max-priority": str(STOMP_MAX_PRIORITY)}
 
 
 def raw_connection(port: int) -> Any:
