@@ -219,3 +219,56 @@ def rabbitmq_cluster() -> Iterator[RabbitCluster]:
         yield cluster
     finally:
         cluster.down()
+
+
+RABBITMQ_QUORUM_SH = ROOT / "scripts" / "servers" / "rabbitmq-quorum.sh"
+
+
+class QuorumCluster:
+    """The suite's 3-node RabbitMQ cluster for quorum queues (scripts/servers/rabbitmq-quorum.sh,
+    started by ensure-all.sh and kept running): a test may kill a node; :func:`quorum_cluster`
+    brings it back and deletes the test's queues afterwards."""
+
+    def __init__(self) -> None:
+        self.servers = ["127.0.0.1:61671", "127.0.0.1:61672", "127.0.0.1:61673"]  # nodes 1, 2, 3
+
+    def _run(self, *args: str, timeout: float = 90) -> str:
+        done = subprocess.run(
+            [str(RABBITMQ_QUORUM_SH), *args], check=True, capture_output=True, text=True, timeout=timeout
+        )
+        return done.stdout
+
+    def ensure(self) -> None:
+        self._run("ensure", timeout=180)  # the script gives up after 120 s with the log's tail
+
+    def kill(self, node: int) -> None:
+        self._run("kill", str(node))
+
+    def policy(self, name: str, pattern: str, definition: str) -> None:
+        self._run("policy", name, pattern, definition)
+
+    def unpolicy(self, name: str) -> None:
+        self._run("unpolicy", name)
+
+    def forget(self, prefix: str) -> None:
+        self._run("forget", prefix)
+
+    def queues(self, node: int) -> dict[str, dict[str, str]]:
+        """Node ``node``'s view of the queues, by name: type, leader, members, messages, policy."""
+        lines = self._run("queues", str(node)).splitlines()
+        if not lines:
+            return {}
+        header, *rows = (line.split("\t") for line in lines)
+        return {row[0]: dict(zip(header, row, strict=False)) for row in rows}
+
+
+def quorum_cluster() -> Iterator[QuorumCluster]:
+    """The suite's quorum cluster, all three nodes answering (skip, or fail under CI, if not);
+    afterwards every node is running again, whatever the test killed."""
+    for port in (61671, 61672, 61673):
+        require("127.0.0.1", port, "the RabbitMQ quorum cluster's STOMP (scripts/servers/rabbitmq-quorum.sh)")
+    cluster = QuorumCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.ensure()
