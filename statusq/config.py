@@ -123,6 +123,22 @@ class StompConfig(_Section):
     #: RabbitMQ: work queues are declared with ``x-max-priority`` = this (0: without, as before
     #: 2026-12; an existing queue keeps the arguments it was declared with: see the docs).
     max_priority: int = Field(default=defaults.STOMP_MAX_PRIORITY, ge=0, le=255)
+    #: RabbitMQ: the type every queue of ours is declared with (``x-queue-type``).  "quorum":
+    #: replicated on a cluster's nodes (Raft), no priorities before RabbitMQ 4.0.
+    queue_type: Literal["classic", "quorum"] = "classic"
+
+    @model_validator(mode="after")
+    def _quorum_on_rabbitmq_only(self) -> StompConfig:
+        if self.queue_type != "quorum":
+            return self
+        if self.flavor == "activemq":
+            raise ValueError('queue_type = "quorum" is for RabbitMQ: ActiveMQ (flavor = "activemq") has none')
+        if "max_priority" in self.model_fields_set and self.max_priority > 0:
+            raise ValueError(
+                f'queue_type = "quorum" and max_priority = {self.max_priority}: RabbitMQ quorum queues have no '
+                "priorities before 4.0 (they refuse x-max-priority); remove max_priority or set it to 0"
+            )
+        return self
 
     @property
     def dead_letter_destination(self) -> str:

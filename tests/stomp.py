@@ -28,6 +28,7 @@ class Broker:
     port: int
     basename: str  # unique per test: queues never leak between tests
     control: str
+    queue_type: str = "classic"  # RabbitMQ: what [queue.stomp] queue_type declares queues as
 
     @property
     def servers(self) -> list[str]:
@@ -62,11 +63,13 @@ def rabbitmqctl(*args: str) -> str:
     return done.stdout.strip()
 
 
-def make_broker(name: str, port: int | None = None) -> Broker:
+def make_broker(name: str, port: int | None = None, queue_type: str = "classic") -> Broker:
+    """The broker's address and destinations of the test's own.  ``queue_type = "quorum"``:
+    RabbitMQ declares them as quorum queues (their unique names: no classic queue exists yet)."""
     port = port or PORTS[name]
     require("127.0.0.1", port, f"{name} STOMP")
     tag = uuid.uuid4().hex[:10]
-    return Broker(name, port, f"/queue/t{tag}/", f"/topic/t{tag}.control")
+    return Broker(name, port, f"/queue/t{tag}/", f"/topic/t{tag}.control", queue_type)
 
 
 def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -> str:
@@ -81,6 +84,7 @@ def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -
         "control_secret": "test-control-secret-0123",
         "reconnect_delay": "200ms",
         "reconnect_delay_max": "2s",
+        **({"queue_type": broker.queue_type} if broker.queue_type != "classic" else {}),
         **extra,
     }
     return "[queue.stomp]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
@@ -88,8 +92,13 @@ def stomp_toml(broker: Broker, servers: list[str] | None = None, **extra: Any) -
 
 def work_queue_headers(broker: Broker) -> dict[str, str]:
     """What a foreign client's SEND or SUBSCRIBE to a work queue must carry on RabbitMQ: the
-    ``x-max-priority`` statusq declares it with (any other arguments are refused there)."""
-    return {"x-max-priority": str(STOMP_MAX_PRIORITY)} if broker.name == "rabbitmq" else {}
+    ``x-max-priority`` statusq declares it with, or on quorum queues ``x-queue-type`` (any other
+    arguments are refused there)."""
+    if broker.name != "rabbitmq":
+        return {}
+    if broker.queue_type == "quorum":
+        return {"x-queue-type": "quorum"}
+    return {"x-max-priority": str(STOMP_MAX_PRIORITY)}
 
 
 def raw_connection(port: int) -> Any:
@@ -223,3 +232,56 @@ def rabbitmq_cluster() -> Iterator[RabbitCluster]:
         yield cluster
     finally:
         cluster.down()
+
+
+RABBITMQ_QUORUM_SH = ROOT / "scripts" / "servers" / "rabbitmq-quorum.sh"
+
+
+class QuorumCluster:
+    """The suite's 3-node RabbitMQ cluster for quorum queues (scripts/servers/rabbitmq-quorum.sh,
+    started by ensure-all.sh and kept running): a test may kill a node; :func:`quorum_cluster`
+    brings it back and deletes the test's queues afterwards."""
+
+    def __init__(self) -> None:
+        self.servers = ["127.0.0.1:61671", "127.0.0.1:61672", "127.0.0.1:61673"]  # nodes 1, 2, 3
+
+    def _run(self, *args: str, timeout: float = 90) -> str:
+        done = subprocess.run(
+            [str(RABBITMQ_QUORUM_SH), *args], check=True, capture_output=True, text=True, timeout=timeout
+        )
+        return done.stdout
+
+    def ensure(self) -> None:
+        self._run("ensure", timeout=180)  # the script gives up after 120 s with the log's tail
+
+    def kill(self, node: int) -> None:
+        self._run("kill", str(node))
+
+    def policy(self, name: str, pattern: str, definition: str) -> None:
+        self._run("policy", name, pattern, definition)
+
+    def unpolicy(self, name: str) -> None:
+        self._run("unpolicy", name)
+
+    def forget(self, prefix: str) -> None:
+        self._run("forget", prefix)
+
+    def queues(self, node: int) -> dict[str, dict[str, str]]:
+        """Node ``node``'s view of the queues, by name: type, leader, members, messages, policy."""
+        lines = self._run("queues", str(node)).splitlines()
+        if not lines:
+            return {}
+        header, *rows = (line.split("\t") for line in lines)
+        return {row[0]: dict(zip(header, row, strict=False)) for row in rows}
+
+
+def quorum_cluster() -> Iterator[QuorumCluster]:
+    """The suite's quorum cluster, all three nodes answering (skip, or fail under CI, if not);
+    afterwards every node is running again, whatever the test killed."""
+    for port in (61671, 61672, 61673):
+        require("127.0.0.1", port, "the RabbitMQ quorum cluster's STOMP (scripts/servers/rabbitmq-quorum.sh)")
+    cluster = QuorumCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.ensure()

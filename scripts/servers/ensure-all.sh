@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make every real server the test suite uses answer on 127.0.0.1 (called by `make test`).
 #
-#   ensure-all.sh [postgres|activemq|rabbitmq|prosody ...]     (default: all four)
+#   ensure-all.sh [postgres|activemq|rabbitmq|rabbitmq-quorum|prosody ...]     (default: all five)
 #
 # Prints one line per server:   ok   activemq 127.0.0.1:61613   or   FAIL activemq: reason
 # If any failed: exit 1 when CI=true (a CI run must not silently skip tests); otherwise warn
@@ -10,11 +10,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
 
-ALL=(postgres activemq rabbitmq prosody)
+ALL=(postgres activemq rabbitmq rabbitmq-quorum prosody)
 declare -A ADDR=(
     [postgres]=127.0.0.1:5432
     [activemq]=127.0.0.1:61613
     [rabbitmq]=127.0.0.1:61614
+    [rabbitmq-quorum]=127.0.0.1:61671   # and 61672, 61673: the script waits for all three
     [prosody]=127.0.0.1:5222
 )
 
@@ -43,7 +44,7 @@ for s in "${servers[@]}"; do
     case $s in
         postgres) command -v pg_ctlcluster >/dev/null || pkgs+=(postgresql) ;;
         activemq) pkgs+=(activemq libxstream-java libjettison-java); command -v java >/dev/null || pkgs+=(default-jre-headless) ;;
-        rabbitmq) pkgs+=(rabbitmq-server) ;;
+        rabbitmq | rabbitmq-quorum) pkgs+=(rabbitmq-server) ;;
         prosody) pkgs+=(prosody) ;;
     esac
 done

@@ -416,3 +416,26 @@ def test_the_prefetch_window_follows_concurrency_unless_set(tmp_path: Path) -> N
     assert Config().with_concurrency(200).prefetch == many.prefetch
     fixed = load_config(write(tmp_path / "b.toml", "[daemon]\nconcurrency = 200\n[queue.stomp]\nprefetch = 10\n"))
     assert fixed.prefetch == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('[queue.stomp]\nqueue_type = "stream"\n', "'classic' or 'quorum'"),
+        ('[queue.stomp]\nqueue_type = "quorum"\nflavor = "activemq"\n', "ActiveMQ"),
+        ('[queue.stomp]\nqueue_type = "quorum"\nmax_priority = 5\n', "no priorities before 4.0"),
+    ],
+)
+def test_a_queue_type_rabbitmq_cannot_serve_is_refused_at_load(tmp_path: Path, text: str, reason: str) -> None:
+    err = config_error(tmp_path / "statusq.toml", text)
+
+    assert err.key is not None and err.key.startswith("queue.stomp")
+    assert reason in err.reason
+
+
+def test_quorum_takes_the_default_priority_or_none(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path / "a.toml", '[queue.stomp]\nqueue_type = "quorum"\n'))
+    none = load_config(write(tmp_path / "b.toml", '[queue.stomp]\nqueue_type = "quorum"\nmax_priority = 0\n'))
+
+    assert default.queue.stomp.queue_type == none.queue.stomp.queue_type == "quorum"
+    assert load_config(write(tmp_path / "c.toml", "")).queue.stomp.queue_type == "classic"

@@ -15,9 +15,10 @@ from statusq.errors import DataError, Unsupported
 from statusq.item import Delivery
 from statusq.queues.base import Admin, Capability
 from statusq.queues.stomp import StompQueueManager, wire
-from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, retry_route, work_queue_args
+from statusq.queues.stomp.delays import BUCKETS_MS, bucket_ms, queue_declare_args, retry_route
 from statusq.queues.stomp.destinations import Destinations, Route, shard_of
 from statusq.queues.stomp.encode import ack_frame, encode_frame
+from statusq.queues.stomp.refusals import declare_refusal
 
 BASE = "/queue/statusq/"
 
@@ -311,7 +312,7 @@ def test_a_producer_only_manager_can_do_nothing_as_admin() -> None:
 
 def test_rabbitmq_work_queues_alone_are_declared_with_x_max_priority() -> None:
     def args(destination: str, headers: dict[str, str] | None = None, flavor: str = "rabbitmq", mp: int = 9) -> dict:
-        return work_queue_args(
+        return queue_declare_args(
             flavor, destination, headers or {}, basename="/queue/sq/", dead_letter="/queue/sq/dlq", max_priority=mp
         )
 
@@ -322,6 +323,64 @@ def test_rabbitmq_work_queues_alone_are_declared_with_x_max_priority() -> None:
     assert args("/queue/elsewhere") == {} and args("/topic/sq.control") == {}
     assert args("/queue/sq/main", flavor="activemq") == {}
     assert args("/queue/sq/main", mp=0) == {}  # max_priority = 0: declared as before
+
+
+def test_quorum_declares_every_queue_of_ours_with_x_queue_type_and_none_with_a_priority() -> None:
+    def args(destination: str, headers: dict[str, str] | None = None, flavor: str = "rabbitmq", **kw: str) -> dict:
+        where = {"basename": "/queue/sq/", "dead_letter": "/queue/dead", "control": "/queue/ctl", **kw}
+        return queue_declare_args(flavor, destination, headers or {}, max_priority=9, queue_type="quorum", **where)
+
+    quorum = {"x-queue-type": "quorum"}
+    assert args("/queue/sq/main") == quorum  # a group's queue: no x-max-priority (refused)
+    assert args("/queue/sq/main/shard-3") == quorum
+    assert args("/queue/sq/main/push/example.org") == quorum  # a breakout
+    assert args("/queue/dead") == quorum  # the dead-letter queue, even outside basename
+    assert args("/queue/sq/main.delay.1000", {"x-message-ttl": "1000"}) == quorum  # a holding queue
+    assert args("/queue/ctl") == quorum  # a control channel that is a queue
+    assert args("/topic/sq.control") == {} and args("/queue/ctl", control=None) == {}
+    assert args("/queue/elsewhere") == {}  # not ours: declared by whoever owns it
+    assert args("/queue/sq/main", flavor="activemq") == {}  # never on ActiveMQ
+
+
+def test_classic_queues_are_declared_without_x_queue_type_as_before() -> None:
+    def args(destination: str) -> dict:
+        return queue_declare_args(
+            "rabbitmq",
+            destination,
+            {},
+            basename="/queue/sq/",
+            dead_letter="/queue/sq/dlq",
+            control="/queue/ctl",
+            max_priority=9,
+            queue_type="classic",
+        )
+
+    assert args("/queue/sq/main") == {"x-max-priority": "9"}
+    assert args("/queue/sq/dlq") == {} and args("/queue/ctl") == {}
+
+
+def test_a_refused_redeclaration_names_the_queue_its_type_and_the_fix() -> None:
+    def said(arg: str, queue: str, sides: str, queue_type: str) -> str:
+        body = f"PRECONDITION_FAILED - inequivalent arg '{arg}' for queue '{queue}' in vhost '/': {sides}"
+        return declare_refusal("precondition_failed", body.encode(), 9, queue_type) or ""
+
+    # A classic queue without arguments, asked to be quorum
+    got = said("x-queue-type", "sq.main", "received the value 'quorum' of type 'longstr' but current is none", "quorum")
+    assert "queue 'sq.main' exists as a classic queue, not the quorum one" in got
+    # A classic queue with priorities, asked to be quorum (RabbitMQ names the priority first)
+    sides = "received none but current is the value '9' of type 'long'"
+    got = said("x-max-priority", "sq.main.shard-1", sides, "quorum")
+    assert "queue 'sq.main.shard-1' exists as a classic queue (x-max-priority 9), not the quorum one" in got
+    assert "cannot change a queue's type" in got
+    # A quorum queue, asked to be classic (without x-queue-type, or with it)
+    got = said("x-queue-type", "q", "received none but current is the value 'quorum' of type 'longstr'", "classic")
+    assert "queue 'q' exists as a quorum queue, not the classic one" in got
+    got = said("x-queue-type", "q", "received 'classic' but current is 'quorum'", "classic")
+    assert "queue 'q' exists as a quorum queue, not the classic one" in got
+    # Classic on both sides, other priorities: as before
+    got = said("x-max-priority", "q", "received the value '9' of type 'long' but current is none", "classic")
+    assert "exists with other x-max-priority arguments (none) than [queue.stomp] max_priority = 9" in got
+    assert declare_refusal("not_found", b"NOT_FOUND - no queue 'q'", 9, "classic") is None
 
 
 def test_a_resent_item_keeps_its_priority_and_it_is_no_user_header() -> None:

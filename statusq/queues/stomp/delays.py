@@ -94,22 +94,40 @@ def early_route(destination: str, delay: float, physical: Callable[[str], str]) 
     return _holding_queue(destination, ttl, physical)
 
 
-def work_queue_args(
-    flavor: str, destination: str, headers: dict[str, str], *, basename: str, dead_letter: str, max_priority: int
+def queue_declare_args(
+    flavor: str,
+    destination: str,
+    headers: dict[str, str],
+    *,
+    basename: str,
+    dead_letter: str,
+    control: str | None = None,
+    max_priority: int,
+    queue_type: str = "classic",
 ) -> dict[str, str]:
-    """RabbitMQ declares a ``/queue/`` destination on SEND and SUBSCRIBE with the ``x-*`` headers
-    of the frame; a work queue of ours is declared with ``x-max-priority`` so that the broker
-    dispatches higher priorities first.  Every frame that may declare it must repeat the same
-    arguments (another set is refused: PRECONDITION_FAILED), so this decides for all of them.
-    Not for the dead-letter queue (browsed by operators' tools that know nothing of it) nor the
-    holding queues (their own ``x-message-ttl`` arguments; priority means nothing there)."""
-    if (
-        flavor != "rabbitmq"
-        or max_priority <= 0
-        or not destination.startswith(basename)
-        or not destination.startswith("/queue/")
-        or destination == dead_letter
-        or "x-message-ttl" in headers
-    ):
+    """The queue arguments a frame to ``destination`` must carry.  RabbitMQ declares a
+    ``/queue/`` destination on SEND and SUBSCRIBE with the ``x-*`` headers of the frame, and
+    every frame that may declare it must repeat the same arguments (another set is refused:
+    PRECONDITION_FAILED), so this decides for all of them.
+
+    ``queue_type = "quorum"``: every queue of ours (work queues, shards, breakouts, the
+    dead-letter queue, holding queues, a ``/queue/`` control channel) gets ``x-queue-type``,
+    and none ``x-max-priority``: quorum queues refuse it before RabbitMQ 4.0.  Classic queues
+    are declared as before, without ``x-queue-type`` (older nodes refused ``classic`` on a queue
+    declared without it).  Classic work queues get ``x-max-priority`` so that the broker
+    dispatches higher priorities first (those under ``basename``, as before 2026-12: a control
+    queue there too); not the dead-letter queue (browsed by operators' tools
+    that know nothing of it) nor the holding queues (their own ``x-message-ttl`` arguments;
+    priority means nothing there).  Queues not of ours (another prefix) get nothing."""
+    if flavor != "rabbitmq" or not destination.startswith("/queue/"):
+        return {}
+    ours = destination.startswith(basename) or destination in (dead_letter, control)
+    if not ours:
+        return {}
+    if queue_type == "quorum":
+        return {"x-queue-type": "quorum"}
+    if max_priority <= 0 or not destination.startswith(basename) or destination == dead_letter:
+        return {}
+    if "x-message-ttl" in headers:
         return {}
     return {"x-max-priority": str(max_priority)}

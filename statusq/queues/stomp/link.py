@@ -32,9 +32,9 @@ from stomp.exception import ConnectFailedException, StompException
 from statusq.config import StompConfig
 from statusq.errors import BrokerFull, ConnectionClosed, QueueError
 from statusq.queues.stomp import frames
-from statusq.queues.stomp.delays import work_queue_args
+from statusq.queues.stomp.delays import queue_declare_args
 from statusq.queues.stomp.encode import ack_frame, encode_frame
-from statusq.queues.stomp.refusals import FULL, is_full
+from statusq.queues.stomp.refusals import FULL, declare_refusal, is_full
 from statusq.queues.stomp.settler import Resend
 from statusq.queues.stomp.wire import new_ids
 from statusq.wakeup import WakePipe
@@ -130,6 +130,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         #: When the broker last sent a heartbeat or a receipt (monotonic): a receipt that does
         #: not come from a broker heard meanwhile means it is alive and holding us back.
         self.heard_at = 0.0
+        self._warned_type = False
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
@@ -142,6 +143,14 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         server = frame.headers.get("server", "")
         if self.config.flavor == "auto":
             self.flavor = "rabbitmq" if server.lower().startswith("rabbitmq") else "activemq"
+            if self.flavor != "rabbitmq" and self.config.queue_type == "quorum" and not self._warned_type:
+                self._warned_type = True  # once per link, not per reconnect
+                log.warning(
+                    '%s: [queue.stomp] queue_type = "quorum" ignored: %s is not RabbitMQ (queues are '
+                    "declared as that broker declares them; x-queue-type is not sent)",
+                    self.name,
+                    server or "the broker",
+                )
         self._connected.set()
         self._answered.set()
 
@@ -181,20 +190,17 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             log.error("broker error on %s: the broker is full: %s", self.name, message)
         else:
             log.error("broker error on %s: %s %r", self.name, message, detail)
-        if b"x-max-priority" in detail or "x-max-priority" in message:
-            log.error(
-                "%s: a work queue exists with other x-max-priority arguments than [queue.stomp] "
-                "max_priority = %d asks for; RabbitMQ keeps a queue's arguments for life: drain and "
-                "delete the old queue (or set max_priority to what it was declared with; 0: none)",
-                self.name,
-                self.config.max_priority,
-            )
+        refusal = declare_refusal(message, detail, self.config.max_priority, self.config.queue_type)
+        if refusal is not None:
+            log.error("%s: %s", self.name, refusal)
         if not self._connected.is_set():
             self._refusal = f"{message} {detail.decode('utf-8', 'replace').strip()}".strip() or "an ERROR frame"
             self._answered.set()
         # The broker closes the connection after an ERROR frame: nothing pending will be
         # confirmed, so fail every waiter now rather than at its timeout.
         reason = message if full else f"{message} {detail.decode('utf-8', 'replace').strip()}"
+        if refusal is not None:
+            reason = f"{reason}: {refusal}"
         for receipt, event in list(self._receipts.items()):
             self._failed_receipts[receipt] = (FULL if full else "") + reason
             event.set()
@@ -228,20 +234,22 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
 
     def declaring(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` with the queue arguments a frame to ``destination`` must carry (RabbitMQ
-        work queues: ``x-max-priority``; see :func:`~statusq.queues.stomp.delays.work_queue_args`)."""
+        queues: ``x-queue-type``, ``x-max-priority``; see :func:`~statusq.queues.stomp.delays.queue_declare_args`)."""
         args = self.queue_args(destination, headers)
         return {**headers, **args} if args else headers
 
     def queue_args(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
         """The queue arguments alone (they depend on ``headers`` only through ``x-message-ttl``)."""
         config = self.config
-        return work_queue_args(
+        return queue_declare_args(
             self.flavor,
             destination,
             headers,
             basename=config.basename,
             dead_letter=config.dead_letter_destination,
+            control=config.control_channel,
             max_priority=config.max_priority,
+            queue_type=config.queue_type,
         )
 
     def fileno(self) -> int:

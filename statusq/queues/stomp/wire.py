@@ -55,6 +55,8 @@ BROKER_HEADERS = frozenset(
         "original-destination",
         "x-message-ttl",
         "x-max-priority",
+        "x-queue-type",  # RabbitMQ copies the declaring SEND's arguments into the message
+        "x-delivery-count",  # a quorum queue's count of earlier deliveries
         "x-dead-letter-exchange",
         "x-dead-letter-routing-key",
         "AMQ_SCHEDULED_DELAY",
