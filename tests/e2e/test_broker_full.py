@@ -38,7 +38,7 @@ LIMITS = {
 @pytest.fixture
 def small_broker(tmp_path: Path) -> Iterator[PrivateActiveMQ]:
     # A store of its own in tmp_path: empty at every run, whatever an earlier run left.
-    for broker in private_activemq("full", 61671, 61672, tmp_path / "store", LIMITS):
+    for broker in private_activemq("full", 61681, 61682, tmp_path / "store", LIMITS):
         broker.start()
         yield broker
 
