@@ -25,7 +25,6 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from statusq.handler import QueueHandler
 from statusq.item import Delivery, QueueItem
 from statusq.outcome import Held, Outcome
 from statusq.queues.db.flow import FlowStore, Lease
+from statusq.ticker import Ticker
 from statusq.units import parse_rate
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class FlowGate:
         self._site_rates: dict[tuple[str | None, int | None], Rate | None] = {}
         self._store: FlowStore | None = None
         self._leases: dict[int, Lease] = {}  # id(delivery) -> the slot it holds while it runs
-        self._keeper: LeaseKeeper | None = None
+        self._keeper: Ticker | None = None
         self._noted: dict[str, tuple[float, int]] = {}
         self._next_prune = 0.0  # the clock's time this worker next forgets idle rate buckets
 
@@ -256,7 +256,8 @@ class FlowGate:
 
     def _keep(self) -> None:
         if self._keeper is None:
-            self._keeper = LeaseKeeper(self, self.lease_time / 3)
+            # Its own thread: the loop's may be inside a handler for as long as the item runs.
+            self._keeper = Ticker("statusq-lease-keeper", self.lease_time / 3, self.renew)
             self._keeper.start()
 
     def renew(self) -> None:
@@ -275,26 +276,3 @@ class FlowGate:
                 log.warning("could not give back this worker's slots (free when their leases end): %s", exc)
             self._store.close()
             self._store = None
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews a worker's slots every ``every`` seconds while it holds any: the loop's thread may
-    be inside a handler for as long as the item runs."""
-
-    def __init__(self, gate: FlowGate, every: float) -> None:
-        super().__init__(name="statusq-lease-keeper", daemon=True)
-        self.gate = gate
-        self.every = every
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.every):
-            try:
-                self.gate.renew()
-            except StatusqError as exc:
-                log.warning("could not renew this worker's concurrency slots: %s", exc)
-            except Exception:  # never let the thread die: the slots would expire under running items
-                log.exception("renewing concurrency slots failed")
-
-    def stop(self) -> None:
-        self._halt.set()

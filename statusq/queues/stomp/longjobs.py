@@ -33,6 +33,7 @@ from statusq.queues.db.longitems import LongItem, LongItemStore
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.consumer import StompConsumer
 from statusq.queues.stomp.link import StompLink
+from statusq.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class LongJobs(Consumer):
         self._link = StompLink(stomp, "long-jobs")
         self._send_lock = threading.Lock()  # the loop's settlements and the keeper's sweeps
         self._held: dict[int, str] = {}  # id(delivery) -> its row's key
-        self._keeper = _Keeper(self, lease / 3)
+        self._keeper = Ticker("statusq-long-jobs", lease / 3, self.renew, self.sweep)
         self._keeper.start()
 
     def store(self) -> LongItemStore:
@@ -193,27 +194,3 @@ class LongJobs(Consumer):
         self._link.close()
         if self._store is not None:
             self._store.close()
-
-
-class _Keeper(threading.Thread):
-    """Renews and sweeps every ``every`` seconds: the loop's thread may be inside a handler for
-    as long as the item runs, which is the point of a long transport."""
-
-    def __init__(self, jobs: LongJobs, every: float) -> None:
-        super().__init__(name="statusq-long-jobs", daemon=True)
-        self.jobs = jobs
-        self.every = every
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.every):
-            for step in (self.jobs.renew, self.jobs.sweep):
-                try:
-                    step()
-                except QueueError as exc:
-                    log.warning("long items: %s failed: %s", step.__name__, exc)
-                except Exception:  # never let the thread die: the leases would run out under running items
-                    log.exception("long items: %s failed", step.__name__)
-
-    def stop(self) -> None:
-        self._halt.set()
