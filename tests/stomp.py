@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import stomp
 
 from statusq.defaults import STOMP_MAX_PRIORITY, STOMP_SHARDS
 from statusq.queues.stomp.destinations import Destinations
-from tests.servers import IN_CI, require
+from tests.servers import require
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVEMQ_SH = ROOT / "scripts" / "servers" / "activemq.sh"
@@ -174,64 +173,6 @@ def private_activemq(
         yield broker
     finally:
         broker.kill()
-
-
-RABBITMQ_CLUSTER_SH = ROOT / "scripts" / "servers" / "rabbitmq-cluster.sh"
-
-
-class RabbitCluster:
-    """Two clustered RabbitMQ nodes of the test's own (scripts/servers/rabbitmq-cluster.sh), so a
-    failover test may kill one: the shared statusq-rabbit node and the machine's are untouched."""
-
-    def __init__(self) -> None:
-        self.servers = ["127.0.0.1:61651", "127.0.0.1:61652"]  # node 1, node 2
-
-    def _run(self, *args: str, timeout: float = 90) -> str:
-        done = subprocess.run(
-            [str(RABBITMQ_CLUSTER_SH), *args], check=True, capture_output=True, text=True, timeout=timeout
-        )
-        return done.stdout
-
-    def start(self) -> None:
-        self._run("start", timeout=180)  # the script gives up after 120 s with the log's tail
-
-    def mirror(self, pattern: str) -> None:
-        """Mirror the queues matching ``pattern`` on both nodes: without it a queue lives on one
-        node only, and that node's death takes its messages with it."""
-        self._run("mirror", pattern)
-
-    def queues(self, node: int) -> dict[str, dict[str, str]]:
-        """Node ``node``'s view of its queues, by name: policy, messages, mirrors."""
-        header, *rows = (line.split("\t") for line in self._run("queues", str(node)).splitlines())
-        return {row[0]: dict(zip(header, row, strict=False)) for row in rows}
-
-    def stop(self, node: int) -> None:
-        self._run("stop", str(node))
-
-    def kill(self, node: int) -> None:
-        self._run("kill", str(node))
-
-    def down(self) -> None:
-        subprocess.run([str(RABBITMQ_CLUSTER_SH), "down"], capture_output=True, timeout=60)
-
-
-def rabbitmq_cluster() -> Iterator[RabbitCluster]:
-    """A fresh 2-node cluster for one test, killed afterwards whatever happened."""
-    cluster = RabbitCluster()
-    try:
-        try:
-            cluster.start()
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-            detail = getattr(exc, "stderr", None) or ""
-            if isinstance(detail, bytes):
-                detail = detail.decode(errors="replace")
-            message = f"cannot start a 2-node RabbitMQ cluster ({exc}):\n{detail[-3000:]}"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
-        yield cluster
-    finally:
-        cluster.down()
 
 
 RABBITMQ_QUORUM_SH = ROOT / "scripts" / "servers" / "rabbitmq-quorum.sh"

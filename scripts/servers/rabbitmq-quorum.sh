@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The suite's 3-node RabbitMQ cluster for quorum queues, beside (never instead of) the machine's
-# own node (5672), the suite's statusq-rabbit@localhost (5673/61614) and the throw-away 2-node
-# cluster of rabbitmq-cluster.sh (5681-5682/61651-61652), none of which it touches:
+# The suite's 3-node RabbitMQ cluster for quorum queues (and, with an ha-mode policy, for the
+# legacy mirrored classic queues), beside (never instead of) the machine's own node (5672) and
+# the suite's statusq-rabbit@localhost (5673/61614), neither of which it touches:
 #   node N (1..3): statusq-q$N@localhost  AMQP 127.0.0.1:569$N  distribution 2569$N  STOMP 127.0.0.1:6167$N
 # State lives in /var/tmp/statusq-servers/rabbit-q{1,2,3}/ and is KEPT across starts (a killed
 # node comes back with its queues, as a crashed production node would); `reset` wipes it. The
@@ -18,7 +18,8 @@
 #   rabbitmq-quorum.sh unpolicy NAME   clear that policy
 #   rabbitmq-quorum.sh forget PREFIX   delete every queue whose name starts with PREFIX (a test's
 #                                      own, afterwards: the cluster outlives the tests)
-#   rabbitmq-quorum.sh queues N        node N's quorum queues: name, type, leader, members, messages
+#   rabbitmq-quorum.sh queues N        node N's queues: name, type, leader, members, messages, policy,
+#                                      mirrors (classic queues under an ha-mode policy)
 #   rabbitmq-quorum.sh status          one line per node; exit 0 if all three serve STOMP
 #   rabbitmq-quorum.sh down            SIGKILL all three (their state stays)
 #   rabbitmq-quorum.sh reset           down, then wipe the state: the next start forms a new cluster
@@ -109,8 +110,8 @@ log.console = false
 EOF
     if ((N > 1)); then
         # Nodes 2 and 3 join node 1 while they boot (peer discovery: the same as `rabbitmqctl
-        # join_cluster` without its stop_app/join/start_app round of CLI start-ups, as
-        # rabbitmq-cluster.sh found). Read on a node's first boot only; later boots rejoin
+        # join_cluster` without its stop_app/join/start_app round of CLI start-ups: ~4 s
+        # saved). Read on a node's first boot only; later boots rejoin
         # from the membership kept in mnesia.
         cat >>"$DIR/rabbitmq.conf" <<EOF
 cluster_formation.peer_discovery_backend = classic_config
@@ -191,7 +192,7 @@ cmd_start() {
     for n in "${missing[@]}"; do
         if ! node_alive "$n"; then
             # A fresh node joins node 1, which must have finished its own boot first (booting
-            # both at once failed node 1's feature-flag check: rabbitmq-cluster.sh). A node
+            # both at once failed node 1's feature-flag check). A node
             # that has booted before rejoins by itself, so those start in parallel.
             if fresh "$n" && ((n > 1)); then
                 wait_stomp 1 "$deadline" "${launcher[1]:-}"
@@ -271,7 +272,7 @@ cmd_forget() {
 }
 
 cmd_queues() {
-    ctl "${1:?usage: queues N}" list_queues name type leader members messages policy
+    ctl "${1:?usage: queues N}" list_queues name type leader members messages policy synchronised_slave_pids
 }
 
 cmd_status() {

@@ -26,12 +26,10 @@ from tests.servers import reachable
 from tests.stomp import (
     PrivateActiveMQ,
     QuorumCluster,
-    RabbitCluster,
     drain,
     make_broker,
     private_activemq,
     quorum_cluster,
-    rabbitmq_cluster,
     stomp_toml,
 )
 
@@ -137,23 +135,33 @@ def test_failover_to_the_slave_loses_nothing(pair, write_config, record_file, tm
 
 
 @pytest.fixture
-def cluster() -> Iterator[RabbitCluster]:
-    yield from rabbitmq_cluster()
+def quorum() -> Iterator[QuorumCluster]:
+    yield from quorum_cluster()
 
 
 FAILING = 100  # every 100th item fails for good: it goes through the TTL holding queues to the DLQ
 
 
-def test_rabbitmq_cluster_failover_loses_nothing(cluster, write_config, record_file, tmp_path) -> None:
-    """The legacy way: classic queues mirrored by an ``ha-mode`` policy (RabbitMQ before 3.10)."""
-    # Given a 2-node RabbitMQ cluster whose every queue of this test (work, retry holding queues,
-    # DLQ: all named "<tag>.…" on RabbitMQ) is mirrored on both nodes
-    broker = make_broker("rabbitmq", 61651)  # unique destinations on the cluster's first node
+def test_rabbitmq_cluster_failover_loses_nothing(quorum, write_config, record_file, tmp_path) -> None:
+    """The legacy way: classic queues mirrored by an ``ha-mode`` policy (RabbitMQ before 3.10),
+    on the suite's 3-node cluster (its queues of this test's own, deleted afterwards)."""
+    # Given a RabbitMQ cluster whose every queue of this test (work, retry holding queues, DLQ:
+    # all named "<tag>.…" on RabbitMQ) is classic, mirrored on every node
+    broker = make_broker("rabbitmq", 61671)  # unique destinations on the cluster's first node
     tag = broker.physical(broker.basename).removeprefix("/queue/")
-    cluster.mirror(rf"^{tag}\.")
+    policy = f"statusq-ha-{tag}"
+    quorum.policy(policy, rf"^{tag}\.", '{"ha-mode": "all", "ha-sync-mode": "automatic"}')
+    try:
+        _mirrored_failover(quorum, broker, tag, policy, write_config, record_file, tmp_path)
+    finally:
+        quorum.unpolicy(policy)
+        quorum.forget(tag + ".")
+
+
+def _mirrored_failover(quorum, broker, tag, policy, write_config, record_file, tmp_path) -> None:
     config = write_config(
         "sqlite:///unused.sqlite",
-        stomp_toml(broker, servers=cluster.servers, prefetch=20),
+        stomp_toml(broker, servers=quorum.servers, prefetch=20),
         # Retries wait 1 s in a holding queue: some are there when the node goes.
         queue={"subsystem": "stomp", "max_retries": 3, "retry_delay": "1s", "retry_delay_max": "1s"},
         daemon={"workers": 2},  # the duplicate bound below is per worker: not one per CPU
@@ -168,16 +176,16 @@ def test_rabbitmq_cluster_failover_loses_nothing(cluster, write_config, record_f
         producer.enqueue(item(n), "count")
     # (the default site's shard of the group: [queue.stomp] shards, statusq.queues.stomp.destinations)
     main = f"{tag}.main.shard-{shard_of(DEFAULT_SITE, STOMP_SHARDS)}"
-    work = cluster.queues(2)[main]
-    assert work["policy"] == "statusq-ha" and "statusq-ha2@localhost" in work["synchronised_slave_pids"], work
+    work = quorum.queues(2)[main]
+    assert work["policy"] == policy and "statusq-q2@localhost" in work["synchronised_slave_pids"], work
     # (idle 10 s, not 20: node 2 holds the queues within a second of node 1's death, where an
     # ActiveMQ slave first has to win the store's lock)
     daemon = start_daemon(config, "--idle-exit", "10", log=tmp_path / "daemon.log")
     wait_for(lambda: len(handled(record_file)) >= 200, what="work under way")
-    assert "127.0.0.1:61651" in (tmp_path / "daemon.log").read_text(), "the daemon works off node 1"
+    assert "127.0.0.1:61671" in (tmp_path / "daemon.log").read_text(), "the daemon works off node 1"
 
     # When node 1, the one in use, is killed mid-run
-    cluster.kill(1)
+    quorum.kill(1)
 
     # Then the producer fails over to node 2 too, and every item, old and new, is handled there
     for n in range(1600, 2000):
@@ -191,16 +199,11 @@ def test_rabbitmq_cluster_failover_loses_nothing(cluster, write_config, record_f
     # hand, plus any ack node 1 had taken but not yet passed on to its mirror.
     assert sum(counts[n] for n in good) - len(good) <= 21
     log = (tmp_path / "daemon.log").read_text()
-    assert "127.0.0.1:61652" in log, "it reconnected to node 2"
+    assert "127.0.0.1:61672" in log, "it reconnected to node 2"
     # and every failing item reached the dead-letter queue after its retries, none lost on the way
-    dead = drain(61652, broker.physical(broker.basename + "dlq"))
+    dead = drain(61672, broker.physical(broker.basename + "dlq"))
     assert {json.loads(body)["n"] for _headers, body in dead} == set(range(0, 2000, FAILING))
-    assert cluster.queues(2)[f"{main}.delay.1000"]["policy"] == "statusq-ha", "holding queues mirrored too"
-
-
-@pytest.fixture
-def quorum() -> Iterator[QuorumCluster]:
-    yield from quorum_cluster()
+    assert quorum.queues(2)[f"{main}.delay.1000"]["policy"] == policy, "holding queues mirrored too"
 
 
 def test_rabbitmq_quorum_queues_survive_a_sigkilled_node(quorum, write_config, record_file, tmp_path) -> None:
