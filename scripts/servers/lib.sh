@@ -192,3 +192,25 @@ elapsed() {
 print_header() {
     awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0" >&2
 }
+
+# export_rabbit_env: everything a RabbitMQ node of ours and the CLI tools need to find it, from
+# NODE, AMQP_PORT, DIST_PORT and DIR (all state under DIR; /etc/rabbitmq is never read).
+# Exported so that rabbitmq-server and rabbitmqctl both see it.
+export_rabbit_env() {
+    export RABBITMQ_NODENAME=$NODE
+    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT=$AMQP_PORT
+    export RABBITMQ_DIST_PORT=$DIST_PORT
+    export RABBITMQ_CONFIG_FILE=$DIR/rabbitmq.conf
+    export RABBITMQ_ADVANCED_CONFIG_FILE=$DIR/advanced.config   # absent: never /etc/rabbitmq's
+    export RABBITMQ_CONF_ENV_FILE=$DIR/rabbitmq-env.conf       # ours, not /etc/rabbitmq's
+    export RABBITMQ_ENABLED_PLUGINS_FILE=$DIR/enabled_plugins
+    export RABBITMQ_MNESIA_BASE=$DIR/mnesia
+    export RABBITMQ_LOG_BASE=$DIR/log
+    export RABBITMQ_PID_FILE=$DIR/pid
+    # epmd (if this node has to start it) and Erlang distribution on loopback only.
+    export ERL_EPMD_ADDRESS=127.0.0.1
+    export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    # Crash dumps of the VM or the CLI land in the node's directory, not in the caller's cwd.
+    export ERL_CRASH_DUMP=$DIR/erl_crash.dump
+}

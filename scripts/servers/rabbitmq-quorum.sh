@@ -52,20 +52,7 @@ node_vars() {
 
 # The environment the server of node N boots with (in a subshell: the nodes differ).
 node_env() {
-    export RABBITMQ_NODENAME=$NODE
-    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-    export RABBITMQ_NODE_PORT=$AMQP_PORT
-    export RABBITMQ_DIST_PORT=$DIST_PORT
-    export RABBITMQ_CONFIG_FILE=$DIR/rabbitmq.conf
-    export RABBITMQ_ADVANCED_CONFIG_FILE=$DIR/advanced.config   # absent: never /etc/rabbitmq's
-    export RABBITMQ_CONF_ENV_FILE=$DIR/rabbitmq-env.conf       # empty: never /etc/rabbitmq's
-    export RABBITMQ_ENABLED_PLUGINS_FILE=$DIR/enabled_plugins
-    export RABBITMQ_MNESIA_BASE=$DIR/mnesia
-    export RABBITMQ_LOG_BASE=$DIR/log
-    export RABBITMQ_PID_FILE=$DIR/pid
-    export ERL_EPMD_ADDRESS=127.0.0.1
-    export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
-    export ERL_CRASH_DUMP=$DIR/erl_crash.dump
+    export_rabbit_env
 }
 
 # ctl N ARGS...: rabbitmqctl against node N only (-n always given), as the rabbitmq user with

@@ -25,24 +25,9 @@ START_TIMEOUT=60
 STOP_TIMEOUT=30
 RABBIT_BIN=/usr/lib/rabbitmq/bin   # the real scripts; /usr/sbin/* are `su` wrappers
 
-# Everything the node and the CLI tools need to find the private node. Exported so that
-# rabbitmq-server and rabbitmqctl both see it; the env file below repeats it for humans.
-export RABBITMQ_NODENAME=$NODE
-export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-export RABBITMQ_NODE_PORT=$AMQP_PORT
-export RABBITMQ_DIST_PORT=$DIST_PORT
-export RABBITMQ_CONFIG_FILE=$DIR/rabbitmq.conf
-export RABBITMQ_ADVANCED_CONFIG_FILE=$DIR/advanced.config   # absent: never /etc/rabbitmq's
-export RABBITMQ_CONF_ENV_FILE=$DIR/rabbitmq-env.conf       # ours, not /etc/rabbitmq's
-export RABBITMQ_ENABLED_PLUGINS_FILE=$DIR/enabled_plugins
-export RABBITMQ_MNESIA_BASE=$DIR/mnesia
-export RABBITMQ_LOG_BASE=$DIR/log
-export RABBITMQ_PID_FILE=$DIR/pid
-# epmd (if this node has to start it) and Erlang distribution on loopback only.
-export ERL_EPMD_ADDRESS=127.0.0.1
-export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
-# Crash dumps of the VM or the CLI land in our directory, not in the cwd of `make test`.
-export ERL_CRASH_DUMP=$DIR/erl_crash.dump
+# Everything the node and the CLI tools need to find the private node (lib.sh); the env file
+# below repeats it for humans.
+export_rabbit_env
 
 usage() {
     print_header

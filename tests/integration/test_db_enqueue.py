@@ -94,19 +94,30 @@ def test_a_batch_writes_every_row_under_the_id_it_returns(db_url: str) -> None:
     assert len(rows) == 2 + 300
 
 
+#: An item whose content type is this long is refused by the database (see below).
+REFUSED_TYPE = "x/" + "y" * 200
+
+
+def refuse_odd_content_types(qm: DBQueueManager) -> None:
+    """Make the database refuse a row with a content type like REFUSED_TYPE: PostgreSQL does
+    already (longer than its column), SQLite is given a trigger."""
+    if qm.db.is_postgres:
+        return
+    with qm.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON statusq_items WHEN NEW.content_type LIKE 'x/%' "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        )
+
+
 def test_a_batch_the_database_refuses_leaves_no_row(db_url: str) -> None:
     # Given a batch whose last row the database refuses (PostgreSQL: a content type longer than
     # its column; SQLite: a trigger)
     qm = manager(db_url)
-    if db_url.startswith("sqlite"):
-        with qm.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse BEFORE INSERT ON statusq_items WHEN NEW.content_type LIKE 'x/%' "
-                    "BEGIN SELECT RAISE(ABORT, 'refused'); END"
-                )
-            )
-    bad = Item(b"x", "demo", content_type="x/" + "y" * 200)
+    refuse_odd_content_types(qm)
+    bad = Item(b"x", "demo", content_type=REFUSED_TYPE)
     with pytest.raises(QueueError):
         qm.enqueue_many([Item(n, "demo") for n in range(50)] + [bad])
 

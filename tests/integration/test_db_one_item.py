@@ -18,6 +18,7 @@ from statusq.config import Config, DaemonConfig, QueueConfig
 from statusq.errors import QueueError
 from statusq.queues.db import DBQueueManager
 from statusq.queues.db.schema import NOTIFY_CHANNEL
+from tests.integration.test_db_enqueue import REFUSED_TYPE, refuse_odd_content_types
 
 #: What a producer writes, in the order of statusq.queues.db.inserts.COPY_COLUMNS after id.
 COLUMNS = (
@@ -80,16 +81,9 @@ def test_an_item_the_database_refuses_leaves_no_row_and_the_next_goes_in(db_url:
     # Given an item the database refuses (PostgreSQL: a content type longer than its column;
     # SQLite: a trigger)
     qm = manager(db_url)
-    if db_url.startswith("sqlite"):
-        with qm.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse BEFORE INSERT ON statusq_items WHEN NEW.content_type LIKE 'x/%' "
-                    "BEGIN SELECT RAISE(ABORT, 'refused'); END"
-                )
-            )
+    refuse_odd_content_types(qm)
     with pytest.raises(QueueError, match="database"):
-        qm.enqueue(b"x", "demo", content_type="x/" + "y" * 200)
+        qm.enqueue(b"x", "demo", content_type=REFUSED_TYPE)
 
     # Then nothing is queued, and the next item goes in (on PostgreSQL on the same connection)
     assert rows(qm) == {}
