@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""What tracing costs per item, in the worker's own code path (no broker: the cost is the
+"""What tracing costs per item, in statusq's own code path (no broker: the cost is the
 middleware's, and a broker's noise would hide microseconds).
 
-Each row runs the real ItemProcessor on a no-op handler over N deliveries, settled with a
-consumer that only counts, and reports microseconds per item (the best of R rounds, the least
-disturbed by the rest of the machine) and the difference to the first row:
+The worker's side runs the real ItemProcessor on a no-op handler over N deliveries, settled with
+a consumer that only counts; the producer's side runs the chain's ``before_enqueue`` over N
+messages.  Each round runs every row once, one after the other (off, on, off, on...), so a burst
+of load from the rest of a shared machine falls on all rows alike; the table gives, per row, the
+median over the rounds of its microseconds per item, the best round, and the median's
+difference to its side's ``off`` row:
 
-  off            [tracing] enabled = false: no tracing middleware in the chain at all
-  on, no parent  the middleware with the SDK's provider, spans made and sampled but exported
-                 nowhere (the issue's "console exporter disabled"); items carry no trace context
-  on, parent     the same, each item carrying a traceparent header (a traced producer's item)
+  worker  off            [tracing] enabled = false: no tracing middleware in the chain at all
+  worker  on, no parent  the middleware with the SDK's provider, spans made and sampled but
+                         exported nowhere (the issue's "console exporter disabled"); items carry
+                         no trace context
+  worker  on, parent     the same, each item carrying a traceparent header (a traced producer's)
+  enqueue off            no middleware
+  enqueue on, no span    the middleware, no span current (nothing to write)
+  enqueue on, span       the middleware, the application's span current: traceparent written
 
 Usage: bench/tracing_cost.py [--items N] [--rounds R] [--json]
 """
@@ -19,15 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from statusq.config import Config
 from statusq.handler import QueueHandler
-from statusq.item import Delivery, QueueItem
+from statusq.item import Delivery, Message, QueueItem
 from statusq.middleware import MiddlewareChain
 from statusq.processor import ItemProcessor
 from statusq.queues.base import Consumer
@@ -69,46 +80,77 @@ def deliveries(n: int, traced: bool) -> list[Delivery]:
     ]
 
 
-def per_item_us(chain: MiddlewareChain, n: int, rounds: int, traced: bool) -> float:
+def worker_round(chain: MiddlewareChain, traced: bool) -> Callable[[int], float]:
+    """One round of the worker's side: microseconds per item over n items."""
     registry = HandlerRegistry()
     registry.register("noop", NoOp, group="main", plugin="bench")
     sites = SiteTable(Config.model_validate({"sites": {"dir": str(Path(__file__).parent)}}))
     processor = ItemProcessor(registry, sites, RetryPolicy(0, 1.0, 1.0), middleware=chain)
-    consumer = Counting()
-    best = float("inf")
-    for _ in range(rounds):
+
+    def run(n: int) -> float:
+        consumer = Counting()
         batch = deliveries(n, traced)
         started = time.perf_counter()
         for delivery in batch:
             processor.process(delivery, consumer)
-        best = min(best, (time.perf_counter() - started) / n * 1e6)
-    assert consumer.settled == n * rounds, "every item settled"
-    return best
+        elapsed = time.perf_counter() - started
+        assert consumer.settled == n, "every item settled"
+        return elapsed / n * 1e6
+
+    return run
+
+
+def enqueue_round(chain: MiddlewareChain, provider: TracerProvider | None) -> Callable[[int], float]:
+    """One round of the producer's side (the chain's before_enqueue), with the application's span
+    current when a provider is given."""
+
+    def run(n: int) -> float:
+        batch = [Message("example.org", "noop", b"{}", "application/json", {}, 0) for _ in range(n)]
+        span = provider.get_tracer("the application").start_span("POST /notice") if provider else None
+        with trace.use_span(span) if span is not None else nullcontext():
+            started = time.perf_counter()
+            for message in batch:
+                chain.before_enqueue(message)
+            elapsed = time.perf_counter() - started
+        assert (provider is None) or all("traceparent" in m.headers for m in batch), "context written"
+        return elapsed / n * 1e6
+
+    return run
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.INFO)  # the "done" line per item is the logging's cost, not tracing's
     provider = TracerProvider()  # no span processor: spans are made and ended, sent nowhere
-    rows = [
-        ("off", MiddlewareChain(), False),
-        ("on, no parent", MiddlewareChain([TracingMiddleware("bench", tracer_provider=provider)]), False),
-        ("on, parent", MiddlewareChain([TracingMiddleware("bench", tracer_provider=provider)]), True),
-    ]
-    results = {name: per_item_us(chain, args.items, args.rounds, traced) for name, chain, traced in rows}
+    traced = MiddlewareChain([TracingMiddleware("bench", tracer_provider=provider)])
+    rows: dict[str, Callable[[int], float]] = {
+        "worker  off": worker_round(MiddlewareChain(), False),
+        "worker  on, no parent": worker_round(traced, False),
+        "worker  on, parent": worker_round(traced, True),
+        "enqueue off": enqueue_round(MiddlewareChain(), None),
+        "enqueue on, no span": enqueue_round(traced, None),
+        "enqueue on, span": enqueue_round(traced, provider),
+    }
+    for run in rows.values():
+        run(min(args.items, 1000))  # warm-up: first calls, caches
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(args.rounds):
+        for name, run in rows.items():
+            samples[name].append(run(args.items))
+    results = {name: {"median": statistics.median(values), "best": min(values)} for name, values in samples.items()}
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
         return 0
-    base = results["off"]
-    print(f"tracing cost per item (best of {args.rounds} rounds of {args.items:,} no-op items, in-process)")
-    print(f"{'':16}{'us/item':>10}{'+us':>8}")
-    for name, value in results.items():
-        print(f"{name:16}{value:10.2f}{value - base:8.2f}")
+    print(f"tracing cost per item (median and best of {args.rounds} alternating rounds of {args.items:,} items)")
+    print(f"{'':24}{'median us':>10}{'best us':>9}{'+us':>8}")
+    for name, result in results.items():
+        base = results["worker  off" if name.startswith("worker") else "enqueue off"]["median"]
+        print(f"{name:24}{result['median']:10.2f}{result['best']:9.2f}{result['median'] - base:8.2f}")
     return 0
 
 

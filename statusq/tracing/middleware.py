@@ -4,27 +4,35 @@ Built on the OpenTelemetry *API* only, as a library should be: which spans are k
 they go is the tracer provider's business (the application's in a producer, the one
 :mod:`statusq.tracing.setup` installs in a worker).  With no provider installed, the API's
 no-op tracer makes every call here nearly free.
+
+Every item pays for what is here, so it does no more than the SDK's span needs (measured with
+``bench/tracing_cost.py``; docs/observability.md): the W3C headers are written and read by
+:mod:`statusq.tracing.w3c`, not through the global propagator; the attributes known at the start
+go to ``start_span`` in one dict; the span is made current by attaching a context, not through
+``use_span``'s context manager.
 """
 
 from __future__ import annotations
 
 import contextvars
-from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
 
 from statusq.item import Delivery, Message
 from statusq.middleware import Middleware
 from statusq.outcome import Outcome, Result
+from statusq.tracing.w3c import TRACEPARENT, TRACESTATE, format_traceparent, inject, parse_traceparent
 
 #: Set on a delivery's headers while its attempt runs: the attempt's own span, in traceparent form,
 #: so that a retry (which keeps the headers) links its span to the attempt before it.  Not named
 #: ``statusq-*``: those are statusq's wire headers, which a STOMP consumer hides from handlers.
 PREVIOUS_SPAN = "x-statusq-previous-span"
 
-_TRACEPARENT = "traceparent"
+#: The parent of an item that carries no trace context: none, whatever is current in the worker.
+_NO_PARENT = otel_context.Context()
+_PREVIOUS_ATTEMPT = {"statusq.link": "previous_attempt"}
 
 #: The span of the item in hand and the trace context that was current before it.
 _current: contextvars.ContextVar[tuple[trace.Span, otel_context.Context] | None] = contextvars.ContextVar(
@@ -32,56 +40,68 @@ _current: contextvars.ContextVar[tuple[trace.Span, otel_context.Context] | None]
 )
 
 
-def _traceparent(span_context: trace.SpanContext) -> str:
-    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
+def _parent(headers: dict[str, str]) -> otel_context.Context:
+    traceparent = headers.get(TRACEPARENT)
+    carried = parse_traceparent(traceparent, headers.get(TRACESTATE)) if traceparent else None
+    return _NO_PARENT if carried is None else trace.set_span_in_context(NonRecordingSpan(carried), _NO_PARENT)
 
 
 def _link_to_previous(headers: dict[str, str]) -> list[Link]:
     previous = headers.get(PREVIOUS_SPAN)
-    if not previous:
-        return []
-    carried = trace.get_current_span(propagate.extract({_TRACEPARENT: previous})).get_span_context()
-    return [Link(carried, {"statusq.link": "previous_attempt"})] if carried.is_valid else []
+    carried = parse_traceparent(previous) if previous else None
+    return [] if carried is None else [Link(carried, _PREVIOUS_ATTEMPT)]
 
 
 class TracingMiddleware(Middleware):
-    """``before_enqueue`` injects the current context (W3C ``traceparent``/``tracestate``) into
-    the item's headers; ``before_item`` starts the handler's ``CONSUMER`` span as its child (a new
-    trace for a foreign producer's item that carries none) and makes it current, so a handler's
-    own instrumented calls nest under it; ``after_item`` records the outcome and ends it."""
+    """``before_enqueue`` writes the current span's context (W3C ``traceparent``/``tracestate``)
+    into the item's headers; ``before_item`` starts the handler's ``CONSUMER`` span as its child
+    (a new trace for an item that carries none) and makes it current, so a handler's own
+    instrumented calls nest under it; ``after_item`` records the outcome and ends it."""
 
     def __init__(self, backend: str, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.backend = backend
+        self.tracer_provider = tracer_provider
         self.tracer = trace.get_tracer("statusq", tracer_provider=tracer_provider)
 
+    def after_worker_boot(self) -> None:
+        # Made before the worker set up its provider (the plugins are loaded first), the tracer is
+        # the API's proxy, which forwards every span to the real one; take the real one now.
+        if self.tracer_provider is None:
+            self.tracer = trace.get_tracer("statusq")
+
     def before_enqueue(self, message: Message) -> None:
-        propagate.inject(message.headers)
+        # No valid span current, nothing written: the worker starts a new trace for the item.  A
+        # valid span that is not recording (the application's sampler said no) is written all
+        # the same, so the worker follows the producer's decision instead of sampling anew.
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            inject(span_context, message.headers)
 
     def before_item(self, delivery: Delivery) -> None:
         headers = delivery.headers
-        parent = propagate.extract(headers) if _TRACEPARENT in headers else otel_context.Context()
-        attributes: dict[str, Any] = {
-            "messaging.system": "statusq",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": delivery.transport,
-            "messaging.message.id": delivery.id,
-            "statusq.site": delivery.site,
-            "statusq.transport": delivery.transport,
-            "statusq.attempt": delivery.attempt,
-            "statusq.backend": self.backend,
-        }
+        transport = delivery.transport
         span = self.tracer.start_span(
-            f"process {delivery.transport}",
-            context=parent,
+            f"process {transport}",
+            context=_parent(headers),
             kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=_link_to_previous(headers),
+            attributes={
+                "messaging.system": "statusq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": transport,
+                "messaging.message.id": delivery.id,
+                "statusq.site": delivery.site,
+                "statusq.transport": transport,
+                "statusq.attempt": delivery.attempt,
+                "statusq.backend": self.backend,
+            },
+            links=_link_to_previous(headers) if PREVIOUS_SPAN in headers else None,
         )
         before = otel_context.get_current()
         otel_context.attach(trace.set_span_in_context(span, before))
         _current.set((span, before))
-        if span.get_span_context().is_valid:
-            headers[PREVIOUS_SPAN] = _traceparent(span.get_span_context())
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            headers[PREVIOUS_SPAN] = format_traceparent(span_context)
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         held = _current.get()

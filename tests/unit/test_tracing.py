@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from statusq.config import Config
 from statusq.handler import QueueHandler
@@ -109,6 +109,42 @@ def test_an_item_with_no_trace_context_starts_a_new_trace(world: World) -> None:
     (span,) = world.item_spans()
     assert span.parent is None
     assert span.context.is_valid
+
+
+def test_an_item_with_an_invalid_traceparent_starts_a_new_trace(world: World) -> None:
+    # A foreign producer's header in uppercase hex: refused, as the W3C says, not half-read
+    world.queue.enqueue({}, "push", "example.org", headers={"traceparent": f"00-{'AB' * 16}-{'CD' * 8}-01"})
+    world.run_next()
+    (span,) = world.item_spans()
+    assert span.parent is None
+    assert span.context.trace_id != int("AB" * 16, 16)
+
+
+def test_a_producers_tracestate_and_sampling_decision_reach_the_worker(world: World) -> None:
+    # Given an application span that is valid, not sampled, and carries a tracestate
+    unsampled = SpanContext(0x1234, 0x5678, False, TraceFlags(0), TraceState([("vendor", "v1")]))
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        world.queue.enqueue({}, "push", "example.org")
+    # When a worker runs the item
+    delivery = world.run_next()
+    # Then its span follows the producer's decision (not sampled: nothing exported), in its
+    # trace and with its tracestate
+    assert delivery.headers["tracestate"] == "vendor=v1"
+    assert world.item_spans() == []
+    (current,) = world.handler.current
+    assert current.trace_id == 0x1234 and not current.trace_flags.sampled
+    assert dict(current.trace_state) == {"vendor": "v1"}
+
+
+def test_a_sampled_producers_tracestate_is_the_handlers_spans(world: World) -> None:
+    sampled = SpanContext(0x1234, 0x5678, False, TraceFlags(1), TraceState([("vendor", "v1")]))
+    with trace.use_span(NonRecordingSpan(sampled)):
+        world.queue.enqueue({}, "push", "example.org")
+    world.run_next()
+    (span,) = world.item_spans()
+    assert span.parent is not None and span.parent.span_id == 0x5678 and span.parent.is_remote
+    assert span.context.trace_id == 0x1234
+    assert dict(span.context.trace_state) == {"vendor": "v1"}
 
 
 def test_the_context_before_the_item_is_current_again_after_it(world: World) -> None:
