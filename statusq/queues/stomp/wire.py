@@ -57,6 +57,7 @@ BROKER_HEADERS = frozenset(
         "x-max-priority",
         "x-dead-letter-exchange",
         "x-dead-letter-routing-key",
+        "x-expires",
         "AMQ_SCHEDULED_DELAY",
         "scheduledJobId",
         "message",
