@@ -223,3 +223,39 @@ def test_a_worker_killed_while_moving_a_hot_sites_items_loses_none(
     # Then every item ran (a move cut off leaves the original to be redelivered)
     handled = {r["id"] for r in read_records(record_file)}
     assert handled >= set(ids), f"{len(set(ids) - handled)} items lost"
+
+
+@pytest.mark.parametrize("backend", ["activemq", "rabbitmq"])
+def test_a_hot_site_cools_and_turns_hot_again(
+    backend: str, write_config: Callable[..., Path], tmp_path: Path, record_file: Path
+) -> None:
+    # Given a site that turns hot at its second item and cools after a second idle
+    broker = make_broker(backend)
+    config = write_config(
+        "sqlite:///unused.sqlite", stomp_toml(broker, hot_after=2, hot_cool="1s"), queue={"subsystem": "stomp"}
+    )
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, "--workers", "1", "--idle-exit", "30", log=log)
+    wait_for(lambda: log.exists() and "worker ready" in log.read_text(), timeout=60, what="the worker")
+
+    def burst(n: int) -> list[str]:
+        with statusq.connect(config) as qm:
+            return qm.enqueue_many([Item({"n": k}, "count", site=FLOODER) for k in range(n)])
+
+    def handled() -> set[str]:
+        return {r["id"] for r in read_records(record_file)}
+
+    # When a burst makes it hot, and the worker unsubscribes once its destination is idle
+    first = burst(20)
+    wait_for(lambda: handled() >= set(first), timeout=60, what="the first burst")
+    wait_for(lambda: "unsubscribed" in log.read_text(), timeout=60, what="the site to cool")
+
+    # Then a second burst makes it hot again (a new subscription), and every item runs once
+    second = burst(20)
+    wait_for(lambda: handled() >= set(second), timeout=60, what="the second burst")
+    daemon.terminate()
+    daemon.wait(timeout=60)
+    text = log.read_text()
+    assert text.count(f"site {FLOODER} is hot") == 2, text[-3000:]
+    ids = [r["id"] for r in read_records(record_file)]
+    assert sorted(ids) == sorted(first + second)

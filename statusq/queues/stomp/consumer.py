@@ -170,8 +170,7 @@ class StompConsumer(Consumer):
         if not self.link.connected and not self._connect():
             return None
         self._sort_incoming()
-        if self.hot:
-            self._cool()
+        self._cool()  # also forgets stale counts: at most once a second, whether or not any is hot
         while (taken := self._next_frame()) is not None:
             sub_id, frame = taken
             if wire.DECLARE in frame.headers:  # a producer's way to have its queue made: no item

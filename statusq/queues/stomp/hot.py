@@ -116,7 +116,7 @@ class MovesFirst:
     Why: with a handler that takes less time than a move's round trip to the broker (a prefetch
     window is re-filled only once its moves are committed), the worker ran the hot site's items
     from its own destination while waiting for the shard, and the quiet site in the flooder's
-    shard was reached after 82% – 98% of the flood instead of before 10% (issue #17's test)."""
+    shard was reached after 82% to 98% of the flood instead of before 10% (issue #17's test)."""
 
     def __init__(self, *, gap: float, per_turn: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.gap = gap
