@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from statusq.config import Config
 from statusq.defaults import STOMP_SHARDS
 from statusq.queues.base import Subscription
 from statusq.queues.memory import MemoryQueueManager
-from statusq.queues.stomp.destinations import shard_of
+from statusq.queues.stomp import wire
+from statusq.queues.stomp.destinations import Destinations, shard_of
+from statusq.queues.stomp.link import StompLink
 from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.stomp import make_broker, stomp_toml
 
@@ -259,3 +262,34 @@ def test_a_hot_site_cools_and_turns_hot_again(
     assert text.count(f"site {FLOODER} is hot") == 2, text[-3000:]
     ids = [r["id"] for r in read_records(record_file)]
     assert sorted(ids) == sorted(first + second)
+
+
+def test_on_rabbitmq_an_item_left_in_a_site_queue_goes_back_to_its_group(
+    write_config: Callable[..., Path], tmp_path: Path, record_file: Path
+) -> None:
+    # Given a worker running (its group's queues declared), not subscribed to a site's queue
+    broker = make_broker("rabbitmq")
+    config = write_config(
+        "sqlite:///unused.sqlite", stomp_toml(broker, hot_hold="1s", flavor="rabbitmq"), queue={"subsystem": "stomp"}
+    )
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, "--workers", "1", log=log)
+    wait_for(lambda: log.exists() and "worker ready" in log.read_text(), timeout=60, what="the worker")
+
+    # When an item is left in that site's queue (every worker cooled the site, or the one
+    # holding it died), the queue declared as statusq declares it (hot_hold = 1 s)
+    stomp = Config.model_validate(tomllib.loads(config.read_text())).queue.stomp
+    link = StompLink(stomp, "test")
+    link.connect()
+    try:
+        headers = wire.new_headers(FLOODER, "count", "application/json")
+        own = Destinations(stomp.basename, [], shards=stomp.shards).for_site("main", FLOODER)
+        link.send(own, b'{"n": "left"}', headers, confirm=True)
+    finally:
+        link.close()
+
+    # Then after hot_hold it went back to the group's queue, and ran
+    wait_for(lambda: read_records(record_file), timeout=60, what="the item back from the site's queue")
+    daemon.terminate()
+    daemon.wait(timeout=60)
+    assert [r["id"] for r in read_records(record_file)] == [headers[wire.ID]]

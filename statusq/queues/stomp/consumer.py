@@ -146,7 +146,7 @@ class StompConsumer(Consumer):
             if sub_id in self._pending:
                 self._pending[sub_id].append(frame)
             elif sub_id in self._retired:
-                self._sent_home(frame)
+                self._late_frame(frame)
             else:
                 log.warning("frame for unknown subscription %r dropped (redelivered by the broker)", sub_id)
 
@@ -224,16 +224,18 @@ class StompConsumer(Consumer):
             self.link.unsubscribe(sub_id)
             log.info("hot site's destination %s idle for %gs: unsubscribed", target, self.hot.cool)
 
-    def _sent_home(self, frame: Frame) -> None:
-        """A frame the broker sent before it saw the unsubscribe of a cooled site.  RabbitMQ
-        keeps it unacked on the connection until acked: it goes back to its shard.  ActiveMQ
-        hands a removed subscription's unacked messages to the other consumers itself."""
-        if self.link.flavor != "rabbitmq":
-            return
-        headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
-        home = self._home(frame.headers)
-        ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
-        self.writer.resend(frame.generation, Resend(ack_id, home, frame.body, self.outgoing(headers)))
+    def _late_frame(self, frame: Frame) -> None:
+        """A frame the broker sent before it saw the unsubscribe of a cooled site: not ACKed
+        (RabbitMQ 3.10 answers an ACK for a cancelled subscription with an ERROR frame, which
+        fails every receipt pending on the connection).  ActiveMQ redelivers a removed subscription's
+        unacked messages to the other consumers at once (counted as an attempt); RabbitMQ keeps it unacked until this
+        connection closes, then redelivers it (counted as an attempt).  Rare: a cooled site's
+        destination had nothing for ``hot_cool``, and this needs an item moved there just then."""
+        log.info(
+            "id=%s came for %s after its site cooled: left to the broker to redeliver",
+            frame.headers.get(wire.ID),
+            frame.headers.get("destination"),
+        )
 
     def _home(self, headers: dict[str, str]) -> str:
         """Where a frame goes back to: from a hot site's destination, its shard (see
