@@ -303,3 +303,24 @@ def test_a_retry_of_an_item_from_a_site_destination_goes_back_to_its_shard() -> 
     home = f"{BASE}main/shard-{shard_of('busy.example', STOMP_SHARDS)}"
     assert writer.resends[-1][1].destination == home
     assert writer.resends[-1][1].headers[wire.ATTEMPT] == "2"
+
+
+def test_a_cooled_sites_subscription_ends_and_a_late_frame_is_left_to_the_broker() -> None:
+    # Given a hot site (its destination subscribed as sub-1), on a fake clock
+    clock = Clock()
+    consumer, writer, link = hot_consumer("rabbitmq", item_frame(0, "busy.example"), after=1)
+    consumer.hot = HotSites(after=1, window=10.0, cool=60.0, most=16, clock=clock)
+    assert consumer.fetch() is None and link.subscribed and len(writer.resends) == 1
+
+    # When nothing of it comes for hot_cool
+    clock.now += 61.0
+    assert consumer.fetch() is None
+
+    # Then the worker unsubscribed; a frame the broker sent for it just before is neither run
+    # nor ACKed (the broker redelivers it)
+    assert link.unsubscribed == ["sub-1"] and "sub-1" not in consumer._turns
+    late = item_frame(1, "busy.example")
+    late.headers.update(subscription="sub-1", destination=link.subscribed[0])
+    link.frames.items.append(late)
+    assert consumer.fetch() is None
+    assert len(writer.resends) == 1 and writer.acks == []
