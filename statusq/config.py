@@ -110,6 +110,14 @@ class StompConfig(_Section):
     #: from each in turn, so one site's flood cannot keep every other site waiting.  Producers
     #: and workers must agree (1: one destination per group, as before 2026-12).
     shards: int = Field(default=defaults.STOMP_SHARDS, ge=1, le=64)
+    #: Hot sites (statusq.queues.stomp.hot): a site a worker took this many items of from a
+    #: shared destination within ``hot_window`` gets its own destination at that worker, taken
+    #: in turn with the shards; 0: never.
+    hot_after: int = Field(default=defaults.STOMP_HOT_AFTER, ge=0)
+    hot_window: Duration = Field(default=defaults.STOMP_HOT_WINDOW, gt=0)
+    hot_cool: Duration = Field(default=defaults.STOMP_HOT_COOL, gt=0)
+    hot_sites: int = Field(default=defaults.STOMP_HOT_SITES, ge=1, le=256)
+    hot_hold: Duration = Field(default=defaults.STOMP_HOT_HOLD, gt=0)
     confirm_sends: bool = True
     receipt_timeout: Duration = 10.0
     reconnect_delay: Duration = 0.5

@@ -53,6 +53,19 @@ CONTROL_MAX_AGE = 60.0  # s: how old (or how far ahead) a signed control command
 STOMP_MAX_PRIORITY = 9  # RabbitMQ's x-max-priority of work queues: JMS priorities 0-9
 #: Destinations per handler group on STOMP, an item's chosen by a hash of its site (fair turns).
 STOMP_SHARDS = 4
+#: A site is hot at a worker (its items moved to a destination of its own, fair turns within a
+#: shard) once it took this many of the site's items from a shared destination within
+#: STOMP_HOT_WINDOW: 10 a second, far above a quiet site's and well below a flood's (thousands),
+#: and small enough that a worker runs few of a flood's items before it starts moving them.
+STOMP_HOT_AFTER = 100
+STOMP_HOT_WINDOW = 10.0  # s
+#: s a hot site stays hot with nothing of it moved or taken: a flood in bursts keeps its place.
+STOMP_HOT_COOL = 60.0
+#: Hot sites per worker at once: each is a subscription more, with its own prefetch window.
+STOMP_HOT_SITES = 16
+#: RabbitMQ: how long an item may wait in a hot site's queue before it goes back to its group's
+#: queue (x-message-ttl); so no item is left where no worker subscribes any more.
+STOMP_HOT_HOLD = 600.0  # s
 STOMP_PREFETCH = 100  # the prefetch window up to concurrency 25...
 STOMP_PREFETCH_PER_SLOT = 4  # ...and this many per item in hand above it
 

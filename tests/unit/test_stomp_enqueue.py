@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from statusq import InvalidArgument, Item
-from statusq.config import Config
+from statusq.config import Config, StompConfig
 from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS
 from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.consumer import EARLY_TOLERANCE, StompConsumer
@@ -171,6 +171,8 @@ def consumer_with(flavor: str, *frames: Frame) -> tuple[StompConsumer, FakeWrite
     consumer._pending = {"sub-0": deque()}
     consumer._turns = deque(["sub-0"])
     consumer._fetching = threading.Lock()
+    consumer._shared = {}
+    consumer._start_hot(StompConfig())
     return consumer, writer
 
 

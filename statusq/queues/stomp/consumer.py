@@ -7,6 +7,10 @@ delayed item that came before its eta, a producer's queue-declaring message).  W
 :meth:`retry` and :meth:`dead_letter` only record the settlement; the consumer's
 :class:`SettlementWriter` thread writes it within ``[queue] ack_flush`` (re-sends with the ACKs
 of their originals in one transaction, so a crash in between duplicates an item, never loses it).
+
+Hot sites (:mod:`statusq.queues.stomp.hot`): an item taken from a shared destination (a group's
+shards or unsharded queue) of a site counted hot is not handed up but moved to the site's own
+destination (:meth:`_moved`), which this worker then subscribes to and serves in turn.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from statusq.queues.base import Consumer
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import early_route, hold_route, retry_route
 from statusq.queues.stomp.destinations import Destinations
+from statusq.queues.stomp.hot import HotSites, MovesFirst
 from statusq.queues.stomp.link import Frame, StompLink
 from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
@@ -35,6 +40,11 @@ log = logging.getLogger(__name__)
 #: A delayed item arriving less than this before its eta runs (ActiveMQ's scheduler and
 #: RabbitMQ's holding queues deliver late, not early: only hosts' clocks apart bring this).
 EARLY_TOLERANCE = 0.05
+#: A hot site's own destination waits while moves go on (the last within this: a prefetch
+#: window's round trip to the broker took up to 0.14 s on a busy test machine), one turn per
+#: this many moves (:class:`~statusq.queues.stomp.hot.MovesFirst`).
+MOVE_GAP = 0.25
+MOVES_PER_TURN = 100
 
 
 def ack_batch(prefetch: int) -> int:
@@ -63,17 +73,23 @@ class StompConsumer(Consumer):
         self.default_site = default_site
         self.outgoing = outgoing
         self.link = StompLink(self.config, "consumer")
-        window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
+        self._window = {"activemq.prefetchSize": str(prefetch), "prefetch-count": str(prefetch)}
         self.destinations = list(destinations)
         # One local queue per subscription, served in turns: a flooded site's breakout cannot
         # keep another subscription's items waiting behind its whole prefetch window.
         self._pending: dict[str, deque[Frame]] = {}
+        #: Subscriptions to shared destinations (a site's items may be moved from there): group.
+        self._shared: dict[str, str] = {}
         for destination in self.destinations:
-            sub_id = self.link.subscribe(destination, "client-individual", window)
+            sub_id = self.link.subscribe(destination, "client-individual", self._window)
             self._pending[sub_id] = deque()
+            route = routes.route(destination)
+            if route is not None and route.transport is None:
+                self._shared[sub_id] = route.group
         self._turns: deque[str] = deque(self._pending)
         #: The loop's fetch against a long item's keeper thread handing back what waits.
         self._fetching = threading.Lock()
+        self._start_hot(config)
         self._redial = Redial(self.link, self.config, "consumer")
         self.writer = SettlementWriter(
             self.link,
@@ -88,6 +104,16 @@ class StompConsumer(Consumer):
         # dispatches a prefetch window as soon as we subscribe, and a window taken while the
         # worker was still starting (its control link, its other managers) sat there while the
         # other workers ran hundreds of items; a priority-9 item in it waited all that time.
+
+    def _start_hot(self, config: StompConfig) -> None:
+        """No hot site yet (:mod:`statusq.queues.stomp.hot`)."""
+        self.hot = HotSites(
+            after=config.hot_after, window=config.hot_window, cool=config.hot_cool, most=config.hot_sites
+        )
+        self._site_subs: dict[str, str] = {}  # a hot site's destination: its subscription
+        self._site_of: dict[str, str] = {}  # and back
+        self._moves = MovesFirst(gap=MOVE_GAP, per_turn=MOVES_PER_TURN)
+        self._retired: set[str] = set()  # subscriptions of cooled sites, ended on the broker
 
     def _connect(self) -> bool:
         if not self._redial.connect():
@@ -110,7 +136,7 @@ class StompConsumer(Consumer):
         # receiver thread writes no other (one per wake-up).  Draining before every item cost a
         # write and two reads per item, each handing the GIL between the two threads.  The drain
         # still comes before the fetch that finds nothing, so no frame can slip past a wait.
-        if self.link.frames.empty() and not any(self._pending.values()):
+        if self.link.frames.empty() and not any(self._pending[s] for s in self._turns if s not in self._held()):
             self.link.drain_wakeups()
 
     def _sort_incoming(self) -> None:
@@ -122,15 +148,22 @@ class StompConsumer(Consumer):
             sub_id = frame.headers.get("subscription", "")
             if sub_id in self._pending:
                 self._pending[sub_id].append(frame)
+            elif sub_id in self._retired:
+                self._late_frame(frame)
             else:
                 log.warning("frame for unknown subscription %r dropped (redelivered by the broker)", sub_id)
 
-    def _next_frame(self) -> Frame | None:
+    def _held(self) -> dict[str, str]:
+        """The subscriptions that wait now (hot sites' own, while moves go on)."""
+        return self._site_of if self._site_of and self._moves.holding() else {}
+
+    def _next_frame(self) -> tuple[str, Frame] | None:
+        held = self._held()
         for _ in range(len(self._turns)):
             sub_id = self._turns[0]
             self._turns.rotate(-1)
-            if self._pending[sub_id]:
-                return self._pending[sub_id].popleft()
+            if self._pending[sub_id] and sub_id not in held:
+                return sub_id, self._pending[sub_id].popleft()
         return None
 
     def fetch(self) -> Delivery | None:
@@ -144,15 +177,77 @@ class StompConsumer(Consumer):
 
     def _fetch(self) -> Delivery | None:
         self._sort_incoming()
-        while (frame := self._next_frame()) is not None:
+        self._cool()  # also forgets stale counts: at most once a second, whether or not any is hot
+        while (taken := self._next_frame()) is not None:
+            sub_id, frame = taken
             if wire.DECLARE in frame.headers:  # a producer's way to have its queue made: no item
                 self.writer.ack(frame.generation, frame.headers.get("ack") or frame.headers.get("message-id", ""))
                 continue
             if wire.ETA in frame.headers and self._held_again(frame):
                 continue
+            if sub_id in self._shared and self._moved(self._shared[sub_id], frame):
+                self._turns.remove(sub_id)  # a move is no turn: the shard goes on, past the flood
+                self._turns.appendleft(sub_id)
+                continue
+            if sub_id in self._site_of:
+                self.hot.used(self._site_of[sub_id])
+                self._moves.served()
             return wire.to_delivery(frame.headers, frame.body, self.routes, self.default_site, frame.generation)
         self.writer.hurry()  # idle: confirm what is done now (ActiveMQ latency rose ~6x without)
         return None
+
+    def _moved(self, group: str, frame: Frame) -> bool:
+        """A hot site's item from a shared destination goes to the site's own, re-sent with the
+        ACK of this delivery in one transaction (a crash in between: the broker redelivers the
+        original), every header kept, its attempt not counted.  Not a redelivered one: that
+        was an attempt, and the listener counts it first."""
+        site = frame.headers.get(wire.SITE)
+        if not site or frame.headers.get("redelivered") == "true":
+            return False
+        target = self.routes.for_site(group, site)
+        if not self.hot.arrived(target):
+            return False
+        if target not in self._site_subs:
+            sub_id = self.link.subscribe(target, "client-individual", self._window)
+            self._site_subs[target] = sub_id
+            self._site_of[sub_id] = target
+            self._pending[sub_id] = deque()
+            self._turns.append(sub_id)
+            log.info("site %s is hot: its items go to %s, taken in turn with the shards", site, target)
+        headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
+        ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
+        self.writer.resend(frame.generation, Resend(ack_id, target, frame.body, self.outgoing(headers)))
+        self._moves.moved()
+        return True
+
+    def _cool(self) -> None:
+        """Unsubscribe from hot sites idle for ``hot_cool`` (none with items still in hand)."""
+        for target in self.hot.cooled(lambda t: bool(self._pending[self._site_subs[t]])):
+            sub_id = self._site_subs.pop(target)
+            del self._site_of[sub_id]
+            del self._pending[sub_id]
+            self._turns.remove(sub_id)
+            self._retired.add(sub_id)
+            self.link.unsubscribe(sub_id)
+            log.info("hot site's destination %s idle for %gs: unsubscribed", target, self.hot.cool)
+
+    def _late_frame(self, frame: Frame) -> None:
+        """A frame the broker sent before it saw the unsubscribe of a cooled site: not ACKed
+        (RabbitMQ 3.10 answers an ACK for a cancelled subscription with an ERROR frame, which
+        fails every receipt pending on the connection).  ActiveMQ redelivers a removed subscription's
+        unacked messages to the other consumers at once (counted as an attempt); RabbitMQ keeps it unacked until this
+        connection closes, then redelivers it (counted as an attempt).  Rare: a cooled site's
+        destination had nothing for ``hot_cool``, and this needs an item moved there just then."""
+        log.info(
+            "id=%s came for %s after its site cooled: left to the broker to redeliver",
+            frame.headers.get(wire.ID),
+            frame.headers.get("destination"),
+        )
+
+    def _home(self, headers: dict[str, str]) -> str:
+        """Where a frame goes back to: from a hot site's destination, its shard (see
+        :meth:`Destinations.home`)."""
+        return self.routes.home(headers.get("destination", ""), headers.get(wire.SITE, self.default_site))
 
     def _held_again(self, frame: Frame) -> bool:
         """A delayed item that came before its eta (a RabbitMQ delay past the longest holding
@@ -162,7 +257,7 @@ class StompConsumer(Consumer):
         if rest <= EARLY_TOLERANCE:
             return False
         headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
-        destination = frame.headers.get("destination", "")
+        destination = self._home(frame.headers)
         if self.link.flavor == "rabbitmq" and destination.startswith("/queue/"):
             destination, hold = early_route(destination, rest, self.link.physical)  # the rest, in hops
         else:
@@ -213,7 +308,8 @@ class StompConsumer(Consumer):
         headers = wire.copy_headers(
             delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
         )
-        destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
+        home = self.routes.home(token.destination, delivery.site)
+        destination, extra = retry_route(self.link.flavor, home, delay, self.link.physical)
         return destination, self.outgoing({**headers, **extra})
 
     def defer_message(self, delivery: Delivery, delay: float) -> tuple[str, dict[str, str]]:
@@ -222,13 +318,14 @@ class StompConsumer(Consumer):
         token = delivery.token
         assert isinstance(token, wire.FrameToken)
         headers = wire.copy_headers(delivery, token)
-        if self.link.flavor == "rabbitmq" and delay > 0 and token.destination.startswith("/queue/"):
+        home = self.routes.home(token.destination, delivery.site)
+        if self.link.flavor == "rabbitmq" and delay > 0 and home.startswith("/queue/"):
             # Not a retry's bucket rounded up: a rate limit's turn is to the interval, so the item
             # waits in shorter holding queues with its eta, and comes back within the tolerance.
-            destination, extra = early_route(token.destination, delay, self.link.physical)
+            destination, extra = early_route(home, delay, self.link.physical)
             extra[wire.ETA] = f"{time.time() + delay:.3f}"
         else:
-            destination, extra = retry_route(self.link.flavor, token.destination, delay, self.link.physical)
+            destination, extra = retry_route(self.link.flavor, home, delay, self.link.physical)
         return destination, self.outgoing({**headers, **extra})
 
     def dead_letter_message(self, delivery: Delivery, reason: str) -> tuple[str, dict[str, str]]:
@@ -240,7 +337,7 @@ class StompConsumer(Consumer):
             **{
                 wire.ERROR: wire.as_text(reason),
                 wire.ATTEMPTS: str(delivery.attempt),
-                wire.ORIGINAL_DESTINATION: token.destination,
+                wire.ORIGINAL_DESTINATION: self.routes.home(token.destination, delivery.site),
                 wire.DEAD_AT: f"{time.time():.6f}",
             },
         )
@@ -303,7 +400,7 @@ class StompConsumer(Consumer):
 
     def _given_back(self, frame: Frame) -> tuple[str, bytes, dict[str, str]]:
         headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
-        return frame.headers.get("destination", ""), frame.body, self.outgoing(headers)
+        return self._home(frame.headers), frame.body, self.outgoing(headers)
 
     def close(self) -> None:
         with contextlib.suppress(ConnectionClosed):

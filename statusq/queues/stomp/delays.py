@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable
 
 from statusq.errors import QueueError
+from statusq.queues.stomp.destinations import site_group
 
 BUCKETS_MS = [
     50,
@@ -131,3 +132,22 @@ def queue_declare_args(
     if "x-message-ttl" in headers:
         return {}
     return {"x-max-priority": str(max_priority)}
+
+
+def site_queue_args(destination: str, *, basename: str, hold: float, physical: Callable[[str], str]) -> dict[str, str]:
+    """RabbitMQ: the arguments of a hot site's queue (:mod:`statusq.queues.stomp.hot`), besides
+    a work queue's.  An item waits there ``hold`` at most, then goes back (dead-lettered through
+    the default exchange) to its group's unsharded queue, which every worker of the group takes
+    from: a worker that took the last items may have cooled the site, or died, and no item must
+    be left where nobody subscribes.  The queue is deleted once unused for twice ``hold``
+    (x-expires), when every item in it has gone back: RabbitMQ drops what a deleted queue held."""
+    group = site_group(destination, basename)
+    if group is None:
+        return {}
+    ms = max(1, int(hold * 1000))
+    return {
+        "x-message-ttl": str(ms),
+        "x-expires": str(2 * ms),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": physical(basename + group).removeprefix("/queue/"),
+    }

@@ -18,11 +18,34 @@ so what producers of an older statusq (or with ``shards = 1``) sent there is sti
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
 #: A shard destination is the group's own with this and the shard's number appended.
 SHARD = "/shard-"
+#: A hot site's destination is the group's own with this and the site's escaped name appended.
+SITE = "/site-"
+#: What a site's name keeps in its destination: safe on ActiveMQ and RabbitMQ, and no "%"
+#: (RabbitMQ's STOMP adapter URL-decodes destinations).  The rest becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: A site's name is cut to this in its destination (RabbitMQ: queue names of 255 bytes at most).
+_SITE_CHARS = 64
+
+
+def site_slug(site: str) -> str:
+    """``site`` as a destination may carry it: unsafe characters replaced, cut to 64, and its
+    CRC-32 appended, so that two sites that escape alike still get destinations of their own."""
+    return f"{_UNSAFE.sub('_', site)[:_SITE_CHARS]}-{zlib.crc32(site.encode('utf-8')):08x}"
+
+
+def site_group(destination: str, basename: str) -> str | None:
+    """The group of a hot site's destination (None: not one)."""
+    rest = destination.removeprefix(basename)
+    if rest == destination:
+        return None
+    group, marker, _ = rest.partition(SITE)
+    return group if marker and group and "/" not in group else None
 
 
 def shard_of(site: str, shards: int) -> int:
@@ -61,6 +84,17 @@ class Destinations:
             return self.basename + group
         return f"{self.basename}{group}{SHARD}{shard_of(site, self.shards)}"
 
+    def for_site(self, group: str, site: str) -> str:
+        """A hot site's own destination in ``group`` (made by the workers that move its items)."""
+        return f"{self.basename}{group}{SITE}{site_slug(site)}"
+
+    def home(self, destination: str, site: str) -> str:
+        """Where an item taken from ``destination`` goes back to (a retry, a delay, a release):
+        from a hot site's destination, its shard, which every worker takes from (the site's
+        own may be cooled by then, and on RabbitMQ deleted); from any other, the same one."""
+        group = site_group(destination, self.basename)
+        return destination if group is None else self.for_group(group, site)
+
     def for_groups(self, groups: set[str]) -> list[str]:
         """Everything a worker serving these groups subscribes to: each group's unsharded queue
         (what older producers sent), its shards, and the breakouts."""
@@ -80,6 +114,9 @@ class Destinations:
         rest = destination.removeprefix(self.basename)
         if rest == destination or not rest:
             return None
+        group = site_group(destination, self.basename)
+        if group is not None:
+            return Route(group)
         group, _, shard = rest.partition(SHARD)
         if "/" not in group and (not shard or shard.isdigit()):
             return Route(group)

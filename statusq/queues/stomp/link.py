@@ -32,7 +32,7 @@ from stomp.exception import ConnectFailedException, StompException
 from statusq.config import StompConfig
 from statusq.errors import BrokerFull, ConnectionClosed, QueueError
 from statusq.queues.stomp import frames
-from statusq.queues.stomp.delays import queue_declare_args
+from statusq.queues.stomp.delays import queue_declare_args, site_queue_args
 from statusq.queues.stomp.encode import ack_frame, encode_frame
 from statusq.queues.stomp.refusals import FULL, declare_refusal, is_full
 from statusq.queues.stomp.settler import Resend
@@ -112,6 +112,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         self.flavor = config.flavor if config.flavor != "auto" else "activemq"
         self._conn: Any = None
         self._subscriptions: list[_Subscription] = []
+        self._sub_count = 0
         self._logical: dict[str, str] = {}
         self._receipts: dict[str, threading.Event | _Countdown] = {}
         self._failed_receipts: dict[str, str] = {}
@@ -241,7 +242,7 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
     def queue_args(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
         """The queue arguments alone (they depend on ``headers`` only through ``x-message-ttl``)."""
         config = self.config
-        return queue_declare_args(
+        args = queue_declare_args(
             self.flavor,
             destination,
             headers,
@@ -251,6 +252,11 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             max_priority=config.max_priority,
             queue_type=config.queue_type,
         )
+        if self.flavor == "rabbitmq" and "x-message-ttl" not in headers:
+            args.update(
+                site_queue_args(destination, basename=config.basename, hold=config.hot_hold, physical=self.physical)
+            )
+        return args
 
     def fileno(self) -> int:
         return self._wakeup.fileno()
@@ -348,11 +354,19 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
             raise ConnectionClosed(f"{self.name}: {what} failed: {exc!r}") from None
 
     def subscribe(self, destination: str, ack: str = "client-individual", headers: dict[str, str] | None = None) -> str:
-        sub = _Subscription(destination, f"sub-{len(self._subscriptions)}", ack, dict(headers or {}))
+        self._sub_count += 1  # not the list's length: a subscription may have been removed
+        sub = _Subscription(destination, f"sub-{self._sub_count - 1}", ack, dict(headers or {}))
         self._subscriptions.append(sub)
         if self.connected:
             self._send_subscribe(sub)
         return sub.id
+
+    def unsubscribe(self, sub_id: str) -> None:
+        """Forget a subscription (not replayed on a reconnect) and end it on the broker."""
+        self._subscriptions = [s for s in self._subscriptions if s.id != sub_id]
+        if self.connected:
+            with self._translated("UNSUBSCRIBE"):
+                self._require().unsubscribe(sub_id)
 
     def _send_subscribe(self, sub: _Subscription) -> None:
         with self._translated("SUBSCRIBE"):

@@ -59,6 +59,7 @@ BROKER_HEADERS = frozenset(
         "x-delivery-count",  # a quorum queue's count of earlier deliveries
         "x-dead-letter-exchange",
         "x-dead-letter-routing-key",
+        "x-expires",
         "AMQ_SCHEDULED_DELAY",
         "scheduledJobId",
         "message",
