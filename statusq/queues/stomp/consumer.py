@@ -47,6 +47,14 @@ MOVE_GAP = 0.25
 MOVES_PER_TURN = 100
 
 
+def _came_back(headers: dict[str, str]) -> bool:
+    """A retried or deferred item back from its wait (ActiveMQ's scheduler, a RabbitMQ holding
+    queue): not counted nor moved.  A paused site's few items came back again and again and
+    counted as a flood; with them moved, the pause test on ActiveMQ failed about one run in two
+    (held items never came back after a restart; not understood, see the hot-sites report)."""
+    return "scheduledJobId" in headers or "x-death" in headers
+
+
 def ack_batch(prefetch: int) -> int:
     """Settlements written at once, before ``ack_flush`` is up: a quarter of the prefetch window
     (the broker sends no more than the window holds unacked), at most 32."""
@@ -202,8 +210,9 @@ class StompConsumer(Consumer):
         ACK of this delivery in one transaction (a crash in between: the broker redelivers the
         original), every header kept, its attempt not counted.  Not a redelivered one: that
         was an attempt, and the listener counts it first."""
-        site = frame.headers.get(wire.SITE)
-        if not site or frame.headers.get("redelivered") == "true":
+        headers = frame.headers
+        site = headers.get(wire.SITE)
+        if not site or headers.get("redelivered") == "true" or _came_back(headers):
             return False
         target = self.routes.for_site(group, site)
         if not self.hot.arrived(target):
