@@ -188,7 +188,7 @@ def test_a_moved_item_keeps_its_headers_priority_and_attempts(
 
     # Then the site was hot (its later items were moved), and each item ran with its header and
     # priority; the failing one ran exactly three times, attempts 1, 2, 3: a move charges none,
-    # and its retries (sent back to the shard, moved again) kept counting
+    # and its retries (sent back to the shard, from the site's destination) kept counting
     assert f"site {site} is hot" in result.stderr
     records = read_records(record_file)
     assert sorted((r["n"], r["attempt"]) for r in records) == [

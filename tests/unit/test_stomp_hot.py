@@ -4,6 +4,8 @@ logic with a fake clock, and the consumer with its link and writer replaced by f
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections import deque
 from typing import Any
@@ -17,6 +19,7 @@ from statusq.queues.stomp.consumer import MOVES_PER_TURN, StompConsumer
 from statusq.queues.stomp.delays import site_queue_args
 from statusq.queues.stomp.destinations import Destinations, Route, shard_of, site_slug
 from statusq.queues.stomp.hot import HotSites, MovesFirst
+from statusq.queues.stomp.hotfile import HotFile
 from statusq.queues.stomp.link import Frame
 from tests.unit.test_stomp_enqueue import BASE, FakeConsumerLink, FakeWriter, rabbit_physical
 
@@ -326,3 +329,34 @@ def test_a_cooled_sites_subscription_ends_and_a_late_frame_is_left_to_the_broker
     link.frames.items.append(late)
     assert consumer.fetch() is None
     assert len(writer.resends) == 1 and writer.acks == []
+
+
+def test_a_starting_worker_adopts_the_hot_sites_of_workers_gone(tmp_path: Any) -> None:
+    # Given the files of a dead worker (no such pid), of a live one (this process) and junk
+    folder = tmp_path / "hot-sites"
+    HotFile(folder, pid=2**22 + 12345).write(["/queue/statusq/main/site-a-1"])
+    HotFile(folder, pid=os.getpid()).write(["/queue/statusq/main/site-b-2"])
+    (folder / "junk.json").write_text("not json")
+
+    # When a new worker starts
+    mine = HotFile(folder, pid=2**22 + 54321)
+    adopted = mine.adopt()
+
+    # Then it took the dead worker's (now in its own file, the dead one's removed), not the
+    # live one's
+    assert adopted == ["/queue/statusq/main/site-a-1"]
+    assert json.loads(mine.path.read_text()) == adopted
+    names = sorted(p.name for p in folder.glob("*.json"))
+    assert names == sorted([f"{os.getpid()}.json", f"{2**22 + 54321}.json", "junk.json"])
+
+
+def test_a_worker_subscribes_to_adopted_hot_sites(tmp_path: Any) -> None:
+    folder = tmp_path / "hot-sites"
+    HotFile(folder, pid=2**22 + 12345).write(["/queue/statusq/main/site-a-1"])
+    consumer, _, link = hot_consumer("activemq")
+    consumer._hot_file = HotFile(folder, pid=2**22 + 1)
+    for target in consumer._hot_file.adopt():
+        consumer.hot.adopt(target)
+        consumer._follow(target)
+    assert link.subscribed == ["/queue/statusq/main/site-a-1"]
+    assert "/queue/statusq/main/site-a-1" in consumer.hot

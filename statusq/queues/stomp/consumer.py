@@ -30,6 +30,7 @@ from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import early_route, hold_route, retry_route
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.hot import HotSites, MovesFirst
+from statusq.queues.stomp.hotfile import HotFile
 from statusq.queues.stomp.link import Frame, StompLink
 from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
@@ -45,6 +46,14 @@ EARLY_TOLERANCE = 0.05
 #: this many moves (:class:`~statusq.queues.stomp.hot.MovesFirst`).
 MOVE_GAP = 0.25
 MOVES_PER_TURN = 100
+
+
+def _came_back(headers: dict[str, str]) -> bool:
+    """A retried or deferred item back from its wait (ActiveMQ's scheduler, a RabbitMQ holding
+    queue): not counted nor moved.  A paused site's few items came back again and again and
+    counted as a flood; with them moved, the pause test on ActiveMQ failed about one run in two
+    (held items never came back after a restart; not understood, see the hot-sites report)."""
+    return "scheduledJobId" in headers or "x-death" in headers
 
 
 def ack_batch(prefetch: int) -> int:
@@ -67,6 +76,7 @@ class StompConsumer(Consumer):
         outgoing: wire.Outgoing,
         ack_flush: float,
         prefetch: int,
+        hot_file: HotFile | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
@@ -90,6 +100,11 @@ class StompConsumer(Consumer):
         #: The loop's fetch against a long item's keeper thread handing back what waits.
         self._fetching = threading.Lock()
         self._start_hot(config)
+        self._hot_file: HotFile | None = hot_file
+        for target in hot_file.adopt() if hot_file is not None else []:
+            self.hot.adopt(target)
+            self._follow(target)
+            log.info("subscribed to %s, a hot site's destination of a worker gone", target)
         self._redial = Redial(self.link, self.config, "consumer")
         self.writer = SettlementWriter(
             self.link,
@@ -114,6 +129,7 @@ class StompConsumer(Consumer):
         self._site_of: dict[str, str] = {}  # and back
         self._moves = MovesFirst(gap=MOVE_GAP, per_turn=MOVES_PER_TURN)
         self._retired: set[str] = set()  # subscriptions of cooled sites, ended on the broker
+        self._hot_file = None
 
     def _connect(self) -> bool:
         if not self._redial.connect():
@@ -201,24 +217,33 @@ class StompConsumer(Consumer):
         ACK of this delivery in one transaction (a crash in between: the broker redelivers the
         original), every header kept, its attempt not counted.  Not a redelivered one: that
         was an attempt, and the listener counts it first."""
-        site = frame.headers.get(wire.SITE)
-        if not site or frame.headers.get("redelivered") == "true":
+        headers = frame.headers
+        site = headers.get(wire.SITE)
+        if not site or headers.get("redelivered") == "true" or _came_back(headers):
             return False
         target = self.routes.for_site(group, site)
         if not self.hot.arrived(target):
             return False
         if target not in self._site_subs:
-            sub_id = self.link.subscribe(target, "client-individual", self._window)
-            self._site_subs[target] = sub_id
-            self._site_of[sub_id] = target
-            self._pending[sub_id] = deque()
-            self._turns.append(sub_id)
+            self._follow(target)
+            self._remember()
             log.info("site %s is hot: its items go to %s, taken in turn with the shards", site, target)
         headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
         ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
         self.writer.resend(frame.generation, Resend(ack_id, target, frame.body, self.outgoing(headers)))
         self._moves.moved()
         return True
+
+    def _follow(self, target: str) -> None:
+        sub_id = self.link.subscribe(target, "client-individual", self._window)
+        self._site_subs[target] = sub_id
+        self._site_of[sub_id] = target
+        self._pending[sub_id] = deque()
+        self._turns.append(sub_id)
+
+    def _remember(self) -> None:
+        if self._hot_file is not None:
+            self._hot_file.write(list(self._site_subs))
 
     def _cool(self) -> None:
         """Unsubscribe from hot sites idle for ``hot_cool`` (none with items still in hand)."""
@@ -229,6 +254,7 @@ class StompConsumer(Consumer):
             self._turns.remove(sub_id)
             self._retired.add(sub_id)
             self.link.unsubscribe(sub_id)
+            self._remember()
             log.info("hot site's destination %s idle for %gs: unsubscribed", target, self.hot.cool)
 
     def _late_frame(self, frame: Frame) -> None:

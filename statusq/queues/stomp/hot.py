@@ -11,6 +11,7 @@ transaction, far less than running an item, so the shard drains past the flood a
 sites' items are reached.  A hot site cools once nothing of it was moved or taken from its own
 destination for ``hot_cool`` seconds: the worker unsubscribes.
 
+A worker's hot sites outlive it on its host (:mod:`statusq.queues.stomp.hotfile`).
 Each worker decides by itself (nothing is announced): a worker that never saw the flood takes
 the site's items from the shard as before, and counts them as every worker does.  At most
 ``hot_sites`` sites are hot at once per worker (each is one more subscription with its own
@@ -77,6 +78,11 @@ class HotSites:
         del self._seen[key]
         self._hot[key] = now
         return True
+
+    def adopt(self, key: str) -> None:
+        """Hot now, as another (dead) worker had it: it cools as usual once idle."""
+        self._seen.pop(key, None)
+        self._hot[key] = self.clock()
 
     def used(self, key: str) -> None:
         """Something was taken from ``key``'s own destination: it is not idle."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from statusq.config import Config
@@ -27,6 +28,7 @@ from statusq.queues.stomp.consumer import StompConsumer
 from statusq.queues.stomp.control import StompControlChannel
 from statusq.queues.stomp.delays import hold_route
 from statusq.queues.stomp.destinations import Destinations
+from statusq.queues.stomp.hotfile import HotFile
 from statusq.queues.stomp.link import Send, StompLink
 
 if TYPE_CHECKING:
@@ -208,6 +210,7 @@ class StompQueueManager(QueueManager):
             outgoing=self.outgoing,
             ack_flush=self.config.queue.ack_flush,
             prefetch=self.config.prefetch,
+            hot_file=HotFile(Path(self.config.var_dir) / "hot-sites"),
         )
         long = frozenset(name for name, t in self.config.transports.items() if t.long)
         if not long:
