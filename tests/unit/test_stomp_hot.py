@@ -244,6 +244,15 @@ def test_a_hot_sites_item_is_moved_with_every_header_and_its_attempt() -> None:
     assert link.subscribed == [own]
 
 
+def test_the_default_site_is_never_moved() -> None:
+    # Given items of the default site (what a single-site deployment sends), past the threshold
+    consumer, writer, link = hot_consumer("rabbitmq", *[item_frame(n, "default") for n in range(6)])
+
+    # Then every one is handed out here: nobody to be fair to, and a move costs a send
+    assert [d.token.ack_id for d in fetch_all(consumer)] == [f"ack-{n}" for n in range(6)]
+    assert writer.resends == [] and link.subscribed == []
+
+
 def test_a_move_is_no_turn_the_shared_destination_goes_on() -> None:
     # Given a site about to be hot, and two subscriptions: the shard with the site's items and then
     # another site's, and a second destination with an item

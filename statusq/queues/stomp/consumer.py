@@ -221,6 +221,10 @@ class StompConsumer(Consumer):
         site = headers.get(wire.SITE)
         if not site or headers.get("redelivered") == "true" or _came_back(headers):
             return False
+        if site == self.default_site:
+            # What a single-site deployment sends (no site given): nobody to be fair to, and a
+            # move costs a SEND and a second delivery per item (a bench's drain at half speed).
+            return False
         target = self.routes.for_site(group, site)
         if not self.hot.arrived(target):
             return False
