@@ -223,7 +223,7 @@ class StompConsumer(Consumer):
             return False
         if site == self.default_site:
             # What a single-site deployment sends (no site given): nobody to be fair to, and a
-            # move costs a SEND and a second delivery per item (a bench's drain at half speed).
+            # move costs a SEND and a second delivery per item.
             return False
         target = self.routes.for_site(group, site)
         if not self.hot.arrived(target):
