@@ -93,7 +93,9 @@ def test_persistent_items_survive_a_broker_restart_mid_run(restartable, write_co
     with statusq.connect(config) as qm:
         for n in range(300):
             qm.enqueue({"n": n, "action": "sleep", "seconds": 0.01}, "count")
-    daemon = start_daemon(config, "--idle-exit", "20", log=tmp_path / "daemon.log")
+    # (idle-exit 60 s: a daemon whose broker is down counts as idle, and a RabbitMQ stop and
+    # start took over 20 s on a loaded CI machine, when the daemon gave up with 106 items left)
+    daemon = start_daemon(config, "--idle-exit", "60", log=tmp_path / "daemon.log")
     wait_for(lambda: len(handled(record_file)) >= 30, what="work under way")
 
     # When the broker stops and starts again

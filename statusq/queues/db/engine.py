@@ -77,17 +77,20 @@ def db_errors(engine: Engine) -> Iterator[None]:
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create what is missing.  Two processes starting at once may both try; the loser's error
-    is harmless, so it tries once more before giving up."""
-    for attempt in (1, 2):
+    """Create what is missing.  Processes starting at once (a daemon's supervisor, its workers and
+    their stores, a producer) may all try; on SQLite the losers find the file locked for as long
+    as another's DDL runs, and on a busy machine that outlasted one retry (CI: "database is
+    locked" twice 0.2 s apart).  So it retries for about five seconds before giving up."""
+    attempts = 12
+    for attempt in range(1, attempts + 1):
         try:
             with db_errors(engine):
                 metadata.create_all(engine)
             return
         except QueueError:
-            if attempt == 2:
+            if attempt == attempts:
                 raise
-            time.sleep(0.2)
+            time.sleep(min(0.1 * attempt, 0.8))
 
 
 class TableStore:
