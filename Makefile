@@ -17,10 +17,16 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 run: $(STAMP)
 	scripts/run-demo.sh
 
-## test: install, start the real servers the tests use, lint, then the whole suite (its 30
-## slowest tests listed at the end: the suite must stay well under 30 minutes)
+## test: install, start the real servers the tests use, lint, then the whole suite: first every
+## test that shares the servers peacefully, in TEST_JOBS processes (a module's tests in one), then
+## the `serial` ones, which stop or reconfigure a shared server, alone.  Each part lists its
+## slowest tests: the suite must stay well under 30 minutes.  Exit 5 is "none selected".
+TEST_JOBS ?= 3
 test: $(STAMP) servers lint
-	$(PY) -m pytest --durations=30 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup -m "not serial" --durations=30 $(PYTEST_ARGS); \
+	  parallel=$$?; \
+	  $(PY) -m pytest -m serial --durations=10 $(PYTEST_ARGS); serial=$$?; \
+	  for rc in $$parallel $$serial; do [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; done
 
 ## lint: ruff, mypy, import-linter (layers import downward only: pyproject.toml) and the docs
 ## site built strictly (a broken link or anchor, or a page missing from the nav, fails it), clean

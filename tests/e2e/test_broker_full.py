@@ -109,6 +109,7 @@ def memory_alarm() -> Iterator[Callable[[bool], None]]:
         alarm(False)
 
 
+@pytest.mark.serial  # every producer on the suite node is blocked meanwhile
 def test_a_rabbitmq_memory_alarm_blocks_producers_with_a_clear_error_and_loses_nothing(
     memory_alarm: Callable[[bool], None], write_config: Callable[..., Path], record_file: Path, tmp_path: Path
 ) -> None:

@@ -48,7 +48,7 @@ class RabbitNode:
         subprocess.run([self.script, "ensure"], check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture(params=["activemq", "rabbitmq"])
+@pytest.fixture(params=["activemq", pytest.param("rabbitmq", marks=pytest.mark.serial)])
 def restartable(request: pytest.FixtureRequest) -> Iterator[tuple[str, PrivateActiveMQ | RabbitNode]]:
     if request.param == "rabbitmq":
         make_broker("rabbitmq")  # reachable, or skip/fail as the suite's rule says
@@ -144,6 +144,7 @@ def quorum() -> Iterator[QuorumCluster]:
 FAILING = 100  # every 100th item fails for good: it goes through the TTL holding queues to the DLQ
 
 
+@pytest.mark.serial  # kills a node of the cluster test_quorum.py uses
 def test_rabbitmq_cluster_failover_loses_nothing(quorum, write_config, record_file, tmp_path) -> None:
     """The legacy way: classic queues mirrored by an ``ha-mode`` policy (RabbitMQ before 3.10),
     on the suite's 3-node cluster (its queues of this test's own, deleted afterwards)."""
@@ -208,6 +209,7 @@ def _mirrored_failover(quorum, broker, tag, policy, write_config, record_file, t
     assert quorum.queues(2)[f"{main}.delay.1000"]["policy"] == policy, "holding queues mirrored too"
 
 
+@pytest.mark.serial  # kills a node of the cluster test_quorum.py uses
 def test_rabbitmq_quorum_queues_survive_a_sigkilled_node(quorum, write_config, record_file, tmp_path) -> None:
     # Given the 3-node cluster, and this test's queues (all named "<tag>.…") declared quorum by
     # statusq. Every item succeeds: a retry held in a holding queue when a node dies is the gap

@@ -319,6 +319,7 @@ def test_an_expired_code_is_refused(deployment: Deployment) -> None:
     assert not statusq.xmpp.confirmation_status(loaded, "brief.example", dave.jid).confirmed
 
 
+@pytest.mark.serial  # freezes the Prosody every XMPP test uses
 def test_pings_are_answered_and_a_server_that_stops_answering_is_left(deployment: Deployment) -> None:
     # Given a ping every 300ms, answered within 1s or the connection is given up
     bot = register("bot")
@@ -349,6 +350,7 @@ def test_pings_are_answered_and_a_server_that_stops_answering_is_left(deployment
     deployment.wait(lambda: deployment.link("ping.example")["pings"] > pings, "pings on the new connection")
 
 
+@pytest.mark.serial  # stops the Prosody every XMPP test uses
 def test_prosody_restart_mid_run_loses_no_message(deployment: Deployment) -> None:
     # Given a connected worker whose messages reach a user, and a send that gives up quickly
     # when disconnected (so items are retried while the server is down)
