@@ -56,11 +56,13 @@ def with_running(config: Config, rows: list[LimitRow]) -> list[LimitRow]:
     from statusq.queues.db.flow import FlowStore  # noqa: PLC0415 - SQLAlchemy: only when a cap is set
 
     try:
-        store = FlowStore.open(config.db_url)
-        try:
-            running = store.running(time.time())
-        finally:
-            store.close()
+        store = FlowStore.for_reading(config.db_url)
+        running: dict[str, int] = {}  # no table: no slot was ever taken
+        if store is not None:
+            try:
+                running = store.running(time.time())
+            finally:
+                store.close()
     except StatusqError as exc:
         click.echo(f"concurrency caps: slots in use unknown ({exc})", err=True)
         return rows

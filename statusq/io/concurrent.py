@@ -109,7 +109,7 @@ class ConcurrentListener(QueueListener):
         return bool(self.jobs or self.held)
 
     def busy(self) -> bool:
-        return self.holding()
+        return self.holding() or super().busy()
 
     def wind_down(self) -> None:
         """Fetch nothing more; what is in hand finishes (``holding`` says until when), items held
@@ -131,9 +131,11 @@ class ConcurrentListener(QueueListener):
             # The backend is down: back off to the cap and try again; never die of it.  An item
             # whose settling failed stays claimed and comes back (at-least-once).
             log.error("queue backend failed, retrying in %.1fs: %s", self.poll_max, exc)
+            self._failing = True
             self._interval = self.poll_max
             self._due = time.monotonic() + self._interval
             return False
+        self._failing = False
         return did
 
     def _fill(self) -> bool:

@@ -38,6 +38,7 @@ class QueueListener(IoManager):
         self.poll_max = poll_max
         self._interval = POLL_MIN
         self._due = 0.0
+        self._failing = False  # the last poll raised: the backend is down
 
     def filenos(self) -> list[int]:
         return self.consumer.filenos()
@@ -57,9 +58,11 @@ class QueueListener(IoManager):
             # The backend is down: back off to the cap and try again; never die of it.  An item
             # whose settling failed stays claimed and comes back (at-least-once).
             log.error("queue backend failed, retrying in %.1fs: %s", self.poll_max, exc)
+            self._failing = True
             self._interval = self.poll_max
             self._due = time.monotonic() + self._interval
             return False
+        self._failing = False
         if delivery is None:
             self._due = time.monotonic() + self._interval
             self._interval = min(self.poll_max, self._interval * 2)
@@ -67,6 +70,10 @@ class QueueListener(IoManager):
         self._interval = POLL_MIN
         self._due = 0.0
         return True
+
+    def busy(self) -> bool:
+        """A backend out of reach is not an idle one: --idle-exit waits until it answers."""
+        return self._failing or not self.consumer.reachable()
 
     def count_redelivery(self, delivery: Delivery) -> None:
         """A redelivered item's worker died (or its connection did) holding it: that was an attempt.

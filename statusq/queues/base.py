@@ -117,6 +117,11 @@ class Consumer(abc.ABC):
         itself (a broker redelivers a lost connection's unacked messages)."""
         return None
 
+    def reachable(self) -> bool:
+        """False while the backend is known to be out of reach (a broker connection down):
+        ``--idle-exit`` does not count that time as idle, since the work may be waiting there."""
+        return True
+
     def release(self) -> None:
         """Hand back anything fetched ahead but not yet handled (graceful shutdown)."""
 

@@ -83,3 +83,17 @@ def test_a_rate_check_costs_well_under_a_millisecond_on_postgresql(pg_url: str) 
     print(f"rate check on PostgreSQL: {each * 1e6:.0f} us each")
     # A regression guard, not a benchmark: generous for a loaded 2-core machine.
     assert each < 0.005
+
+
+def test_a_reader_makes_no_table_and_finds_the_store_once_made(db_url: str) -> None:
+    # Given a database no daemon has used: a reader (statusq status, a scrape) gets no store,
+    # and made no table (a read-only user could not have)
+    assert FlowStore.for_reading(db_url) is None
+    assert FlowStore.for_reading(db_url) is None
+
+    # When a worker opens it, then the reader finds it
+    FlowStore.open(db_url).close()
+    reader = FlowStore.for_reading(db_url)
+    assert reader is not None
+    assert reader.running(time.time()) == {}
+    reader.close()

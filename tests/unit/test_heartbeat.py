@@ -15,7 +15,7 @@ from statusq.config import Config
 from statusq.daemon.heartbeat import Heartbeat, Identity, Snapshot, backend_identity, snapshot
 from statusq.daemon.processes import WorkerProcess
 from statusq.forklock import FORK_LOCK
-from statusq.queues.db.daemons import GONE_BEATS, DaemonRow, DaemonStore
+from statusq.queues.db.daemons import GONE_BEATS, DaemonRow, DaemonStore, read_cluster
 from statusq.state import ItemInHand, WorkerState
 from tests.unit.fakes import FakeClock
 
@@ -179,3 +179,9 @@ def test_no_worker_is_forked_while_a_beat_is_in_the_store(url: str) -> None:
     beat.once()
     assert seen == [True]
     assert not FORK_LOCK.locked()  # and given back after the beat
+
+
+def test_reading_the_cluster_of_a_new_store_makes_no_table(url: str) -> None:
+    # Given a store no daemon has beaten in: the cluster is empty, and asking made no table
+    assert read_cluster(url) == []
+    assert DaemonStore.for_reading(url) is None

@@ -147,3 +147,31 @@ def test_a_redelivered_item_keeps_its_previous_error(processor: ItemProcessor) -
     consumer = RecordingConsumer([redelivered])
     QueueListener(consumer, processor, POLL_MAX).poll()
     assert consumer.retried[0][2] == "ValueError: boom"
+
+
+class Unreachable(RecordingConsumer):
+    """A broker consumer whose connection is down: fetch finds nothing, and says nothing."""
+
+    up = False
+
+    def reachable(self) -> bool:
+        return self.up
+
+
+def test_a_backend_out_of_reach_is_not_idle(processor: ItemProcessor) -> None:
+    # Given a listener whose backend fails, then one whose broker connection is down
+    failing = QueueListener(FailingConsumer([]), processor, POLL_MAX)
+    down = Unreachable([])
+    unreachable = QueueListener(down, processor, POLL_MAX)
+
+    # When each polls and finds nothing
+    failing.poll()
+    unreachable.poll()
+
+    # Then --idle-exit would wait for both: the work may be waiting where they cannot look
+    assert failing.busy() and unreachable.busy()
+
+    # And once the broker answers, an empty queue is idle again
+    down.up = True
+    unreachable.poll()
+    assert not unreachable.busy()

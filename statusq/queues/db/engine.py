@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -93,6 +93,13 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
             time.sleep(min(0.1 * attempt, 0.8))
 
 
+def has_tables(engine: Engine, metadata: MetaData) -> bool:
+    """Whether every table of ``metadata`` exists (a reader's check: no DDL)."""
+    with db_errors(engine):
+        names = set(inspect(engine).get_table_names())
+    return all(table in names for table in metadata.tables)
+
+
 class TableStore:
     """A small table of the shared store at ``db_url`` (pauses, removals, the daemons' beats):
     one engine, the table made at :meth:`open` if missing, a clock for its timestamps.
@@ -110,6 +117,16 @@ class TableStore:
         store = cls(make_engine(db_url))
         create_tables(store.engine, cls.metadata)
         return store
+
+    @classmethod
+    def for_reading(cls, db_url: str) -> Self | None:
+        """The store at ``db_url`` if its tables exist, else None: a read-only command (``statusq
+        status``) issues no DDL, which a read-only database user could not run anyway."""
+        store = cls(make_engine(db_url))
+        if has_tables(store.engine, cls.metadata):
+            return store
+        store.close()
+        return None
 
     def close(self) -> None:
         self.engine.dispose()

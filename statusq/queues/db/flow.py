@@ -31,7 +31,7 @@ from sqlalchemy import Column, Connection, CursorResult, Engine, Float, Integer,
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statusq.errors import QueueError
-from statusq.queues.db.engine import create_tables, db_errors, make_engine
+from statusq.queues.db.engine import create_tables, db_errors, has_tables, make_engine
 
 metadata = MetaData()
 
@@ -142,6 +142,15 @@ class FlowStore:
         store = cls(make_engine(db_url))
         create_tables(store.engine, metadata)
         return store
+
+    @classmethod
+    def for_reading(cls, db_url: str) -> FlowStore | None:
+        """The store if its tables exist (no DDL from ``statusq status``), else None."""
+        store = cls(make_engine(db_url))
+        if has_tables(store.engine, metadata):
+            return store
+        store.close()
+        return None
 
     def _run(self, statement: Any, params: Mapping[str, Any]) -> list[Any]:
         """One statement, committed; its rows (none for a DELETE).  The loop thread's only."""

@@ -97,8 +97,9 @@ class StompConsumer(Consumer):
             if route is not None and route.transport is None:
                 self._shared[sub_id] = route.group
         self._turns: deque[str] = deque(self._pending)
-        #: The loop's fetch against a long item's keeper thread handing back what waits.
-        self._fetching = threading.Lock()
+        #: The loop's fetch against a long item's keeper thread handing back what waits: a lock
+        #: only once LongJobs wraps this consumer (guard_fetch); nothing else shares a fetch.
+        self._fetching: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         self._start_hot(config)
         self._hot_file: HotFile | None = hot_file
         for target in hot_file.adopt() if hot_file is not None else []:
@@ -190,6 +191,10 @@ class StompConsumer(Consumer):
             return None
         with self._fetching:
             return self._fetch()
+
+    def guard_fetch(self) -> None:
+        """Called by the one wrapper that hands back waiting frames from another thread."""
+        self._fetching = threading.Lock()
 
     def _fetch(self) -> Delivery | None:
         self._sort_incoming()
@@ -372,6 +377,9 @@ class StompConsumer(Consumer):
             },
         )
         return self.config.dead_letter_destination, self.outgoing(headers)
+
+    def reachable(self) -> bool:
+        return self.link.connected
 
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the

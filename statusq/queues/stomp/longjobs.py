@@ -54,12 +54,14 @@ class LongJobs(Consumer):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.inner = inner
+        inner.guard_fetch()  # the keeper's give_back_waiting against the loop's fetch
         self.transports = transports
         self.open_store = store
         self.lease = lease
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store: LongItemStore | None = None
+        self._opening = threading.Lock()  # the loop's first fetch and the keeper's first sweep
         self._link = StompLink(stomp, "long-jobs")
         self._send_lock = threading.Lock()  # the loop's settlements and the keeper's sweeps
         self._held: dict[int, str] = {}  # id(delivery) -> its row's key
@@ -67,9 +69,10 @@ class LongJobs(Consumer):
         self._keeper.start()
 
     def store(self) -> LongItemStore:
-        if self._store is None:
-            self._store = self.open_store()
-        return self._store
+        with self._opening:
+            if self._store is None:
+                self._store = self.open_store()
+            return self._store
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -184,6 +187,9 @@ class LongJobs(Consumer):
     @property
     def claim_owner(self) -> str | None:
         return self.inner.claim_owner
+
+    def reachable(self) -> bool:
+        return self.inner.reachable()
 
     def release(self) -> None:
         self.inner.release()
