@@ -39,6 +39,11 @@ class Middleware:
     def before_item(self, delivery: Delivery) -> None:
         """A delivery was fetched and is about to be processed."""
 
+    def before_resend(self, delivery: Delivery, result: Result) -> None:
+        """The delivery did not succeed and is about to be written back (a retry, a hold, a dead
+        letter that may be requeued): headers set here travel with it to its next attempt.  Only
+        on that path, so a success pays nothing for it (tracing links attempts this way)."""
+
     def after_item(self, delivery: Delivery, result: Result) -> None:
         """The delivery was settled (acked, retried or dead-lettered) with ``result``."""
 
@@ -57,6 +62,7 @@ HOOKS = (
     "before_enqueue",
     "after_enqueue",
     "before_item",
+    "before_resend",
     "after_item",
     "after_control",
     "after_worker_boot",
@@ -108,6 +114,9 @@ class MiddlewareChain:
 
     def before_item(self, delivery: Delivery) -> None:
         self._emit("before_item", delivery)
+
+    def before_resend(self, delivery: Delivery, result: Result) -> None:
+        self._emit("before_resend", delivery, result)
 
     def after_item(self, delivery: Delivery, result: Result) -> None:
         self._emit("after_item", delivery, result)

@@ -289,6 +289,7 @@ class ItemProcessor:
                     result.duration * 1e3,
                 )
             return
+        self.middleware.before_resend(delivery, result)
         fields = (delivery.site, delivery.transport, delivery.id, delivery.attempt)
         if result.outcome is Outcome.HOLD:
             consumer.defer(delivery, result.delay, result.reason or "")

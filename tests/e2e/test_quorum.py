@@ -9,6 +9,7 @@ after a worker dies, and a queue declared classic earlier (refused, and said so 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,8 +66,11 @@ def declared_type(broker: Broker, destination: str, ttl: int | None = None) -> s
     conn.set_listener("probe", Listener())
     conn.subscribe(broker.physical(destination), "probe", headers={**args, "receipt": "probe"})
     assert answered.wait(10), "RabbitMQ answered the probe with neither a receipt nor an ERROR"
-    if conn.is_connected():
-        conn.disconnect()
+    # The broker closes the connection after an ERROR: it may be gone between the check and the
+    # DISCONNECT (seen under parallel load as EBADF from stomp.py's send)
+    with contextlib.suppress(OSError, stomp.exception.StompException):
+        if conn.is_connected():
+            conn.disconnect()
     return "quorum" if re.search(r"current is (the value )?'quorum'", said.get("error", "")) else "classic"
 
 

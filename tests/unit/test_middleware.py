@@ -118,6 +118,7 @@ def test_only_overridden_hooks_are_called() -> None:
         "before_enqueue": 1,
         "after_enqueue": 1,
         "before_item": 1,
+        "before_resend": 0,
         "after_item": 1,
         "after_control": 0,
         "after_worker_boot": 0,

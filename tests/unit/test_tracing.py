@@ -87,9 +87,10 @@ def test_the_handlers_span_is_a_child_of_the_span_around_enqueue(world: World) -
     with world.app_tracer.start_as_current_span("POST /notice") as request:
         world.queue.enqueue({"to": "remote.example"}, "push", "example.org")
     # When a worker runs the item
-    world.run_next()
+    done = world.run_next()
     # Then the handler's span continues the request's trace, and is current inside the handler
     (span,) = world.item_spans()
+    assert PREVIOUS_SPAN not in done.headers  # written only for an item that runs again
     assert span.context.trace_id == request.get_span_context().trace_id
     assert span.parent is not None and span.parent.span_id == request.get_span_context().span_id
     assert world.handler.current == [span.context]
