@@ -152,8 +152,20 @@ def write_config(tmp_path: Path, plugin_dir: Path) -> Callable[..., Path]:
 def run_cli(
     *args: str, config: Path | None = None, input: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    """The CLI, run to its end.  Past ``timeout`` (kept under the suite's 300 s per test, so this
+    fires first) it fails with the tail of what the command logged: a daemon that never went
+    idle says why in its log, which a timeout of the whole test would throw away."""
     argv = [*STATUSQ, *(["--config", str(config)] if config else []), *args]
-    return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ)
+    try:
+        return subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=min(timeout, 270), env=os.environ
+        )
+    except subprocess.TimeoutExpired as exc:
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        command = " ".join(args)
+        raise AssertionError(
+            f"statusq {command} still running after {exc.timeout:g}s; it said:\n{said[-6000:]}"
+        ) from None
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
