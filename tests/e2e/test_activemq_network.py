@@ -21,7 +21,7 @@ import pytest
 
 import statusq
 from statusq.defaults import DEFAULT_SITE
-from tests.conftest import read_records, start_daemon, wait_for
+from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.stomp import Broker, PrivateActiveMQ, drain, make_broker, private_activemq, raw_connection, stomp_toml
 
 pytestmark = pytest.mark.e2e
@@ -278,6 +278,12 @@ def test_two_networked_brokers_lose_nothing_and_run_nothing_twice(network) -> No
     # Attempts charged without a run: at most each worker's prefetch window at each stop
     charged = sum(max(a) - len(a) for a in attempts.values())
     assert charged <= sum(net.starts.values()) * WORKERS * PREFETCH, charged
+    # and `statusq deadletters` on A lists them all, those dead-lettered on B too: its
+    # subscription makes B forward its dead letters to A
+    expected = [n for n in numbers if kind(n) == "fail"]
+    listed = run_cli("deadletters", "list", "--json", config=net.configs["a"])
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(letter["body"])["n"] for letter in json.loads(listed.stdout)) == expected
+    # and listing moved but did not copy them: each is on one broker or the other, once
     letters = drain(A_PORTS[0], names.basename + "dlq") + drain(B_PORTS[0], names.basename + "dlq")
-    dead = sorted(json.loads(body)["n"] for _, body in letters)
-    assert dead == [n for n in numbers if kind(n) == "fail"]
+    assert sorted(json.loads(body)["n"] for _, body in letters) == expected
