@@ -47,7 +47,7 @@ def record(**fields):
 class Net(QueueHandler):
     def handle(self, item):
         p = item.payload
-        record(n=p["n"], attempt=item.attempt, pid=os.getpid())
+        record(n=p["n"], attempt=item.attempt)
         if p.get("seconds"):
             time.sleep(p["seconds"])
         if p["kind"] == "flaky" and item.attempt == 1:
@@ -71,7 +71,7 @@ PLAIN = range(2000, 2400)
 
 def kind(n: int) -> str:
     """Every 25th item fails once (retried through the scheduler); every 200th from 13 before
-    the last backlog always fails (retried twice, then dead-lettered)."""
+    the last backlog always fails (retried twice, then dead-lettered); PLAIN's all succeed."""
     if n in PLAIN:
         return "ok"
     return "fail" if n % 200 == 13 and n < 800 else "flaky" if n % 25 == 0 or n in FLAKY_BATCH else "ok"
@@ -88,7 +88,7 @@ def sound(n: int, attempts: list[int]) -> bool:
 
     An attempt may be charged without a run: a frame a stopping worker had in flight (dispatched
     into the prefetch window its release freed) comes back marked redelivered, and statusq
-    counts that as an attempt (the README: "each redelivery is an attempt")."""
+    counts that as an attempt (docs/guarantees.md: "the redelivery counted")."""
     if len(set(attempts)) != len(attempts) or not finished(n, attempts):
         return False
     if kind(n) == "ok":
@@ -126,16 +126,18 @@ class Network:
         """Start ``side``'s daemon, its records to its own file; return once it consumes."""
         self.starts[side] += 1
         log = self.tmp_path / f"daemon-{side}-{self.starts[side]}.log"
-        env = {"TEST_RECORD": str(self.tmp_path / f"handled-{side}.jsonl")}
-        before = dict(os.environ)
-        os.environ.update(env)  # start_daemon hands the daemon os.environ
+        before = os.environ.get("TEST_RECORD")
+        os.environ["TEST_RECORD"] = str(self.tmp_path / f"handled-{side}.jsonl")  # start_daemon passes os.environ
         try:
             self.daemons[side] = start_daemon(self.configs[side], log=log)
         finally:
-            os.environ.clear()
-            os.environ.update(before)
+            if before is None:
+                del os.environ["TEST_RECORD"]
+            else:
+                os.environ["TEST_RECORD"] = before
         port = self.brokers[side].stomp_port
-        wait_for(lambda: f"connected to 127.0.0.1:{port}" in log.read_text(), what=f"daemon {side} to connect")
+        connected = f"consumer connected to 127.0.0.1:{port}"
+        wait_for(lambda: connected in log.read_text(), what=f"daemon {side} to subscribe")
 
     def stop(self, side: str) -> None:
         daemon = self.daemons.pop(side)
