@@ -388,7 +388,7 @@ cmd_status() {
         return 3
     fi
     if [[ -n $STOMP_PORT ]] && port_open 127.0.0.1 "$STOMP_PORT"; then
-        echo "activemq $1: running pid $(<"$base/pid") STOMP 127.0.0.1:$STOMP_PORT OpenWire 127.0.0.1:$OPENWIRE_PORT${KAHADB_DIR:+ store $KAHADB_DIR}"
+        echo "activemq $1: running pid $(<"$base/pid") STOMP 127.0.0.1:$STOMP_PORT OpenWire 127.0.0.1:$OPENWIRE_PORT${KAHADB_DIR:+ store $KAHADB_DIR}${PEERS:+ network with $PEERS}"
         return 0
     fi
     if is_standby "$base"; then
