@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,12 +149,15 @@ class PrivateActiveMQ:
         #: activemq.sh's ACTIVEMQ_* limit variables for this broker (its defaults otherwise).
         self.limits = limits or {}
 
-    def start(self, wait: bool = True) -> None:
+    def start(self, wait: bool = True, peers: Sequence[int] = ()) -> None:
+        """``peers``: the OpenWire ports of brokers this one forms a network with (it bridges to
+        each; conf/activemq-network.xml's connectors and queue policy)."""
         args = [str(ACTIVEMQ_SH), "start", self.name, str(self.stomp_port), str(self.openwire_port)]
         if self.store is not None:
             args.append(str(self.store))
         if not wait:
             args.append("--no-wait")
+        args += [f"--peer={port}" for port in peers]
         subprocess.run(args, check=True, capture_output=True, timeout=120, env={**os.environ, **self.limits})
 
     def stop(self) -> None:
