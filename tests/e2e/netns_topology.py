@@ -91,6 +91,10 @@ class Producers:
 
 
 class Topology:
+    """The brokers and the hosts' daemons, configs and files.  Each host's config names its own
+    SQLite file as ``db_url`` (the store of pauses, keys and heart-beat rows): the faults here are
+    the broker's and the network's, and no test relies on a store shared across hosts."""
+
     def __init__(self, net: Netns, master: PrivateActiveMQ, slave: PrivateActiveMQ, folder: Path) -> None:
         self.net, self.master, self.slave, self.folder = net, master, slave, folder
         self.broker_host = net.address("brokers")

@@ -131,6 +131,16 @@ def assert_detected(topo: Topology, hosts: list[str], fault: str, seen: dict[str
     )
 
 
+def handed_over(topo: Topology, producers: Producers, ids: set[str], since: float, until: float) -> str:
+    """When every one of ``ids`` had been handled, polled from now to ``until`` at most: how long
+    items the cut host held waited for the broker to give them to the others (for the print)."""
+    first = time.monotonic() - since
+    while ids - set(topo.history(producers).handled) and time.monotonic() < until:
+        time.sleep(0.2)
+    took = time.monotonic() - since
+    return f"by the first check, {first:.1f}s after it" if took - first < 0.2 else f"{took:.1f}s after it"
+
+
 def test_a_host_cut_off_for_30s_rejoins_and_nothing_returned_is_lost(topo: Topology) -> None:
     """Bound: the cut host's two workers each run at most prefetch + ACK window items twice
     (handled while cut, their acks never reaching the broker, which redelivers them to the other
@@ -141,17 +151,29 @@ def test_a_host_cut_off_for_30s_rejoins_and_nothing_returned_is_lost(topo: Topol
 
     # When h1's link is cut for 30 s, then restored
     topo.mark(host, "the cut")
+    before = set(topo.history(producers).returned)
     cut = time.monotonic()
     topo.net.cut(host)
     try:
         seen = detection(topo, [host], "the cut")
+        counts = {h: producers.count(h) for h in HOSTS}
+        offsets = {h: size(topo.records(h)) for h in HOSTS}
+        freed = handed_over(topo, producers, before, cut, until=cut + 30)
         time.sleep(max(0.0, 30 - (time.monotonic() - cut)))
+        # (while h1 is away: what the other hosts did, and what still waits)
+        others = [h for h in HOSTS if h != host and topo.handles_new_items(h, producers, counts, offsets[h])]
+        waiting = before - set(topo.history(producers).handled)
     finally:
         topo.net.restore(host)
     restored = time.monotonic()
 
     # Then h1's workers noticed the silence within two heart-beats, h1 handles and enqueues again
     assert_detected(topo, [host], "the cut", seen)
+    # and meanwhile the other hosts went on, and had every item returned before the cut handled
+    # (those h1 had prefetched included: the broker gave them to the others when it dropped h1)
+    assert others == ["h2", "h3"]
+    assert not waiting, f"{len(waiting)} items returned before the cut waited for h1 to come back"
+    print(f"every item returned before the cut handled {freed}")
     print(f"h1 back {rejoined(topo, producers, [host], restored):.1f}s after its link was restored")
     # and nothing whose enqueue returned is lost, duplicates within the bound
     history = finish(topo, producers)
