@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,31 +144,53 @@ class PrivateActiveMQ:
         openwire_port: int,
         store: Path | None = None,
         limits: dict[str, str] | None = None,
+        wrap: list[str] | None = None,
     ) -> None:
         self.name, self.stomp_port, self.openwire_port, self.store = name, stomp_port, openwire_port, store
-        #: activemq.sh's ACTIVEMQ_* limit variables for this broker (its defaults otherwise).
+        #: activemq.sh's ACTIVEMQ_* variables for this broker (its defaults otherwise).
         self.limits = limits or {}
+        #: What activemq.sh runs under, e.g. ``ip netns exec NS`` (tests/netns.py): the broker, and
+        #: the script's checks of 127.0.0.1, are then in that network namespace.
+        self.wrap = wrap or []
 
-    def start(self, wait: bool = True) -> None:
+    @property
+    def base(self) -> Path:
+        """Where activemq.sh keeps this broker's conf, data, log and pid."""
+        return Path("/var/tmp/statusq-servers") / f"activemq-{self.name}"
+
+    @property
+    def pid(self) -> int:
+        return int((self.base / "pid").read_text())
+
+    def start(self, wait: bool = True, peers: Sequence[int] = ()) -> None:
+        """``peers``: the OpenWire ports of brokers this one forms a network with (it bridges to
+        each; conf/activemq-network.xml's connectors and queue policy)."""
         args = [str(ACTIVEMQ_SH), "start", self.name, str(self.stomp_port), str(self.openwire_port)]
         if self.store is not None:
             args.append(str(self.store))
         if not wait:
             args.append("--no-wait")
-        subprocess.run(args, check=True, capture_output=True, timeout=120, env={**os.environ, **self.limits})
+        args += [f"--peer={port}" for port in peers]
+        env = {**os.environ, **self.limits}
+        subprocess.run([*self.wrap, *args], check=True, capture_output=True, timeout=120, env=env)
 
     def stop(self) -> None:
-        subprocess.run([str(ACTIVEMQ_SH), "stop", self.name], capture_output=True, timeout=60)
+        subprocess.run([*self.wrap, str(ACTIVEMQ_SH), "stop", self.name], capture_output=True, timeout=60)
 
     def kill(self) -> None:
-        subprocess.run([str(ACTIVEMQ_SH), "kill", self.name], capture_output=True, timeout=60)
+        subprocess.run([*self.wrap, str(ACTIVEMQ_SH), "kill", self.name], capture_output=True, timeout=60)
 
 
 def private_activemq(
-    name: str, stomp_port: int, openwire_port: int, store: Path | None = None, limits: dict[str, str] | None = None
+    name: str,
+    stomp_port: int,
+    openwire_port: int,
+    store: Path | None = None,
+    limits: dict[str, str] | None = None,
+    wrap: list[str] | None = None,
 ) -> Iterator[PrivateActiveMQ]:
     require("127.0.0.1", 61613, "ActiveMQ (the package)")  # proves activemq is installed here
-    broker = PrivateActiveMQ(name, stomp_port, openwire_port, store, limits)
+    broker = PrivateActiveMQ(name, stomp_port, openwire_port, store, limits, wrap)
     try:
         yield broker
     finally:

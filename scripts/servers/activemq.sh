@@ -2,7 +2,9 @@
 # Private ActiveMQ Classic brokers (Debian package `activemq`) for the test suite.
 #
 #   activemq.sh ensure                    = start main 61613 61616 (the tests' default broker)
-#   activemq.sh start NAME STOMP_PORT OPENWIRE_PORT [KAHADB_DIR] [--no-wait]
+#   activemq.sh start NAME STOMP_PORT OPENWIRE_PORT [KAHADB_DIR] [--no-wait] [--peer=OPENWIRE_PORT ...]
+#   activemq.sh xml NAME STOMP_PORT OPENWIRE_PORT [KAHADB_DIR] [--peer=OPENWIRE_PORT ...]
+#                                         print the activemq.xml `start` would run the broker with
 #   activemq.sh stop NAME                 SIGTERM, up to 20 s, then SIGKILL
 #   activemq.sh kill NAME                 SIGKILL at once (failover tests)
 #   activemq.sh status NAME               exit 0 = serving STOMP, 1 = process alive but STOMP
@@ -21,11 +23,20 @@
 # 60 s saying so). Start it with --no-wait: that returns as soon as the broker is either
 # serving or has logged that it is a standby waiting for the lock (~1 s after launch), exit 0;
 # a broker without a shared store cannot be a standby, so for it --no-wait changes nothing.
+#
+# Network of brokers: --peer=PORT (repeatable) makes the broker part of a network with the
+# brokers whose OpenWire ports are given (127.0.0.1): it bridges to each of them, and its queue
+# policy lets a message go back to the broker it came from when no consumer is left here. The
+# <networkConnectors> block and the queue <policyEntry> are read from conf/activemq-network.xml,
+# the config we ship, only the peers' addresses replaced: the suite runs what operators get. Give
+# each broker of the network the others as peers (`start a 61721 61731 --peer=61732` and
+# `start b 61722 61732 --peer=61731`); a broker starts whether or not its peers are up yet.
 # When the master dies the standby takes the lock (polled every second, see
 # lockAcquireSleepInterval) and opens its ports; `status` tells master (0) from standby (1).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
+NETWORK_CONF=${ACTIVEMQ_NETWORK_CONF:-$(cd "$HERE/../.." && pwd)/conf/activemq-network.xml}
 
 ACTIVEMQ_HOME=/usr/share/activemq
 PKG_CONF=/etc/activemq/instances-available/main
@@ -42,6 +53,11 @@ ACTIVEMQ_SEND_FAIL_MS=${ACTIVEMQ_SEND_FAIL_MS:-3000}
 # How often KahaDB frees journal files whose messages are all gone (its default): until then a
 # drained store still counts as full.
 ACTIVEMQ_STORE_CLEANUP_MS=${ACTIVEMQ_STORE_CLEANUP_MS:-30000}
+# The address the STOMP and OpenWire connectors listen on.  127.0.0.1 unless set: the network
+# namespace tests (tests/netns.py) run this script inside a namespace with ACTIVEMQ_BIND=0.0.0.0,
+# so hosts in other namespaces reach the broker while this script's checks still use 127.0.0.1.
+ACTIVEMQ_BIND=${ACTIVEMQ_BIND:-127.0.0.1}
+[[ $ACTIVEMQ_BIND =~ ^[0-9.]+$ ]] || fail "ACTIVEMQ_BIND must be an IPv4 address, not '$ACTIVEMQ_BIND'"
 STOP_TIMEOUT=20
 
 usage() {
@@ -72,13 +88,36 @@ install_activemq() {
     command -v java >/dev/null || fail "no java after installing a JRE"
 }
 
-# broker_xml NAME STOMP_PORT OPENWIRE_PORT KAHADB_DIR: the activemq.xml a broker runs with, on
-# stdout. A running broker of ours whose conf/activemq.xml differs from this (an older version of
-# this script started it) is restarted by `start`/`ensure`, so a change here reaches machines
-# where the broker already runs.
+# network_block FIRST_LINE_RE LAST_LINE_RE: the lines of conf/activemq-network.xml from the
+# first matching FIRST_LINE_RE to the next matching LAST_LINE_RE (an element and its children).
+network_block() {
+    [[ -f $NETWORK_CONF ]] || fail "$NETWORK_CONF missing (the network broker config)"
+    local block
+    block=$(sed -n "\#$1#,\#$2#p" "$NETWORK_CONF")
+    [[ -n $block ]] || fail "no $1 ... $2 in $NETWORK_CONF"
+    printf '%s\n' "$block"
+}
+
+# broker_xml NAME STOMP_PORT OPENWIRE_PORT KAHADB_DIR [PEERS]: the activemq.xml a broker runs
+# with, on stdout; PEERS: the OpenWire ports of the brokers it forms a network with,
+# comma-separated (none: a broker of its own, the XML exactly as before networks existed, so
+# `ensure` never restarts a running broker over this). A running broker of ours whose
+# conf/activemq.xml differs from this (an older version of this script started it) is restarted
+# by `start`/`ensure`, so a change here reaches machines where the broker already runs.
 broker_xml() {
-    local name=$1 stomp=$2 openwire=$3 kahadb=$4
+    local name=$1 stomp=$2 openwire=$3 kahadb=$4 peers=${5:-}
     local store locker="" scheduler_dir=""
+    local policy='                    <policyEntry queue=">" prioritizedMessages="true" useCache="false" expireMessagesPeriod="0"/>'
+    local network=""
+    if [[ -n $peers ]]; then
+        # The shipped network config's queue policy (priorities as above, plus replay to the
+        # origin) and connectors, the example peer replaced by ours.
+        local uris="" port
+        for port in ${peers//,/ }; do uris+="${uris:+,}tcp://127.0.0.1:$port"; done
+        policy=$(network_block '^ *<policyEntry queue=">"' '^ *</policyEntry>$')
+        network=$'\n\n'$(network_block '^ *<networkConnectors>$' '^ *</networkConnectors>$' \
+            | sed -E "s#static:\([^)]*\)#static:($uris)#")
+    fi
     if [[ -n $kahadb ]]; then
         store=$kahadb
         # Poll the shared lock every second (default 10 s) so a standby takes over quickly.
@@ -92,7 +131,8 @@ broker_xml() {
 
     # Generated from the package's activemq.xml; differences: brokerName, schedulerSupport,
     # priority dispatch on every queue (conf/activemq.xml ships the same policy), STOMP
-    # connector, statistics plugin, kahaDB location. Everything binds 127.0.0.1 only.
+    # connector, statistics plugin, kahaDB location; with peers, conf/activemq-network.xml's
+    # network connectors and queue policy. Everything binds $ACTIVEMQ_BIND (127.0.0.1 unless set).
     cat <<EOF
 <!-- Generated by scripts/servers/activemq.sh; rewritten on every start. -->
 <beans
@@ -115,10 +155,10 @@ broker_xml() {
         <destinationPolicy>
             <policyMap>
                 <policyEntries>
-                    <policyEntry queue=">" prioritizedMessages="true" useCache="false" expireMessagesPeriod="0"/>
+$policy
                 </policyEntries>
             </policyMap>
-        </destinationPolicy>
+        </destinationPolicy>$network
 
         <persistenceAdapter>
             <kahaDB directory="$store" journalMaxFileLength="$ACTIVEMQ_JOURNAL_FILE" cleanupInterval="$ACTIVEMQ_STORE_CLEANUP_MS">$locker
@@ -144,8 +184,8 @@ broker_xml() {
         </plugins>
 
         <transportConnectors>
-            <transportConnector name="openwire" uri="tcp://127.0.0.1:$openwire"/>
-            <transportConnector name="stomp" uri="stomp://127.0.0.1:$stomp"/>
+            <transportConnector name="openwire" uri="tcp://$ACTIVEMQ_BIND:$openwire"/>
+            <transportConnector name="stomp" uri="stomp://$ACTIVEMQ_BIND:$stomp"/>
         </transportConnectors>
 
     </broker>
@@ -154,9 +194,9 @@ broker_xml() {
 EOF
 }
 
-# write_conf BASE NAME STOMP_PORT OPENWIRE_PORT KAHADB_DIR
+# write_conf BASE NAME STOMP_PORT OPENWIRE_PORT KAHADB_DIR PEERS
 write_conf() {
-    local base=$1 name=$2 stomp=$3 openwire=$4 kahadb=$5
+    local base=$1 name=$2 stomp=$3 openwire=$4 kahadb=$5 peers=$6
     mkdir -p "$base/conf" "$base/data" "$base/tmp"
     # Start from the package's instance config (it only has OpenWire on 127.0.0.1:61616,
     # useJmx=false and no Jetty/web console) and keep its log4j2 file for reference; the
@@ -182,8 +222,8 @@ log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
 log4j.appender.stdout.layout.ConversionPattern=%d{ISO8601} %-5p %m [%c{1}]%n
 EOF
 
-    broker_xml "$name" "$stomp" "$openwire" "$kahadb" >"$base/conf/activemq.xml"
-    printf 'STOMP_PORT=%s\nOPENWIRE_PORT=%s\nKAHADB_DIR=%q\n' "$stomp" "$openwire" "$kahadb" >"$base/instance.env"
+    broker_xml "$name" "$stomp" "$openwire" "$kahadb" "$peers" >"$base/conf/activemq.xml"
+    printf 'STOMP_PORT=%s\nOPENWIRE_PORT=%s\nKAHADB_DIR=%q\nPEERS=%q\n' "$stomp" "$openwire" "$kahadb" "$peers" >"$base/instance.env"
 }
 
 # True once the broker logged that it waits for another broker's store lock.
@@ -192,26 +232,43 @@ is_standby() {
     [[ -f $base/log ]] && grep -q -E 'is locked by another server|waiting a lock|slave mode' "$base/log"
 }
 
-cmd_start() {
-    local no_wait=0 args=()
-    local a
+# parse_start_args ARGS...: sets name stomp openwire kahadb peers no_wait (start's and xml's).
+parse_start_args() {
+    no_wait=0 peers=""
+    local args=() a
     for a in "$@"; do
         case $a in
             --no-wait) no_wait=1 ;;
+            --peer=*)
+                [[ ${a#--peer=} =~ ^[0-9]+$ ]] || fail "--peer takes an OpenWire port: $a"
+                peers+="${peers:+,}${a#--peer=}"
+                ;;
             -*) fail "unknown option $a" ;;
             *) args+=("$a") ;;
         esac
     done
     ((${#args[@]} >= 3 && ${#args[@]} <= 4)) || usage
-    local name=${args[0]} stomp=${args[1]} openwire=${args[2]} kahadb=${args[3]:-}
+    name=${args[0]} stomp=${args[1]} openwire=${args[2]} kahadb=${args[3]:-}
     [[ $stomp =~ ^[0-9]+$ && $openwire =~ ^[0-9]+$ ]] || fail "ports must be numbers"
     # The JVM runs in BASE, so a relative store path would silently mean BASE/path.
     if [[ -n $kahadb ]]; then kahadb=$(realpath -m -- "$kahadb"); fi
+    return 0
+}
+
+cmd_xml() {
+    local name stomp openwire kahadb peers no_wait
+    parse_start_args "$@"
+    broker_xml "$name" "$stomp" "$openwire" "$kahadb" "$peers"
+}
+
+cmd_start() {
+    local name stomp openwire kahadb peers no_wait
+    parse_start_args "$@"
     local base t0=$EPOCHREALTIME
     base=$(base_of "$name")
 
     if port_open 127.0.0.1 "$stomp" && pid_alive "$base/pid" "$(marker "$base")" \
-        && ! broker_xml "$name" "$stomp" "$openwire" "$kahadb" | cmp -s - "$base/conf/activemq.xml"; then
+        && ! broker_xml "$name" "$stomp" "$openwire" "$kahadb" "$peers" | cmp -s - "$base/conf/activemq.xml"; then
         # Ours, but started with another config (an older version of this script): apply the
         # current one. Idempotent: once restarted with it, the next run finds nothing to do.
         log "activemq $name: running with an older $base/conf/activemq.xml; restarting it with the current one"
@@ -236,9 +293,9 @@ cmd_start() {
             fail "OpenWire port 127.0.0.1:$openwire is taken by another process"
         fi
         if [[ -n $kahadb ]]; then mkdir -p "$kahadb"; fi
-        write_conf "$base" "$name" "$stomp" "$openwire" "$kahadb"
+        write_conf "$base" "$name" "$stomp" "$openwire" "$kahadb" "$peers"
         : >"$base/log"
-        log "activemq $name: starting (STOMP 127.0.0.1:$stomp, OpenWire 127.0.0.1:$openwire${kahadb:+, store $kahadb})"
+        log "activemq $name: starting (STOMP 127.0.0.1:$stomp, OpenWire 127.0.0.1:$openwire${kahadb:+, store $kahadb}${peers:+, network with $peers})"
         # setsid: own session, so a Ctrl-C in the shell that ran `make test` does not kill it.
         # The broker runs as root like the rest of the test tooling; all its files are under base.
         (
@@ -283,7 +340,7 @@ cmd_start() {
 
 load_instance() {
     local base=$1
-    STOMP_PORT="" OPENWIRE_PORT="" KAHADB_DIR=""
+    STOMP_PORT="" OPENWIRE_PORT="" KAHADB_DIR="" PEERS=""
     # shellcheck disable=SC1091  # written by write_conf
     if [[ -f $base/instance.env ]]; then source "$base/instance.env"; fi
 }
@@ -336,7 +393,7 @@ cmd_status() {
         return 3
     fi
     if [[ -n $STOMP_PORT ]] && port_open 127.0.0.1 "$STOMP_PORT"; then
-        echo "activemq $1: running pid $(<"$base/pid") STOMP 127.0.0.1:$STOMP_PORT OpenWire 127.0.0.1:$OPENWIRE_PORT${KAHADB_DIR:+ store $KAHADB_DIR}"
+        echo "activemq $1: running pid $(<"$base/pid") STOMP 127.0.0.1:$STOMP_PORT OpenWire 127.0.0.1:$OPENWIRE_PORT${KAHADB_DIR:+ store $KAHADB_DIR}${PEERS:+ network with $PEERS}"
         return 0
     fi
     if is_standby "$base"; then
@@ -352,6 +409,7 @@ shift || true
 case $cmd in
     ensure) (($# == 0)) || usage; cmd_start main 61613 61616 ;;
     start) cmd_start "$@" ;;
+    xml) cmd_xml "$@" ;;
     stop) cmd_stop "$@" ;;
     kill) cmd_kill "$@" ;;
     status) cmd_status "$@" ;;
