@@ -1,0 +1,248 @@
+"""A broker under long, mixed load (issue 18): the kind of load that once killed the suite's
+ActiveMQ, on a small private one, filled past its limits while a daemon consumes slowly.
+
+The mix: a few hundred queues holding a message each, items delayed by the broker's scheduler,
+items that fail and are retried through the scheduler, statistics queries in a loop (the same
+code path as the daemon's backlog metrics, with the ``>`` wildcard that answers for every queue),
+a STOMP probe connecting and disconnecting, and two producers enqueueing 20 KB items as fast as
+they can while one worker handles them slowly.  Limits small enough to reach in seconds: 4 MB of
+memory, a 24 MB store, a 192 MB heap.  What is measured and printed (not asserted): the live heap
+at the fullest point (``jmap -histo:live``) and what dominates it.
+
+What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache="false"``): see
+:data:`REFUSALS` and the assertions at the end of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import statusq
+from statusq import BrokerFull
+from statusq.config import load_config
+from statusq.metrics.activemq import ActiveMQBacklog
+from statusq.queues.stomp.consumer import ack_batch
+from tests.conftest import read_records, start_daemon, wait_for
+from tests.stomp import Broker, PrivateActiveMQ, make_broker, private_activemq, raw_connection, stomp_toml
+
+pytestmark = pytest.mark.e2e
+
+PAD = "x" * 20_000  # a 20 KB item
+LIMITS = {
+    "ACTIVEMQ_HEAP": "192M",
+    "ACTIVEMQ_MEMORY_LIMIT": "4 mb",  # 200 items of 20 KB
+    "ACTIVEMQ_STORE_LIMIT": "24 mb",  # about a thousand
+    "ACTIVEMQ_JOURNAL_FILE": "2mb",
+    "ACTIVEMQ_TEMP_LIMIT": "64 mb",  # not below the temp store's 32 MB file
+    "ACTIVEMQ_SEND_FAIL_MS": "1000",
+    "ACTIVEMQ_STORE_CLEANUP_MS": "1000",
+}
+QUEUES = 300  # destinations of their own, a message each, nobody consuming them
+SITES = 8  # spread over the group's shards (and hot-site destinations)
+PREFETCH = 8
+REFUSALS = 12  # producers stop once the broker refused this many enqueues
+
+
+@pytest.fixture
+def load_broker(tmp_path: Path) -> Iterator[PrivateActiveMQ]:
+    for broker in private_activemq("load", 61741, 61742, tmp_path / "store", LIMITS):
+        broker.start()
+        yield broker
+
+
+@dataclass
+class Tally:
+    """What every enqueue came to, from every thread: an id, a BrokerFull, or anything else."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    accepted: dict[str, str] = field(default_factory=dict)  # id -> kind ("slow", "later", "fails")
+    refused: Counter[str] = field(default_factory=Counter)  # BrokerFull texts, digits masked
+    other: list[BaseException] = field(default_factory=list)
+
+    def enqueue(self, qm: statusq.QueueManager, kind: str, payload: dict[str, object], **kw: object) -> None:
+        try:
+            item_id = qm.enqueue(payload, "count", **kw)  # type: ignore[arg-type]
+        except BrokerFull as exc:
+            with self.lock:
+                self.refused[re.sub(r"\d+", "N", str(exc))] += 1
+        except Exception as exc:  # any other error fails the test, after the run
+            with self.lock:
+                self.other.append(exc)
+        else:
+            with self.lock:
+                self.accepted[item_id] = kind
+
+    def refusals(self) -> int:
+        with self.lock:
+            return sum(self.refused.values())
+
+
+def _producer(config: Path, tally: Tally, stop: threading.Event, seed: int) -> None:
+    """20 KB items a slow handler sleeps on, as fast as the broker takes them."""
+    with statusq.connect(config) as qm:
+        n = 0
+        while not stop.is_set():
+            payload = {"n": n, "pad": PAD, "action": "sleep", "seconds": 0.01}
+            tally.enqueue(qm, "slow", payload, site=f"site{(seed + n) % SITES}")
+            n += 1
+
+
+def _scheduler_feeder(config: Path, tally: Tally, stop: threading.Event) -> None:
+    """Small items for the scheduler meanwhile: delayed ones, and ones that fail twice (two
+    retries each held by the scheduler, then a dead letter)."""
+    rng = random.Random(18)
+    with statusq.connect(config) as qm:
+        while not stop.is_set():
+            tally.enqueue(qm, "later", {"action": "ok"}, delay=rng.uniform(1, 6))
+            tally.enqueue(qm, "fails", {"action": "raise"})
+            time.sleep(0.02)
+
+
+@dataclass
+class Watch:
+    """The broker watched from outside while the load runs: a STOMP CONNECT and statistics."""
+
+    probes: int = 0
+    probe_failures: list[str] = field(default_factory=list)
+    stats: int = 0
+    stats_failures: Counter[str] = field(default_factory=Counter)
+    most_ready: int = 0
+
+
+def _answers_stomp(port: int) -> str | None:
+    """None if the broker answers a CONNECT with CONNECTED within 10 s; else what happened."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\x00")
+            got = sock.recv(64)
+            sock.sendall(b"DISCONNECT\n\n\x00")
+    except OSError as exc:
+        return repr(exc)
+    return None if got.startswith(b"CONNECTED") else f"answered {got!r}"
+
+
+def _watch(port: int, backlog: ActiveMQBacklog, watch: Watch, stop: threading.Event) -> None:
+    while not stop.is_set():
+        failed = _answers_stomp(port)
+        watch.probes += 1
+        if failed:
+            watch.probe_failures.append(failed)
+        try:
+            ready = backlog().ready
+        except Exception as exc:  # counted and printed: the broker may be slow
+            watch.stats_failures[type(exc).__name__] += 1
+        else:
+            watch.stats += 1
+            watch.most_ready = max(watch.most_ready, ready or 0)
+        stop.wait(0.3)
+
+
+def _many_destinations(broker: Broker, port: int) -> None:
+    conn = raw_connection(port)
+    try:
+        for n in range(QUEUES):
+            conn.send(f"{broker.basename}many/{n}", b"one", headers={"persistent": "true"})
+    finally:
+        conn.disconnect(receipt="many-done")  # with a receipt: every SEND before it was taken
+
+
+def _live_heap(pid: int) -> str:
+    """The top of ``jmap -histo:live`` (a full GC first), and the heap's size after it."""
+    histo = subprocess.run(["jmap", "-histo:live", str(pid)], capture_output=True, text=True, timeout=120)
+    lines = histo.stdout.splitlines()
+    total = next((line for line in reversed(lines) if line.startswith("Total")), "Total ?")
+    return "\n".join([*lines[:15], total])
+
+
+def _takes(config: Path) -> bool:
+    try:
+        with statusq.connect(config) as qm:
+            qm.enqueue({"action": "ok"}, "count")
+    except BrokerFull:
+        return False
+    return True
+
+
+def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
+    load_broker: PrivateActiveMQ, write_config: Callable[..., Path], record_file: Path, tmp_path: Path
+) -> None:
+    # Given a small broker with a few hundred queues of a message each
+    broker = make_broker("activemq")  # unique destinations; the server is the load broker
+    port = load_broker.stomp_port
+    toml = stomp_toml(broker, servers=[f"127.0.0.1:{port}"], receipt_timeout="5s", prefetch=PREFETCH)
+    queue = {"subsystem": "stomp", "retry_delay": "1s", "retry_delay_max": "2s"}
+    config = write_config("sqlite:///unused.sqlite", toml, queue=queue)
+    _many_destinations(broker, port)
+    # And a daemon of one worker that sleeps on each item, statistics queries and a STOMP probe
+    daemon = start_daemon(config, "--workers", "1", "--idle-exit", "10", log=tmp_path / "daemon.log")
+    loaded = load_config(config)
+    watch, watching = Watch(), threading.Event()
+    watcher = threading.Thread(
+        target=_watch, args=(port, ActiveMQBacklog(lambda: loaded, lambda: None), watch, watching)
+    )
+    watcher.start()
+
+    # When two producers fill the broker with 20 KB items while the scheduler is fed
+    tally, stop = Tally(), threading.Event()
+    threads = [threading.Thread(target=_producer, args=(config, tally, stop, seed)) for seed in (0, 1)]
+    threads.append(threading.Thread(target=_scheduler_feeder, args=(config, tally, stop)))
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: tally.refusals() >= REFUSALS or tally.other or len(tally.accepted) > 20_000, 120, "refusals")
+        # (the fullest point: the live heap, and what dominates it)
+        print(f"\nlive heap at the fullest point (pid {load_broker.pid}):\n{_live_heap(load_broker.pid)}")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    kinds = Counter(tally.accepted.values())
+    print(f"accepted {dict(kinds)}; refused {sum(tally.refused.values())}: {dict(tally.refused)}")
+
+    # Then every enqueue returned an id or raised BrokerFull, and the broker did refuse some
+    assert not tally.other, f"enqueue raised something else than BrokerFull: {tally.other[:3]}"
+    assert tally.refusals() >= REFUSALS, f"{len(tally.accepted)} enqueues and the broker never refused"
+
+    # When the daemon drains the backlog (it exits once idle for 10 s)
+    assert daemon.wait(timeout=240) == 0
+    watching.set()
+    watcher.join(timeout=30)
+    print(
+        f"probes {watch.probes}, failed {watch.probe_failures[:3]}; statistics {watch.stats} answers, "
+        f"most ready {watch.most_ready}, failures {dict(watch.stats_failures)}"
+    )
+
+    # Then the broker answered STOMP throughout, and statistics queries were answered too
+    assert not watch.probe_failures, watch.probe_failures[:3]
+    assert watch.stats > 0
+    assert os.path.exists(f"/proc/{load_broker.pid}")
+    # And every item whose enqueue returned was handled: each once, but for what the worker's
+    # prefetch and ACK window allow (README, Guarantees); the failing ones in each attempt
+    runs: dict[str, list[int]] = {}
+    for record in read_records(record_file):
+        runs.setdefault(record["id"], []).append(record["attempt"])
+    lost = [i for i in tally.accepted if i not in runs]
+    assert not lost, (
+        f"{len(lost)} accepted items never handled, e.g. {lost[:3]} ({Counter(tally.accepted[i] for i in lost)})"
+    )
+    once = [i for i, kind in tally.accepted.items() if kind != "fails"]
+    duplicates = sum(len(runs[i]) - 1 for i in once)
+    print(f"handled {len(runs)} ids, duplicates {duplicates}")
+    assert duplicates <= PREFETCH + ack_batch(PREFETCH)
+    fails = [i for i, kind in tally.accepted.items() if kind == "fails"]
+    assert all(set(runs[i]) == {1, 2, 3} for i in fails)
+    # And the drained broker takes items again, the other queues' messages still there
+    wait_for(lambda: _takes(config), timeout=60, what="the drained broker to take items again")
+    assert _answers_stomp(port) is None
