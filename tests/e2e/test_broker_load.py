@@ -26,8 +26,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import stomp
 
 import statusq
 from statusq import BrokerFull
@@ -42,7 +44,6 @@ pytestmark = pytest.mark.e2e
 PAD = "x" * 20_000  # a 20 KB item
 LIMITS = {
     "ACTIVEMQ_HEAP": "192M",
-    "ACTIVEMQ_MEMORY_LIMIT": "4 mb",  # 200 items of 20 KB
     "ACTIVEMQ_STORE_LIMIT": "24 mb",  # about a thousand
     "ACTIVEMQ_JOURNAL_FILE": "2mb",
     "ACTIVEMQ_TEMP_LIMIT": "64 mb",  # not below the temp store's 32 MB file
@@ -55,9 +56,16 @@ PREFETCH = 8
 REFUSALS = 12  # producers stop once the broker refused this many enqueues
 
 
-@pytest.fixture
-def load_broker(tmp_path: Path) -> Iterator[PrivateActiveMQ]:
-    for broker in private_activemq("load", 61741, 61742, tmp_path / "store", LIMITS):
+#: Which limit the load reaches first: memory (4 MB, 200 items of 20 KB: less than one page of
+#: ``maxPageSize`` 200 per destination with a consumer), or the store (memory 64 MB, room for
+#: every destination's page).
+MEMORY = {"memory": "4 mb", "store": "64 mb"}
+
+
+@pytest.fixture(params=sorted(MEMORY))
+def load_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateActiveMQ]:
+    limits = {**LIMITS, "ACTIVEMQ_MEMORY_LIMIT": MEMORY[request.param]}
+    for broker in private_activemq("load", 61741, 61742, tmp_path / "store", limits):
         broker.start()
         yield broker
 
@@ -166,6 +174,36 @@ def _live_heap(pid: int) -> str:
     return "\n".join([*lines[:15], total])
 
 
+def _broker_usage(port: int) -> dict[str, object]:
+    """ActiveMQ.Statistics.Broker's answer (the statistics plugin): memory, store, temp usage."""
+    import json
+    import queue as q
+
+    got: q.SimpleQueue[bytes] = q.SimpleQueue()
+
+    class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_message(self, frame: Any) -> None:
+            got.put(frame.body)
+
+    conn = raw_connection(port)
+    try:
+        conn.set_listener("usage", Listener())
+        conn.subscribe("/temp-queue/usage", "usage", headers={"transformation": "jms-map-json"})
+        conn.send("/queue/ActiveMQ.Statistics.Broker", b"", headers={"reply-to": "/temp-queue/usage"})
+        body = json.loads(got.get(timeout=10))
+    finally:
+        conn.disconnect()
+    found: dict[str, object] = {}
+    for entry in body["map"]["entry"]:
+        key = entry["string"]
+        if isinstance(key, list):
+            found[key[0]] = key[1]
+        else:
+            found[key] = next(v for k, v in entry.items() if k != "string")
+    wanted = ("memoryPercentUsage", "storePercentUsage", "tempPercentUsage", "size", "enqueueCount", "dequeueCount")
+    return {k: found.get(k) for k in wanted}
+
+
 def _takes(config: Path) -> bool:
     try:
         with statusq.connect(config) as qm:
@@ -189,9 +227,8 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     daemon = start_daemon(config, "--workers", "1", "--idle-exit", "10", log=tmp_path / "daemon.log")
     loaded = load_config(config)
     watch, watching = Watch(), threading.Event()
-    watcher = threading.Thread(
-        target=_watch, args=(port, ActiveMQBacklog(lambda: loaded, lambda: None), watch, watching)
-    )
+    backlog = ActiveMQBacklog(lambda: loaded, lambda: None)  # None: every queue, the `>` wildcard
+    watcher = threading.Thread(target=_watch, args=(port, backlog, watch, watching))
     watcher.start()
 
     # When two producers fill the broker with 20 KB items while the scheduler is fed
@@ -203,6 +240,7 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     try:
         wait_for(lambda: tally.refusals() >= REFUSALS or tally.other or len(tally.accepted) > 20_000, 120, "refusals")
         # (the fullest point: the live heap, and what dominates it)
+        print(f"\nbroker at the fullest point: {_broker_usage(port)}")
         print(f"\nlive heap at the fullest point (pid {load_broker.pid}):\n{_live_heap(load_broker.pid)}")
     finally:
         stop.set()
@@ -219,6 +257,7 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     assert daemon.wait(timeout=240) == 0
     watching.set()
     watcher.join(timeout=30)
+    print(f"broker after the drain: {_broker_usage(port)}; backlog {backlog()}")
     print(
         f"probes {watch.probes}, failed {watch.probe_failures[:3]}; statistics {watch.stats} answers, "
         f"most ready {watch.most_ready}, failures {dict(watch.stats_failures)}"
