@@ -9,8 +9,24 @@ they can while one worker handles them slowly.  Limits small enough to reach in 
 memory, a 24 MB store, a 192 MB heap.  What is measured and printed (not asserted): the live heap
 at the fullest point (``jmap -histo:live``) and what dominates it.
 
-What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache="false"``): see
-:data:`REFUSALS` and the assertions at the end of the test.
+What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache="false"``), and
+what the test asserts:
+
+- Producers are refused within ``receipt_timeout``: ``BrokerFull`` "Usage Manager Memory Limit
+  Wait Timeout" at the memory limit (producer flow control, then ``sendFailIfNoSpaceAfterTimeout``;
+  persistent items are refused there too, they are not spooled), "Persistent store is Full" at the
+  store's; no enqueue raises anything else (asserted).  The broker stays up and answers STOMP and
+  statistics throughout (asserted).
+- Dispatch stalls while the broker is full: the daemon goes idle (``--idle-exit``) with hundreds
+  of items still on the broker, so it is started again while the statistics show items of ours
+  (at most 4 runs; memory case: drained by the second).  Every item sent straight to a queue is
+  then handled, duplicates within prefetch + ACK window (asserted).
+- At the store limit the drain does not end: each daemon run handles a few dozen items and goes
+  idle while the broker reports ~200 ready and a growing in-flight count with no consumer
+  (``[store]`` is marked xfail).
+- ActiveMQ's scheduler drops what comes due while the broker is full: delayed items and retries
+  it held are logged as "Failed to send scheduled message" and never sent again (XFAIL, with the
+  count, when it happens: it did in every run).
 """
 
 from __future__ import annotations
@@ -68,7 +84,13 @@ AT_THE_LIMIT = (
 )
 
 
-@pytest.fixture(params=sorted(MEMORY))
+STALLS_WHEN_THE_STORE_IS_FULL = (
+    "at the store limit the drain does not end: each daemon run handles a few dozen items, then goes idle while the "
+    "broker reports ~200 ready and a growing in-flight count with no consumer"
+)
+
+
+@pytest.fixture(params=["memory", pytest.param("store", marks=pytest.mark.xfail(reason=STALLS_WHEN_THE_STORE_IS_FULL))])
 def load_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateActiveMQ]:
     limits = {**LIMITS, "ACTIVEMQ_MEMORY_LIMIT": MEMORY[request.param]}
     for broker in private_activemq("load", 61741, 61742, tmp_path / "store", limits):
@@ -220,7 +242,11 @@ def _takes(config: Path) -> bool:
 
 
 def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
-    load_broker: PrivateActiveMQ, write_config: Callable[..., Path], record_file: Path, tmp_path: Path
+    load_broker: PrivateActiveMQ,
+    write_config: Callable[..., Path],
+    record_file: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     # Given a small broker with a few hundred queues of a message each
     broker = make_broker("activemq")  # unique destinations; the server is the load broker
@@ -236,13 +262,14 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     loaded = load_config(config)
     watch, watching = Watch(), threading.Event()
     backlog = ActiveMQBacklog(lambda: loaded, lambda: None)  # None: every queue, the `>` wildcard
-    watcher = threading.Thread(target=_watch, args=(port, backlog, watch, watching))
+    watcher = threading.Thread(target=_watch, args=(port, backlog, watch, watching), daemon=True)
     watcher.start()
+    request.addfinalizer(watching.set)  # a failed test must not leave it probing the next broker
 
     # When two producers fill the broker with 20 KB items while the scheduler is fed
     tally, stop = Tally(), threading.Event()
-    threads = [threading.Thread(target=_producer, args=(config, tally, stop, seed)) for seed in (0, 1)]
-    threads.append(threading.Thread(target=_scheduler_feeder, args=(config, tally, stop)))
+    threads = [threading.Thread(target=_producer, args=(config, tally, stop, seed), daemon=True) for seed in (0, 1)]
+    threads.append(threading.Thread(target=_scheduler_feeder, args=(config, tally, stop), daemon=True))
     for thread in threads:
         thread.start()
     try:
@@ -303,9 +330,14 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
 
 def _drain(daemon: subprocess.Popen[str], config: Path, backlog: ActiveMQBacklog, tmp_path: Path) -> int:
     """Daemon runs until one exits idle with none of our items left on the broker (the foreign
-    queues' :data:`QUEUES` messages stay); at most 4."""
+    queues' :data:`QUEUES` messages stay); at most 4, within 150 s in all (the suite's per-test
+    timeout is 300 s)."""
+    deadline = time.monotonic() + 150
     for run in range(1, 5):
-        assert daemon.wait(timeout=150) == 0
+        try:
+            assert daemon.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon run {run} still busy after 150 s of draining; broker: {backlog()}") from None
         left = backlog()
         if (left.ready or 0) + (left.in_flight or 0) <= QUEUES:
             return run
