@@ -308,8 +308,7 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     assert os.path.exists(f"/proc/{load_broker.pid}")
     if stalled:
         pytest.xfail(f"{STALLS}: {stalled}")
-    # And every item whose enqueue returned for the queue itself was handled: each once, but for
-    # what the worker's prefetch and ACK window allow (README, Guarantees)
+    # And every item whose enqueue returned for the queue itself was handled (duplicates: below)
     runs: dict[str, list[int]] = {}
     for record in read_records(record_file):
         runs.setdefault(record["id"], []).append(record["attempt"])
