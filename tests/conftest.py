@@ -203,4 +203,3 @@ def _no_daemon_outlives_its_test() -> Iterator[None]:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(timeout=30)
-
