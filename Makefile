@@ -23,7 +23,7 @@ run: $(STAMP)
 ## slowest tests: the suite must stay well under 30 minutes.  Exit 5 is "none selected".
 TEST_JOBS ?= 3
 test: $(STAMP) servers lint
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup -m "not serial" --durations=30 $(PYTEST_ARGS); \
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "not serial" --durations=30 $(PYTEST_ARGS); \
 	  parallel=$$?; \
 	  $(PY) -m pytest -m serial --durations=10 $(PYTEST_ARGS); serial=$$?; \
 	  for rc in $$parallel $$serial; do [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; done

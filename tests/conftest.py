@@ -203,12 +203,3 @@ def _no_daemon_outlives_its_test() -> Iterator[None]:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(timeout=30)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) a module's tests run in one
-    process, one after the other: several start a broker of their own on fixed ports, once per
-    module.  A test that names its own group (``xdist_group``) keeps it."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))

@@ -106,6 +106,8 @@ def test_sigterm_during_a_steady_stream_over_stomp_exits_0_losing_nothing_and_do
     assert run_cli("daemon", "--idle-exit", "2", config=config).returncode == 0
     assert set(handled_once_each(record_file, sent).values()) == {1}
     # The hand-back keeps counts; only what the broker pushed into the window it freed, in the
-    # moment before the disconnect, comes back marked redelivered: at most a window per worker.
+    # moment before the disconnect, comes back marked redelivered: at most two windows per worker
+    # (ActiveMQ extends a consumer's window by the acks of an open transaction, so it may send a
+    # window more while the hand-back's transaction is open; 41 seen once for two workers of 20).
     charged = [r for r in read_records(record_file) if r["attempt"] > 1]
-    assert len(charged) <= 2 * 20, f"{len(charged)} items charged an attempt by a graceful stop"
+    assert len(charged) <= 2 * 2 * 20, f"{len(charged)} items charged an attempt by a graceful stop"
