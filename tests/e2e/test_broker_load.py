@@ -56,7 +56,9 @@ from statusq.queues.stomp.consumer import ack_batch
 from tests.conftest import read_records, start_daemon, wait_for
 from tests.stomp import Broker, PrivateActiveMQ, make_broker, private_activemq, raw_connection, stomp_toml
 
-pytestmark = pytest.mark.e2e
+# Alone (serial): two producers flooding a broker load the whole machine, and beside the other
+# tests its refusals were once late enough to reach producers as ConnectionClosed
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PAD = "x" * 20_000  # a 20 KB item
 LIMITS = {
