@@ -38,8 +38,9 @@ import stomp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # statusq from this checkout, for (a') and the latency probe
 import statusq  # noqa: E402 -- from the checkout: after the line above
-from statusq.defaults import STOMP_MAX_PRIORITY  # noqa: E402
+from statusq.defaults import DEFAULT_SITE, STOMP_MAX_PRIORITY, STOMP_SHARDS  # noqa: E402
 from statusq.queues.stomp import frames  # noqa: E402
+from statusq.queues.stomp.destinations import Destinations  # noqa: E402
 from statusq.queues.stomp.link import encode_frame  # noqa: E402
 
 BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
@@ -293,9 +294,9 @@ def enqueue_rates(broker: str, n: int, batch: int, work: Path) -> tuple[float, f
                 qm.enqueue(payload, "noop")
         rates.append(count / (time.perf_counter() - started))
         qm.close()
-        raw_consume(
-            BROKERS[broker], physical(broker, basename + "main"), count + 1, 1000, True, statusq_queue_args(broker)
-        )
+        # (the default site's shard of the group: where a producer puts its items)
+        home = Destinations(basename, [], STOMP_SHARDS).for_group("main", DEFAULT_SITE)
+        raw_consume(BROKERS[broker], physical(broker, home), count + 1, 1000, True, statusq_queue_args(broker))
     return rates[0], rates[1]
 
 
