@@ -12,6 +12,10 @@ For each broker (ActiveMQ on 61613, RabbitMQ's STOMP on 61614), same prefetch an
   (e) enqueue_many: items/s put by `QueueManager.enqueue_many` in batches (default 1,000), each
       batch one transaction confirmed by the broker; beside it the same items enqueued one at a
       time with a receipt each (confirm_sends), measured in the same run (issue 16: >= 20,000/s)
+The items are the default site's (what a producer that names no site sends, a single-site
+deployment's); ``--site bench.example``: one named site flooding alone, which a worker counts hot
+and moves to a destination of its own, item by item (issue 17's hot sites: fairness to sites
+queued behind it, at a SEND and a second delivery per item).
 Rates count from the first message handled to the last, so connection set-up is left out of
 both.  Figures vary by +-30% on shared machines: read the ratio b/a, measured minutes apart.
 """
@@ -45,6 +49,7 @@ from statusq.queues.stomp.link import encode_frame  # noqa: E402
 
 BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
 BROKERS = {"activemq": 61613, "rabbitmq": 61614}
+SITE = [DEFAULT_SITE]  # the items' site: ``--site``
 
 
 def physical(broker: str, destination: str) -> str:
@@ -61,8 +66,10 @@ def connect(port: int, fast_frames: bool = False) -> Any:
     return conn
 
 
-def fill(port: int, destination: str, n: int, transport: str) -> None:
-    """N persistent messages as statusq sends them, confirmed by a receipt on the last one."""
+def fill(port: int, destination: str, n: int, transport: str, queue_args: dict[str, str] | None = None) -> None:
+    """N persistent messages as statusq sends them, confirmed by a receipt on the last one.
+    ``queue_args``: what statusq declares its queue with (RabbitMQ refuses a SUBSCRIBE whose
+    arguments differ from those the queue was made with by the first SEND)."""
     conn = connect(port)
     done = threading.Event()
 
@@ -75,8 +82,9 @@ def fill(port: int, destination: str, n: int, transport: str) -> None:
         "persistent": "true",
         "content-type": "application/json",
         "statusq-transport": transport,
-        "statusq-site": "bench.example",
+        "statusq-site": SITE[0],
         "statusq-attempt": "1",
+        **(queue_args or {}),
     }
     for i in range(n):
         extra = {"receipt": "last"} if i == n - 1 else {}
@@ -161,7 +169,7 @@ def rss_mb(pid: int) -> float:
 
 def statusq_consume(broker: str, n: int, prefetch: int, work: Path, fail_every: int = 0) -> tuple[float, float]:
     basename = f"/queue/bench{uuid.uuid4().hex[:8]}/"
-    fill(BROKERS[broker], physical(broker, basename + "main"), n, "noop")
+    fill(BROKERS[broker], physical(broker, basename + "main"), n, "noop", statusq_queue_args(broker))
     out = work / f"{broker}-{uuid.uuid4().hex[:8]}.tput"  # fresh per round
     env = {"BENCH_OUT": str(out), "BENCH_EXPECT": str(n), "BENCH_FAIL_EVERY": str(fail_every)}
     proc = daemon(write_config(work, broker, basename, prefetch), env)
@@ -316,11 +324,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="a/b pairs per broker, in alternating order")
     parser.add_argument("--batch", type=int, default=1000, help="(e): items per enqueue_many")
     parser.add_argument("--enqueue-only", action="store_true", help="only (e), the producer's rates")
+    parser.add_argument("--site", default=DEFAULT_SITE, help="the items' site (a named one floods alone: moved)")
     args = parser.parse_args()
+    SITE[0] = args.site
     print(
         f"statusq bench {time.strftime('%Y-%m-%d')} on {platform.node()} ({os.cpu_count()} cores, "
         f"Python {platform.python_version()}), {args.messages} persistent 200-byte messages, "
-        f"prefetch {args.prefetch}, client-individual acks"
+        f"prefetch {args.prefetch}, client-individual acks, site {args.site!r}"
     )
     rows = []
     enqueued: list[tuple[str, list[tuple[float, float, float]]]] = []
