@@ -45,6 +45,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+#: A plugin's ``record(**fields)``: one JSON line per call appended to TEST_RECORD, in one write
+#: (O_APPEND), so the lines of several worker processes never mix.  For plugins the tests write.
+RECORDER = """
+def record(**fields):
+    import json, os
+    fd = os.open(os.environ["TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(fields) + "\\n").encode())
+    finally:
+        os.close(fd)
+"""
+
+
 COUNTER_PLUGIN = '''
 """A plugin written outside the repository, as a user would: records what it handles."""
 import os, json, time

@@ -21,7 +21,7 @@ import pytest
 
 import statusq
 from statusq.defaults import DEFAULT_SITE
-from tests.conftest import read_records, run_cli, start_daemon, wait_for
+from tests.conftest import RECORDER, read_records, run_cli, start_daemon, wait_for
 from tests.stomp import Broker, PrivateActiveMQ, drain, make_broker, private_activemq, raw_connection, stomp_toml
 
 pytestmark = pytest.mark.e2e
@@ -32,18 +32,14 @@ RETRY_DELAY = "3s"  # long enough that a retry is still in B's scheduler when B'
 MAX_RETRIES = 2
 WORKERS, PREFETCH = 2, 10  # per daemon
 
-NET_PLUGIN = '''
+NET_PLUGIN = (
+    '''
 """Records each attempt in the record file of the daemon that ran it (TEST_RECORD)."""
-import json, os, time
+import time
 from statusq import QueueHandler
-
-def record(**fields):
-    fd = os.open(os.environ["TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(fields) + "\\n").encode())
-    finally:
-        os.close(fd)
-
+'''
+    + RECORDER
+    + """
 class Net(QueueHandler):
     def handle(self, item):
         p = item.payload
@@ -58,7 +54,8 @@ class Net(QueueHandler):
 
 def register(api):
     api.register_handler("net", Net)
-'''
+"""
+)
 
 
 #: Items that all fail once, sent to B while its daemon runs, which stops with their retries due

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STATUSQ, read_records, run_cli, wait_for
+from tests.conftest import RECORDER, STATUSQ, read_records, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
 #: A plugin as a user would write one: queues from $DISPATCH_QUEUES, a handler that records.
-PERIODIC_PLUGIN = """
+PERIODIC_PLUGIN = (
+    """
 import itertools, json, os, time
 from statusq import QueueHandler
 from statusq.dispatcher import WorkItem
@@ -29,13 +30,9 @@ QUEUES = json.loads(os.environ.get("DISPATCH_QUEUES", "[]"))
 HANG = set(json.loads(os.environ.get("DISPATCH_HANG", "[]")))
 _numbers = itertools.count()
 
-def record(**fields):
-    fd = os.open(os.environ["TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(fields) + "\\n").encode())
-    finally:
-        os.close(fd)
-
+"""
+    + RECORDER
+    + """
 class Tick(QueueHandler):
     def handle(self, item):
         p = item.payload
@@ -61,6 +58,7 @@ def register(api):
             queue["source"] = tasks
         api.register_queue(queue.pop("name"), transport="tick", **queue)
 """
+)
 
 DISPATCHER_TOML = """
 [dispatcher]

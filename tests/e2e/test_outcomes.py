@@ -11,23 +11,20 @@ from typing import Any
 import pytest
 
 import statusq
-from tests.conftest import read_records, run_cli
+from tests.conftest import RECORDER, read_records, run_cli
 from tests.stomp import Broker, drain, make_broker, stomp_toml
 
 pytestmark = pytest.mark.e2e
 
-CHOOSY = '''
+CHOOSY = (
+    '''
 """Raises statusq.Reject or statusq.Retry as its payload says; records each attempt and when."""
 import json, os, time
 from statusq import QueueHandler, Reject, Retry
 
-def record(**fields):
-    fd = os.open(os.environ["TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(fields) + "\\n").encode())
-    finally:
-        os.close(fd)
-
+'''
+    + RECORDER
+    + """
 class Choosy(QueueHandler):
     def handle(self, item):
         p = item.payload
@@ -49,7 +46,8 @@ def register(api):
     # [transports.choosy] in the tests' config overrides max_retries
     api.register_handler("choosy", Choosy, max_retries=5, retry_delay="20ms", retry_delay_max="50ms")
     api.register_handler("patient", Patient, time_limit="4s")
-'''
+"""
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "activemq", "rabbitmq"])
