@@ -31,7 +31,7 @@ from sqlalchemy import Column, Connection, CursorResult, Engine, Float, Integer,
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statusq.errors import QueueError
-from statusq.queues.db.engine import create_tables, db_errors, has_tables, make_engine
+from statusq.queues.db.engine import TableStore, db_errors
 
 metadata = MetaData()
 
@@ -126,31 +126,19 @@ def _rows(result: CursorResult[Any]) -> list[Any]:
     return list(result) if result.returns_rows else []
 
 
-class FlowStore:
-    """The two tables at one ``db_url``.  Checks come from a worker's loop thread; the lease
-    renewal from a thread of its own (each takes its own pooled connection)."""
+class FlowStore(TableStore):
+    """The two tables at one ``db_url`` (opened, and for a reader found, as every store of the
+    shared store's is).  Checks come from a worker's loop thread; the lease renewal from a thread
+    of its own (each takes its own pooled connection)."""
+
+    metadata = metadata
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        super().__init__(engine)
         # PostgreSQL: one connection kept in autocommit, so a check is one round trip (a begin()
         # per check was three: BEGIN, the statement, COMMIT).  SQLite has no round trips.
         self._autocommit = engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
-
-    @classmethod
-    def open(cls, db_url: str) -> FlowStore:
-        store = cls(make_engine(db_url))
-        create_tables(store.engine, metadata)
-        return store
-
-    @classmethod
-    def for_reading(cls, db_url: str) -> FlowStore | None:
-        """The store if its tables exist (no DDL from ``statusq status``), else None."""
-        store = cls(make_engine(db_url))
-        if has_tables(store.engine, metadata):
-            return store
-        store.close()
-        return None
 
     def _run(self, statement: Any, params: Mapping[str, Any]) -> list[Any]:
         """One statement, committed; its rows (none for a DELETE).  The loop thread's only."""
