@@ -2,7 +2,9 @@
 """statusq's throughput and latency against a raw stomp.py baseline measured in the same run.
 
 For each broker (ActiveMQ on 61613, RabbitMQ's STOMP on 61614), same prefetch and ack mode:
-  (a) raw:     a bare stomp.py consumer acking N persistent 200-byte messages (client-individual)
+  (a) raw:     a bare stomp.py consumer acking N persistent 200-byte messages (client-individual),
+       from a queue declared as statusq declares its own (on RabbitMQ a priority queue,
+       ``x-max-priority``; before 2026-12-04 evening (a) read a plain queue, (b) a priority one)
   (a') the same consumer with statusq's frame reader (statusq/queues/stomp/frames.py) installed:
        b/a' is what statusq itself costs, apart from the parsing it does faster than stomp.py
   (b) statusq: `statusq daemon`, one worker, a no-op handler, on the same N messages
@@ -311,8 +313,11 @@ def enqueue_rates(broker: str, n: int, batch: int, work: Path) -> tuple[float, f
 def raw_round(broker: str, args: argparse.Namespace, fast_frames: bool = False) -> tuple[float, float]:
     port = BROKERS[broker]
     destination = physical(broker, f"/queue/raw{uuid.uuid4().hex[:8]}")
-    fill(port, destination, args.messages, "noop")
-    return raw_consume(port, destination, args.messages, args.prefetch, fast_frames)
+    # The queue statusq's own is (RabbitMQ: a priority queue, x-max-priority), so that b/a is
+    # what statusq costs over stomp.py, not what the broker's queue type costs.
+    queue_args = statusq_queue_args(broker)
+    fill(port, destination, args.messages, "noop", queue_args)
+    return raw_consume(port, destination, args.messages, args.prefetch, fast_frames, queue_args)
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,12 @@ class XmppManager(IoManager):
         self._next_status = 0.0
         self._retry_inbox_at = 0.0
         self._last_status: str | None = None
+        #: Handlers call in from the worker's pool threads (``concurrency`` > 1) while the master's
+        #: thread reconciles: whoever starts the connections, opens a site's link or opens the
+        #: confirmation store does it alone, so two threads never open one site's link twice (the
+        #: second open would close the first's session) or leak a second store.  Re-entrant: a
+        #: handler's first look at a new site takes ownership, then syncs, under the one guard.
+        self._guard = threading.RLock()
 
     @property
     def inbox(self) -> Inbox:
@@ -174,6 +181,12 @@ class XmppManager(IoManager):
         """Start the connections if this process holds the lock; else stay on standby."""
         if self._started or self._stopped:
             return self._started and not self._stopped
+        with self._guard:
+            return self._take_ownership_now()
+
+    def _take_ownership_now(self) -> bool:
+        if self._started or self._stopped:  # another thread did, while this one waited
+            return self._started and not self._stopped
         if not self.lock.acquire():
             if not self._standby_logged:
                 log.error(
@@ -191,6 +204,10 @@ class XmppManager(IoManager):
 
     def reconcile(self) -> None:
         """Open, reopen or close links so they match the sites' current ``[settings.xmpp]``."""
+        with self._guard:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
         wanted = {}
         for name in self.sites.names:
             site = self.sites.lookup(name).site
@@ -238,10 +255,11 @@ class XmppManager(IoManager):
         if not self._take_ownership():
             raise XmppUnavailable(f"this worker is on standby: pid {self.lock.holder()} owns the XMPP connections")
         if site not in self._settings:
-            found = self.sites.lookup(site).site
-            raw = found.settings.get(SETTINGS_KEY) if found is not None else None
-            if raw is not None:
-                self._sync(site, raw)
+            with self._guard:
+                found = self.sites.lookup(site).site
+                raw = found.settings.get(SETTINGS_KEY) if found is not None else None
+                if raw is not None:
+                    self._sync(site, raw)
         settings = self._settings.get(site)
         if settings is None:
             why = self._problems.get(site) or f"no [settings.xmpp] in {site_file(self.sites_dir, site)}"
@@ -267,7 +285,9 @@ class XmppManager(IoManager):
 
     def store(self) -> ConfirmStore:
         if self._store is None:
-            self._store = ConfirmStore.open(self._db_url)
+            with self._guard:
+                if self._store is None:
+                    self._store = ConfirmStore.open(self._db_url)
         return self._store
 
     # -- incoming -----------------------------------------------------------------------------

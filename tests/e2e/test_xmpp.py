@@ -113,8 +113,9 @@ class Deployment:
             text += "[settings.xmppbot]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in xmppbot.items())
         (self.dir / "sites" / f"{name}.toml").write_text(text)
 
-    def start(self, *groups: str) -> None:
+    def start(self, *groups: str, concurrency: int = 1) -> None:
         flags = [arg for group in groups or ("xmpp",) for arg in ("--group", group)]
+        flags += ["--concurrency", str(concurrency)] if concurrency > 1 else []
         if WIRED:
             argv = [*STATUSQ, "--config", str(self.config), "daemon", "--workers", "1", *flags]
         else:
@@ -217,6 +218,42 @@ def test_a_message_queued_for_a_user_arrives_from_its_sites_jid(deployment: Depl
     deployment.wait(
         lambda: deployment.backlog() == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}, "empty queue"
     )
+
+
+def test_handlers_on_eight_threads_send_every_message_once_from_the_right_site(deployment: Deployment) -> None:
+    # Given two sites served by one XMPP worker that runs eight items at once on its threads
+    bot_a, bot_b, alice = register("bota"), register("botb"), register("alice")
+    config = deployment.configure()
+    deployment.site("a.example", bot_a)
+    deployment.site("b.example", bot_b)
+    deployment.start(concurrency=8)
+    deployment.wait_connected("a.example")
+    deployment.wait_connected("b.example")
+    user = deployment.user(alice)
+
+    # When 40 messages, the two sites interleaved, and 8 confirmation requests are queued at once
+    tag = uuid.uuid4().hex[:8]
+    sent = {f"{site} {n} {tag}": site for n in range(20) for site in ("a.example", "b.example")}
+    with statusq.connect(config) as qm:
+        for body, site in sent.items():
+            statusq.xmpp.send(qm, site, alice.jid, body)
+        for n in range(8):
+            statusq.xmpp.request_confirmation(qm, ("a.example", "b.example")[n % 2], alice.jid)
+
+    # Then each message arrives once, from its own site's JID, and 8 codes arrive
+    got: dict[str, list[str]] = {}
+    codes = 0
+    while sum(len(v) for v in got.values()) < len(sent) or codes < 8:
+        message = user.wait_message(lambda m: tag in m.body or "confirm " in m.body, what="the 48 messages")
+        if tag in message.body:
+            got.setdefault(message.body, []).append(message.sender)
+        else:
+            codes += 1
+    assert {body: senders for body, senders in got.items()} == {
+        body: [(bot_a if site == "a.example" else bot_b).jid] for body, site in sent.items()
+    }
+    deployment.wait(lambda: deployment.backlog() == EMPTY, "empty queue, nothing dead-lettered")
+    assert "Traceback" not in deployment.log.read_text()
 
 
 def test_a_users_message_reaches_the_xmppin_handler(deployment: Deployment) -> None:

@@ -4,6 +4,8 @@ the connections, and what the handlers send."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,76 @@ def test_a_site_added_meanwhile_connects_when_a_handler_needs_it(setup: Setup) -
 
     assert "new.example" in connections.opened
     assert connections.sent[-1][:3] == ("new.example", "carol@example.org", "hi")
+
+
+def test_handlers_on_pool_threads_open_a_new_sites_link_once(setup: Setup) -> None:
+    # Given a started manager whose connections take a while to open a link (the XMPP thread's
+    # round trip), and a site added since its last look
+    manager, connections = started(setup)
+    opening = threading.Event()
+    plain_open = connections.open
+
+    def slow_open(site: str, settings: XmppSettings) -> None:
+        opening.set()
+        time.sleep(0.05)
+        plain_open(site, settings)
+
+    connections.open = slow_open  # type: ignore[method-assign]
+    (setup.sites / "new.example.toml").write_text(xmpp_table("bot@new.example"))
+    setup.runtime.sites.reload("new.example")
+    opens_before = connections.opens
+
+    # When eight handlers on a worker's pool threads (concurrency 8) send from it at once
+    def send(n: int) -> None:
+        manager.send("new.example", "carol@example.org", f"hi {n}")
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    # Then its link was opened once (a second open would have closed the first's session),
+    # and every message went out
+    assert opening.is_set()
+    assert connections.opens - opens_before == 1
+    assert sorted(body for site, _, body, _, _ in connections.sent if site == "new.example") == sorted(
+        f"hi {n}" for n in range(8)
+    )
+
+
+def test_handlers_on_pool_threads_share_one_confirmation_store(tmp_path: Path) -> None:
+    # Given a manager that opens its confirmation store on first use, and a slow first open
+    setup = Setup(tmp_path)
+    setup.site("a.example", xmpp_table())
+    manager, _ = setup.manager()
+    manager._store = None  # as a worker's manager starts: no store until a handler needs one
+    manager._db_url = f"sqlite:///{tmp_path / 'lazy.sqlite'}"
+    opened: list[ConfirmStore] = []
+    plain_open = ConfirmStore.open
+
+    def slow_open(db_url: str, **kw: Any) -> ConfirmStore:
+        time.sleep(0.05)
+        store = plain_open(db_url, **kw)
+        opened.append(store)
+        return store
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ConfirmStore, "open", staticmethod(slow_open))
+            # When eight handler threads ask for it at once
+            stores: list[ConfirmStore] = []
+            threads = [threading.Thread(target=lambda: stores.append(manager.store())) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+        # Then one store was opened and every thread got it
+        assert len(opened) == 1
+        assert stores == [opened[0]] * 8
+    finally:
+        manager.stop()
+        setup.store.close()
 
 
 def test_plain_chat_becomes_an_xmppin_item(setup: Setup) -> None:
