@@ -10,7 +10,11 @@ One test per backend, in three phases, so that the two daemons start once (the s
    would dead-letter the item);
 2. a cap of ``max_concurrent = 2`` over 6 items of 0.3 s, each daemon able to run 2 at once: at no
    instant do more than 2 run;
-3. a worker is SIGKILLed while its item holds a slot: the slot is leased (``flow_lease = 1s``),
+3. per key and per site: a transport with ``key_rate_limit = 5/s`` over two rate keys, and a
+   site whose site file sets ``rate_limit = 5/s``: no second holds more than 5 + 1 starts of one
+   key or of that site, each reaches 80% of its limit, and the two keys together outrun one
+   key's limit (a bucket each, not one shared);
+4. a worker is SIGKILLed while its item holds a slot: the slot is leased (``flow_lease = 1s``),
    so two later items of 2.5 s still come to run side by side, which the leaked slot would
    forbid for ever; and a short one enqueued while both run waits for one of them to end: their
    leases are renewed while they run.
@@ -39,6 +43,7 @@ pytestmark = pytest.mark.e2e
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "activemq", "rabbitmq"]
 LIMIT, BURST, RATED = 10, 5, 40
 CAPPED = 6
+KEY_LIMIT, KEYED = 5, 12  # per key (and the slow site's), items per key
 
 FLOW_PLUGIN = '''
 """Records each item's start and end (epoch seconds) and its worker's pid."""
@@ -64,6 +69,7 @@ class Timed(QueueHandler):
 def register(api):
     api.register_handler("paced", Timed)
     api.register_handler("capped", Timed)
+    api.register_handler("keyed", Timed)
 '''
 
 FLOW_TOML = f"""
@@ -73,7 +79,13 @@ rate_burst = {BURST}
 
 [transports.capped]
 max_concurrent = 2
+[transports.keyed]
+key_rate_limit = "{KEY_LIMIT}/s"
+[sites]
+dir = "sites"
 """
+#: Phase 3: a site whose own file limits it (burst 1: the default)
+SLOW_SITE = "slow.example"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -99,6 +111,8 @@ def configs(
         queue["subsystem"] = "stomp"
     else:
         url = f"sqlite:///{tmp_path / 'q.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    (tmp_path / "sites").mkdir(exist_ok=True)
+    (tmp_path / "sites" / f"{SLOW_SITE}.toml").write_text(f'rate_limit = "{KEY_LIMIT}/s"\n')
     first = write_config(url, extra, queue=queue, daemon=daemon)
     second = tmp_path / "second.toml"
     second.write_text(first.read_text().replace('var_dir = "var"', 'var_dir = "var2"', 1))
@@ -174,7 +188,33 @@ def test_rate_limit_and_concurrency_cap_hold_across_two_daemons(configs, record_
     # Then at no instant did more than 2 run
     assert most_at_once(intervals(record_file, capped, {})) == 2
 
-    # Phase 3 -- when a worker is SIGKILLed while its item holds one of the 2 slots
+    # Phase 3 -- when items of two rate keys (5/s each) and of a site limited to 5/s by its own
+    # file are enqueued at once
+    with statusq.connect(configs[0]) as qm:
+        keyed = {
+            key: {qm.enqueue({"sleep": 0.05}, "keyed", site="a.example", rate_key=key) for _ in range(KEYED)}
+            for key in ("one.example", "two.example")
+        }
+        slow = {qm.enqueue({"sleep": 0.05}, "paced", site=SLOW_SITE) for _ in range(KEYED)}
+    every = set().union(*keyed.values(), slow)
+    wait_for(
+        lambda: every <= {r["id"] for r in read_records(record_file) if r["event"] == "start"},
+        timeout=90,
+        what="the keyed and the slow site's items",
+    )
+    # Then each key and the site kept to its own limit + burst in every second and reached 80% of
+    # it, and the two keys together ran faster than one key may: a bucket per key
+    records = [r for r in read_records(record_file) if r["event"] == "start"]
+    for name, ids in [*keyed.items(), (SLOW_SITE, slow)]:
+        times = sorted(r["t"] for r in records if r["id"] in ids)
+        offsets = str([round(t - times[0], 3) for t in times])
+        assert len(times) == KEYED, (name, offsets)
+        assert most_in_a_second(times) <= KEY_LIMIT + 1, (name, offsets)
+        assert (len(times) - 1) / (times[-1] - times[0]) >= 0.8 * KEY_LIMIT, (name, offsets)
+    both = sorted(r["t"] for r in records if r["id"] in keyed["one.example"] | keyed["two.example"])
+    assert (len(both) - 2) / (both[-1] - both[0]) > KEY_LIMIT + 1, both
+
+    # Phase 4 -- when a worker is SIGKILLed while its item holds one of the 2 slots
     with statusq.connect(configs[0]) as qm:
         hung = qm.enqueue({"sleep": 60}, "capped", site="a.example")
     wait_for(lambda: any(r["id"] == hung for r in starts(record_file, "capped")), timeout=90, what="the hung item")

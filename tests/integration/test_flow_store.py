@@ -26,8 +26,9 @@ def test_gcra_answers_alike_on_both_databases(store: FlowStore) -> None:
         store.take("t:push", now=now, interval=0.5, tolerance=0.5, horizon=10.0, token=f"{i:032d}") for i in range(4)
     ]
     assert [a.allowed for a in answers] == [True, True, False, False]
-    assert answers[1].tat == pytest.approx(now + 1.0)
-    assert [a.wait_tat - now for a in answers[2:]] == pytest.approx([1.5, 2.0])
+    # (the first interval counts from half an interval before now: now - 0.25 + 0.5, then + 0.5)
+    assert answers[1].tat == pytest.approx(now + 0.75)
+    assert [a.wait_tat - now for a in answers[2:]] == pytest.approx([1.25, 1.75])
     later = store.take("t:push", now=now + 0.5, interval=0.5, tolerance=0.5, horizon=10.0, token="z" * 32)
     assert later.allowed
 
