@@ -1,9 +1,10 @@
 """Hot sites on one worker's STOMP consumer: a flooding site's items moved off the shared
 destinations to the site's own, which the worker then subscribes to and serves in turn.
 
-Apart from :mod:`statusq.queues.stomp.consumer` (fetching and settling) because this is the one
-part of fetching that sends: a move re-sends an item with the ACK of its delivery.  The counting
-itself (which site is hot, when it cools, how moves and turns alternate) is pure logic in
+Apart from :mod:`statusq.queues.stomp.consumer` (fetching and settling) because it is a job of
+its own inside fetching, with subscriptions that come and go: a move re-sends an item with the
+ACK of its delivery, a site's own destination is subscribed to, and dropped once it cools.  The
+counting itself (which site is hot, when it cools, how moves and turns alternate) is pure logic in
 :mod:`statusq.queues.stomp.hot`; this is what the consumer does with it.  A mixin, not an object
 of its own: the moves take from and add to the consumer's subscriptions and turns.
 """
