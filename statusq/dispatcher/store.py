@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
+from statusq.dispatcher.reports import WorkerReports
 from statusq.dispatcher.schedule import Settings, rescheduled
 from statusq.dispatcher.tables import QueueRow, RunRow, members, metadata, queues, runs
 from statusq.errors import QueueError
@@ -50,7 +51,10 @@ def members_digest(values: Sequence[WorkItem | str]) -> str:
     return f"{len(parts)}:{hashlib.sha1(joined, usedforsecurity=False).hexdigest()}"
 
 
-class DispatchStore:
+class DispatchStore(WorkerReports):
+    """The dispatcher's tables at ``db_url``; what workers write there per item is
+    in :class:`~statusq.dispatcher.reports.WorkerReports`."""
+
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._ready = False
@@ -356,64 +360,3 @@ class DispatchStore:
                 )
                 found += [(queue, RunRow(**row)) for row in conn.execute(stmt).mappings()]
         return found
-
-    # -- what workers report (statusq.dispatcher.hooks) -------------------------------------------
-
-    def item_started(self, queue: str, seq: int, key: str) -> None:
-        with self.begin() as conn:
-            conn.execute(_STARTED, {"q": queue, "s": seq, "k": key})
-
-    def items_settled(self, settled: Sequence[tuple[str, int, str, bool]], now: float) -> None:
-        """Items of runs finished for good, as (queue, run, key, succeeded); a success is the
-        item's "last processed" time.  Many at once for simulations; a worker reports one."""
-        params = [{"q": q, "s": s, "k": k, "now": now} for q, s, k, _ in settled]
-        ok = [p for p, (*_, good) in zip(params, settled, strict=True) if good]
-        failed = [p for p, (*_, good) in zip(params, settled, strict=True) if not good]
-        with self.begin() as conn:
-            if ok:
-                conn.execute(_PROCESSED, ok)
-                conn.execute(_SETTLED_DONE, ok)
-            if failed:
-                conn.execute(_SETTLED_FAILED, failed)
-
-
-# The statements workers run per item, built once: building them costs more than running them.
-_STARTED = (
-    update(runs).where(runs.c.queue == bindparam("q"), runs.c.seq == bindparam("s")).values(current=bindparam("k"))
-)
-# Within its period a processed item moves to its success time; an item whose success lands after
-# the next period began keeps its rank, so that it is not skipped in that period.
-_PROCESSED = (
-    update(members)
-    .where(members.c.queue == bindparam("q"), members.c.key == bindparam("k"))
-    .values(
-        last_processed=bindparam("now"),
-        rank=case(
-            (
-                members.c.rank
-                >= select(queues.c.period_start).where(queues.c.name == bindparam("q")).scalar_subquery(),
-                bindparam("now"),
-            ),
-            else_=members.c.rank,
-        ),
-    )
-)
-
-
-def _settled(counter: Any) -> Any:
-    finishing = and_(runs.c.finished.is_(None), runs.c.sealed, runs.c.done + runs.c.failed + 1 >= runs.c["items"])
-    return (
-        update(runs)
-        .where(runs.c.queue == bindparam("q"), runs.c.seq == bindparam("s"))
-        .values(
-            {
-                counter: counter + 1,
-                runs.c.current: case((runs.c.current == bindparam("k"), None), else_=runs.c.current),
-                runs.c.finished: case((finishing, bindparam("now")), else_=runs.c.finished),
-            }
-        )
-    )
-
-
-_SETTLED_DONE = _settled(runs.c.done)
-_SETTLED_FAILED = _settled(runs.c.failed)

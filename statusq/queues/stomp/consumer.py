@@ -10,7 +10,8 @@ of their originals in one transaction, so a crash in between duplicates an item,
 
 Hot sites (:mod:`statusq.queues.stomp.hot`): an item taken from a shared destination (a group's
 shards or unsharded queue) of a site counted hot is not handed up but moved to the site's own
-destination (:meth:`_moved`), which this worker then subscribes to and serves in turn.
+destination (:meth:`_moved`), which this worker then subscribes to and serves in turn: that
+half is :class:`~statusq.queues.stomp.hotmoves.HotSiteMoves`.
 """
 
 from __future__ import annotations
@@ -29,31 +30,21 @@ from statusq.queues.base import Consumer
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.delays import early_route, hold_route, retry_route
 from statusq.queues.stomp.destinations import Destinations
-from statusq.queues.stomp.hot import HotSites, MovesFirst
 from statusq.queues.stomp.hotfile import HotFile
+from statusq.queues.stomp.hotmoves import MOVES_PER_TURN, HotSiteMoves
 from statusq.queues.stomp.link import Frame, StompLink
 from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
 from statusq.queues.stomp.sidelink import ResendLink
+
+# MOVES_PER_TURN re-exported: it lives with the hot-site moves (hotmoves.py) since they left here.
+__all__ = ["EARLY_TOLERANCE", "MOVES_PER_TURN", "StompConsumer", "ack_batch"]
 
 log = logging.getLogger(__name__)
 
 #: A delayed item arriving less than this before its eta runs (ActiveMQ's scheduler and
 #: RabbitMQ's holding queues deliver late, not early: only hosts' clocks apart bring this).
 EARLY_TOLERANCE = 0.05
-#: A hot site's own destination waits while moves go on (the last within this: a prefetch
-#: window's round trip to the broker took up to 0.14 s on a busy test machine), one turn per
-#: this many moves (:class:`~statusq.queues.stomp.hot.MovesFirst`).
-MOVE_GAP = 0.25
-MOVES_PER_TURN = 100
-
-
-def _came_back(headers: dict[str, str]) -> bool:
-    """A retried or deferred item back from its wait (ActiveMQ's scheduler, a RabbitMQ holding
-    queue): not counted nor moved.  A paused site's few items came back again and again and
-    counted as a flood; with them moved, the pause test on ActiveMQ failed about one run in two
-    (held items never came back after a restart; not understood, see the hot-sites report)."""
-    return "scheduledJobId" in headers or "x-death" in headers
 
 
 def ack_batch(prefetch: int) -> int:
@@ -62,7 +53,7 @@ def ack_batch(prefetch: int) -> int:
     return max(1, min(32, prefetch // 4))
 
 
-class StompConsumer(Consumer):
+class StompConsumer(HotSiteMoves, Consumer):
     """``destinations``: what this worker subscribes to; ``routes``: what a destination says about
     a foreign producer's items; ``outgoing``: what every re-send adds to its headers."""
 
@@ -121,17 +112,6 @@ class StompConsumer(Consumer):
         # worker was still starting (its control link, its other managers) sat there while the
         # other workers ran hundreds of items; a priority-9 item in it waited all that time.
 
-    def _start_hot(self, config: StompConfig) -> None:
-        """No hot site yet (:mod:`statusq.queues.stomp.hot`)."""
-        self.hot = HotSites(
-            after=config.hot_after, window=config.hot_window, cool=config.hot_cool, most=config.hot_sites
-        )
-        self._site_subs: dict[str, str] = {}  # a hot site's destination: its subscription
-        self._site_of: dict[str, str] = {}  # and back
-        self._moves = MovesFirst(gap=MOVE_GAP, per_turn=MOVES_PER_TURN)
-        self._retired: set[str] = set()  # subscriptions of cooled sites, ended on the broker
-        self._hot_file = None
-
     def _connect(self) -> bool:
         if not self._redial.connect():
             return False
@@ -169,10 +149,6 @@ class StompConsumer(Consumer):
                 self._late_frame(frame)
             else:
                 log.warning("frame for unknown subscription %r dropped (redelivered by the broker)", sub_id)
-
-    def _held(self) -> dict[str, str]:
-        """The subscriptions that wait now (hot sites' own, while moves go on)."""
-        return self._site_of if self._site_of and self._moves.holding() else {}
 
     def _next_frame(self) -> tuple[str, Frame] | None:
         held = self._held()
@@ -216,68 +192,6 @@ class StompConsumer(Consumer):
             return wire.to_delivery(frame.headers, frame.body, self.routes, self.default_site, frame.generation)
         self.writer.hurry()  # idle: confirm what is done now (ActiveMQ latency rose ~6x without)
         return None
-
-    def _moved(self, group: str, frame: Frame) -> bool:
-        """A hot site's item from a shared destination goes to the site's own, re-sent with the
-        ACK of this delivery in one transaction (a crash in between: the broker redelivers the
-        original), every header kept, its attempt not counted.  Not a redelivered one: that
-        was an attempt, and the listener counts it first."""
-        headers = frame.headers
-        site = headers.get(wire.SITE)
-        if not site or headers.get("redelivered") == "true" or _came_back(headers):
-            return False
-        if site == self.default_site:
-            # What a single-site deployment sends (no site given): nobody to be fair to, and a
-            # move costs a SEND and a second delivery per item.
-            return False
-        target = self.routes.for_site(group, site)
-        if not self.hot.arrived(target):
-            return False
-        if target not in self._site_subs:
-            self._follow(target)
-            self._remember()
-            log.info("site %s is hot: its items go to %s, taken in turn with the shards", site, target)
-        headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
-        ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
-        self.writer.resend(frame.generation, Resend(ack_id, target, frame.body, self.outgoing(headers)))
-        self._moves.moved()
-        return True
-
-    def _follow(self, target: str) -> None:
-        sub_id = self.link.subscribe(target, "client-individual", self._window)
-        self._site_subs[target] = sub_id
-        self._site_of[sub_id] = target
-        self._pending[sub_id] = deque()
-        self._turns.append(sub_id)
-
-    def _remember(self) -> None:
-        if self._hot_file is not None:
-            self._hot_file.write(list(self._site_subs))
-
-    def _cool(self) -> None:
-        """Unsubscribe from hot sites idle for ``hot_cool`` (none with items still in hand)."""
-        for target in self.hot.cooled(lambda t: bool(self._pending[self._site_subs[t]])):
-            sub_id = self._site_subs.pop(target)
-            del self._site_of[sub_id]
-            del self._pending[sub_id]
-            self._turns.remove(sub_id)
-            self._retired.add(sub_id)
-            self.link.unsubscribe(sub_id)
-            self._remember()
-            log.info("hot site's destination %s idle for %gs: unsubscribed", target, self.hot.cool)
-
-    def _late_frame(self, frame: Frame) -> None:
-        """A frame the broker sent before it saw the unsubscribe of a cooled site: not ACKed
-        (RabbitMQ 3.10 answers an ACK for a cancelled subscription with an ERROR frame, which
-        fails every receipt pending on the connection).  ActiveMQ redelivers a removed subscription's
-        unacked messages to the other consumers at once (counted as an attempt); RabbitMQ keeps it unacked until this
-        connection closes, then redelivers it (counted as an attempt).  Rare: a cooled site's
-        destination had nothing for ``hot_cool``, and this needs an item moved there just then."""
-        log.info(
-            "id=%s came for %s after its site cooled: left to the broker to redeliver",
-            frame.headers.get(wire.ID),
-            frame.headers.get("destination"),
-        )
 
     def _home(self, headers: dict[str, str]) -> str:
         """Where a frame goes back to: from a hot site's destination, its shard (see
