@@ -21,6 +21,9 @@ two redelivers an original whose copy was sent: a duplicate (the copy is counted
 all the same), never a loss.  A commit that fails there, or a side connection that cannot be
 had, falls back to the old way: the re-sends and the ACKs of their originals in one transaction
 on the consuming connection.
+
+Why re-sends a full broker refused are held (:mod:`statusq.queues.stomp.holds`): sent again at
+once with their ACKs they were refused again, and their originals redelivered and run again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from statusq.queues.stomp.holds import Holds
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +70,17 @@ class SettleLink(Protocol):
     def write_acks(self, generation: int, ack_ids: Sequence[str]) -> bool:
         """ACK frames in one socket send; False when ``generation`` is no longer connected."""
 
-    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
-        """BEGIN, SENDs, ACKs of their originals, COMMIT asking for a receipt; return the receipt
-        id without waiting for it, or None when ``generation`` is no longer connected."""
+    def commit_resends(self, generation: int, resends: Sequence[Resend], *, ack_originals: bool = True) -> str | None:
+        """BEGIN, SENDs, ACKs of their originals (unless not ``ack_originals``), COMMIT asking for
+        a receipt; return the receipt id without waiting for it, or None when ``generation`` is
+        no longer connected."""
 
     def confirmed(self, receipt: str) -> bool | None:
         """True once the broker confirmed, False if it cannot any more, None while waiting."""
+
+    def refused_as_full(self, receipt: str) -> bool:
+        """Whether a receipt :meth:`confirmed` just called False failed because the broker is
+        full (and the connection lives on); asked once, after that False."""
 
 
 class SideLink(Protocol):
@@ -84,6 +94,9 @@ class SideLink(Protocol):
 
     def confirmed(self, receipt: str) -> bool | None:
         """As :meth:`SettleLink.confirmed`."""
+
+    def refused_as_full(self, receipt: str) -> bool:
+        """As :meth:`SettleLink.refused_as_full`."""
 
 
 class Settlements:
@@ -135,6 +148,11 @@ class Settlements:
         size = len(self._window)
         return size == 1 or size >= self.batch
 
+    @property
+    def generation(self) -> int:
+        """The newest consuming connection settlements were recorded or voided for."""
+        return self._window.generation
+
     def void(self, generation: int) -> int:
         """Forget what was pending for connections before ``generation``; returns how much."""
         dropped = len(self._window) if generation > self._window.generation else 0
@@ -179,10 +197,14 @@ class _Unconfirmed:
     receipt: str
     deadline: float
     count: int
-    #: Sent over the side link: the originals still to ACK once confirmed (on ``generation`` of
-    #: the consuming link), or to re-send the old way if the commit fails.
+    #: Which link the commit went on, to ask for its receipt.
+    via: SettleLink | SideLink
+    #: Sent without their ACKs (over the side link, or a held try): the originals still to ACK
+    #: once confirmed (on ``generation`` of the consuming link), to hold if the broker refused
+    #: as full, or to re-send the old way if the commit failed otherwise.
     resends: Sequence[Resend] = ()
     generation: int = 0
+    held: bool = False  # a try of held re-sends
 
 
 class SettlementWriter:
@@ -208,6 +230,7 @@ class SettlementWriter:
         self._pending = Settlements(flush_after, batch)
         self._cond = threading.Condition(threading.Lock())
         self._unconfirmed: list[_Unconfirmed] = []
+        self.holds = Holds(name)
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -267,7 +290,12 @@ class SettlementWriter:
         with self._cond:
             window = self._pending.take()
         self._write(window)
-        return self._await_receipts(self._clock() + timeout)
+        return self._finish(self._clock() + timeout)
+
+    @property
+    def held(self) -> int:
+        """Originals held unacked because the broker is full (:mod:`statusq.queues.stomp.holds`)."""
+        return len(self.holds)
 
     # -- the writer's thread --------------------------------------------------------------------
 
@@ -278,10 +306,19 @@ class SettlementWriter:
                 if window is None:
                     break
                 self._write(window)
-                self._check_receipts(self._clock())
-            self._await_receipts(self._clock() + self.receipt_timeout)
+                now = self._clock()
+                self._check_receipts(now)
+                self._try_held(now)
+            self._finish(self._clock() + self.receipt_timeout)
         except Exception:  # a bug of ours: say so; the broker redelivers what stayed unacked
             log.exception("%s: settlement writer failed", self.name)
+
+    def _finish(self, deadline: float) -> bool:
+        """At the end: the last commits confirmed (or given up at ``deadline``), and what is still
+        held dropped: the connection closes next, and the broker redelivers those originals."""
+        done = self._await_receipts(deadline)
+        self.holds.drop("stopping")
+        return done
 
     def _next_window(self) -> Window | None:
         """The next window to write, an empty one to look at receipts, None to stop."""
@@ -291,6 +328,9 @@ class SettlementWriter:
                 wait = self._pending.wait_time(now)
                 if self._unconfirmed:
                     wait = min(wait, self._pending.flush_after)
+                held = self.holds.wait_time(now)
+                if held is not None:
+                    wait = min(wait, held)
                 self._cond.wait(wait)
                 now = self._clock()
             self._poked = False
@@ -309,7 +349,10 @@ class SettlementWriter:
         try:
             if window.acks and not self.link.write_acks(window.generation, window.acks):
                 log.info("%s: %d ack(s) of a lost connection dropped (redelivered)", self.name, len(window.acks))
-            if window.resends and not (aside and self._commit_aside(window)):
+            if window.resends and aside and self.holds.active:
+                # The broker is full: behind what is held, not refused once more on their own
+                self.holds.hold(window.generation, window.resends, self._clock())
+            elif window.resends and not (aside and self._commit_aside(window)):
                 self._commit(window)
         except Exception as exc:
             log.error("%s: %d settlement(s) not written, the broker redelivers: %s", self.name, len(window), exc)
@@ -326,7 +369,7 @@ class SettlementWriter:
         if receipt is None:
             return False
         deadline = self._clock() + self.receipt_timeout
-        entry = _Unconfirmed(receipt, deadline, len(window.resends), window.resends, window.generation)
+        entry = _Unconfirmed(receipt, deadline, len(window.resends), self.side, window.resends, window.generation)
         self._unconfirmed.append(entry)
         return True
 
@@ -336,26 +379,79 @@ class SettlementWriter:
             log.info("%s: %d re-send(s) of a lost connection dropped (redelivered)", self.name, len(window.resends))
             return
         deadline = self._clock() + self.receipt_timeout
-        self._unconfirmed.append(_Unconfirmed(receipt, deadline, len(window.resends)))
+        self._unconfirmed.append(_Unconfirmed(receipt, deadline, len(window.resends), self.link))
 
-    def _check_receipts(self, now: float) -> None:
+    def _try_held(self, now: float) -> None:
+        """Everything held, in one transaction without their ACKs (aside; on the consuming link
+        only where there is no side link): the originals are ACKed once it is confirmed."""
+        with self._cond:
+            generation = self._pending.generation
+        if self.holds.resends and self.holds.generation != generation:
+            self.holds.drop("their connection was replaced")
+        if not self.holds.due(now):
+            return
+        if self.side is not None and not self.side.ready():
+            # Aside only: a full ActiveMQ holds a connection's SENDs in a store wait, and on the
+            # consuming one that stalled its ACKs and heart-beats (and the connection was lost)
+            self.holds.later(now)
+            return
+        resends = self.holds.take()
+        via: SettleLink | SideLink = self.link
+        try:
+            if self.side is not None:
+                via, receipt = self.side, self.side.commit_sends(resends)
+            else:
+                receipt = self.link.commit_resends(generation, resends, ack_originals=False)
+        except Exception as exc:
+            log.warning("%s: held re-sends not written (%s)", self.name, exc)
+            receipt = None
+        if receipt is None:
+            self.holds.hold(generation, resends, now, refused_try=True)
+            return
+        entry = _Unconfirmed(receipt, now + self.receipt_timeout, len(resends), via, resends, generation, held=True)
+        self._unconfirmed.append(entry)
+
+    def _check_receipts(self, now: float, *, giving_up: bool = False) -> None:
+        """``giving_up``: stopping, past the last wait: every receipt not in is failed."""
         still: list[_Unconfirmed] = []
         again: list[_Unconfirmed] = []
         for entry in self._unconfirmed:
-            state = (self.side if entry.resends and self.side else self.link).confirmed(entry.receipt)
-            if state is None and now < entry.deadline:
+            state = entry.via.confirmed(entry.receipt)
+            full = state is False and entry.via.refused_as_full(entry.receipt)
+            if state is None and entry.resends and not giving_up:
+                # Sent without their ACKs on a connection still up (its heart-beats kept, or it
+                # would have been dropped and the receipt failed): a broker with no room holds
+                # the commit (ActiveMQ: one store wait per SEND).  Sent again with their ACKs, it
+                # was a copy more, refused, and originals redelivered: wait, the originals held.
+                if now >= entry.deadline and not entry.held:
+                    entry.held = True
+                    self.holds.overdue(entry.generation, entry.count, now)
+                still.append(entry)
+            elif state is None and now < entry.deadline and not giving_up:
                 still.append(entry)
             elif entry.resends and state:
                 self._ack_originals(entry)
+                if entry.held:
+                    self.holds.settled(entry.count, now, taken=True)
+            elif entry.resends and not giving_up:
+                # Refused (a full broker: the usual cause), or lost with the side connection (a
+                # full ActiveMQ may stop answering it until the heart-beats give up).  Sent again
+                # with their ACKs it was refused in turn, and took the ACKs down: the originals
+                # were redelivered and run again.  Held, they wait unacked and are tried again.
+                why = "refused re-sends as full" if full else "refused re-sends, or lost their connection"
+                self.holds.hold(entry.generation, entry.resends, now, refused_try=entry.held, why=why)
             elif entry.resends:
+                if entry.held:
+                    self.holds.settled(entry.count, now, taken=False)
                 again.append(entry)
             elif not state:
                 why = "refused or connection lost" if state is False else f"no receipt in {self.receipt_timeout:g}s"
                 log.error(
-                    "%s: commit of %d re-send(s) failed (%s): the broker redelivers the originals",
+                    "%s: commit of %d re-send(s) failed (%s%s): the broker redelivers the originals",
                     self.name,
                     entry.count,
                     why,
+                    ", the broker is full" if full else "",
                 )
         self._unconfirmed = still
         for entry in again:
@@ -383,7 +479,7 @@ class SettlementWriter:
         """At the end: the last commits confirmed, or given up at ``deadline``."""
         while self._unconfirmed:
             now = self._clock()
-            self._check_receipts(now if now < deadline else float("inf"))
+            self._check_receipts(now, giving_up=now >= deadline)
             if self._unconfirmed:
                 time.sleep(0.005)
         return True
