@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from statusq.queues.stomp import holds, settler
+from statusq.queues.stomp import holds, settlements
 from statusq.queues.stomp.settler import Resend, Settlements, SettlementWriter
 
 FLUSH = 0.02
@@ -348,7 +348,7 @@ def test_a_confirmed_copy_whose_original_connection_is_gone_is_not_acked_elsewhe
 def test_a_receipt_pokes_a_waiting_writer(link: FakeLink, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a running writer with nothing due for an hour (not even its idle glance) and a side
     # commit unconfirmed
-    monkeypatch.setattr(settler, "_IDLE_WAIT", 3600.0)
+    monkeypatch.setattr(settlements, "_IDLE_WAIT", 3600.0)
     side = FakeSide()
     side.confirm_at_once = None
     writer = SettlementWriter(link, flush_after=3600.0, batch=1, receipt_timeout=3600.0, side=side)
@@ -514,3 +514,24 @@ def test_stopping_drops_what_is_held(link: FakeLink, clock: FakeClock, caplog: p
     assert writer.flush_now(timeout=1.0)
     assert writer.held == 0 and link.acks == [["done"]]
     assert "dropped (stopping)" in caplog.text
+
+
+def test_a_refusal_for_a_replaced_connection_leaves_what_the_new_one_holds(link: FakeLink, clock: FakeClock) -> None:
+    # Given re-sends held for connection 2, and a commit of connection 1's still unanswered
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("old"))
+    writer._write(writer._pending.take())
+    link.generation = 2
+    writer.void(2)
+    writer.resend(2, resend("new"))
+    writer._write(writer._pending.take())
+    side.refuse_as_full("s2")
+    writer._check_receipts(clock())
+    assert writer.held == 1 and writer.holds.generation == 2
+    # When the old connection's commit is refused too
+    side.refuse_as_full("s1")
+    writer._check_receipts(clock())
+    # Then it is dropped (the broker redelivers its original), and the new one is still held
+    assert writer.held == 1 and [r.ack_id for r in writer.holds.resends] == ["new"]

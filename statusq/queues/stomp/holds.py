@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from statusq.queues.stomp.settler import Resend
+    from statusq.queues.stomp.settlements import Resend
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,11 @@ class Holds:
     ) -> None:
         """Hold ``resends`` (refused, or written while an episode lasts); a refused try
         (``refused_try``) doubles the delay to the next.  ``why``: for the episode's first line."""
-        if generation != self.generation:
-            self.drop(f"their connection was replaced (now {generation})")
+        if generation < self.generation:  # of a connection already replaced: redelivered
+            log.info("%s: %d re-send(s) of a lost connection dropped (redelivered)", self.name, len(resends))
+            return
+        if generation > self.generation:
+            self.drop("their connection was replaced")
             self.generation = generation
         if self.since is None:
             self.since, self.delay, self.held_in_all = now, self.first, 0
@@ -87,6 +90,8 @@ class Holds:
     def overdue(self, generation: int, count: int, now: float) -> None:
         """A commit of ``count`` re-sends without their ACKs has no receipt past its time, on a
         connection still up: held as a try (the broker holds it for want of room)."""
+        if generation < self.generation:
+            return
         self.hold(generation, [], now)
         self.trying += count
         self.held_in_all += count
