@@ -535,3 +535,13 @@ def test_a_refusal_for_a_replaced_connection_leaves_what_the_new_one_holds(link:
     writer._check_receipts(clock())
     # Then it is dropped (the broker redelivers its original), and the new one is still held
     assert writer.held == 1 and [r.ack_id for r in writer.holds.resends] == ["new"]
+
+
+def test_a_stop_that_gives_up_a_held_try_does_not_say_the_broker_took_it(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, _side = held_writer(link, clock)
+    clock.now += 0.5
+    writer._try_held(clock())
+    writer._check_receipts(clock() + 15.0, giving_up=True)
+    assert "takes re-sends again" not in caplog.text and not writer.holds.active

@@ -123,12 +123,15 @@ class Holds:
             self.delay = self.first
             self.due_at = now  # what was held meanwhile goes at once
         if self.since is not None and not self.resends and not self.trying:
-            log.warning(
-                "%s: the broker takes re-sends again: %d held over %.1f s, each run once",
-                self.name,
-                self.held_in_all,
-                now - self.since,
-            )
+            if taken:
+                log.warning(
+                    "%s: the broker takes re-sends again: %d held over %.1f s, none run twice",
+                    self.name,
+                    self.held_in_all,
+                    now - self.since,
+                )
+            else:  # a stop gave up the last try: sent the old way, with their ACKs
+                log.info("%s: hold over after %.1f s, the broker never took its last try", self.name, now - self.since)
             self.since = None
 
     def drop(self, why: str) -> int:
