@@ -18,12 +18,15 @@ commit held the ACKs behind it, the prefetch window ran dry, and 10% of items re
 of the rate.  On a connection of their own, the re-sends commit beside the flow, and the
 originals are ACKed once the commit's receipt is in.  A crash or a lost connection between the
 two redelivers an original whose copy was sent: a duplicate (the copy is counted as an attempt
-all the same), never a loss.  A commit that fails there, or a side connection that cannot be
-had, falls back to the old way: the re-sends and the ACKs of their originals in one transaction
-on the consuming connection.
+all the same), never a loss.  A side connection that cannot be had (or a stop that gives up
+waiting for a receipt aside) falls back to the old way: the re-sends and the ACKs of their
+originals in one transaction on the consuming connection.
 
-Why re-sends a full broker refused are held (:mod:`statusq.queues.stomp.holds`): sent again at
-once with their ACKs they were refused again, and their originals redelivered and run again.
+Why a commit aside that fails, or stays unanswered on a live connection, is held and tried again
+(:mod:`statusq.queues.stomp.holds`) rather than sent the old way: the cause is nearly always a
+full broker (issue 18), which refused the old way's transaction in turn; ActiveMQ then neither
+took the originals' ACKs again nor redelivered them until the connection was lost, and then they
+ran again.
 """
 
 from __future__ import annotations
