@@ -18,6 +18,7 @@ from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.consumer import EARLY_TOLERANCE, StompConsumer
 from statusq.queues.stomp.delays import early_route, hold_route
 from statusq.queues.stomp.destinations import shard_of
+from statusq.queues.stomp.holds import Holds
 from statusq.queues.stomp.link import Frame, Send
 from statusq.queues.stomp.settler import Resend
 
@@ -124,6 +125,7 @@ def test_a_delay_beyond_the_longest_bucket_waits_an_hour_at_a_time() -> None:
 class FakeWriter:
     resends: list[tuple[int, Resend]] = field(default_factory=list)
     acks: list[tuple[int, str]] = field(default_factory=list)
+    holds: Holds = field(default_factory=lambda: Holds("fake writer"))
 
     def ack(self, generation: int, ack_id: str) -> None:
         self.acks.append((generation, ack_id))

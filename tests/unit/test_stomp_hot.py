@@ -244,6 +244,18 @@ def test_a_hot_sites_item_is_moved_with_every_header_and_its_attempt() -> None:
     assert link.subscribed == [own]
 
 
+def test_while_the_writer_holds_re_sends_a_hot_sites_items_run_here() -> None:
+    # Given a broker full enough that the writer holds re-sends (their originals unacked)
+    frames = [item_frame(n, "busy.example") for n in range(5)]
+    consumer, writer, link = hot_consumer("activemq", *frames)
+    writer.holds.hold(7, [], 0.0, why="refused re-sends as full")
+
+    # Then a hot site's items are not moved (the move would wait there, the item unrun): each
+    # runs here, and its ACK is what frees the broker's room
+    assert [d.token.ack_id for d in fetch_all(consumer)] == [f"ack-{n}" for n in range(5)]
+    assert writer.resends == [] and link.subscribed == []
+
+
 def test_the_default_site_is_never_moved() -> None:
     # Given items of the default site (what a single-site deployment sends), past the threshold
     consumer, writer, link = hot_consumer("rabbitmq", *[item_frame(n, "default") for n in range(6)])

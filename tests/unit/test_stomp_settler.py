@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from statusq.queues.stomp import settler
+from statusq.queues.stomp import holds, settlements
 from statusq.queues.stomp.settler import Resend, Settlements, SettlementWriter
 
 FLUSH = 0.02
@@ -33,6 +33,8 @@ class FakeLink:
         self.confirm_at_once: bool | None = True
         self.written = threading.Event()
         self.fail_with: Exception | None = None
+        self.with_acks: list[bool] = []  # per commit: the originals' ACKs in its transaction
+        self.full: set[str] = set()  # receipts refused because the broker is full
 
     def write_acks(self, generation: int, ack_ids: Sequence[str]) -> bool:
         if self.fail_with is not None:
@@ -43,10 +45,11 @@ class FakeLink:
         self.written.set()
         return True
 
-    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
+    def commit_resends(self, generation: int, resends: Sequence[Resend], *, ack_originals: bool = True) -> str | None:
         if generation != self.generation:
             return None
         self.commits.append(list(resends))
+        self.with_acks.append(ack_originals)
         receipt = f"r{len(self.commits)}"
         self.receipts[receipt] = self.confirm_at_once
         self.written.set()
@@ -54,6 +57,9 @@ class FakeLink:
 
     def confirmed(self, receipt: str) -> bool | None:
         return self.receipts[receipt]
+
+    def refused_as_full(self, receipt: str) -> bool:
+        return receipt in self.full
 
 
 def resend(ack_id: str) -> Resend:
@@ -207,6 +213,7 @@ class FakeSide:
         self.sends: list[list[Resend]] = []
         self.receipts: dict[str, bool | None] = {}
         self.confirm_at_once: bool | None = True
+        self.full: set[str] = set()
 
     def ready(self) -> bool:
         return self.up
@@ -219,6 +226,13 @@ class FakeSide:
 
     def confirmed(self, receipt: str) -> bool | None:
         return self.receipts[receipt]
+
+    def refused_as_full(self, receipt: str) -> bool:
+        return receipt in self.full
+
+    def refuse_as_full(self, receipt: str) -> None:
+        self.receipts[receipt] = False
+        self.full.add(receipt)
 
 
 def side_writer(link: FakeLink, side: FakeSide, clock: FakeClock) -> SettlementWriter:
@@ -246,7 +260,7 @@ def test_re_sends_go_aside_and_their_originals_are_acked_once_confirmed(link: Fa
     assert link.acks == [["done"], ["retried"]] and writer._unconfirmed == []
 
 
-def test_a_side_commit_that_fails_falls_back_to_one_transaction_with_the_acks(link: FakeLink, clock: FakeClock) -> None:
+def test_a_side_commit_that_fails_is_held_not_sent_with_the_acks(link: FakeLink, clock: FakeClock) -> None:
     # Given a side link that refuses the commit (an ERROR, or the connection lost)
     side = FakeSide()
     side.confirm_at_once = False
@@ -255,22 +269,54 @@ def test_a_side_commit_that_fails_falls_back_to_one_transaction_with_the_acks(li
     writer._write(writer._pending.take())
     # When its receipt is looked at
     writer._check_receipts(clock())
-    # Then the copy is sent again the old way, with the ACK of its original: never held unacked
-    assert [[r.ack_id for r in batch] for batch in link.commits] == [["retried"]]
-    assert link.acks == []
+    # Then the copy is held, its original unacked: sent again with its ACK on the consuming
+    # link, a full broker refused it in turn and the original was redelivered and run again
+    assert link.commits == [] and link.acks == [] and writer.held == 1
 
 
-def test_a_side_receipt_that_never_comes_falls_back_at_its_deadline(link: FakeLink, clock: FakeClock) -> None:
+def test_a_side_receipt_late_on_a_live_connection_is_held_not_sent_again(link: FakeLink, clock: FakeClock) -> None:
+    # A full ActiveMQ holds a commit (a store wait per SEND) past receipt_timeout; sent again
+    # with the ACKs it was a copy more, refused in turn, and its originals redelivered
     side = FakeSide()
     side.confirm_at_once = None
     writer = side_writer(link, side, clock)
     writer.resend(1, resend("retried"))
     writer._write(writer._pending.take())
-    clock.now += 5.0
+    clock.now += 15.0
     writer._check_receipts(clock())
-    assert link.commits == []
-    clock.now += 10.0
+    assert link.commits == [] and len(writer._unconfirmed) == 1
+    assert writer.held == 1 and writer.holds.active
+    # When the receipt comes at last, the original is acked and the hold is over
+    side.receipts["s1"] = True
     writer._check_receipts(clock())
+    assert link.acks == [["retried"]] and writer.held == 0 and not writer.holds.active
+
+
+def test_a_side_receipt_lost_with_its_connection_is_held_and_tried_on_the_next(
+    link: FakeLink, clock: FakeClock
+) -> None:
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer._write(writer._pending.take())
+    clock.now += 15.0
+    writer._check_receipts(clock())
+    side.receipts["s1"] = False  # the side connection dropped: maybe sent, maybe not
+    writer._check_receipts(clock())
+    assert link.commits == [] and writer.held == 1
+    clock.now += 1.0
+    writer._try_held(clock())
+    assert ids(side.sends) == [["retried"], ["retried"]]
+
+
+def test_stopping_gives_up_a_late_side_receipt_the_old_way(link: FakeLink, clock: FakeClock) -> None:
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer._write(writer._pending.take())
+    writer._check_receipts(clock() + 15.0, giving_up=True)
     assert [[r.ack_id for r in batch] for batch in link.commits] == [["retried"]]
 
 
@@ -302,7 +348,7 @@ def test_a_confirmed_copy_whose_original_connection_is_gone_is_not_acked_elsewhe
 def test_a_receipt_pokes_a_waiting_writer(link: FakeLink, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a running writer with nothing due for an hour (not even its idle glance) and a side
     # commit unconfirmed
-    monkeypatch.setattr(settler, "_IDLE_WAIT", 3600.0)
+    monkeypatch.setattr(settlements, "_IDLE_WAIT", 3600.0)
     side = FakeSide()
     side.confirm_at_once = None
     writer = SettlementWriter(link, flush_after=3600.0, batch=1, receipt_timeout=3600.0, side=side)
@@ -322,3 +368,180 @@ def test_a_receipt_pokes_a_waiting_writer(link: FakeLink, monkeypatch: pytest.Mo
         assert link.acks == [["retried"]]
     finally:
         assert writer.stop(timeout=30)
+
+
+def ids(batches: Sequence[Sequence[Resend]]) -> list[list[str]]:
+    return [[r.ack_id for r in batch] for batch in batches]
+
+
+def held_writer(link: FakeLink, clock: FakeClock) -> tuple[SettlementWriter, FakeSide]:
+    """A writer whose first window of re-sends the side link refused because the broker is full."""
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("retried"))
+    writer.ack(1, "done")
+    writer._write(writer._pending.take())
+    side.refuse_as_full("s1")
+    writer._check_receipts(clock())
+    return writer, side
+
+
+def test_re_sends_a_full_broker_refused_are_held_and_tried_again_with_a_backoff(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given re-sends the side link's commit was refused for, the broker being full
+    writer, side = held_writer(link, clock)
+    # Then they are held: not sent again with their ACKs (refused again, the originals would be
+    # redelivered and run again), and the original is not acked
+    assert link.commits == [] and link.acks == [["done"]]
+    assert writer.held == 1 and writer.holds.active
+    # When the writer looks before the first delay (0.5 s) is up, nothing is tried
+    clock.now += 0.4
+    writer._try_held(clock())
+    assert len(side.sends) == 1
+    # When it is up, they are tried again aside, still without their ACKs
+    clock.now += 0.2
+    writer._try_held(clock())
+    assert ids(side.sends) == [["retried"], ["retried"]] and link.acks == [["done"]]
+    # When that try is refused too, the next waits twice as long
+    side.refuse_as_full("s2")
+    writer._check_receipts(clock())
+    clock.now += 0.9
+    writer._try_held(clock())
+    assert len(side.sends) == 2
+    clock.now += 0.2
+    writer._try_held(clock())
+    assert len(side.sends) == 3
+    # When the broker takes them, the original is acked once, and the hold is over
+    side.receipts["s3"] = True
+    writer._check_receipts(clock())
+    assert link.acks == [["done"], ["retried"]]
+    assert writer.held == 0 and not writer.holds.active and writer._unconfirmed == []
+    # And the episode was logged once at each end, not per try
+    assert caplog.text.count("the broker refused re-sends as full: held") == 1
+    assert caplog.text.count("takes re-sends again") == 1
+
+
+def test_the_backoff_between_tries_stops_doubling_at_its_most(link: FakeLink, clock: FakeClock) -> None:
+    writer, side = held_writer(link, clock)
+    delays = []
+    for n in range(2, 10):
+        before = clock.now
+        while len(side.sends) < n:
+            clock.now += 0.05
+            writer._try_held(clock())
+        delays.append(round(clock.now - before, 1))
+        side.refuse_as_full(f"s{n}")
+        writer._check_receipts(clock())
+    assert delays[:3] == [0.5, 1.0, 2.0] and delays[-1] == pytest.approx(holds.MOST_DELAY, abs=0.1)
+
+
+def test_while_re_sends_are_held_new_ones_wait_with_them_for_one_try(link: FakeLink, clock: FakeClock) -> None:
+    writer, side = held_writer(link, clock)
+    # When another window's re-sends are written while the hold lasts
+    writer.resend(1, resend("next"))
+    writer._write(writer._pending.take())
+    # Then they are not tried on their own, but with the held ones, in one transaction
+    assert len(side.sends) == 1 and writer.held == 2
+    clock.now += 0.5
+    writer._try_held(clock())
+    assert ids(side.sends)[1] == ["retried", "next"]
+    side.receipts["s2"] = True
+    writer._check_receipts(clock())
+    assert link.acks == [["done"], ["retried", "next"]]
+
+
+def test_held_re_sends_wait_for_the_side_link_not_the_consuming_one(link: FakeLink, clock: FakeClock) -> None:
+    # A full ActiveMQ holds a connection's SENDs in a store wait: on the consuming connection
+    # that stalled its ACKs and heart-beats too, and the connection was lost
+    writer, side = held_writer(link, clock)
+    side.up = False
+    clock.now += 0.5
+    writer._try_held(clock())
+    assert link.commits == [] and len(side.sends) == 1 and writer.held == 1
+    side.up = True
+    clock.now += 0.5
+    writer._try_held(clock())
+    assert ids(side.sends) == [["retried"], ["retried"]]
+    side.receipts["s2"] = True
+    writer._check_receipts(clock())
+    assert link.acks == [["done"], ["retried"]] and writer.held == 0
+
+
+def test_without_a_side_link_held_re_sends_go_on_the_consuming_link_without_their_acks(
+    link: FakeLink, clock: FakeClock
+) -> None:
+    writer, _side = held_writer(link, clock)
+    writer.side = None  # (RabbitMQ has none; it blocks rather than refuses, so holds nothing)
+    clock.now += 0.5
+    writer._try_held(clock())
+    # Their ACKs not in the transaction: refused, it would take the originals' ACKs down with
+    # it (ActiveMQ forgets an ACK rolled back: the original could no longer be acked)
+    assert ids(link.commits) == [["retried"]] and link.with_acks == [False]
+    link.receipts["r1"] = True
+    writer._check_receipts(clock())
+    assert link.acks == [["done"], ["retried"]] and writer.held == 0
+
+
+def test_a_lost_connection_drops_what_is_held(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, side = held_writer(link, clock)
+    # When the consuming connection is replaced (the broker redelivers the originals)
+    link.generation = 2
+    writer.void(2)
+    clock.now += 0.5
+    writer._try_held(clock())
+    # Then nothing held is sent again or acked: the redelivered originals run once more instead
+    assert len(side.sends) == 1 and link.commits == [] and link.acks == [["done"]]
+    assert writer.held == 0 and not writer.holds.active
+    assert "1 held re-send(s) dropped" in caplog.text
+
+
+def test_a_held_try_lost_with_the_side_connection_is_held_again(link: FakeLink, clock: FakeClock) -> None:
+    writer, side = held_writer(link, clock)
+    clock.now += 0.5
+    writer._try_held(clock())
+    side.receipts["s2"] = False
+    writer._check_receipts(clock())
+    assert link.commits == [] and writer.held == 1 and writer.holds.active
+    assert writer.holds.delay == 2 * holds.FIRST_DELAY
+
+
+def test_stopping_drops_what_is_held(link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    writer, _side = held_writer(link, clock)
+    assert writer.flush_now(timeout=1.0)
+    assert writer.held == 0 and link.acks == [["done"]]
+    assert "dropped (stopping)" in caplog.text
+
+
+def test_a_refusal_for_a_replaced_connection_leaves_what_the_new_one_holds(link: FakeLink, clock: FakeClock) -> None:
+    # Given re-sends held for connection 2, and a commit of connection 1's still unanswered
+    side = FakeSide()
+    side.confirm_at_once = None
+    writer = side_writer(link, side, clock)
+    writer.resend(1, resend("old"))
+    writer._write(writer._pending.take())
+    link.generation = 2
+    writer.void(2)
+    writer.resend(2, resend("new"))
+    writer._write(writer._pending.take())
+    side.refuse_as_full("s2")
+    writer._check_receipts(clock())
+    assert writer.held == 1 and writer.holds.generation == 2
+    # When the old connection's commit is refused too
+    side.refuse_as_full("s1")
+    writer._check_receipts(clock())
+    # Then it is dropped (the broker redelivers its original), and the new one is still held
+    assert writer.held == 1 and [r.ack_id for r in writer.holds.resends] == ["new"]
+
+
+def test_a_stop_that_gives_up_a_held_try_does_not_say_the_broker_took_it(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, _side = held_writer(link, clock)
+    clock.now += 0.5
+    writer._try_held(clock())
+    writer._check_receipts(clock() + 15.0, giving_up=True)
+    assert "takes re-sends again" not in caplog.text and not writer.holds.active

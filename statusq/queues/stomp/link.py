@@ -56,6 +56,10 @@ class Frame:
 
 #: One message of a batch: destination, body, headers.
 Send = tuple[str, bytes, dict[str, str]]
+#: A full broker's refusals logged at most once in this many seconds per connection.
+_FULL_LOG_EVERY = 60.0
+#: How long a full broker's refusal explains a failed COMMIT on the same link (seconds).
+_FULL_LATELY = 30.0
 #: Frames of a batch written per system call (the broker starts on them while the rest are made).
 _CHUNK = 100
 
@@ -132,6 +136,11 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         #: not come from a broker heard meanwhile means it is alive and holding us back.
         self.heard_at = 0.0
         self._warned_type = False
+        #: A full broker's refusal of a SEND without a receipt, not yet matched with the failed
+        #: COMMIT of its transaction (on_error); and when a full broker was last logged.
+        self._full_refusal: str | None = None
+        self._full_logged_at = self._full_seen_at = float("-inf")
+        self._refused_full: set[str] = set()  # receipts confirmed() found refused as full
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
@@ -187,7 +196,20 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         message = frame.headers.get("message", "")
         detail = (frame.body or b"")[:500]
         full = is_full(message, detail)
-        if full:  # the Java stack trace says nothing more to an operator
+        receipt = frame.headers.get("receipt-id", "")
+        now = time.monotonic()
+        # A transaction's COMMIT refused after a SEND of it was ("Transaction marked rollback
+        # only"); ActiveMQ's two ERRORs may come in either order, so a full refusal lately will do
+        lately = self._full_refusal is not None or now - self._full_seen_at < _FULL_LATELY
+        explained = receipt in self._receipts and lately
+        if full:
+            self._full_seen_at = now
+        if (full and now - self._full_logged_at < _FULL_LOG_EVERY) or explained:
+            # A full broker refuses every SEND until it drains: its refusals (a producer's
+            # BrokerFull, the settlement writer's holds) say so, not one line each here
+            log.debug("broker error on %s: %s", self.name, message)
+        elif full:  # the Java stack trace says nothing more to an operator
+            self._full_logged_at = now
             log.error("broker error on %s: the broker is full: %s", self.name, message)
         else:
             log.error("broker error on %s: %s %r", self.name, message, detail)
@@ -197,13 +219,28 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         if not self._connected.is_set():
             self._refusal = f"{message} {detail.decode('utf-8', 'replace').strip()}".strip() or "an ERROR frame"
             self._answered.set()
-        # The broker closes the connection after an ERROR frame: nothing pending will be
-        # confirmed, so fail every waiter now rather than at its timeout.
         reason = message if full else f"{message} {detail.decode('utf-8', 'replace').strip()}"
         if refusal is not None:
             reason = f"{reason}: {refusal}"
-        for receipt, event in list(self._receipts.items()):
-            self._failed_receipts[receipt] = (FULL if full else "") + reason
+        if full and not receipt and self._connected.is_set():
+            # ActiveMQ refused a SEND that asked for no receipt (one of a transaction's) and keeps
+            # the connection: that transaction's COMMIT fails next, with an ERROR of its own
+            self._full_refusal = reason
+            return
+        if explained or (full and receipt in self._receipts):
+            # The answer to one frame, from a full broker that keeps the connection (ActiveMQ):
+            # that frame failed, not the others in flight ("COMMIT FAILED: Transaction marked
+            # rollback only" after a refused SEND of the transaction's)
+            lately_why = self._full_refusal or "the broker refused SENDs as full lately"
+            reason, self._full_refusal = reason if full else f"{lately_why} ({reason})", None
+            self._failed_receipts[receipt] = FULL + reason
+            self._receipts[receipt].set()
+            self._tell_receipts()
+            return
+        # Otherwise the broker closes the connection after an ERROR frame: nothing pending will
+        # be confirmed, so fail every waiter now rather than at its timeout.
+        for pending, event in list(self._receipts.items()):
+            self._failed_receipts[pending] = (FULL if full else "") + reason
             event.set()
         self._tell_receipts()
 
@@ -276,6 +313,8 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         with self._write_lock:
             self._drop()
             self.generation += 1
+            self._full_refusal = None
+            self._refused_full.clear()
         servers = [_server(s) for s in self.config.servers]
         conn = stomp.Connection12(
             servers,
@@ -515,8 +554,17 @@ class StompLink(stomp.ConnectionListener):  # type: ignore[misc]
         if event is not None and not event.is_set():
             return None
         self._receipts.pop(receipt, None)
-        self._failed_receipts.pop(receipt, None)
+        if (self._failed_receipts.pop(receipt, None) or "").startswith(FULL):
+            self._refused_full.add(receipt)
         return False
+
+    def refused_as_full(self, receipt: str) -> bool:
+        """Whether ``receipt``, just found not confirmed, was refused by a full broker (the
+        connection lives on: the originals of what it carried stay unacked, not redelivered)."""
+        if receipt not in self._refused_full:
+            return False
+        self._refused_full.discard(receipt)
+        return self.connected
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[str]:

@@ -18,9 +18,15 @@ commit held the ACKs behind it, the prefetch window ran dry, and 10% of items re
 of the rate.  On a connection of their own, the re-sends commit beside the flow, and the
 originals are ACKed once the commit's receipt is in.  A crash or a lost connection between the
 two redelivers an original whose copy was sent: a duplicate (the copy is counted as an attempt
-all the same), never a loss.  A commit that fails there, or a side connection that cannot be
-had, falls back to the old way: the re-sends and the ACKs of their originals in one transaction
-on the consuming connection.
+all the same), never a loss.  A side connection that cannot be had (or a stop that gives up
+waiting for a receipt aside) falls back to the old way: the re-sends and the ACKs of their
+originals in one transaction on the consuming connection.
+
+Why a commit aside that fails, or stays unanswered on a live connection, is held and tried again
+(:mod:`statusq.queues.stomp.holds`) rather than sent the old way: the cause is nearly always a
+full broker (issue 18), which refused the old way's transaction in turn; ActiveMQ then neither
+took the originals' ACKs again nor redelivered them until the connection was lost, and then they
+ran again.
 """
 
 from __future__ import annotations
@@ -29,34 +35,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
+from statusq.queues.stomp.holds import Holds
+from statusq.queues.stomp.settlements import Resend, Settlements, Window
+
+__all__ = ["Resend", "SettleLink", "SettlementWriter", "Settlements", "SideLink", "Window"]
+
 log = logging.getLogger(__name__)
-
-_IDLE_WAIT = 1.0  # with nothing pending the writer still wakes now and then: no wait without a timeout
-
-
-@dataclass(frozen=True, slots=True)
-class Resend:
-    """A message sent in place of the frame ``ack_id`` (a retry, a dead letter, a recount)."""
-
-    ack_id: str
-    destination: str
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass(slots=True)
-class Window:
-    """The settlements of one flush: plain ACKs, and the re-sends that go in one transaction."""
-
-    generation: int
-    acks: list[str] = field(default_factory=list)
-    resends: list[Resend] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.acks) + len(self.resends)
 
 
 class SettleLink(Protocol):
@@ -65,12 +52,17 @@ class SettleLink(Protocol):
     def write_acks(self, generation: int, ack_ids: Sequence[str]) -> bool:
         """ACK frames in one socket send; False when ``generation`` is no longer connected."""
 
-    def commit_resends(self, generation: int, resends: Sequence[Resend]) -> str | None:
-        """BEGIN, SENDs, ACKs of their originals, COMMIT asking for a receipt; return the receipt
-        id without waiting for it, or None when ``generation`` is no longer connected."""
+    def commit_resends(self, generation: int, resends: Sequence[Resend], *, ack_originals: bool = True) -> str | None:
+        """BEGIN, SENDs, ACKs of their originals (unless not ``ack_originals``), COMMIT asking for
+        a receipt; return the receipt id without waiting for it, or None when ``generation`` is
+        no longer connected."""
 
     def confirmed(self, receipt: str) -> bool | None:
         """True once the broker confirmed, False if it cannot any more, None while waiting."""
+
+    def refused_as_full(self, receipt: str) -> bool:
+        """Whether a receipt :meth:`confirmed` just called False failed because the broker is
+        full (and the connection lives on); asked once, after that False."""
 
 
 class SideLink(Protocol):
@@ -85,93 +77,8 @@ class SideLink(Protocol):
     def confirmed(self, receipt: str) -> bool | None:
         """As :meth:`SettleLink.confirmed`."""
 
-
-class Settlements:
-    """The pending window: pure bookkeeping, no thread, no lock, the clock passed in.
-
-    A window is written when its oldest settlement is ``flush_after`` old, when it holds ``batch``
-    settlements, or at once when the worker is idle (``urgent``).  A write takes every pending
-    ACK (one socket send, cheap) but re-sends only once *they* are due: each window of re-sends
-    is a broker transaction, and a broker that syncs its journal on every commit (ActiveMQ) held
-    the connection's other frames behind one commit per batch of ACKs.
-    """
-
-    def __init__(self, flush_after: float, batch: int) -> None:
-        self.flush_after = flush_after
-        self.batch = batch
-        self._window = Window(0)
-        self._acks_since = 0.0
-        self._resends_since = 0.0
-        self.urgent = False  # the worker has nothing else to do: write now, not at the deadline
-
-    def __len__(self) -> int:
-        return len(self._window)
-
-    def record_ack(self, generation: int, ack_id: str, now: float) -> bool:
-        """Record an ACK; True when the writer must be told (first of a window, or batch full)."""
-        if not self._admit(generation):
-            return False
-        if not self._window.acks:
-            self._acks_since = now
-        self._window.acks.append(ack_id)
-        return self._tell()
-
-    def record_resend(self, generation: int, resend: Resend, now: float) -> bool:
-        if not self._admit(generation):
-            return False
-        if not self._window.resends:
-            self._resends_since = now
-        self._window.resends.append(resend)
-        return self._tell()
-
-    def _admit(self, generation: int) -> bool:
-        if generation < self._window.generation:
-            return False  # from a connection already replaced: the broker redelivers that frame
-        if generation > self._window.generation:
-            self.void(generation)
-        return True
-
-    def _tell(self) -> bool:
-        size = len(self._window)
-        return size == 1 or size >= self.batch
-
-    def void(self, generation: int) -> int:
-        """Forget what was pending for connections before ``generation``; returns how much."""
-        dropped = len(self._window) if generation > self._window.generation else 0
-        if dropped or generation > self._window.generation:
-            self._window = Window(generation)
-        return dropped
-
-    def _deadline(self) -> float:
-        window = self._window
-        since = [t for t, part in ((self._acks_since, window.acks), (self._resends_since, window.resends)) if part]
-        return min(since) + self.flush_after
-
-    def wait_time(self, now: float) -> float:
-        """How long the writer may sleep: until the oldest pending settlement is due."""
-        if not self._window:
-            return _IDLE_WAIT
-        if self.urgent or len(self._window) >= self.batch:
-            return 0.0
-        return max(0.0, self._deadline() - now)
-
-    def due(self, now: float) -> bool:
-        window = self._window
-        return bool(window) and (self.urgent or len(window) >= self.batch or now >= self._deadline())
-
-    def _resends_due(self, now: float | None) -> bool:
-        resends = self._window.resends
-        if not resends:
-            return False
-        return now is None or self.urgent or len(resends) >= self.batch or now >= self._resends_since + self.flush_after
-
-    def take(self, now: float | None = None) -> Window:
-        """Every pending ACK, and the re-sends if they are due at ``now`` (None: everything)."""
-        window = self._window
-        taken = Window(window.generation, window.acks, window.resends if self._resends_due(now) else [])
-        self.urgent = False
-        self._window = Window(window.generation, [], [] if taken.resends else window.resends)
-        return taken
+    def refused_as_full(self, receipt: str) -> bool:
+        """As :meth:`SettleLink.refused_as_full`."""
 
 
 @dataclass(slots=True)
@@ -179,10 +86,14 @@ class _Unconfirmed:
     receipt: str
     deadline: float
     count: int
-    #: Sent over the side link: the originals still to ACK once confirmed (on ``generation`` of
-    #: the consuming link), or to re-send the old way if the commit fails.
+    #: Which link the commit went on, to ask for its receipt.
+    via: SettleLink | SideLink
+    #: Sent without their ACKs (over the side link, or a held try): the originals still to ACK
+    #: once confirmed (on ``generation`` of the consuming link), to hold if the broker refused
+    #: as full, or to re-send the old way if the commit failed otherwise.
     resends: Sequence[Resend] = ()
     generation: int = 0
+    held: bool = False  # a try of held re-sends
 
 
 class SettlementWriter:
@@ -208,6 +119,7 @@ class SettlementWriter:
         self._pending = Settlements(flush_after, batch)
         self._cond = threading.Condition(threading.Lock())
         self._unconfirmed: list[_Unconfirmed] = []
+        self.holds = Holds(name)
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -267,7 +179,12 @@ class SettlementWriter:
         with self._cond:
             window = self._pending.take()
         self._write(window)
-        return self._await_receipts(self._clock() + timeout)
+        return self._finish(self._clock() + timeout)
+
+    @property
+    def held(self) -> int:
+        """Originals held unacked because the broker is full (:mod:`statusq.queues.stomp.holds`)."""
+        return len(self.holds)
 
     # -- the writer's thread --------------------------------------------------------------------
 
@@ -278,10 +195,19 @@ class SettlementWriter:
                 if window is None:
                     break
                 self._write(window)
-                self._check_receipts(self._clock())
-            self._await_receipts(self._clock() + self.receipt_timeout)
+                now = self._clock()
+                self._check_receipts(now)
+                self._try_held(now)
+            self._finish(self._clock() + self.receipt_timeout)
         except Exception:  # a bug of ours: say so; the broker redelivers what stayed unacked
             log.exception("%s: settlement writer failed", self.name)
+
+    def _finish(self, deadline: float) -> bool:
+        """At the end: the last commits confirmed (or given up at ``deadline``), and what is still
+        held dropped: the connection closes next, and the broker redelivers those originals."""
+        done = self._await_receipts(deadline)
+        self.holds.drop("stopping")
+        return done
 
     def _next_window(self) -> Window | None:
         """The next window to write, an empty one to look at receipts, None to stop."""
@@ -291,6 +217,9 @@ class SettlementWriter:
                 wait = self._pending.wait_time(now)
                 if self._unconfirmed:
                     wait = min(wait, self._pending.flush_after)
+                held = self.holds.wait_time(now)
+                if held is not None:
+                    wait = min(wait, held)
                 self._cond.wait(wait)
                 now = self._clock()
             self._poked = False
@@ -309,7 +238,10 @@ class SettlementWriter:
         try:
             if window.acks and not self.link.write_acks(window.generation, window.acks):
                 log.info("%s: %d ack(s) of a lost connection dropped (redelivered)", self.name, len(window.acks))
-            if window.resends and not (aside and self._commit_aside(window)):
+            if window.resends and aside and self.holds.active:
+                # The broker is full: behind what is held, not refused once more on their own
+                self.holds.hold(window.generation, window.resends, self._clock())
+            elif window.resends and not (aside and self._commit_aside(window)):
                 self._commit(window)
         except Exception as exc:
             log.error("%s: %d settlement(s) not written, the broker redelivers: %s", self.name, len(window), exc)
@@ -326,7 +258,7 @@ class SettlementWriter:
         if receipt is None:
             return False
         deadline = self._clock() + self.receipt_timeout
-        entry = _Unconfirmed(receipt, deadline, len(window.resends), window.resends, window.generation)
+        entry = _Unconfirmed(receipt, deadline, len(window.resends), self.side, window.resends, window.generation)
         self._unconfirmed.append(entry)
         return True
 
@@ -336,26 +268,79 @@ class SettlementWriter:
             log.info("%s: %d re-send(s) of a lost connection dropped (redelivered)", self.name, len(window.resends))
             return
         deadline = self._clock() + self.receipt_timeout
-        self._unconfirmed.append(_Unconfirmed(receipt, deadline, len(window.resends)))
+        self._unconfirmed.append(_Unconfirmed(receipt, deadline, len(window.resends), self.link))
 
-    def _check_receipts(self, now: float) -> None:
+    def _try_held(self, now: float) -> None:
+        """Everything held, in one transaction without their ACKs (aside; on the consuming link
+        only where there is no side link): the originals are ACKed once it is confirmed."""
+        with self._cond:
+            generation = self._pending.generation
+        if self.holds.resends and self.holds.generation != generation:
+            self.holds.drop("their connection was replaced")
+        if not self.holds.due(now):
+            return
+        if self.side is not None and not self.side.ready():
+            # Aside only: a full ActiveMQ holds a connection's SENDs in a store wait, and on the
+            # consuming one that stalled its ACKs and heart-beats (and the connection was lost)
+            self.holds.later(now)
+            return
+        resends = self.holds.take()
+        via: SettleLink | SideLink = self.link
+        try:
+            if self.side is not None:
+                via, receipt = self.side, self.side.commit_sends(resends)
+            else:
+                receipt = self.link.commit_resends(generation, resends, ack_originals=False)
+        except Exception as exc:
+            log.warning("%s: held re-sends not written (%s)", self.name, exc)
+            receipt = None
+        if receipt is None:
+            self.holds.hold(generation, resends, now, refused_try=True)
+            return
+        entry = _Unconfirmed(receipt, now + self.receipt_timeout, len(resends), via, resends, generation, held=True)
+        self._unconfirmed.append(entry)
+
+    def _check_receipts(self, now: float, *, giving_up: bool = False) -> None:
+        """``giving_up``: stopping, past the last wait: every receipt not in is failed."""
         still: list[_Unconfirmed] = []
         again: list[_Unconfirmed] = []
         for entry in self._unconfirmed:
-            state = (self.side if entry.resends and self.side else self.link).confirmed(entry.receipt)
-            if state is None and now < entry.deadline:
+            state = entry.via.confirmed(entry.receipt)
+            full = state is False and entry.via.refused_as_full(entry.receipt)
+            if state is None and entry.resends and not giving_up:
+                # Sent without their ACKs on a connection still up (its heart-beats kept, or it
+                # would have been dropped and the receipt failed): a broker with no room holds
+                # the commit (ActiveMQ: one store wait per SEND).  Sent again with their ACKs, it
+                # was a copy more, refused, and originals redelivered: wait, the originals held.
+                if now >= entry.deadline and not entry.held and entry.generation >= self.holds.generation:
+                    entry.held = True
+                    self.holds.overdue(entry.generation, entry.count, now)
+                still.append(entry)
+            elif state is None and now < entry.deadline and not giving_up:
                 still.append(entry)
             elif entry.resends and state:
                 self._ack_originals(entry)
+                if entry.held:
+                    self.holds.settled(entry.count, now, taken=True)
+            elif entry.resends and not giving_up:
+                # Refused (a full broker: the usual cause), or lost with the side connection (a
+                # full ActiveMQ may stop answering it until the heart-beats give up).  Sent again
+                # with their ACKs it was refused in turn, and took the ACKs down: the originals
+                # were redelivered and run again.  Held, they wait unacked and are tried again.
+                why = "refused re-sends as full" if full else "refused re-sends, or lost their connection"
+                self.holds.hold(entry.generation, entry.resends, now, refused_try=entry.held, why=why)
             elif entry.resends:
+                if entry.held:
+                    self.holds.settled(entry.count, now, taken=False)
                 again.append(entry)
             elif not state:
                 why = "refused or connection lost" if state is False else f"no receipt in {self.receipt_timeout:g}s"
                 log.error(
-                    "%s: commit of %d re-send(s) failed (%s): the broker redelivers the originals",
+                    "%s: commit of %d re-send(s) failed (%s%s): the broker redelivers the originals",
                     self.name,
                     entry.count,
                     why,
+                    ", the broker is full" if full else "",
                 )
         self._unconfirmed = still
         for entry in again:
@@ -383,7 +368,7 @@ class SettlementWriter:
         """At the end: the last commits confirmed, or given up at ``deadline``."""
         while self._unconfirmed:
             now = self._clock()
-            self._check_receipts(now if now < deadline else float("inf"))
+            self._check_receipts(now, giving_up=now >= deadline)
             if self._unconfirmed:
                 time.sleep(0.005)
         return True

@@ -30,5 +30,8 @@ class ResendLink:
     def confirmed(self, receipt: str) -> bool | None:
         return self.link.confirmed(receipt)
 
+    def refused_as_full(self, receipt: str) -> bool:
+        return self.link.refused_as_full(receipt)
+
     def close(self) -> None:
         self.link.close()
