@@ -8,8 +8,9 @@ no-op tracer makes every call here nearly free.
 Every item pays for what is here, so it does no more than the SDK's span needs (measured with
 ``bench/tracing_cost.py``; docs/observability.md): the W3C headers are written and read by
 :mod:`statusq.tracing.w3c`, not through the global propagator; the attributes known at the start
-go to ``start_span`` in one dict; the span is made current by attaching a context, not through
-``use_span``'s context manager.
+and the span are made by :mod:`statusq.tracing.spans` (the SDK's span without ``start_span``'s
+generality); the span is made current by attaching a context, not through ``use_span``'s context
+manager.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import contextvars
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode
 
 from statusq.item import Delivery, Message
 from statusq.middleware import Middleware
 from statusq.outcome import Outcome, Result
+from statusq.tracing.spans import starter
 from statusq.tracing.w3c import TRACEPARENT, TRACESTATE, format_traceparent, inject, parse_traceparent
 
 #: Set on a delivery's headers while its attempt runs: the attempt's own span, in traceparent form,
@@ -40,10 +42,13 @@ _current: contextvars.ContextVar[tuple[trace.Span, otel_context.Context] | None]
 )
 
 
-def _parent(headers: dict[str, str]) -> otel_context.Context:
+def _parent(headers: dict[str, str]) -> tuple[otel_context.Context, SpanContext | None]:
+    """The context the item's span starts in, and the producer's span context in it (None: none)."""
     traceparent = headers.get(TRACEPARENT)
     carried = parse_traceparent(traceparent, headers.get(TRACESTATE)) if traceparent else None
-    return _NO_PARENT if carried is None else trace.set_span_in_context(NonRecordingSpan(carried), _NO_PARENT)
+    if carried is None:
+        return _NO_PARENT, None
+    return trace.set_span_in_context(NonRecordingSpan(carried), _NO_PARENT), carried
 
 
 def _link_to_previous(headers: dict[str, str]) -> list[Link]:
@@ -61,13 +66,17 @@ class TracingMiddleware(Middleware):
     def __init__(self, backend: str, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.backend = backend
         self.tracer_provider = tracer_provider
-        self.tracer = trace.get_tracer("statusq", tracer_provider=tracer_provider)
+        self._use(trace.get_tracer("statusq", tracer_provider=tracer_provider))
+
+    def _use(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+        self._start_span = starter(tracer)
 
     def after_worker_boot(self) -> None:
         # Made before the worker set up its provider (the plugins are loaded first), the tracer is
         # the API's proxy, which forwards every span to the real one; take the real one now.
         if self.tracer_provider is None:
-            self.tracer = trace.get_tracer("statusq")
+            self._use(trace.get_tracer("statusq"))
 
     def before_enqueue(self, message: Message) -> None:
         # No valid span current, nothing written: the worker starts a new trace for the item.  A
@@ -80,11 +89,12 @@ class TracingMiddleware(Middleware):
     def before_item(self, delivery: Delivery) -> None:
         headers = delivery.headers
         transport = delivery.transport
-        span = self.tracer.start_span(
+        context, parent = _parent(headers)
+        span = self._start_span(
             f"process {transport}",
-            context=_parent(headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            context,
+            parent,
+            {
                 "messaging.system": "statusq",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": transport,
@@ -94,7 +104,7 @@ class TracingMiddleware(Middleware):
                 "statusq.attempt": delivery.attempt,
                 "statusq.backend": self.backend,
             },
-            links=_link_to_previous(headers) if PREVIOUS_SPAN in headers else None,
+            _link_to_previous(headers) if PREVIOUS_SPAN in headers else (),
         )
         before = otel_context.get_current()
         otel_context.attach(trace.set_span_in_context(span, before))

@@ -1,0 +1,196 @@
+"""The item's span, started without ``Tracer.start_span``'s generality when the tracer is the SDK's.
+
+Why: every traced item pays for its span, and with the SDK's ``Tracer.start_span`` more than half
+of that went to work a queue item's span does not need: each of its eight attributes run through
+``BoundedAttributes``' checks (written for values from anywhere, some 6,700 instructions an
+attribute), a dozen keyword arguments passed down three calls, the parent span found again in
+the context statusq has just made.  Measured with callgrind (bench/tracing_cost.py's setting: the
+SDK's provider, no span processor): ``start_span`` with the item's attributes, one
+``set_attribute`` and ``end`` take 170,600 instructions, the same span made here 77,100.
+
+What it keeps, so the span is the one ``start_span`` makes (tests/unit/test_tracing_spans.py
+compares the two, field by field and as exported): the tracer's enabled flag, its id generator,
+its sampler (asked with the same arguments: a sampler that drops the item gets a non-recording
+span, one that changes the attributes or the trace state is obeyed), its internal metrics, its
+span processors' ``on_start`` with the parent context, the span limits.  The span is the SDK's own
+class: a handler sets attributes on it, adds events, starts child spans under it, and the SDK's
+``end`` exports it.  What it skips is the checking of values statusq itself made (strings and
+integers; anything else, or a value-length limit, takes the checked path).
+
+Used only where the SDK's internals are the ones this was written against: the tracer exactly the
+SDK's ``Tracer`` (not the API's no-op or proxy tracer, not a subclass) and a span made by the
+SDK's constructor having exactly the fields set here; otherwise, and when the SDK is not
+installed, the tracer's own ``start_span``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+#: Starts an item's CONSUMER span: name, the parent context (the sampler's and the span
+#: processors' argument), the parent's span context in it (None: a new trace), the attributes,
+#: the links.
+StartSpan = Callable[
+    [str, otel_context.Context, SpanContext | None, dict[str, AttributeValue], Sequence[Link]], trace.Span
+]
+
+_UNSET = Status(StatusCode.UNSET)
+_CLEAN_TYPES = (str, int)  # bool is an int: as the SDK, kept as it is
+_new = object.__new__
+
+
+def starter(tracer: trace.Tracer) -> StartSpan:
+    """The fastest way to start an item's span with this tracer that makes the same span."""
+    fast = _sdk_starter(tracer)
+    if fast is not None:
+        return fast
+
+    def start(
+        name: str,
+        context: otel_context.Context,
+        parent: SpanContext | None,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link],
+    ) -> trace.Span:
+        return tracer.start_span(name, context, SpanKind.CONSUMER, attributes, links or None)
+
+    return start
+
+
+#: A span's fields as the SDK's constructor sets them, and those of its attributes' container:
+#: what :func:`_sdk_starter` sets by hand.
+_SPAN_FIELDS = frozenset(
+    {
+        "_name", "_context", "_kind", "_instrumentation_info", "_instrumentation_scope", "_parent",
+        "_start_time", "_end_time", "_attributes", "_events", "_links", "_resource", "_status",
+        "_sampler", "_trace_config", "_record_exception", "_set_status_on_exception",
+        "_span_processor", "_limits", "_lock", "_record_end_metrics",
+    }
+)  # fmt: skip
+_ATTRIBUTES_FIELDS = frozenset({"_dict", "maxlen", "dropped", "max_value_len", "_lock", "_immutable"})
+_TRACER_FIELDS = (
+    "_tracer_config", "id_generator", "sampler", "_tracer_metrics", "_span_limits", "instrumentation_info",
+    "_instrumentation_scope", "resource", "span_processor",
+)  # fmt: skip
+
+
+def _sdk_starter(tracer: trace.Tracer) -> StartSpan | None:  # noqa: PLR0915 - one span, field by field
+    try:
+        from opentelemetry.attributes import BoundedAttributes  # noqa: PLC0415 - optional extra
+        from opentelemetry.sdk.trace import Tracer, _Span  # noqa: PLC0415
+        from opentelemetry.sdk.util import BoundedList  # noqa: PLC0415
+    except ImportError:
+        return None
+    if type(tracer) is not Tracer or not all(hasattr(tracer, field) for field in _TRACER_FIELDS):
+        return None
+    if not hasattr(TraceFlags, "RANDOM_TRACE_ID") or not _same_fields(tracer, _Span, BoundedAttributes):
+        return None
+    sdk: Any = tracer  # the SDK's fields, not the API's
+    lock = threading.Lock
+    consumer = SpanKind.CONSUMER
+
+    def start(
+        name: str,
+        context: otel_context.Context,
+        parent: SpanContext | None,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link],
+    ) -> trace.Span:
+        # Tracer.start_span's steps, in its order (opentelemetry-sdk 1.45)
+        if not sdk._tracer_config.is_enabled:
+            return NonRecordingSpan(parent)  # type: ignore[arg-type] # as the SDK's, None for no parent
+        ids = sdk.id_generator
+        trace_id = ids.generate_trace_id() if parent is None else parent.trace_id
+        sampled = sdk.sampler.should_sample(context, trace_id, name, consumer, attributes, links)
+        decision = sampled.decision
+        flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+        if ids.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        span_context = SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=sampled.trace_state,
+        )
+        record_end_metrics = sdk._tracer_metrics.start_span(parent, decision)
+        if not decision.is_recording():
+            return NonRecordingSpan(span_context)
+        limits = sdk._span_limits
+        values = _clean(sampled.attributes, attributes, limits.max_span_attributes, limits.max_span_attribute_length)
+        if values is None:  # what the SDK's checks would change: let them
+            kept = BoundedAttributes(
+                limits.max_span_attributes,
+                sampled.attributes,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        else:
+            kept = _new(BoundedAttributes)
+            kept._dict = values
+            kept.maxlen = limits.max_span_attributes
+            kept.dropped = 0
+            kept.max_value_len = limits.max_span_attribute_length
+            kept._lock = lock()
+            kept._immutable = False
+        span = _new(_Span)
+        span._name = name
+        span._context = span_context
+        span._kind = consumer
+        span._instrumentation_info = sdk.instrumentation_info
+        span._instrumentation_scope = sdk._instrumentation_scope
+        span._parent = parent
+        span._end_time = None
+        span._resource = sdk.resource
+        span._status = _UNSET
+        span._sampler = sdk.sampler
+        span._trace_config = None
+        span._record_exception = True
+        span._set_status_on_exception = True
+        span._span_processor = processor = sdk.span_processor
+        span._limits = limits
+        span._lock = lock()
+        span._attributes = kept
+        span._events = BoundedList(limits.max_events)
+        span._links = span._new_links(links)
+        span._record_end_metrics = record_end_metrics
+        span._start_time = time_ns()
+        processor.on_start(span, parent_context=context)
+        return span
+
+    return start
+
+
+def _clean(
+    sampled: Mapping[str, AttributeValue], ours: dict[str, AttributeValue], most: int | None, longest: int | None
+) -> dict[str, AttributeValue] | None:
+    """The span's attributes as the SDK's checks would keep them, when they would keep them as
+    they are: the sampler's are ours (it may return others), every value a str or an int, no
+    value-length limit, no more of them than the span may hold.  None: let the checks run."""
+    if longest is not None or (most is not None and most < len(ours)) or sampled != ours:
+        return None
+    for value in ours.values():
+        if not isinstance(value, _CLEAN_TYPES):
+            return None
+    return dict(ours)
+
+
+def _same_fields(tracer: Any, span_class: Any, attributes_class: Any) -> bool:
+    """Whether the SDK's constructors set exactly the fields set by hand here (an SDK that adds or
+    renames one would get spans missing it)."""
+    probe = span_class(
+        "probe",
+        SpanContext(1, 1, is_remote=False),
+        resource=tracer.resource,
+        attributes={"a": "b"},
+        limits=tracer._span_limits,
+    )
+    return set(vars(probe)) == _SPAN_FIELDS and set(vars(probe._attributes)) == _ATTRIBUTES_FIELDS
