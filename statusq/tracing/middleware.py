@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, Sta
 from statusq.item import Delivery, Message
 from statusq.middleware import Middleware
 from statusq.outcome import Outcome, Result
-from statusq.tracing.spans import starter
+from statusq.tracing.spans import item_spans
 from statusq.tracing.w3c import TRACEPARENT, TRACESTATE, format_traceparent, inject, parse_traceparent
 
 #: Set on a delivery's headers while its attempt runs: the attempt's own span, in traceparent form,
@@ -70,7 +70,7 @@ class TracingMiddleware(Middleware):
 
     def _use(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
-        self._start_span = starter(tracer)
+        self.spans = item_spans(tracer)
 
     def after_worker_boot(self) -> None:
         # Made before the worker set up its provider (the plugins are loaded first), the tracer is
@@ -90,7 +90,7 @@ class TracingMiddleware(Middleware):
         headers = delivery.headers
         transport = delivery.transport
         context, parent = _parent(headers)
-        span = self._start_span(
+        span = self.spans.start(
             f"process {transport}",
             context,
             parent,
@@ -128,9 +128,11 @@ class TracingMiddleware(Middleware):
         # in a copy of the item's context, where the token of before_item cannot be reset.
         otel_context.attach(before)
         if result.kind is None:
-            span.set_attribute("statusq.outcome", result.outcome.value)
+            self.spans.set_attributes(span, {"statusq.outcome": result.outcome.value})
         else:
-            span.set_attributes({"statusq.outcome": result.outcome.value, "statusq.failure": result.kind.value})
+            self.spans.set_attributes(
+                span, {"statusq.outcome": result.outcome.value, "statusq.failure": result.kind.value}
+            )
         if result.error is not None:
             span.record_exception(result.error)
         if result.outcome is Outcome.RETRY:
@@ -138,4 +140,4 @@ class TracingMiddleware(Middleware):
         elif result.outcome is Outcome.DEAD:
             span.add_event("dead-lettered", {"statusq.reason": result.reason or ""})
             span.set_status(Status(StatusCode.ERROR, result.reason or "dead-lettered"))
-        span.end()
+        self.spans.end(span)

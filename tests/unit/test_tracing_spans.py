@@ -3,7 +3,7 @@
 Each case starts the same span both ways on providers that differ only in their exporter, with
 ids from a counter so the two get the same ones, and compares the spans' fields and what is
 exported (the times aside).  An SDK upgrade that changes ``start_span`` or the span's fields
-fails here, or makes :func:`statusq.tracing.spans.starter` fall back to ``start_span``."""
+fails here, or makes :func:`statusq.tracing.spans.item_spans` fall back to the API's calls."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
-from statusq.tracing.spans import starter
+from statusq.tracing.spans import ItemSpans, item_spans
 
 ATTRIBUTES: dict[str, AttributeValue] = {
     "messaging.system": "statusq",
@@ -41,6 +41,8 @@ ATTRIBUTES: dict[str, AttributeValue] = {
 }
 REMOTE = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("v", "1")]))
 UNSAMPLED = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+#: The sampler, the producer's span context, the links, the limits, the outcome's attributes.
+Case = tuple[Sampler, SpanContext | None, Sequence[Link], SpanLimits | None, dict[str, AttributeValue]]
 PREVIOUS = [Link(SpanContext(0x123, 0x456, is_remote=True), {"statusq.link": "previous_attempt"})]
 
 
@@ -76,26 +78,28 @@ class Renaming(Sampler):
         return "Renaming"
 
 
-def made(
-    by_hand: bool, sampler: Sampler, parent: SpanContext | None, links: Sequence[Link], limits: SpanLimits | None
-) -> tuple[trace.Span, list[ReadableSpan]]:
+def made(by_hand: bool, case: Case, exporting: bool = True) -> tuple[trace.Span, list[ReadableSpan]]:
+    """The item's span, as TracingMiddleware makes it: started, given to a handler, given the
+    outcome, ended."""
+    sampler, parent, links, limits, outcome = case
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampler, id_generator=Counting(), span_limits=limits)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if exporting:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("statusq")
+    spans = item_spans(tracer) if by_hand else ItemSpans(tracer)
+    assert (type(spans) is not ItemSpans) is by_hand, "the SDK's internals are not the ones expected"
     context = Context() if parent is None else trace.set_span_in_context(NonRecordingSpan(parent), Context())
-    if by_hand:
-        span = starter(tracer)("process push", context, parent, dict(ATTRIBUTES), links)
-    else:
-        span = tracer.start_span("process push", context, SpanKind.CONSUMER, dict(ATTRIBUTES), links or None)
+    span = spans.start("process push", context, parent, dict(ATTRIBUTES), links)
     token = otel_context.attach(trace.set_span_in_context(span))
     try:  # what a handler may do with the span current
         trace.get_current_span().set_attribute("handler.said", "hello")
         tracer.start_span("child").end()
     finally:
         otel_context.detach(token)
+    spans.set_attributes(span, outcome)
     span.add_event("retry", {"statusq.delay": 5.0})
-    span.end()
+    spans.end(span)
     return span, list(exporter.get_finished_spans())
 
 
@@ -105,7 +109,8 @@ def fields(span: trace.Span) -> dict[str, Any]:
         return {"non-recording": span.get_span_context()}
     skip = {"_lock", "_start_time", "_end_time", "_span_processor", "_record_end_metrics"}
     out: dict[str, Any] = {k: v for k, v in vars(span).items() if k not in skip}
-    out["_attributes"] = (dict(span._attributes or {}), span.dropped_attributes, vars(span._attributes).keys())
+    kept = span._attributes
+    out["_attributes"] = (dict(kept or {}), {k: v for k, v in vars(kept).items() if k not in ("_dict", "_lock")})
     out["_events"] = [(e.name, dict(e.attributes or {})) for e in span.events]
     out["_links"] = [(link.context, dict(link.attributes or {})) for link in span.links]
     out["_status"] = (span.status.status_code, span.status.description)
@@ -125,35 +130,46 @@ def exported(spans: list[ReadableSpan]) -> list[dict[str, Any]]:
     return out
 
 
-CASES = {
-    "no parent": (ParentBased(ALWAYS_ON), None, [], None),
-    "a sampled remote parent with a trace state": (ParentBased(ALWAYS_ON), REMOTE, [], None),
-    "an unsampled remote parent": (ParentBased(ALWAYS_ON), UNSAMPLED, [], None),
-    "a link to the previous attempt": (ParentBased(ALWAYS_ON), REMOTE, PREVIOUS, None),
-    "a ratio that drops the item": (ParentBased(TraceIdRatioBased(0.0)), None, [], None),
-    "a ratio that keeps it": (ParentBased(TraceIdRatioBased(1.0)), None, [], None),
-    "a sampler with attributes of its own": (Renaming(), REMOTE, [], None),
-    "a value-length limit": (ALWAYS_ON, None, [], SpanLimits(max_span_attribute_length=3)),
-    "fewer attributes allowed than the item has": (ALWAYS_ON, None, [], SpanLimits(max_span_attributes=2)),
+DONE: dict[str, AttributeValue] = {"statusq.outcome": "done"}
+FAILED: dict[str, AttributeValue] = {"statusq.outcome": "retry", "statusq.failure": "handler_error"}
+ON = ParentBased(ALWAYS_ON)
+CASES: dict[str, Case] = {
+    "no parent": (ON, None, [], None, DONE),
+    "a sampled remote parent with a trace state": (ON, REMOTE, [], None, DONE),
+    "an unsampled remote parent": (ON, UNSAMPLED, [], None, DONE),
+    "a link to the previous attempt": (ON, REMOTE, PREVIOUS, None, FAILED),
+    "a ratio that drops the item": (ParentBased(TraceIdRatioBased(0.0)), None, [], None, DONE),
+    "a ratio that keeps it": (ParentBased(TraceIdRatioBased(1.0)), None, [], None, DONE),
+    "a sampler with attributes of its own": (Renaming(), REMOTE, [], None, DONE),
+    "a value-length limit": (ALWAYS_ON, None, [], SpanLimits(max_span_attribute_length=3), FAILED),
+    "fewer attributes allowed than the item has": (ALWAYS_ON, None, [], SpanLimits(max_span_attributes=2), DONE),
+    "room for the start's attributes, not the outcome's": (
+        ALWAYS_ON,
+        None,
+        [],
+        SpanLimits(max_span_attributes=5),
+        FAILED,
+    ),
+    "an outcome the handler set already": (ON, None, [], None, {"handler.said": "bye", "statusq.outcome": "done"}),
+    "an outcome not a str or an int": (ON, None, [], None, {"statusq.outcome": 1.5}),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_span_made_by_hand_is_the_span_start_span_makes(case: str) -> None:
-    sampler, parent, links, limits = CASES[case]
-    by_hand, by_hand_exported = made(True, sampler, parent, links, limits)
-    by_sdk, by_sdk_exported = made(False, sampler, parent, links, limits)
+@pytest.mark.parametrize("exporting", [True, False], ids=["exported", "no span processor"])
+def test_the_span_made_by_hand_is_the_span_start_span_makes(case: str, exporting: bool) -> None:
+    by_hand, by_hand_exported = made(True, CASES[case], exporting)
+    by_sdk, by_sdk_exported = made(False, CASES[case], exporting)
     assert type(by_hand) is type(by_sdk)
     assert fields(by_hand) == fields(by_sdk)
     assert exported(by_hand_exported) == exported(by_sdk_exported)
+    assert len(by_hand_exported) == (2 if isinstance(by_hand, ReadableSpan) else 0) * exporting, (
+        "the span and its child"
+    )
 
 
-def test_the_sdks_tracer_gets_the_span_made_by_hand() -> None:
-    tracer = TracerProvider().get_tracer("statusq")
-    assert starter(tracer).__qualname__.startswith("_sdk_starter"), "the SDK's internals are not the ones expected"
-
-
-def test_another_tracer_gets_its_own_start_span() -> None:
-    tracer = trace.NoOpTracer()
-    span = starter(tracer)("process push", Context(), REMOTE, dict(ATTRIBUTES), [])
+def test_another_tracer_gets_the_apis_calls() -> None:
+    spans = item_spans(trace.NoOpTracer())
+    assert type(spans) is ItemSpans
+    span = spans.start("process push", Context(), REMOTE, dict(ATTRIBUTES), [])
     assert not span.is_recording()
