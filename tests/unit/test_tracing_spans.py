@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
@@ -40,6 +41,8 @@ ATTRIBUTES: dict[str, AttributeValue] = {
     "statusq.backend": "memory",
 }
 REMOTE = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("v", "1")]))
+LOCAL = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
+HIGH = SpanContext((1 << 64) - 1, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))  # over any ratio's bound
 UNSAMPLED = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
 #: The sampler, the producer's span context, the links, the limits, the outcome's attributes.
 Case = tuple[Sampler, SpanContext | None, Sequence[Link], SpanLimits | None, dict[str, AttributeValue]]
@@ -141,6 +144,18 @@ CASES: dict[str, Case] = {
     "a ratio that drops the item": (ParentBased(TraceIdRatioBased(0.0)), None, [], None, DONE),
     "a ratio that keeps it": (ParentBased(TraceIdRatioBased(1.0)), None, [], None, DONE),
     "a sampler with attributes of its own": (Renaming(), REMOTE, [], None, DONE),
+    "parent-based, with a sampler of its own for a sampled parent": (
+        ParentBased(ALWAYS_OFF, remote_parent_sampled=Renaming()),
+        REMOTE,
+        [],
+        None,
+        DONE,
+    ),
+    "always off": (ALWAYS_OFF, None, [], None, DONE),
+    "a ratio on the producer's trace id, kept": (TraceIdRatioBased(0.5), REMOTE, [], None, DONE),
+    "a ratio on the producer's trace id, dropped": (TraceIdRatioBased(0.5), HIGH, [], None, DONE),
+    "a local parent": (ParentBased(ALWAYS_OFF), LOCAL, [], None, DONE),
+    "a remote parent": (ParentBased(ALWAYS_OFF), REMOTE, [], None, DONE),
     "a value-length limit": (ALWAYS_ON, None, [], SpanLimits(max_span_attribute_length=3), FAILED),
     "fewer attributes allowed than the item has": (ALWAYS_ON, None, [], SpanLimits(max_span_attributes=2), DONE),
     "room for the start's attributes, not the outcome's": (
