@@ -1,15 +1,17 @@
 """Trace context across the queue: injected at enqueue, continued by the worker's span.
 
-Built on the OpenTelemetry *API* only, as a library should be: which spans are kept and where
-they go is the tracer provider's business (the application's in a producer, the one
+Built on the OpenTelemetry *API*, as a library should be: which spans are kept and where they go
+is the tracer provider's business (the application's in a producer, the one
 :mod:`statusq.tracing.setup` installs in a worker).  With no provider installed, the API's
-no-op tracer makes every call here nearly free.
+no-op tracer makes every call here nearly free.  (:mod:`statusq.tracing.spans` reaches into the
+SDK, for speed, only when the tracer is the SDK's own.)
 
 Every item pays for what is here, so it does no more than the SDK's span needs (measured with
 ``bench/tracing_cost.py``; docs/observability.md): the W3C headers are written and read by
 :mod:`statusq.tracing.w3c`, not through the global propagator; the attributes known at the start
-and the span are made by :mod:`statusq.tracing.spans` (the SDK's span without ``start_span``'s
-generality); the span is made current by attaching a context, not through ``use_span``'s context
+go to the span in one dict; the span is started, given the outcome and ended by
+:mod:`statusq.tracing.spans` (on the SDK's tracer: the SDK's span, made without ``start_span``'s
+generality); it is made current by attaching a context, not through ``use_span``'s context
 manager.
 """
 

@@ -1,26 +1,28 @@
-"""The item's span, started without ``Tracer.start_span``'s generality when the tracer is the SDK's.
+"""The item's span, made as the SDK's ``Tracer.start_span`` makes it but without its generality.
 
-Why: every traced item pays for its span, and with the SDK's ``Tracer.start_span`` more than half
-of that went to work a queue item's span does not need: each of its eight attributes run through
-``BoundedAttributes``' checks (written for values from anywhere, some 6,700 instructions an
-attribute), a dozen keyword arguments passed down three calls, the parent span found again in
-the context statusq has just made.  Measured with callgrind (bench/tracing_cost.py's setting: the
-SDK's provider, no span processor): ``start_span`` with the item's attributes, one
-``set_attribute`` and ``end`` take 170,600 instructions, the same span made here 77,100.
+Why: every traced item pays for its span, and through the SDK's calls more than half of that went
+to work a queue item's span does not need: each of its eight attributes run through
+``BoundedAttributes``' checks (written for values from anywhere: some 6,700 instructions an
+attribute), a dozen keyword arguments passed down three calls, the parent found again in the
+context statusq has just made (twice, by the sampler), and at the end a ``ReadableSpan`` copy
+made for span processors even when there are none.  Measured with callgrind on the SDK's
+provider with no span processor: ``start_span`` with the item's attributes, one
+``set_attribute`` and ``end``, 170,600 instructions; the same span made here, 61,300.
 
-What it keeps, so the span is the one ``start_span`` makes (tests/unit/test_tracing_spans.py
-compares the two, field by field and as exported): the tracer's enabled flag, its id generator,
-its sampler (asked with the same arguments: a sampler that drops the item gets a non-recording
-span, one that changes the attributes or the trace state is obeyed), its internal metrics, its
-span processors' ``on_start`` with the parent context, the span limits.  The span is the SDK's own
-class: a handler sets attributes on it, adds events, starts child spans under it, and the SDK's
-``end`` exports it.  What it skips is the checking of values statusq itself made (strings and
-integers; anything else, or a value-length limit, takes the checked path).
+What it keeps, so the span is the one the SDK makes (tests/unit/test_tracing_spans.py compares
+the two, field by field and as exported, with and without a span processor): the tracer's
+enabled flag, its id generator, its sampler's decision (the SDK's own samplers' taken here as
+their ``should_sample`` takes it; any other sampler is asked, and the attributes or trace state
+it returns are obeyed), its internal metrics, its span processors' ``on_start`` with the parent
+context and ``on_end``, the span limits.  The span is the SDK's own class: a handler sets
+attributes on it, adds events, starts child spans under it.  What it skips is the checking of
+values statusq itself made (strings and integers, new keys, room for them; anything else, or a
+value-length limit, goes through the SDK's checks).
 
-Used only where the SDK's internals are the ones this was written against: the tracer exactly the
-SDK's ``Tracer`` (not the API's no-op or proxy tracer, not a subclass) and a span made by the
-SDK's constructor having exactly the fields set here; otherwise, and when the SDK is not
-installed, the tracer's own ``start_span``.
+Used only where the SDK's internals are the ones this was written against (opentelemetry-sdk
+1.45): the tracer exactly the SDK's ``Tracer`` (not the API's no-op or proxy tracer, not a
+subclass), a span made by the SDK's constructor having exactly the fields set here; otherwise,
+and when the SDK is not installed, :class:`ItemSpans` makes the span through the API's calls.
 """
 
 from __future__ import annotations
