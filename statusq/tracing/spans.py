@@ -35,6 +35,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
     Link,
     NonRecordingSpan,
     SpanContext,
@@ -139,7 +140,7 @@ class _SdkSpans(ItemSpans):
     ) -> trace.Span:
         sdk = self.sdk
         if not sdk._tracer_config.is_enabled:
-            return NonRecordingSpan(parent)  # type: ignore[arg-type] # as the SDK's, None for no parent
+            return NonRecordingSpan(INVALID_SPAN_CONTEXT if parent is None else parent)
         ids = sdk.id_generator
         trace_id = ids.generate_trace_id() if parent is None else parent.trace_id
         decided = self._decide(sdk.sampler, parent, trace_id)

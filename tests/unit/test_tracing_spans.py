@@ -16,7 +16,7 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, _disable_tracer_configurator
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -181,6 +181,21 @@ def test_the_span_made_by_hand_is_the_span_start_span_makes(case: str, exporting
     assert len(by_hand_exported) == (2 if isinstance(by_hand, ReadableSpan) else 0) * exporting, (
         "the span and its child"
     )
+
+
+@pytest.mark.parametrize("parent", [None, REMOTE], ids=["no parent", "a remote parent"])
+def test_a_disabled_tracer_gives_the_same_non_recording_span(parent: SpanContext | None) -> None:
+    made: list[trace.Span] = []
+    for by_hand in (True, False):
+        provider = TracerProvider(id_generator=Counting())
+        provider._set_tracer_configurator(tracer_configurator=_disable_tracer_configurator)
+        tracer = provider.get_tracer("statusq")
+        spans = item_spans(tracer) if by_hand else ItemSpans(tracer)
+        context = Context() if parent is None else trace.set_span_in_context(NonRecordingSpan(parent), Context())
+        made.append(spans.start("process push", context, parent, dict(ATTRIBUTES), []))
+    by_hand_span, by_sdk_span = made
+    assert type(by_hand_span) is type(by_sdk_span) is NonRecordingSpan
+    assert by_hand_span.get_span_context() == by_sdk_span.get_span_context()
 
 
 def test_another_tracer_gets_the_apis_calls() -> None:
