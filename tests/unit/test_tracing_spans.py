@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
+from statusq.tracing.middleware import TracingMiddleware
 from statusq.tracing.spans import ItemSpans, item_spans
 
 ATTRIBUTES: dict[str, AttributeValue] = {
@@ -203,3 +204,11 @@ def test_another_tracer_gets_the_apis_calls() -> None:
     assert type(spans) is ItemSpans
     span = spans.start("process push", Context(), REMOTE, dict(ATTRIBUTES), [])
     assert not span.is_recording()
+
+
+def test_after_the_workers_boot_its_providers_tracer_makes_the_spans_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    middleware = TracingMiddleware("memory")  # made before the worker's provider: the API's proxy
+    assert type(middleware.spans) is ItemSpans
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", TracerProvider())  # what set_tracer_provider sets, undone
+    middleware.after_worker_boot()
+    assert type(middleware.spans) is not ItemSpans
