@@ -10,13 +10,16 @@ median over the rounds of its microseconds per item, the best round, and the med
 difference to its side's ``off`` row:
 
   worker  off            [tracing] enabled = false: no tracing middleware in the chain at all
-  worker  on, no parent  the middleware with the SDK's provider, spans made and sampled but
+  worker  on, no parent  the middleware with the provider a worker sets up (statusq.tracing.setup,
+                         sample_ratio 1) for ``exporter = "none"``: spans made and sampled but
                          exported nowhere (the issue's "console exporter disabled"); items carry
                          no trace context
   worker  on, parent     the same, each item carrying a traceparent header (a traced producer's)
   enqueue off            no middleware
   enqueue on, no span    the middleware, no span current (nothing to write)
   enqueue on, span       the middleware, the application's span current: traceparent written
+  sdk     start_span     the SDK's own span on the same provider, for comparison: the tracer's
+                         start_span with the item's eight attributes, one set_attribute, end
 
 Usage: bench/tracing_cost.py [--items N] [--rounds R] [--json]
 """
@@ -36,7 +39,7 @@ from pathlib import Path
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from statusq.config import Config
+from statusq.config import Config, TracingConfig
 from statusq.handler import QueueHandler
 from statusq.item import Delivery, Message, QueueItem
 from statusq.middleware import MiddlewareChain
@@ -46,6 +49,7 @@ from statusq.registry import HandlerRegistry
 from statusq.retry import RetryPolicy
 from statusq.sites import SiteTable
 from statusq.tracing.middleware import TracingMiddleware
+from statusq.tracing.setup import _provider
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -118,6 +122,31 @@ def enqueue_round(chain: MiddlewareChain, provider: TracerProvider | None) -> Ca
     return run
 
 
+def sdk_round(provider: TracerProvider) -> Callable[[int], float]:
+    """The SDK's own span with the attributes of an item's, made and ended n times."""
+    tracer = provider.get_tracer("the SDK alone")
+    attributes = {
+        "messaging.system": "statusq",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "noop",
+        "messaging.message.id": "id-1",
+        "statusq.site": "example.org",
+        "statusq.transport": "noop",
+        "statusq.attempt": 1,
+        "statusq.backend": "bench",
+    }
+
+    def run(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            span = tracer.start_span("process noop", kind=trace.SpanKind.CONSUMER, attributes=attributes)
+            span.set_attribute("statusq.outcome", "done")
+            span.end()
+        return (time.perf_counter() - started) / n * 1e6
+
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=20_000)
@@ -125,7 +154,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.INFO)  # the "done" line per item is the logging's cost, not tracing's
-    provider = TracerProvider()  # no span processor: spans are made and ended, sent nowhere
+    provider = _provider(TracingConfig(enabled=True, exporter="none"))  # no span processor: sent nowhere
     traced = MiddlewareChain([TracingMiddleware("bench", tracer_provider=provider)])
     rows: dict[str, Callable[[int], float]] = {
         "worker  off": worker_round(MiddlewareChain(), False),
@@ -134,6 +163,7 @@ def main() -> int:
         "enqueue off": enqueue_round(MiddlewareChain(), None),
         "enqueue on, no span": enqueue_round(traced, None),
         "enqueue on, span": enqueue_round(traced, provider),
+        "sdk     start_span": sdk_round(provider),
     }
     for run in rows.values():
         run(min(args.items, 1000))  # warm-up: first calls, caches
@@ -149,7 +179,8 @@ def main() -> int:
     print(f"tracing cost per item (median and best of {args.rounds} alternating rounds of {args.items:,} items)")
     print(f"{'':24}{'median us':>10}{'best us':>9}{'+us':>8}")
     for name, result in results.items():
-        base = results["worker  off" if name.startswith("worker") else "enqueue off"]["median"]
+        side = name.split()[0]
+        base = results[f"{side:8}off"]["median"] if side != "sdk" else 0.0
         print(f"{name:24}{result['median']:10.2f}{result['best']:9.2f}{result['median'] - base:8.2f}")
     return 0
 

@@ -1,15 +1,18 @@
 """Trace context across the queue: injected at enqueue, continued by the worker's span.
 
-Built on the OpenTelemetry *API* only, as a library should be: which spans are kept and where
-they go is the tracer provider's business (the application's in a producer, the one
+Built on the OpenTelemetry *API*, as a library should be: which spans are kept and where they go
+is the tracer provider's business (the application's in a producer, the one
 :mod:`statusq.tracing.setup` installs in a worker).  With no provider installed, the API's
-no-op tracer makes every call here nearly free.
+no-op tracer makes every call here nearly free.  (:mod:`statusq.tracing.spans` reaches into the
+SDK, for speed, only when the tracer is the SDK's own.)
 
 Every item pays for what is here, so it does no more than the SDK's span needs (measured with
 ``bench/tracing_cost.py``; docs/observability.md): the W3C headers are written and read by
 :mod:`statusq.tracing.w3c`, not through the global propagator; the attributes known at the start
-go to ``start_span`` in one dict; the span is made current by attaching a context, not through
-``use_span``'s context manager.
+go to the span in one dict; the span is started, given the outcome and ended by
+:mod:`statusq.tracing.spans` (on the SDK's tracer: the SDK's span, made without ``start_span``'s
+generality); it is made current by attaching a context, not through ``use_span``'s context
+manager.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import contextvars
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode
 
 from statusq.item import Delivery, Message
 from statusq.middleware import Middleware
 from statusq.outcome import Outcome, Result
+from statusq.tracing.spans import item_spans
 from statusq.tracing.w3c import TRACEPARENT, TRACESTATE, format_traceparent, inject, parse_traceparent
 
 #: Set on a delivery's headers while its attempt runs: the attempt's own span, in traceparent form,
@@ -40,10 +44,13 @@ _current: contextvars.ContextVar[tuple[trace.Span, otel_context.Context] | None]
 )
 
 
-def _parent(headers: dict[str, str]) -> otel_context.Context:
+def _parent(headers: dict[str, str]) -> tuple[otel_context.Context, SpanContext | None]:
+    """The context the item's span starts in, and the producer's span context in it (None: none)."""
     traceparent = headers.get(TRACEPARENT)
     carried = parse_traceparent(traceparent, headers.get(TRACESTATE)) if traceparent else None
-    return _NO_PARENT if carried is None else trace.set_span_in_context(NonRecordingSpan(carried), _NO_PARENT)
+    if carried is None:
+        return _NO_PARENT, None
+    return trace.set_span_in_context(NonRecordingSpan(carried), _NO_PARENT), carried
 
 
 def _link_to_previous(headers: dict[str, str]) -> list[Link]:
@@ -61,13 +68,17 @@ class TracingMiddleware(Middleware):
     def __init__(self, backend: str, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.backend = backend
         self.tracer_provider = tracer_provider
-        self.tracer = trace.get_tracer("statusq", tracer_provider=tracer_provider)
+        self._use(trace.get_tracer("statusq", tracer_provider=tracer_provider))
+
+    def _use(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+        self.spans = item_spans(tracer)
 
     def after_worker_boot(self) -> None:
         # Made before the worker set up its provider (the plugins are loaded first), the tracer is
         # the API's proxy, which forwards every span to the real one; take the real one now.
         if self.tracer_provider is None:
-            self.tracer = trace.get_tracer("statusq")
+            self._use(trace.get_tracer("statusq"))
 
     def before_enqueue(self, message: Message) -> None:
         # No valid span current, nothing written: the worker starts a new trace for the item.  A
@@ -80,11 +91,12 @@ class TracingMiddleware(Middleware):
     def before_item(self, delivery: Delivery) -> None:
         headers = delivery.headers
         transport = delivery.transport
-        span = self.tracer.start_span(
+        context, parent = _parent(headers)
+        span = self.spans.start(
             f"process {transport}",
-            context=_parent(headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            context,
+            parent,
+            {
                 "messaging.system": "statusq",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": transport,
@@ -94,7 +106,7 @@ class TracingMiddleware(Middleware):
                 "statusq.attempt": delivery.attempt,
                 "statusq.backend": self.backend,
             },
-            links=_link_to_previous(headers) if PREVIOUS_SPAN in headers else None,
+            _link_to_previous(headers) if PREVIOUS_SPAN in headers else (),
         )
         before = otel_context.get_current()
         otel_context.attach(trace.set_span_in_context(span, before))
@@ -118,9 +130,11 @@ class TracingMiddleware(Middleware):
         # in a copy of the item's context, where the token of before_item cannot be reset.
         otel_context.attach(before)
         if result.kind is None:
-            span.set_attribute("statusq.outcome", result.outcome.value)
+            self.spans.set_attributes(span, {"statusq.outcome": result.outcome.value})
         else:
-            span.set_attributes({"statusq.outcome": result.outcome.value, "statusq.failure": result.kind.value})
+            self.spans.set_attributes(
+                span, {"statusq.outcome": result.outcome.value, "statusq.failure": result.kind.value}
+            )
         if result.error is not None:
             span.record_exception(result.error)
         if result.outcome is Outcome.RETRY:
@@ -128,4 +142,4 @@ class TracingMiddleware(Middleware):
         elif result.outcome is Outcome.DEAD:
             span.add_event("dead-lettered", {"statusq.reason": result.reason or ""})
             span.set_status(Status(StatusCode.ERROR, result.reason or "dead-lettered"))
-        span.end()
+        self.spans.end(span)

@@ -29,6 +29,8 @@ MAX_LENGTH = 512
 _FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+#: Every trace flags value, made once: an int subclass made per item costs some 1,500 instructions.
+FLAGS = tuple(TraceFlags(flags) for flags in range(256))
 
 
 def format_traceparent(span_context: SpanContext) -> str:
@@ -52,9 +54,7 @@ def parse_traceparent(traceparent: str, tracestate: str | None = None) -> SpanCo
     state = None
     if tracestate is not None and len(tracestate) <= MAX_LENGTH:
         state = TraceState.from_header([tracestate])  # its invalid members make it empty
-    return SpanContext(
-        int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)), trace_state=state
-    )
+    return SpanContext(int(trace_id, 16), int(span_id, 16), True, FLAGS[int(flags, 16)], state)
 
 
 def inject(span_context: SpanContext, headers: dict[str, str]) -> None:
