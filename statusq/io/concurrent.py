@@ -154,9 +154,9 @@ class ConcurrentListener(QueueListener):
             self._interval = POLL_MIN
             self._due = 0.0
             did = True
-            if delivery.redelivered:
-                self.count_redelivery(delivery)
-            elif self.running[delivery.transport] >= self.cap(delivery.transport):
+            if delivery.redelivered and (delivery := self.count_redelivery(delivery)) is None:
+                continue
+            if self.running[delivery.transport] >= self.cap(delivery.transport):
                 self.held.append(delivery)
             else:
                 self._start(delivery)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -50,10 +51,9 @@ class QueueListener(IoManager):
         try:
             self.consumer.drain_wakeups()
             delivery = self.consumer.fetch()
-            if delivery is not None and delivery.redelivered:
-                self.count_redelivery(delivery)
-            elif delivery is not None:
-                self.processor.process(delivery, self.consumer)
+            run = self.count_redelivery(delivery) if delivery is not None and delivery.redelivered else delivery
+            if run is not None:
+                self.processor.process(run, self.consumer)
         except QueueError as exc:
             # The backend is down: back off to the cap and try again; never die of it.  An item
             # whose settling failed stays claimed and comes back (at-least-once).
@@ -75,16 +75,27 @@ class QueueListener(IoManager):
         """A backend out of reach is not an idle one: --idle-exit waits until it answers."""
         return self._failing or not self.consumer.reachable()
 
-    def count_redelivery(self, delivery: Delivery) -> None:
+    def count_redelivery(self, delivery: Delivery) -> Delivery | None:
         """A redelivered item's worker died (or its connection did) holding it: that was an attempt.
 
         The count must live in the message, not in this process, so the item is not run: a copy
         with the attempt raised replaces it, at once (a retry with no delay, written with other
         settlements).  That copy then runs, or is dead-lettered by the processor's rule for an
-        attempt beyond the last (the previous one never finished).
+        attempt beyond the last (the previous one never finished).  Returns None.
+
+        Except while the backend refuses re-sends (a full broker: :meth:`Consumer.counts_in_place`):
+        a copy would be held there with its original unacked, the prefetch window would fill with
+        such originals, and no ACK would ever free the broker's room.  Then the attempt is counted
+        here and the item returned to run at once; a crash during that run loses the count (the
+        item may get one attempt more than ``max_retries``), never the item.
         """
-        self.consumer.retry(delivery, 0.0, delivery.error or _REDELIVERED)
+        error = delivery.error or _REDELIVERED
+        if self.consumer.counts_in_place():
+            log.warning("id=%s redelivered: counted as attempt %d, run in place", delivery.id, delivery.attempt + 1)
+            return dataclasses.replace(delivery, attempt=delivery.attempt + 1, error=error, redelivered=False)
+        self.consumer.retry(delivery, 0.0, error)
         log.warning("id=%s redelivered: counted as attempt %d", delivery.id, delivery.attempt)
+        return None
 
     def more(self) -> bool:
         # Not past a control message: it is applied between items, before the next one.

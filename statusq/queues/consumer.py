@@ -83,6 +83,11 @@ class Consumer(abc.ABC):
         ``--idle-exit`` does not count that time as idle, since the work may be waiting there."""
         return True
 
+    def counts_in_place(self) -> bool:
+        """True while a redelivered item's attempt cannot be counted by a re-send (a full broker
+        refuses them): the listener then counts it in memory and runs the item at once."""
+        return False
+
     def release(self) -> None:
         """Hand back anything fetched ahead but not yet handled (graceful shutdown)."""
 

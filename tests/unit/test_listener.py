@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from statusq.config import Config
 from statusq.defaults import POLL_MIN
 from statusq.errors import QueueError
 from statusq.handler import QueueHandler
+from statusq.io.concurrent import ConcurrentListener
 from statusq.io.listener import QueueListener
 from statusq.item import Delivery, QueueItem
 from statusq.processor import ItemProcessor
@@ -147,6 +149,70 @@ def test_a_redelivered_item_keeps_its_previous_error(processor: ItemProcessor) -
     consumer = RecordingConsumer([redelivered])
     QueueListener(consumer, processor, POLL_MAX).poll()
     assert consumer.retried[0][2] == "ValueError: boom"
+
+
+class RefusingResends(RecordingConsumer):
+    """A broker consumer whose writer holds re-sends a full broker refused."""
+
+    def counts_in_place(self) -> bool:
+        return True
+
+
+def test_while_resends_are_refused_a_redelivered_item_is_counted_in_place_and_run(processor: ItemProcessor) -> None:
+    # Given a redelivered delivery while the broker refuses re-sends (a recount's copy would be
+    # held with its original unacked, and enough of them fill the prefetch window for good)
+    redelivered = make_delivery(id="r", attempt=1, error="ValueError: boom")
+    redelivered.redelivered = True
+    consumer = RefusingResends([redelivered])
+
+    # When the listener polls it
+    assert QueueListener(consumer, processor, POLL_MAX).poll() is True
+
+    # Then it ran at once as attempt 2 and was acked: no re-send
+    assert consumer.retried == [] and consumer.dead == []
+    [done] = consumer.acked
+    assert (done.id, done.attempt, done.redelivered) == ("r", 2, False)
+
+
+def test_with_concurrency_a_redelivered_item_is_counted_in_place_while_resends_are_refused(
+    processor: ItemProcessor,
+) -> None:
+    # Given a worker with 4 items in hand, a normal redelivered delivery, then one that comes
+    # while the broker refuses re-sends
+    normal = make_delivery(id="n", attempt=1)
+    normal.redelivered = True
+    consumer = RecordingConsumer([normal])
+    listener = ConcurrentListener(consumer, processor, POLL_MAX, concurrency=4)
+    try:
+        # When it polls the first: it is re-sent counted, not run
+        listener.poll()
+        assert [(d.id, delay) for d, delay, _ in consumer.retried] == [("n", 0.0)] and consumer.acked == []
+
+        # When it polls the second while re-sends are refused: it runs as attempt 2
+        held = make_delivery(id="h", attempt=1)
+        held.redelivered = True
+        refusing = RefusingResends([held])
+        listener.consumer = refusing
+        listener.poll()
+        deadline = time.monotonic() + 5
+        while not refusing.acked and time.monotonic() < deadline:
+            listener.poll()
+            time.sleep(0.01)
+        assert refusing.retried == []
+        assert [(d.id, d.attempt) for d in refusing.acked] == [("h", 2)]
+    finally:
+        listener.stop()
+
+
+def test_while_resends_are_refused_a_redelivered_item_past_its_last_attempt_is_dead_lettered(
+    processor: ItemProcessor,
+) -> None:
+    # (max_retries 2: attempt 3 is the last; counted in place, a redelivered attempt 3 is past it)
+    redelivered = make_delivery(id="r", attempt=3)
+    redelivered.redelivered = True
+    consumer = RefusingResends([redelivered])
+    QueueListener(consumer, processor, POLL_MAX).poll()
+    assert consumer.acked == [] and [d.id for d, _ in consumer.dead] == ["r"]
 
 
 class Unreachable(RecordingConsumer):

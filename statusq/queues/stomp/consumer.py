@@ -295,6 +295,10 @@ class StompConsumer(HotSiteMoves, Consumer):
     def reachable(self) -> bool:
         return self.link.connected
 
+    def counts_in_place(self) -> bool:
+        # The writer holds re-sends a full broker refused: a recount's copy would wait there too.
+        return self.writer.holds.active
+
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the
         broker mark them redelivered, and each would be charged an attempt).  Settlements
