@@ -14,13 +14,38 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "peers"
+sys.path.insert(0, str(ROOT))  # statusq from this checkout (the bench's driver runs in the product's venv)
+
+from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS  # noqa: E402 -- after the line above
+from statusq.queues.stomp.destinations import Destinations  # noqa: E402 -- as above
+
+STATUSQ_BASENAME = "/queue/peers/statusq/"
+
+
+def _amqp(destination: str) -> str:
+    """statusq's STOMP destination /queue/a/b is AMQP queue "a.b" on RabbitMQ."""
+    return destination.removeprefix("/queue/").strip("/").replace("/", ".")
+
+
+def statusq_queues() -> list[str]:
+    """statusq's AMQP queues in the bench: first the one its producer fills (the default site's
+    shard of group ``main``: STOMP groups are sharded by site since 2026-12-03, and the bench
+    counted the unsharded queue, which stayed empty), then the other shards, the unsharded queue
+    and the dead letters, all deleted before and after each run."""
+    routes = Destinations(STATUSQ_BASENAME, [], STOMP_SHARDS)
+    home = routes.for_group("main", DEFAULT_SITE)
+    shards = [f"{STATUSQ_BASENAME}main/shard-{n}" for n in range(STOMP_SHARDS)]
+    assert home in shards, (home, shards)  # the layout this list assumes
+    rest = [d for d in shards if d != home]
+    return [_amqp(home), *map(_amqp, rest), "peers.statusq.main", "peers.statusq.dlq"]
+
 
 STATUSQ, CELERY_THREADS, CELERY_PREFORK, DRAMATIQ = "statusq", "celery-threads", "celery-prefork", "dramatiq"
 
 #: The AMQP queues each system uses, deleted (so purged) before and after each run.  statusq's
 #: STOMP destination /queue/peers/statusq/main is AMQP queue "peers.statusq.main" on RabbitMQ.
 QUEUES = {
-    STATUSQ: ["peers.statusq.main", "peers.statusq.dlq"],
+    STATUSQ: statusq_queues(),
     CELERY_THREADS: ["peers.celery"],
     CELERY_PREFORK: ["peers.celery"],
     DRAMATIQ: ["peers.dramatiq", "peers.dramatiq.DQ", "peers.dramatiq.XQ"],
@@ -60,7 +85,7 @@ def statusq_config(
         'servers = ["127.0.0.1:61614"]',
         'username = "guest"',
         'password = "guest"',
-        'basename = "/queue/peers/statusq/"',
+        f'basename = "{STATUSQ_BASENAME}"',
         'control_channel = "/topic/peers.statusq.control"',
         'control_secret = "peer-bench-control-secret"',  # a broker daemon needs one (signed commands)
         f"confirm_sends = {'true' if confirm else 'false'}",

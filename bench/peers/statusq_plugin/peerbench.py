@@ -8,6 +8,7 @@ the driver's probe, which counts what was recorded, finds that out).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import tally  # bench/peers, on PYTHONPATH (the driver puts it there)
@@ -36,5 +37,11 @@ class AsyncWork(QueueHandler):
 
 
 def register(api: PluginApi) -> None:
-    api.register_handler("peer_work", Work)
-    api.register_handler("peer_async", AsyncWork)
+    # Only the row's own handler ($PEERS_TRANSPORT, set by the driver): a worker with an async
+    # handler registered runs every item on its concurrent path (a thread or a task per item),
+    # which a one-item-at-a-time row of sync handlers must not pay for (4,777/s against 8,000).
+    wanted = os.environ.get("PEERS_TRANSPORT")
+    if wanted in (None, "peer_work"):
+        api.register_handler("peer_work", Work)
+    if wanted in (None, "peer_async"):
+        api.register_handler("peer_async", AsyncWork)
