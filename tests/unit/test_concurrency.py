@@ -154,6 +154,35 @@ def test_concurrency_1_keeps_the_one_thread_listener_unless_a_handler_is_async(t
     assert type(listener_of(master)) is ConcurrentListener
 
 
+def test_at_concurrency_1_a_sync_item_runs_on_the_loops_thread_beside_an_async_handler(world: World) -> None:
+    # Given a worker with one item in hand whose plugin registers sync and async handlers (so the
+    # concurrent listener), and an item of each
+    world.enqueue("sync", 2)
+    world.enqueue("async", 1)
+    master, runtime = world.worker(1, lambda: world.settled() == 3)
+    threads: list[str] = []
+
+    def sync(item: Any) -> bool:
+        threads.append(threading.current_thread().name)
+        return True
+
+    async def awaited(item: Any) -> bool:
+        threads.append("async")
+        return True
+
+    hook(runtime, "sync", sync)
+    hook(runtime, "async", awaited)
+
+    # When it runs them
+    assert master.run() == 0
+
+    # Then the sync ones ran on the loop's own thread, as with no async handler (a pool thread's
+    # hand-off cost a no-op item nearly half its rate), and the async one on the event loop
+    assert isinstance(listener_of(master), ConcurrentListener)
+    assert sorted(threads) == sorted(["async", threading.main_thread().name, threading.main_thread().name])
+    assert world.broker.acked == 3 and world.broker.dead == {}
+
+
 def test_n_sync_items_are_in_hand_at_once_each_handled_once(world: World) -> None:
     # Given 12 items and a worker with 4 in hand, whose handler waits until 4 are running together
     ids = world.enqueue("sync", 12)
