@@ -10,7 +10,7 @@ so a producer gets :class:`~statusq.errors.BrokerFull` and the settlement writer
 re-sends, rather than either calling it a fault), or every waiter, when the broker closes the
 connection after it.  A missing receipt is told apart the same way: a broker heard from meanwhile
 is throttling, a silent one is gone.  A mixin, not an object of its own: the link's sends register
-the receipts, and its connect and disconnect end them.
+the receipts, a disconnect ends them all, and a connect forgets the old connection's refusals.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Frames in, and the names destinations go by on the broker, for a :class:`~statusq.queues.stomp.link.StompLink`.
 
-Apart from connecting, sending and receipts because this is the receiving end and its naming:
-the subscriptions the link keeps (stomp.py keeps none, so each new connection replays them), the
-broker's name for a destination (RabbitMQ refuses '/' in a queue name) with the map back, so a
-frame reports the destination subscribed to, the queue arguments every frame to a destination
-carries, and the receiver thread's hand-off: each MESSAGE is queued and the owner's loop woken
-through a pipe at once, since a slow handler must not stall the thread that answers heartbeats.
-A mixin, not an object of its own: the link's connect replays the subscriptions, and its SENDs
-use the same names and arguments.
+Apart from connecting, sending and receipts because this is the receiving end, and the names it
+receives under: the subscriptions the link keeps (stomp.py keeps none; each new connection replays
+them); the broker's name for a destination (RabbitMQ refuses '/' in a queue name), with the map
+back so a frame reports the destination subscribed to; the queue arguments every frame to a
+destination carries; and the receiver thread's hand-off, each MESSAGE queued and the owner's loop
+woken through a pipe at once (a slow handler must not stall the thread that answers heartbeats).
+A mixin, not an object of its own: the link's connect replays the subscriptions, and its SENDs use
+the same names and arguments.
 """
 
 from __future__ import annotations
