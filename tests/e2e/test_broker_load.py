@@ -54,16 +54,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-import stomp
 
 import statusq
 from statusq import BrokerFull
 from statusq.config import load_config
 from statusq.metrics.activemq import ActiveMQBacklog
 from statusq.queues.stomp.consumer import ack_batch
+from tests.activemq_stats import broker_usage, live_heap, memory_holders
 from tests.conftest import read_records, start_daemon, wait_for
 from tests.stomp import Broker, PrivateActiveMQ, make_broker, private_activemq, raw_connection, stomp_toml
 
@@ -198,44 +197,6 @@ def _many_destinations(broker: Broker, port: int) -> None:
         conn.disconnect(receipt="many-done")  # with a receipt: every SEND before it was taken
 
 
-def _live_heap(pid: int) -> str:
-    """The top of ``jmap -histo:live`` (a full GC first), and the heap's size after it."""
-    histo = subprocess.run(["jmap", "-histo:live", str(pid)], capture_output=True, text=True, timeout=120)
-    lines = histo.stdout.splitlines()
-    total = next((line for line in reversed(lines) if line.startswith("Total")), "Total ?")
-    return "\n".join([*lines[:15], total])
-
-
-def _broker_usage(port: int) -> dict[str, object]:
-    """ActiveMQ.Statistics.Broker's answer (the statistics plugin): memory, store, temp usage."""
-    import json
-    import queue as q
-
-    got: q.SimpleQueue[bytes] = q.SimpleQueue()
-
-    class Listener(stomp.ConnectionListener):  # type: ignore[misc]
-        def on_message(self, frame: Any) -> None:
-            got.put(frame.body)
-
-    conn = raw_connection(port)
-    try:
-        conn.set_listener("usage", Listener())
-        conn.subscribe("/temp-queue/usage", "usage", headers={"transformation": "jms-map-json"})
-        conn.send("/queue/ActiveMQ.Statistics.Broker", b"", headers={"reply-to": "/temp-queue/usage"})
-        body = json.loads(got.get(timeout=10))
-    finally:
-        conn.disconnect()
-    found: dict[str, object] = {}
-    for entry in body["map"]["entry"]:
-        key = entry["string"]
-        if isinstance(key, list):
-            found[key[0]] = key[1]
-        else:
-            found[key] = next(v for k, v in entry.items() if k != "string")
-    wanted = ("memoryPercentUsage", "storePercentUsage", "tempPercentUsage", "size", "enqueueCount", "dequeueCount")
-    return {k: found.get(k) for k in wanted}
-
-
 def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     load_broker: PrivateActiveMQ,
     write_config: Callable[..., Path],
@@ -270,8 +231,9 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     try:
         wait_for(lambda: tally.refusals() >= REFUSALS or tally.other or len(tally.accepted) > 20_000, 120, "refusals")
         # (the fullest point: the live heap, and what dominates it)
-        print(f"\nbroker at the fullest point: {_broker_usage(port)}")
-        print(f"\nlive heap at the fullest point (pid {load_broker.pid}):\n{_live_heap(load_broker.pid)}")
+        print(f"\nbroker at the fullest point: {broker_usage(port)}")
+        print(f"memory held by: {memory_holders(port)}")
+        print(f"\nlive heap at the fullest point (pid {load_broker.pid}):\n{live_heap(load_broker.pid)}")
     finally:
         stop.set()
         for thread in threads:
@@ -284,10 +246,11 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     assert tally.refusals() >= REFUSALS, f"{len(tally.accepted)} enqueues and the broker never refused"
 
     # When the daemon drains what it can (it exits once idle for 10 s; at most a minute in all)
-    stalled = _drain(daemon, config, backlog, tmp_path)
+    stalled = _drain(daemon, config, backlog, tmp_path, port)
     watching.set()
     watcher.join(timeout=30)
-    print(f"drained: {stalled or 'yes'}; broker after: {_broker_usage(port)}; backlog {backlog()}")
+    print(f"drained: {stalled or 'yes'}; broker after: {broker_usage(port)}; backlog {backlog()}")
+    print(f"memory held by: {memory_holders(port)}")
     print(
         f"probes {watch.probes}, failed {watch.probe_failures[:3]}; statistics {watch.stats} answers, "
         f"most ready {watch.most_ready}, failures {dict(watch.stats_failures)}"
@@ -322,7 +285,7 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     assert duplicates <= bound, f"{duplicates} items ran twice; {connections} connections allow {bound}"
 
 
-def _drain(daemon: subprocess.Popen[str], config: Path, backlog: ActiveMQBacklog, tmp_path: Path) -> str:
+def _drain(daemon: subprocess.Popen[str], config: Path, backlog: ActiveMQBacklog, tmp_path: Path, port: int) -> str:
     """Daemon runs until one exits idle with none of our items left on the broker (the foreign
     queues' :data:`QUEUES` messages stay): "" then; at most 2 runs within 60 s in all, else what
     was left (the full broker may never let it drain: the module's docstring)."""
@@ -335,6 +298,6 @@ def _drain(daemon: subprocess.Popen[str], config: Path, backlog: ActiveMQBacklog
         left = backlog()
         if (left.ready or 0) + (left.in_flight or 0) <= QUEUES:
             return ""
-        print(f"daemon run {run} went idle with the broker holding {left}")
+        print(f"daemon run {run} went idle with the broker holding {left}; memory held by {memory_holders(port)}")
         daemon = start_daemon(config, "--workers", "1", "--idle-exit", "10", log=tmp_path / f"daemon{run + 1}.log")
     return f"2 daemon runs and the broker still holds {backlog()}"
