@@ -22,7 +22,7 @@ What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache
   shard), below the limit at the fullest point and after the drain (asserted), and the store fills
   first.  Without it each shard with a consumer paged in what its cursor allowed (0.9-1.1 MB
   each, memory at 100% with the producers stopped): every SEND was refused, the worker's re-sends
-  too, and the backlog drained in 0 of 5 runs (1 of 1 in the helper's run of it; issue 18:
+  too, and the backlog drained in 1 run of 6 (issue 18;
   :func:`tests.activemq_stats.memory_holders` prints who holds it).
 - The worker's own re-sends (a failing item's retry, a dead letter, a hot site's move) are
   refused like any producer's while the store is full, or held unanswered by the broker's store
