@@ -107,7 +107,7 @@ network_block() {
 broker_xml() {
     local name=$1 stomp=$2 openwire=$3 kahadb=$4 peers=${5:-}
     local store locker="" scheduler_dir=""
-    local policy='                    <policyEntry queue=">" prioritizedMessages="true" useCache="false" expireMessagesPeriod="0"/>'
+    local policy='                    <policyEntry queue=">" prioritizedMessages="true" useCache="false" expireMessagesPeriod="0" lazyDispatch="true"/>'
     local network=""
     if [[ -n $peers ]]; then
         # The shipped network config's queue policy (priorities as above, plus replay to the
@@ -151,7 +151,9 @@ broker_xml() {
             dataDirectory="\${activemq.base}/data">
 
         <!-- Priority dispatch: statusq items carry a JMS priority (0-9); without this policy
-             ActiveMQ dispatches a queue in arrival order whatever the priority. -->
+             ActiveMQ dispatches a queue in arrival order whatever the priority.  lazyDispatch:
+             a queue pages in only what its consumers have room for, so a full broker's memory
+             is not held by paged-in messages (conf/activemq.xml says why). -->
         <destinationPolicy>
             <policyMap>
                 <policyEntries>
