@@ -239,15 +239,24 @@ def side_writer(link: FakeLink, side: FakeSide, clock: FakeClock) -> SettlementW
     return SettlementWriter(link, flush_after=FLUSH, batch=100, receipt_timeout=10.0, clock=clock, side=side)
 
 
-def test_re_sends_go_aside_and_their_originals_are_acked_once_confirmed(link: FakeLink, clock: FakeClock) -> None:
-    # Given a side link that holds its receipt back
+def written_aside(
+    link: FakeLink, clock: FakeClock, confirm: bool | None, *acks: str
+) -> tuple[SettlementWriter, FakeSide]:
+    """A writer whose side link confirms at once (True), refuses (False) or stays silent (None),
+    with a retry of "retried" (and ACKs of ``acks``) recorded on connection 1 and written."""
     side = FakeSide()
-    side.confirm_at_once = None
+    side.confirm_at_once = confirm
     writer = side_writer(link, side, clock)
-    # When a retry and an ack are written
     writer.resend(1, resend("retried"))
-    writer.ack(1, "done")
+    for ack_id in acks:
+        writer.ack(1, ack_id)
     writer._write(writer._pending.take())
+    return writer, side
+
+
+def test_re_sends_go_aside_and_their_originals_are_acked_once_confirmed(link: FakeLink, clock: FakeClock) -> None:
+    # Given a side link that holds its receipt back, when a retry and an ack are written
+    writer, side = written_aside(link, clock, None, "done")
     # Then the copy went aside, nothing on the consuming link carries a transaction, and the
     # original stays unacked while the copy is unconfirmed
     assert [[r.ack_id for r in batch] for batch in side.sends] == [["retried"]]
@@ -262,11 +271,7 @@ def test_re_sends_go_aside_and_their_originals_are_acked_once_confirmed(link: Fa
 
 def test_a_side_commit_that_fails_is_held_not_sent_with_the_acks(link: FakeLink, clock: FakeClock) -> None:
     # Given a side link that refuses the commit (an ERROR, or the connection lost)
-    side = FakeSide()
-    side.confirm_at_once = False
-    writer = side_writer(link, side, clock)
-    writer.resend(1, resend("retried"))
-    writer._write(writer._pending.take())
+    writer, _ = written_aside(link, clock, False)
     # When its receipt is looked at
     writer._check_receipts(clock())
     # Then the copy is held, its original unacked: sent again with its ACK on the consuming
@@ -277,11 +282,7 @@ def test_a_side_commit_that_fails_is_held_not_sent_with_the_acks(link: FakeLink,
 def test_a_side_receipt_late_on_a_live_connection_is_held_not_sent_again(link: FakeLink, clock: FakeClock) -> None:
     # A full ActiveMQ holds a commit (a store wait per SEND) past receipt_timeout; sent again
     # with the ACKs it was a copy more, refused in turn, and its originals redelivered
-    side = FakeSide()
-    side.confirm_at_once = None
-    writer = side_writer(link, side, clock)
-    writer.resend(1, resend("retried"))
-    writer._write(writer._pending.take())
+    writer, side = written_aside(link, clock, None)
     clock.now += 15.0
     writer._check_receipts(clock())
     assert link.commits == [] and len(writer._unconfirmed) == 1
@@ -295,11 +296,7 @@ def test_a_side_receipt_late_on_a_live_connection_is_held_not_sent_again(link: F
 def test_a_side_receipt_lost_with_its_connection_is_held_and_tried_on_the_next(
     link: FakeLink, clock: FakeClock
 ) -> None:
-    side = FakeSide()
-    side.confirm_at_once = None
-    writer = side_writer(link, side, clock)
-    writer.resend(1, resend("retried"))
-    writer._write(writer._pending.take())
+    writer, side = written_aside(link, clock, None)
     clock.now += 15.0
     writer._check_receipts(clock())
     side.receipts["s1"] = False  # the side connection dropped: maybe sent, maybe not
@@ -311,11 +308,7 @@ def test_a_side_receipt_lost_with_its_connection_is_held_and_tried_on_the_next(
 
 
 def test_stopping_gives_up_a_late_side_receipt_the_old_way(link: FakeLink, clock: FakeClock) -> None:
-    side = FakeSide()
-    side.confirm_at_once = None
-    writer = side_writer(link, side, clock)
-    writer.resend(1, resend("retried"))
-    writer._write(writer._pending.take())
+    writer, _ = written_aside(link, clock, None)
     writer._check_receipts(clock() + 15.0, giving_up=True)
     assert [[r.ack_id for r in batch] for batch in link.commits] == [["retried"]]
 
@@ -334,11 +327,7 @@ def test_a_confirmed_copy_whose_original_connection_is_gone_is_not_acked_elsewhe
 ) -> None:
     # The broker redelivers the original (a duplicate of the copy): an ACK on the new connection
     # would name a frame it never sent.
-    side = FakeSide()
-    side.confirm_at_once = None
-    writer = side_writer(link, side, clock)
-    writer.resend(1, resend("retried"))
-    writer._write(writer._pending.take())
+    writer, side = written_aside(link, clock, None)
     link.generation = 2
     side.receipts["s1"] = True
     writer._check_receipts(clock())
@@ -376,12 +365,7 @@ def ids(batches: Sequence[Sequence[Resend]]) -> list[list[str]]:
 
 def held_writer(link: FakeLink, clock: FakeClock) -> tuple[SettlementWriter, FakeSide]:
     """A writer whose first window of re-sends the side link refused because the broker is full."""
-    side = FakeSide()
-    side.confirm_at_once = None
-    writer = side_writer(link, side, clock)
-    writer.resend(1, resend("retried"))
-    writer.ack(1, "done")
-    writer._write(writer._pending.take())
+    writer, side = written_aside(link, clock, None, "done")
     side.refuse_as_full("s1")
     writer._check_receipts(clock())
     return writer, side
