@@ -7,34 +7,18 @@ it would need to page messages in for dispatch is the first thing to know.
 
 from __future__ import annotations
 
-import json
 import queue
 import subprocess
 from typing import Any
 
 import stomp
 
+from statusq.metrics.activemq import parse_map
 from tests.stomp import raw_connection
 
 END_LIST = "ActiveMQ.Statistics.Destination.List.End.With.Null"
 BROKER_FIELDS = ("memoryPercentUsage", "storePercentUsage", "tempPercentUsage", "size", "enqueueCount", "dequeueCount")
 DESTINATION_FIELDS = ("memoryUsage", "memoryPercentUsage", "size", "inflightCount", "consumerCount", "dispatchCount")
-
-
-def _map(body: bytes) -> dict[str, object]:
-    """A ``jms-map-json`` MapMessage as a dict (empty for the end-of-list marker)."""
-    entries = json.loads(body)["map"]
-    if not entries:
-        return {}
-    items = entries.get("entry", [])
-    found: dict[str, object] = {}
-    for entry in items if isinstance(items, list) else [items]:
-        key = entry["string"]
-        if isinstance(key, list):
-            found[key[0]] = key[1]
-        else:
-            found[key] = next(v for k, v in entry.items() if k != "string")
-    return found
 
 
 def _ask(port: int, destination: str, headers: dict[str, str], ends: int) -> list[dict[str, object]]:
@@ -53,7 +37,7 @@ def _ask(port: int, destination: str, headers: dict[str, str], ends: int) -> lis
         conn.subscribe("/temp-queue/stats", "stats", headers={"transformation": "jms-map-json"})
         conn.send(destination, b"", headers={"reply-to": "/temp-queue/stats", **headers})
         while ends:
-            answer = _map(got.get(timeout=10))
+            answer = parse_map(got.get(timeout=10)) or {}
             if answer and len(answers) < 10_000:
                 answers.append(answer)
             if not answer or destination.endswith("Broker"):

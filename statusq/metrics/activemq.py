@@ -65,7 +65,20 @@ class QueueStats:
 
 
 def parse_reply(body: bytes) -> QueueStats | None:
-    """One reply of the plugin, as ``jms-map-json`` renders it; None for the end-of-list marker.
+    """One destination's reply of the plugin; None for the end-of-list marker.  Raises
+    ValueError for anything else."""
+    found = parse_map(body)
+    if found is None:
+        return None
+    try:
+        return QueueStats(_logical(str(found["destinationName"])), int(found["size"]), int(found["inflightCount"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"statistics without destinationName, size or inflightCount (have: {sorted(found)})") from exc
+
+
+def parse_map(body: bytes) -> dict[str, Any] | None:
+    """Any reply of the plugin (a destination's, the broker's), as ``jms-map-json`` renders a
+    MapMessage: its entries as a dict; None for the end-of-list marker.
 
     XStream writes each entry as ``{"string": key, "long": n}``, a string value as
     ``{"string": [key, value]}``, and a map of a single entry as an object rather than a list.
@@ -88,10 +101,7 @@ def parse_reply(body: bytes) -> QueueStats | None:
             found[str(key[0])] = key[1]
         elif isinstance(key, str):
             found[key] = next((v for k, v in entry.items() if k != "string"), None)
-    try:
-        return QueueStats(_logical(str(found["destinationName"])), int(found["size"]), int(found["inflightCount"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"statistics without destinationName, size or inflightCount (have: {sorted(found)})") from exc
+    return found
 
 
 def _logical(name: str) -> str:
