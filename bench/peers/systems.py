@@ -34,10 +34,8 @@ def statusq_queues() -> list[str]:
     and the dead letters, all deleted before and after each run."""
     routes = Destinations(STATUSQ_BASENAME, [], STOMP_SHARDS)
     home = routes.for_group("main", DEFAULT_SITE)
-    shards = [f"{STATUSQ_BASENAME}main/shard-{n}" for n in range(STOMP_SHARDS)]
-    assert home in shards, (home, shards)  # the layout this list assumes
-    rest = [d for d in shards if d != home]
-    return [_amqp(home), *map(_amqp, rest), "peers.statusq.main", "peers.statusq.dlq"]
+    rest = [d for d in routes.for_groups({"main"}) if d != home]  # the other shards, the unsharded queue
+    return [_amqp(home), *map(_amqp, rest), "peers.statusq.dlq"]
 
 
 STATUSQ, CELERY_THREADS, CELERY_PREFORK, DRAMATIQ = "statusq", "celery-threads", "celery-prefork", "dramatiq"
