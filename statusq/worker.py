@@ -184,7 +184,7 @@ def build_worker(
     xmpp = xmpp_managers(config, runtime.sites, runtime.registry, queue_manager, groups)  # [] unless serving "xmpp"
     managers = [
         listener,
-        *outbox_relay(config, queue_manager),
+        *stomp_relays(config, queue_manager),
         *([metrics.manager] if metrics else []),
         *(extra_managers or []),
         *([dispatcher] if dispatcher else []),
@@ -202,15 +202,24 @@ def build_worker(
     return WorkerParts(master, consumer, memory_limit, metrics.hooks if metrics else None, policies)
 
 
-def outbox_relay(config: Config, manager: QueueManager) -> list[IoManager]:
-    """The relay of the transactional outbox, where one is configured (STOMP)."""
-    url = config.queue.stomp.outbox_url
-    send = getattr(manager, "relay_batch", None)  # StompQueueManager's; not imported by a DB worker
-    if config.queue.subsystem != "stomp" or url is None or send is None:
+def stomp_relays(config: Config, manager: QueueManager) -> list[IoManager]:
+    """A broker's relays: the transactional outbox's, where one is configured, and the delayed
+    items' from the shared store, unless delays wait on the broker (``[queue.stomp] delays``)."""
+    stomp = config.queue.stomp
+    if config.queue.subsystem != "stomp":
         return []
-    from statusq.io.outbox import OutboxRelay  # noqa: PLC0415 - SQLAlchemy: only where an outbox is configured
+    relays: list[IoManager] = []
+    send = getattr(manager, "relay_batch", None)  # StompQueueManager's; not imported by a DB worker
+    if stomp.outbox_url is not None and send is not None:
+        from statusq.io.outbox import OutboxRelay  # noqa: PLC0415 - SQLAlchemy: only where an outbox is configured
 
-    return [OutboxRelay(url, send, config.queue.stomp.outbox_poll)]
+        relays.append(OutboxRelay(stomp.outbox_url, send, stomp.outbox_poll))
+    delays = getattr(manager, "delays", None)  # StompQueueManager's, looked up as relay_batch is
+    if stomp.delays != "broker" and delays is not None:
+        from statusq.io.delays import DelayRelay  # noqa: PLC0415 - SQLAlchemy: only on a broker
+
+        relays.append(DelayRelay(delays, stomp, stomp.delay_poll))
+    return relays
 
 
 def cancel_view(manager: QueueManager) -> Callable[[], CancelView] | None:

@@ -84,6 +84,13 @@ class StompConfig(Section):
     outbox_url: str | None = None
     #: How often a worker looks for committed outbox rows to relay.
     outbox_poll: Duration = Field(default=0.2, gt=0)
+    #: Where a delayed item, a retry's backoff and a rate limit's deferral wait: "store", the
+    #: shared store at ``[queue] db_url``, relayed by the workers when due; "broker", ActiveMQ's
+    #: scheduler or RabbitMQ's holding queues; "auto": the store on ActiveMQ (its scheduler drops
+    #: what comes due while its store is full), the broker on RabbitMQ.
+    delays: Literal["auto", "broker", "store"] = "auto"
+    #: How often a worker looks for delayed rows that came due (its own wake it at their time).
+    delay_poll: Duration = Field(default=0.25, gt=0)
     #: RabbitMQ: work queues are declared with ``x-max-priority`` = this (0: without, as before
     #: 2026-12; an existing queue keeps the arguments it was declared with: see the docs).
     max_priority: int = Field(default=defaults.STOMP_MAX_PRIORITY, ge=0, le=255)

@@ -12,6 +12,7 @@ consumers go on.  Filling real memory would take minutes and gigabytes; the alar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,6 +78,61 @@ def test_a_full_activemq_refuses_with_broker_full_and_loses_nothing_it_accepted(
     assert handled == accepted
     # And the broker takes items again once its store has freed the drained journal files
     wait_for(lambda: _takes(config), timeout=60, what="the drained broker to take items again")
+
+
+@pytest.mark.parametrize("delays", ["auto", "broker"])
+def test_delayed_items_that_come_due_while_activemq_is_full_wait_in_the_store_and_run(
+    delays: str,
+    small_broker: PrivateActiveMQ,
+    write_config: Callable[..., Path],
+    record_file: Path,
+    tmp_path: Path,
+) -> None:
+    # Given items delayed 2 s: in the shared store (the default on ActiveMQ), or in ActiveMQ's
+    # scheduler ("broker", as before 2026-12)
+    broker = make_broker("activemq")
+    servers = [f"127.0.0.1:{small_broker.stomp_port}"]
+    toml = stomp_toml(broker, servers=servers, delays=delays)
+    config = write_config(f"sqlite:///{tmp_path / 'shared.sqlite'}", toml, queue={"subsystem": "stomp"})
+    with statusq.connect(config) as qm:
+        delayed = [-(n + 1) for n in range(20)]
+        for n in delayed:
+            qm.enqueue({"n": n}, "count", delay=2)
+        # And a broker filled until it refuses with items that take 30 ms each, nobody consuming,
+        # so they come due while it is full and stay due while a worker drains it
+        accepted = _fill(qm, {"action": "sleep", "seconds": 0.03})
+    time.sleep(3)
+
+    # When a daemon drains the backlog (exiting once idle for 3 s)
+    daemon = start_daemon(config, "--workers", "1", "--idle-exit", "3", log=tmp_path / "daemon.log")
+    assert daemon.wait(timeout=180) == 0
+    handled = sorted(r["n"] for r in read_records(record_file))
+    dropped = (small_broker.base / "log").read_text().count("Failed to send scheduled message")
+
+    if delays == "auto":
+        # Then every item ran, the delayed ones too: the relay was refused while the broker was
+        # full, kept them, and sent them once the drain made room
+        assert handled == sorted(accepted + delayed)
+        assert dropped == 0
+        assert "delayed items not relayed (kept in the shared store" in (tmp_path / "daemon.log").read_text()
+    else:
+        # Then ActiveMQ's scheduler dropped what came due while the store was full (the reason
+        # for the default): logged, never sent, never run
+        assert dropped > 0, "ActiveMQ's scheduler kept delayed items through a full store: revisit the default"
+        assert len([n for n in handled if n < 0]) < len(delayed), "the scheduler sent every one after all"
+        assert [n for n in handled if n >= 0] == accepted
+
+
+def _fill(qm: statusq.QueueManager, payload: dict[str, object]) -> list[int]:
+    """Enqueue 20 KB items until the broker refuses one (BrokerFull); the ones it took."""
+    accepted: list[int] = []
+    for n in range(2_000):
+        try:
+            qm.enqueue({"n": n, "pad": PAD, **payload}, "count")
+        except BrokerFull:
+            return accepted
+        accepted.append(n)
+    raise AssertionError("2,000 items of 20 KB fitted in a 3 MB store")
 
 
 def _takes(config: Path) -> bool:

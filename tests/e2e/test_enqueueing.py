@@ -19,7 +19,7 @@ import pytest
 import statusq
 from statusq import InvalidArgument, Item
 from statusq.defaults import DEFAULT_SITE
-from tests.conftest import run_cli, start_daemon, wait_for
+from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.stomp import Broker, make_broker, raw_connection, stomp_toml
 
 pytestmark = pytest.mark.e2e
@@ -79,9 +79,7 @@ def config(
 
 def stamps(record_file: Path) -> dict[str, dict[str, Any]]:
     """What the stamp handler ran, by tag."""
-    if not record_file.exists():
-        return {}
-    return {r["tag"]: r for r in map(json.loads, record_file.read_text().splitlines())}
+    return {r["tag"]: r for r in read_records(record_file)}
 
 
 @pytest.fixture

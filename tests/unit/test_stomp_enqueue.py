@@ -21,6 +21,7 @@ from statusq.queues.stomp.destinations import shard_of
 from statusq.queues.stomp.holds import Holds
 from statusq.queues.stomp.link import Frame, Send
 from statusq.queues.stomp.settler import Resend
+from statusq.queues.stomp.storedelays import StoreDelays
 
 BASE = "/queue/statusq/"
 #: The default site's shard of the main group ([queue.stomp] shards, 4 by default): where the
@@ -51,8 +52,11 @@ class FakeLink:
         self.batches.append((list(sends), confirm_each))
 
 
-def manager(flavor: str) -> tuple[StompQueueManager, FakeLink]:
-    qm = StompQueueManager(Config.model_validate({"queue": {"subsystem": "stomp"}}))
+def manager(flavor: str, *, delays: str = "broker", db_url: str | None = None) -> tuple[StompQueueManager, FakeLink]:
+    """The producer, its link a fake; delays the broker's way unless ``delays`` says otherwise
+    (tests/unit/test_store_delays.py has the shared store's)."""
+    queue = {"subsystem": "stomp", "db_url": db_url, "stomp": {"delays": delays}}
+    qm = StompQueueManager(Config.model_validate({"queue": queue}))
     link = FakeLink(flavor)
     qm._link = lambda: link  # type: ignore[assignment,method-assign,return-value]
     return qm, link
@@ -157,8 +161,9 @@ class _Frames:
         return self.items.pop(0)
 
 
-def consumer_with(flavor: str, *frames: Frame) -> tuple[StompConsumer, FakeWriter]:
-    """A StompConsumer without a broker: its link and settlement writer replaced by fakes."""
+def consumer_with(flavor: str, *frames: Frame, delays: StoreDelays | None = None) -> tuple[StompConsumer, FakeWriter]:
+    """A StompConsumer without a broker: its link and settlement writer replaced by fakes;
+    ``delays``: where its delayed re-sends wait (None: the broker's way)."""
     from collections import deque
 
     from statusq.queues.stomp.destinations import Destinations
@@ -167,6 +172,7 @@ def consumer_with(flavor: str, *frames: Frame) -> tuple[StompConsumer, FakeWrite
     writer = FakeWriter()
     consumer.link = FakeConsumerLink(flavor, list(frames))  # type: ignore[assignment]
     consumer.writer = writer  # type: ignore[assignment]
+    consumer.delays = delays
     consumer.routes = Destinations(BASE, [])
     consumer.default_site = "default"
     consumer.outgoing = wire.delivery_mode(True)

@@ -201,6 +201,7 @@ def hot_consumer(flavor: str, *frames: Frame, after: int = 3) -> tuple[StompCons
     writer, link = FakeWriter(), SubscribingLink(flavor, list(frames))
     consumer.link = link  # type: ignore[assignment]
     consumer.writer = writer  # type: ignore[assignment]
+    consumer.delays = None  # delays the broker's way (tests/unit/test_store_delays.py: the store's)
     consumer.routes = Destinations(BASE, [])
     consumer.default_site = "default"
     consumer.outgoing = wire.delivery_mode(True)

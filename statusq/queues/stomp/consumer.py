@@ -36,6 +36,7 @@ from statusq.queues.stomp.link import Frame, StompLink
 from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
 from statusq.queues.stomp.sidelink import ResendLink
+from statusq.queues.stomp.storedelays import Send, StoreDelays
 
 # MOVES_PER_TURN re-exported: it lives with the hot-site moves (hotmoves.py) since they left here.
 __all__ = ["EARLY_TOLERANCE", "MOVES_PER_TURN", "StompConsumer", "ack_batch"]
@@ -68,8 +69,11 @@ class StompConsumer(HotSiteMoves, Consumer):
         ack_flush: float,
         prefetch: int,
         hot_file: HotFile | None = None,
+        delays: StoreDelays | None = None,
     ) -> None:
         self.config = config
+        #: Where a delayed re-send waits (the shared store on ActiveMQ); None: the broker's way.
+        self.delays = delays
         self.routes = routes
         self.default_site = default_site
         self.outgoing = outgoing
@@ -207,13 +211,13 @@ class StompConsumer(HotSiteMoves, Consumer):
             return False
         headers = {k: v for k, v in frame.headers.items() if k not in wire.BROKER_HEADERS}
         destination = self._home(frame.headers)
-        if self.link.flavor == "rabbitmq" and destination.startswith("/queue/"):
+        hold = self._due(rest)
+        if hold is None and self.link.flavor == "rabbitmq" and destination.startswith("/queue/"):
             destination, hold = early_route(destination, rest, self.link.physical)  # the rest, in hops
-        else:
+        elif hold is None:
             destination, hold = hold_route(self.link.flavor, destination, rest, self.link.physical)
         ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
-        resend = Resend(ack_id, destination, frame.body, self.outgoing({**headers, **hold}))
-        self.writer.resend(frame.generation, resend)
+        self._resend(frame.generation, ack_id, destination, frame.body, self.outgoing({**headers, **hold}))
         log.debug("id=%s came %.1fs early: held again", frame.headers.get(wire.ID), rest)
         return True
 
@@ -231,7 +235,25 @@ class StompConsumer(HotSiteMoves, Consumer):
     def _resend_and_ack(self, delivery: Delivery, destination: str, headers: dict[str, str]) -> None:
         token = self._token(delivery)
         if token is not None:
-            self.writer.resend(token.generation, Resend(token.ack_id, destination, delivery.body, headers))
+            self._resend(token.generation, token.ack_id, destination, delivery.body, headers)
+
+    def _resend(self, generation: int, ack_id: str, destination: str, body: bytes, headers: dict[str, str]) -> None:
+        """Send in place of ``ack_id``; a delayed one is written to the shared store first, and
+        its original then acked as any other (a crash in between: it runs twice, never zero times)."""
+        for to, what, how in self.place([(destination, body, headers)]):
+            self.writer.resend(generation, Resend(ack_id, to, what, how))
+            return
+        self.writer.ack(generation, ack_id)
+
+    def place(self, sends: list[Send]) -> list[Send]:
+        """The SENDs of ``sends`` still to go to the broker: those held in the store are not."""
+        if self.delays is None:
+            return sends
+        return self.delays.place(self.link.flavor, sends, self.link.physical)
+
+    def _due(self, delay: float) -> dict[str, str] | None:
+        """The header that holds a re-send ``delay`` seconds in the shared store (None: the broker's way)."""
+        return None if self.delays is None else self.delays.due(self.link.flavor, delay)
 
     def ack(self, delivery: Delivery) -> None:
         token = self._token(delivery)
@@ -258,7 +280,10 @@ class StompConsumer(HotSiteMoves, Consumer):
             delivery, token, **{wire.ATTEMPT: str(delivery.attempt + 1), wire.ERROR: wire.as_text(error)}
         )
         home = self.routes.home(token.destination, delivery.site)
-        destination, extra = retry_route(self.link.flavor, home, delay, self.link.physical)
+        extra = self._due(delay)
+        destination = home
+        if extra is None:
+            destination, extra = retry_route(self.link.flavor, home, delay, self.link.physical)
         return destination, self.outgoing({**headers, **extra})
 
     def defer_message(self, delivery: Delivery, delay: float) -> tuple[str, dict[str, str]]:
@@ -268,7 +293,10 @@ class StompConsumer(HotSiteMoves, Consumer):
         assert isinstance(token, wire.FrameToken)
         headers = wire.copy_headers(delivery, token)
         home = self.routes.home(token.destination, delivery.site)
-        if self.link.flavor == "rabbitmq" and delay > 0 and home.startswith("/queue/"):
+        held = self._due(delay)
+        if held is not None:
+            destination, extra = home, held
+        elif self.link.flavor == "rabbitmq" and delay > 0 and home.startswith("/queue/"):
             # Not a retry's bucket rounded up: a rate limit's turn is to the interval, so the item
             # waits in shorter holding queues with its eta, and comes back within the tolerance.
             destination, extra = early_route(home, delay, self.link.physical)

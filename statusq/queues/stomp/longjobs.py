@@ -151,10 +151,12 @@ class LongJobs(Consumer):
             log.error("cannot delete the long item %s from the shared store (it will run again): %s", key, exc)
 
     def _send(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
+        """Confirmed on the broker, or, a delayed outcome (a retry), committed in the shared store."""
         with self._send_lock:
-            if not self._link.connected:
-                self._link.connect()
-            self._link.send(destination, body, headers, confirm=True)
+            for to, what, how in self.inner.place([(destination, body, headers)]):
+                if not self._link.connected:
+                    self._link.connect()
+                self._link.send(to, what, how, confirm=True)
 
     # -- the keeper's thread ----------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from statusq.queues.stomp.delays import hold_route
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.hotfile import HotFile
 from statusq.queues.stomp.link import Send, StompLink
+from statusq.queues.stomp.storedelays import DUE, StoreDelays
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -80,6 +81,8 @@ class StompQueueManager(QueueManager):
         # inside the application's own write transaction.
         self._outbox: Engine | None = _open_outbox(self.stomp.outbox_url) if self.stomp.outbox_url else None
         self._declared: set[str] = set()  # RabbitMQ queues this producer's connection made sure of
+        #: Delays held in the shared store (ActiveMQ by default), for producer and consumers alike.
+        self.delays = StoreDelays(self.stomp.delays, config.db_url)
         self.admin = StompAdmin(self.stomp, self.destination_of, self.outgoing, self._send_confirmed)
 
     # -- producing ----------------------------------------------------------------------------
@@ -146,8 +149,10 @@ class StompQueueManager(QueueManager):
             out[wire.EXPIRES] = f"{message.expires_at:.3f}"
         if message.delay > 0:
             out[wire.ETA] = f"{time.time() + message.delay:.3f}"
-            destination, hold = hold_route(link.flavor, destination, message.delay, link.physical)
-            out.update(hold)
+            due = self.delays.due(link.flavor, message.delay)
+            if due is None:
+                destination, due = hold_route(link.flavor, destination, message.delay, link.physical)
+            out.update(due)
         return destination, message.body, self.outgoing(out)
 
     def _declare_targets(self, link: StompLink, messages: list[Message]) -> None:
@@ -157,6 +162,8 @@ class StompQueueManager(QueueManager):
         worker that gets it all the same acks it unseen)."""
         if link.flavor != "rabbitmq":
             return
+        if self.delays.wanted(link.flavor):
+            return  # a delayed item waits in the shared store, and is sent to its own queue when due
         targets = {self.destination_of(m.transport, m.site) for m in messages if m.delay > 0} - self._declared
         for destination in sorted(targets):
             link.send(destination, b"", self.outgoing({wire.DECLARE: "1", "expiration": "0"}), confirm=False)
@@ -179,25 +186,45 @@ class StompQueueManager(QueueManager):
         def write(link: StompLink) -> None:
             if not sent:
                 sent.append(self._wire(message, link))
+            if DUE in sent[0][2]:
+                return  # held in the shared store, below
             self._declare_targets(link, [message])
             link.send(*sent[0], confirm=confirm)
 
         self._producing(write)
+        self._hold_delayed(sent)
         return sent[0][2][wire.ID]
 
     def _put_many(self, messages: list[Message]) -> list[str]:
         """One transaction: BEGIN, the SENDs, COMMIT, confirmed by the COMMIT's receipt (on
-        RabbitMQ by every SEND's too: its COMMIT receipt says routed, not stored)."""
+        RabbitMQ by every SEND's too: its COMMIT receipt says routed, not stored).  Delayed items
+        held in the shared store are written there after it, in a transaction of the store's: the
+        two do not commit as one (a failed write of the store's falls back to the broker's way)."""
         sends: list[Send] = []  # made once, as in _put
 
         def write(link: StompLink) -> None:
             if not sends:
                 sends.extend(self._wire_all(messages, link))
             self._declare_targets(link, messages)
-            link.send_batch(sends, confirm_each=link.flavor == "rabbitmq")
+            now = [send for send in sends if DUE not in send[2]]
+            if now:
+                link.send_batch(now, confirm_each=link.flavor == "rabbitmq")
 
         self._producing(write)
+        self._hold_delayed(sends)
         return [headers[wire.ID] for _, _, headers in sends]
+
+    def _hold_delayed(self, sends: list[Send]) -> None:
+        """The SENDs of ``sends`` marked to wait in the shared store, written there once the
+        others are on the broker (not inside the failover's retried write: twice there would be
+        two rows); those the store would not take go the broker's way."""
+        delayed = [send for send in sends if DUE in send[2]]
+        if not delayed:
+            return
+        link = self._link()
+        rest = self.delays.place(link.flavor, delayed, link.physical)
+        if rest:
+            self._producing(lambda link: link.send_batch(rest, confirm_each=link.flavor == "rabbitmq"))
 
     # -- a worker's parts ---------------------------------------------------------------------
 
@@ -211,6 +238,7 @@ class StompQueueManager(QueueManager):
             ack_flush=self.config.queue.ack_flush,
             prefetch=self.config.prefetch,
             hot_file=HotFile(Path(self.config.var_dir) / "hot-sites"),
+            delays=self.delays,
         )
         long = frozenset(name for name, t in self.config.transports.items() if t.long)
         if not long:
@@ -254,6 +282,7 @@ class StompQueueManager(QueueManager):
 
     def close(self) -> None:
         self.close_keys()
+        self.delays.close()
         if self._outbox is not None:
             self._outbox.dispose()
             self._outbox = None

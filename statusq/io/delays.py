@@ -1,0 +1,190 @@
+"""The relay of delayed items from the shared store to the broker when due (statusq.queues.db.delays).
+
+Every worker on a broker runs one while delays wait in the store (``[queue.stomp] delays``), on a
+thread and a broker connection of its own: a relay that waits on a full broker (a store wait, a
+refusal after ``receipt_timeout``) must not stop the worker's loop from draining the backlog that
+makes room.  It wakes at the earliest due time it knows of (its own process's rows at once,
+another's at its next look, every ``delay_poll``) and sends what is due in one confirmed
+transaction.  A refusal or a lost connection leaves the rows: the connection is dropped (a
+transaction ActiveMQ marked rollback-only, or one stuck in a store wait, goes with it) and the
+next try, after a backoff, sends one row only, until the broker takes one again: a try whose
+outcome stays unknown (no receipt) may still land, so at most one row per such try runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from statusq.config import StompConfig
+from statusq.errors import StatusqError
+from statusq.io.manager import IoManager
+from statusq.queues.db.delays import BATCH, Delayed
+from statusq.queues.stomp.link import StompLink
+from statusq.queues.stomp.storedelays import StoreDelays
+
+log = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 0.5  # after a failed relay; doubled on each failure in a row
+MOST_BACKOFF = 10.0
+#: --idle-exit waits for rows due within this long (or due and not yet taken by the broker).
+BUSY_WITHIN = 10.0
+
+
+class DelayRelaying:
+    """What the relay's thread does at each look, apart from the thread (tested with a fake clock
+    and a fake ``send``).  ``flavor``: the broker's kind once known (None: not yet), for
+    ``delays = "auto"``: on RabbitMQ the relay turns itself off."""
+
+    def __init__(
+        self,
+        delays: StoreDelays,
+        send: Callable[[list[Delayed]], object],
+        flavor: Callable[[], str | None],
+        every: float,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.delays = delays
+        self.send = send
+        self.flavor = flavor
+        self.every = every
+        self.clock = clock
+        self.next_look = 0.0  # epoch seconds
+        self.next_due: float | None = None  # the earliest row the last look saw
+        self.backoff = 0.0  # while relays fail: the wait before the next (one row at a time)
+        self.off = False
+        self.sent = 0  # in all: the loop's idle clock is reset when it grows
+
+    def wait(self) -> float:
+        """Seconds until the next look (inf: never again)."""
+        if self.off:
+            return math.inf
+        return max(0.0, min(self.next_look, self.delays.earliest) - self.clock())
+
+    def busy(self) -> bool:
+        if self.off:
+            return False
+        due = min(self.next_due if self.next_due is not None else math.inf, self.delays.earliest)
+        return due <= self.clock() + BUSY_WITHIN
+
+    def look(self) -> int:
+        """Relay what is due, if it is time; how many rows went to the broker."""
+        now = self.clock()
+        if self.off or now < min(self.next_look, self.delays.earliest):
+            return 0
+        wanted = self.delays.wanted(self.flavor())
+        if wanted is None:  # not connected yet: the broker's kind is not known
+            self.next_look = now + self.every
+            return 0
+        if not wanted:
+            self.off = True
+            log.debug("delays wait on the broker: no relay")
+            return 0
+        self.delays.earliest = math.inf  # before the look: a row written from now on sets it again
+        try:
+            sent = self._relay(now)
+        except StatusqError as exc:
+            self._failed(now, exc)
+            return 0
+        if self.backoff:
+            log.warning("the broker takes delayed items again")
+            self.backoff = 0.0
+        if sent:
+            log.info("relayed %d delayed item(s) from the shared store", sent)
+            self.sent += sent
+        return sent
+
+    def _relay(self, now: float) -> int:
+        store = self.delays.store()
+        self.next_due = store.next_due()
+        sent = 0
+        if self.next_due is not None and self.next_due <= now:
+            batch = 1 if self.backoff else BATCH
+            sent = store.relay(self.send, now, batch)
+            self.next_due = now if sent == batch else store.next_due()
+        self.next_look = min(now + self.every, self.next_due if self.next_due is not None else math.inf)
+        return sent
+
+    def _failed(self, now: float, exc: StatusqError) -> None:
+        if not self.backoff:
+            log.warning("delayed items not relayed (kept in the shared store, tried again, a row at a time): %s", exc)
+        self.backoff = min(MOST_BACKOFF, self.backoff * 2 if self.backoff else FIRST_BACKOFF)
+        self.next_look = now + self.backoff
+        if self.next_due is None:
+            self.next_due = now
+        self.delays.earliest = math.inf  # the rows are due already: the backoff decides
+
+
+class DelayRelay(IoManager):
+    """The relay's thread and connection, as one of the worker loop's managers: started and
+    stopped with the loop, and telling its idle clock (``--idle-exit``) about rows due soon."""
+
+    name = "delays"
+
+    def __init__(self, delays: StoreDelays, stomp: StompConfig, every: float) -> None:
+        self.link = StompLink(stomp, "delay relay")
+        self.relaying = DelayRelaying(delays, self._send, self._flavor, every)
+        self.stomp = stomp
+        self._seen = 0
+        self._halt = threading.Event()
+        delays.wake = self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="statusq-delay-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _flavor(self) -> str | None:
+        if self.stomp.flavor != "auto":
+            return self.stomp.flavor
+        if not self.link.connected:
+            try:
+                self.link.connect()
+            except StatusqError as exc:
+                log.debug("delay relay: not connected yet: %s", exc)
+                return None
+        return self.link.flavor
+
+    def _send(self, items: list[Delayed]) -> None:
+        sends = [(item.destination, item.body, item.headers) for item in items]
+        try:
+            if not self.link.connected:
+                self.link.connect()
+            self.link.send_batch(sends, confirm_each=self.link.flavor == "rabbitmq")
+        except StatusqError:
+            self.link.close()  # with it whatever the broker still holds of that transaction
+            raise
+
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.relaying.look()
+            except Exception:  # a thread that died would leave every delayed item waiting
+                log.exception("delay relay: a look failed")
+                self.relaying.next_look = self.relaying.clock() + MOST_BACKOFF
+            if self.relaying.off:
+                self.link.close()
+                return
+            self._wake.wait(min(self.relaying.wait(), MOST_BACKOFF))
+            self._wake.clear()
+
+    def timeout(self) -> float:
+        return 1.0  # the loop looks now and then whether the thread sent anything (idle clock)
+
+    def poll(self) -> bool:
+        sent = self.relaying.sent
+        moved, self._seen = sent != self._seen, sent
+        return moved
+
+    def busy(self) -> bool:
+        return self.relaying.busy()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._wake.set()
+        self._thread.join(timeout=self.stomp.receipt_timeout + 1)
+        self.link.close()
+        self.relaying.delays.close()

@@ -1,0 +1,98 @@
+"""Delayed items held in the shared store until due, for a broker that would lose them.
+
+ActiveMQ's scheduler sends a delayed message when it comes due; if the destination's store is
+full at that moment it logs "Failed to send scheduled message" and forgets the job (its
+``SchedulerBroker`` catches the refusal; no setting changes that).  So on a broker that may fill,
+a delayed item, a retry waiting out its backoff and a rate limit's deferral wait here instead,
+in the shared store at ``db_url``, and every worker relays what is due (:mod:`statusq.io.delays`).
+
+At least once: a relay deletes its rows in the transaction that took them, and commits only after
+the broker confirmed their SENDs; a refusal (a full broker), a lost connection or a crash before
+that leaves them for the next try.  A crash between the broker's receipt and the commit sends
+them twice (the same ids, each counted by the consumer as any redelivery).
+
+Several workers and hosts relay one table: PostgreSQL's ``FOR UPDATE SKIP LOCKED`` gives each row
+to one of them; SQLite's write lock, taken by the DELETE, serialises them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, insert, select
+
+from statusq.queues.db.engine import TableStore, db_errors
+
+metadata = MetaData()
+
+delayed_items = Table(
+    "statusq_delayed",
+    metadata,
+    Column("n", Integer, primary_key=True, autoincrement=True),
+    Column("due_at", Float, nullable=False, index=True),  # epoch seconds
+    Column("destination", String(1000), nullable=False),
+    Column("headers", Text, nullable=False),  # JSON: the SEND's headers, as they go to the broker
+    Column("body", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+#: Rows relayed per broker transaction.
+BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Delayed:
+    """One SEND that waits: where to, what, and from when."""
+
+    destination: str
+    body: bytes
+    headers: dict[str, str]
+    due_at: float
+
+
+class DelayStore(TableStore):
+    """The table at one ``db_url``."""
+
+    metadata = metadata
+
+    def put(self, items: Sequence[Delayed]) -> None:
+        """Committed when this returns: only then may a re-sent item's original be acked, or a
+        producer's enqueue return."""
+        rows = [
+            {"due_at": d.due_at, "destination": d.destination, "headers": json.dumps(d.headers), "body": d.body}
+            for d in items
+        ]
+        with db_errors(self.engine), self.engine.begin() as conn:
+            conn.execute(insert(delayed_items), rows)
+
+    def next_due(self) -> float | None:
+        """When the earliest row comes due (None: no row).  A read: the relay's every look."""
+        with db_errors(self.engine), self.engine.connect() as conn:
+            value = conn.execute(select(func.min(delayed_items.c.due_at))).scalar()
+        return None if value is None else float(value)
+
+    def relay(self, send: Callable[[list[Delayed]], object], now: float, batch: int = BATCH) -> int:
+        """Take up to ``batch`` rows due at ``now``, hand them to ``send`` in due order, and delete
+        them once it returned (it raises if the broker did not confirm: the rows stay).  How many
+        were sent."""
+        due = select(delayed_items.c.n).where(delayed_items.c.due_at <= now).order_by(delayed_items.c.due_at)
+        due = due.limit(batch)
+        if self.engine.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        taking = (
+            delete(delayed_items)
+            .where(delayed_items.c.n.in_(due.scalar_subquery()))
+            .returning(*(delayed_items.c[name] for name in ("due_at", "destination", "headers", "body")))
+        )
+        with db_errors(self.engine), self.engine.begin() as conn:
+            rows = sorted(conn.execute(taking).all(), key=lambda r: r.due_at)
+            if rows:
+                send([Delayed(r.destination, r.body, json.loads(r.headers), r.due_at) for r in rows])
+        return len(rows)
+
+    def count(self) -> int:
+        """Rows waiting (``statusq status``, tests)."""
+        with db_errors(self.engine), self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(delayed_items)).scalar() or 0)
