@@ -17,7 +17,16 @@ from statusq.metrics.activemq import parse_map
 from tests.stomp import raw_connection
 
 END_LIST = "ActiveMQ.Statistics.Destination.List.End.With.Null"
-BROKER_FIELDS = ("memoryPercentUsage", "storePercentUsage", "tempPercentUsage", "size", "enqueueCount", "dequeueCount")
+BROKER_FIELDS = (
+    "memoryPercentUsage",
+    "storePercentUsage",
+    "tempPercentUsage",
+    "memoryUsage",
+    "storeUsage",
+    "size",
+    "enqueueCount",
+    "dequeueCount",
+)
 DESTINATION_FIELDS = ("memoryUsage", "memoryPercentUsage", "size", "inflightCount", "consumerCount", "dispatchCount")
 
 
@@ -48,7 +57,8 @@ def _ask(port: int, destination: str, headers: dict[str, str], ends: int) -> lis
 
 
 def broker_usage(port: int) -> dict[str, object]:
-    """ActiveMQ.Statistics.Broker's answer: memory, store, temp usage and message counts."""
+    """ActiveMQ.Statistics.Broker's answer: memory, store, temp usage (percent; memory and store
+    in bytes too) and message counts."""
     found = _ask(port, "/queue/ActiveMQ.Statistics.Broker", {}, 1)[0]
     return {k: found.get(k) for k in BROKER_FIELDS}
 

@@ -62,6 +62,7 @@ class Connecting:
     _wake: Callable[[], None]
     _tell_receipts: Callable[[], None]
     _forget_refusals: Callable[[], None]
+    _refused_transaction: bool
     _send_subscribe: Callable[[Subscription], None]
 
     def _start_connecting(self) -> None:
@@ -179,6 +180,23 @@ class Connecting:
             # Without a receipt stomp.py leaves its socket and receiver thread to the broker's
             # goodwill; close them here so reconnects never pile up threads.
             _abandon(conn)
+
+    def release_refused_transaction(self) -> bool:
+        """Close the connection if it holds a transaction a full ActiveMQ refused and no answer
+        is awaited on it; True if closed (the owner connects again).  Why: the broker keeps
+        that transaction, with the messages of it that it took (in memory, and pinning their
+        journal files in the store), until the connection closes, and refuses an ABORT of it
+        (:data:`~statusq.queues.stomp.refusals.ROLLBACK_ONLY`).  Kept, each refused try on a
+        long-lived link (the settlement writer's re-sends, tried again every few seconds) would
+        keep room the broker needs to drain."""
+        if not self._refused_transaction:  # asked before every send: no lock the usual way
+            return False
+        with self._write_lock:
+            if not (self._refused_transaction and self.connected) or self._receipts:
+                return False
+            log.info("%s: closing the connection: the broker frees a transaction it refused only with it", self.name)
+            self._drop()
+        return True
 
     def close(self) -> None:
         with self._write_lock:

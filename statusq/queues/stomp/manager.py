@@ -99,6 +99,10 @@ class StompQueueManager(QueueManager):
     def _link(self) -> StompLink:
         if self._producer is None:
             self._producer = StompLink(self.stomp, "producer")
+        # A batch refused by a full ActiveMQ after its wait gave up (no receipt in time): the
+        # broker frees that transaction only with the connection (send_batch closes it itself
+        # when the refusal comes in time)
+        self._producer.release_refused_transaction()
         if not self._producer.connected:
             self._producer.connect()
             self._declared.clear()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from statusq.config import StompConfig
 from statusq.errors import BrokerFull, ConnectionClosed, QueueError
-from statusq.queues.stomp.refusals import FULL, declare_refusal, is_full
+from statusq.queues.stomp.refusals import FULL, ROLLBACK_ONLY, declare_refusal, is_full
 
 # The name these messages logged under before they left statusq.queues.stomp.link.
 log = logging.getLogger("statusq.queues.stomp.link")
@@ -89,11 +89,15 @@ class Receipts:
         self._full_refusal: str | None = None
         self._full_logged_at = self._full_seen_at = float("-inf")
         self._refused_full: set[str] = set()  # receipts confirmed() found refused as full
+        #: The connection holds a transaction ActiveMQ refused (:data:`ROLLBACK_ONLY`): only
+        #: closing it frees what that transaction took (``release_refused_transaction``).
+        self._refused_transaction = False
 
     def _forget_refusals(self) -> None:
         """A new connection: a full broker's refusals on the old one explain nothing on it."""
         self._full_refusal = None
         self._refused_full.clear()
+        self._refused_transaction = False
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
 
@@ -123,6 +127,8 @@ class Receipts:
         full = is_full(message, detail)
         receipt = frame.headers.get("receipt-id", "")
         now = time.monotonic()
+        if ROLLBACK_ONLY in message and self._connected.is_set():
+            self._refused_transaction = True
         # A transaction's COMMIT refused after a SEND of it was ("Transaction marked rollback
         # only"); ActiveMQ's two ERRORs may come in either order, so a full refusal lately will do
         lately = self._full_refusal is not None or now - self._full_seen_at < _FULL_LATELY

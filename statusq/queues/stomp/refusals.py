@@ -15,6 +15,12 @@ FULL = "full: "
 #: is Full", both a ResourceAllocationException); RabbitMQ blocks publishers instead of
 #: refusing them, so its alarms show as a missing receipt.
 _FULL_SIGNS = ("ResourceAllocationException", "Usage Manager", "store is Full", "Limit reached")
+#: ActiveMQ's answer to the COMMIT of a transaction one of whose SENDs it refused ("COMMIT FAILED:
+#: Transaction marked rollback only").  It keeps that transaction, and what of it it took (the
+#: messages in memory, the store's journal files they are in), until the connection closes; an
+#: ABORT of it is refused ("Invalid transaction id": its STOMP name was dropped at the COMMIT).
+#: Measured: bench/failed_transaction.py, docs/brokers/activemq.md.
+ROLLBACK_ONLY = "marked rollback only"
 
 
 def is_full(message: str, detail: bytes) -> bool:

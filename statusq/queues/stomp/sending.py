@@ -50,6 +50,7 @@ class Sending:
     physical: Callable[[str], str]
     declaring: Callable[[str, dict[str, str]], dict[str, str]]
     queue_args: Callable[[str, dict[str, str]], dict[str, str]]
+    release_refused_transaction: Callable[[], bool]
 
     if TYPE_CHECKING:  # the link's property (connecting.py): read here, never written
 
@@ -74,7 +75,8 @@ class Sending:
         (all or nothing: a connection lost before it drops the transaction).  Written in chunks
         as they are made, so the broker starts on them.  ``confirm_each``: every SEND's receipt
         waited for too (RabbitMQ answers a COMMIT once the messages are routed, a SEND once it
-        is stored: a publisher confirm)."""
+        is stored: a publisher confirm).  Refused by a full ActiveMQ, the connection is closed
+        (the producer connects again): only that frees what the broker took of the transaction."""
         name, *receipts = new_ids(len(sends) + 2 if confirm_each else 2)
         # One waiter for all of them: an Event per receipt cost more than encoding its SEND.
         waiter = Countdown(len(receipts))
@@ -118,6 +120,7 @@ class Sending:
                 self._receipts.pop(receipt, None)
                 self._confirmed.pop(receipt, None)
                 self._failed_receipts.pop(receipt, None)
+            self.release_refused_transaction()
 
     # -- the settlement writer's side (statusq.queues.stomp.settler) ------------------------------
     # Under _write_lock, so a reconnect cannot slip between "this generation is the live one"

@@ -3,6 +3,8 @@
 Opened on the first retry or dead letter, not before: a worker whose items all succeed holds one
 connection.  Its redials follow the consumer's rule (:class:`Redial`), asked from the writer's
 thread; while it is down, re-sends go the old way, with their ACKs on the consuming connection.
+After a commit a full ActiveMQ refused, it is closed and dialled again before the next commit:
+the broker keeps a refused transaction, and what of it it took, until its connection closes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class ResendLink:
         self._redial = Redial(self.link, config, "consumer re-sends")
 
     def ready(self) -> bool:
+        # A commit the full broker refused holds what it took until the connection closes:
+        # closed here (once no other commit awaits its receipt), and dialled again.
+        self.link.release_refused_transaction()
         return self.link.connected or self._redial.connect()
 
     def commit_sends(self, resends: Sequence[Resend]) -> str | None:
