@@ -23,6 +23,7 @@ from statusq.config import StompConfig
 from statusq.errors import StatusqError
 from statusq.io.manager import IoManager
 from statusq.queues.db.delays import BATCH, Delayed
+from statusq.queues.stomp import wire
 from statusq.queues.stomp.link import StompLink
 from statusq.queues.stomp.storedelays import StoreDelays
 
@@ -149,7 +150,7 @@ class DelayRelay(IoManager):
         return self.link.flavor
 
     def _send(self, items: list[Delayed]) -> None:
-        sends = [(item.destination, item.body, item.headers) for item in items]
+        sends = [(item.destination, item.body, {**item.headers, wire.RELAYED: "1"}) for item in items]
         try:
             if not self.link.connected:
                 self.link.connect()

@@ -1,8 +1,8 @@
 """A broker under long, mixed load (issue 18): the kind of load that once killed the suite's
 ActiveMQ, on a small private one, filled past its limits while a daemon consumes slowly.
 
-The mix: a few hundred queues holding a message each, items delayed by the broker's scheduler,
-items that fail and are retried through the scheduler, statistics queries in a loop (the same
+The mix: a few hundred queues holding a message each, delayed items, items that fail and are
+retried (both waiting in the shared store, the default on ActiveMQ), statistics queries in a loop (the same
 code path as the daemon's backlog metrics, with the ``>`` wildcard that answers for every queue),
 a STOMP probe connecting and disconnecting, and two producers enqueueing 20 KB items as fast as
 they can while one worker handles them slowly.  Limits small enough to reach in seconds: 4 MB of
@@ -24,7 +24,7 @@ What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache
   each, memory at 100% with the producers stopped): every SEND was refused, the worker's re-sends
   too, and the backlog drained in 1 run of 6 (issue 18;
   :func:`tests.activemq_stats.memory_holders` prints who holds it).
-- The worker's own re-sends (a failing item's retry, a dead letter, a hot site's move) are
+- The worker's own re-sends (a dead letter, a hot site's move; a retry with ``delays = "broker"``) are
   refused like any producer's while the store is full, or held unanswered by the broker's store
   wait past ``receipt_timeout``: statusq holds them with their originals unacked and tries them
   again with a backoff (:mod:`statusq.queues.stomp.holds`), instead of sending them again with the
@@ -32,20 +32,15 @@ What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache
   again: up to 58 duplicates of 838 before).  So a slow item runs twice only where a consuming
   connection was lost with it run and its ACK not yet written: at most prefetch + ACK window per
   consuming connection the daemons' logs show (asserted).
-
-What the test prints but does not assert, because it does not hold (docs/guarantees.md, "A
-full broker", says so):
-
-- Draining afterwards: daemon runs (each exits once idle for 10 s) left none of our items on the
-  broker within :data:`DRAIN_RUNS` runs in 6 of 7 runs with ``lazyDispatch`` (1 or 2 daemon runs
-  each, every item whose enqueue returned run but for delayed ones).  In the other the store stayed
-  at 100-101% with memory at 5%: the worker's re-sends waited in the broker's store wait past
-  ``receipt_timeout``, held, and each daemon run went idle after 35-45 items (400 left after 3).
-- ActiveMQ's scheduler drops what comes due while the broker is full: delayed items and retries
-  it held are logged as "Failed to send scheduled message" and never sent again (10-55 per run).
-  No ActiveMQ setting changes that (its SchedulerBroker logs the failure and forgets the job).
-  The delayed items not run (8-46 per run) do not always match such lines (18 not run, 10
-  lines): not pinned down.
+- Draining afterwards: daemon runs (each exits once idle for 10 s) leave none of our items on the
+  broker within :data:`DRAIN_RUNS` runs, and every item whose enqueue returned has run, the
+  delayed ones too (asserted; 6 of 6 runs drained in the first daemon run).  Before delays and
+  retries waited in the shared store, a drain stalled in 1 run of 7: the worker's retries, sent
+  to a full broker, waited in its store wait past ``receipt_timeout`` and were held, and the
+  prefetch windows filled with their originals; and ActiveMQ's scheduler dropped what came due
+  while the broker was full ("Failed to send scheduled message", 10-55 per run; 8-46 delayed
+  items never ran).  Now the relay is refused while the broker is full and keeps the rows; the
+  broker's log has no such line (asserted).
 """
 
 from __future__ import annotations
@@ -299,10 +294,14 @@ def test_activemq_under_long_mixed_load_pushes_back_stays_up_and_loses_nothing(
     # Then the broker's memory is not what stalls the drain: with lazyDispatch no queue pages in
     # more than its consumers' windows take, so messages waiting for dispatch never hold the
     # memory limit (before it: 100% at the fullest point and still after the producers stopped,
-    # and no re-send of the daemon's was taken).  Whether the backlog drained is printed above:
-    # a full store can still stall it (the module's docstring)
+    # and no re-send of the daemon's was taken)
     assert int(str(fullest["memoryPercentUsage"])) < 100, f"memory full at the fullest point: {fullest}"
     assert int(str(after["memoryPercentUsage"])) < 100, f"memory full after the drain: {after}"
+    # And the backlog drained, every item whose enqueue returned ran, the delayed ones too (they
+    # waited in the shared store, not in ActiveMQ's scheduler, which dropped those due while full)
+    assert stalled == "", stalled
+    assert [i for i in direct if i not in runs] == [] and later == [], "items not run"
+    assert dropped == 0, f"ActiveMQ's scheduler dropped {dropped}: delays should wait in the shared store"
 
 
 def _drain(daemon: subprocess.Popen[str], config: Path, backlog: ActiveMQBacklog, tmp_path: Path, port: int) -> str:

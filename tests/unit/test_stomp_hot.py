@@ -295,6 +295,20 @@ def test_a_redelivered_item_of_a_hot_site_is_not_moved() -> None:
     assert [r.ack_id for _, r in writer.resends] == ["ack-1"]
 
 
+@pytest.mark.parametrize(
+    "waited", [{wire.RELAYED: "1"}, {"scheduledJobId": "ID:x:1:1:1"}, {"x-death": "[...]"}], ids=str
+)
+def test_an_item_back_from_its_wait_is_neither_counted_nor_moved(waited: dict[str, str]) -> None:
+    # A paused site's few items come back from their waits again and again (the shared store's
+    # relay, ActiveMQ's scheduler, a RabbitMQ holding queue): not a flood
+    frames = [item_frame(n, "busy.example", **waited) for n in range(4)]
+    consumer, writer, link = hot_consumer("activemq", *frames, after=1)
+    assert [d.token.ack_id for d in fetch_all(consumer)] == [f"ack-{n}" for n in range(4)]
+    assert writer.resends == [] and link.subscribed == []
+    # and the mark is the relay's alone: never copied onto a re-send
+    assert wire.RELAYED in wire.BROKER_HEADERS
+
+
 def test_the_hot_sites_destination_waits_while_moves_go_on() -> None:
     # Given a hot site with items in its own destination, and more of its items in the shard
     consumer, _writer, link = hot_consumer("rabbitmq", item_frame(0, "busy.example"), after=1)

@@ -33,6 +33,10 @@ EXPIRES = "statusq-expires"
 #: Epoch seconds before which a delayed item may not run: a worker that gets it earlier (a
 #: RabbitMQ delay past the longest holding queue's) sends it back to wait the rest.
 ETA = "statusq-eta"
+#: Set by the shared store's relay (statusq.io.delays) on an item back from its wait, as ActiveMQ's
+#: scheduler sets ``scheduledJobId``: such an item is not counted toward a hot site.  A broker
+#: header in effect: never copied onto a re-send (which would then never count again).
+RELAYED = "statusq-relayed"
 #: Marks a message sent only to have RabbitMQ declare its queue (it expires at once, unread; a
 #: worker that gets it acks it unseen): see StompQueueManager._declare_targets.
 DECLARE = "statusq-declare"
@@ -62,6 +66,7 @@ BROKER_HEADERS = frozenset(
         "x-expires",
         "AMQ_SCHEDULED_DELAY",
         "scheduledJobId",
+        RELAYED,
         "message",
         "JMSXUserID",
         "type",
