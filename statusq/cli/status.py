@@ -51,6 +51,7 @@ def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
         except StatusqError as exc:  # the shared store is down: the rest is still worth showing
             click.echo(f"pauses: unknown ({exc})", err=True)
             held = None
+        delayed = delayed_summary(qm)
     config = runtime(ctx).config
     removed = removed_sites(config)
     limits = with_running(config, configured(config))
@@ -68,20 +69,15 @@ def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
             "site_rate_limit": config.sites.rate_limit,
             "daemons": found,
         }
+        if delayed is not None:
+            report["delayed_in_store"] = delayed
         if every_host:
             report["cluster"] = None if cluster is None else [cluster_json(d) for d in cluster]
         click.echo(json.dumps(report, indent=2))
         return 0
-    if rows is None:
-        subsystem = config.queue.subsystem
-        click.echo(f"backlog: ? (the {subsystem} backend cannot count it cheaply: see /metrics)")
-    elif not rows:
-        click.echo("no items queued, none dead")
-    else:
-        echo_table(
-            ["SITE", "TRANSPORT", "READY", "RETRYING", "IN FLIGHT", "DEAD"],
-            [[r.site, r.transport, r.ready, r.delayed, r.in_flight, r.dead] for r in rows],
-        )
+    echo_backlog(rows, config.queue.subsystem)
+    if delayed is not None:
+        echo_delayed(delayed)
     if held:
         click.echo("")
         echo_pauses(held)
@@ -105,6 +101,44 @@ def status(ctx: click.Context, as_json: bool, every_host: bool) -> int:
         else:
             echo_table(list(CLUSTER_COLUMNS), [cluster_row(d) for d in cluster])
     return 0
+
+
+def echo_backlog(rows: list[BacklogRow] | None, subsystem: str) -> None:
+    if rows is None:
+        click.echo(f"backlog: ? (the {subsystem} backend cannot count it cheaply: see /metrics)")
+    elif not rows:
+        click.echo("no items queued, none dead")
+    else:
+        echo_table(
+            ["SITE", "TRANSPORT", "READY", "RETRYING", "IN FLIGHT", "DEAD"],
+            [[r.site, r.transport, r.ready, r.delayed, r.in_flight, r.dead] for r in rows],
+        )
+
+
+def delayed_summary(qm: object) -> dict[str, Any] | None:
+    """Delayed items waiting in the shared store (a broker's, ``[queue.stomp] delays``); None
+    where there are none to tell of (another backend, or nothing ever held)."""
+    delays = getattr(qm, "delays", None)  # StompQueueManager's StoreDelays
+    if delays is None:
+        return None
+    try:
+        found = delays.summary()
+    except StatusqError as exc:
+        return {"error": str(exc)}
+    return None if found is None else asdict(found)
+
+
+def echo_delayed(delayed: dict[str, Any]) -> None:
+    if "error" in delayed:
+        click.echo(f"delayed in the shared store: ? ({delayed['error']})")
+        return
+    line = f"delayed in the shared store: {delayed['waiting']} waiting"
+    if delayed["late"]:
+        line += (
+            f", {delayed['late']} due over {delayed['late_after']:g} s ago and not sent: "
+            "is a daemon running with this db_url, and is the broker taking items?"
+        )
+    click.echo(line)
 
 
 def cluster_view(ctx: click.Context) -> list[DaemonRow] | None:

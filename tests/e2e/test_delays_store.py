@@ -5,6 +5,7 @@ in tests/e2e/test_broker_full.py."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 import statusq
 from statusq.queues.db.delays import DelayStore
-from tests.conftest import read_records, start_daemon, wait_for
+from tests.conftest import read_records, run_cli, start_daemon, wait_for
 from tests.stomp import make_broker, stomp_toml
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +54,11 @@ def test_delayed_items_and_retries_run_once_not_before_their_time(
     store = DelayStore.open(shared)
     try:
         assert store.count() == (2 if in_store else 0)
+        # and `statusq status` says so (in the store, nothing late yet; nothing where the broker holds them)
+        shown = run_cli("status", "--json", config=config)
+        assert shown.returncode == 0, shown.stderr
+        told = json.loads(shown.stdout)["delayed_in_store"]
+        assert (told["waiting"], told["late"]) == ((2, 0) if in_store else (0, 0))
 
         # When a daemon runs them
         start_daemon(config, "--workers", "1", log=tmp_path / "daemon.log")

@@ -83,3 +83,10 @@ def test_relays_at_once_send_each_row_once(db_url: str) -> None:
     assert first.count() == 0
     for s in stores:
         s.close()
+
+
+def test_the_summary_counts_what_waits_and_what_is_late(store: DelayStore) -> None:
+    store.put([row(1, 100.0), row(2, 195.0), row(3, 300.0)])
+    summary = store.summary(now=200.0, late_after=10.0)
+    assert (summary.waiting, summary.late, summary.earliest) == (3, 1, 100.0), "row 2 is due, not late yet"
+    assert store.summary(now=50.0).late == 0

@@ -40,6 +40,8 @@ delayed_items = Table(
 
 #: Rows relayed per broker transaction.
 BATCH = 200
+#: A row due this long ago and still here is late: relays look every ``delay_poll`` (0.25 s).
+LATE_AFTER = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,14 @@ class Delayed:
     body: bytes
     headers: dict[str, str]
     due_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DelaySummary:
+    waiting: int
+    late: int  # due over ``late_after`` seconds ago, not sent yet
+    late_after: float
+    earliest: float | None  # epoch seconds
 
 
 class DelayStore(TableStore):
@@ -93,6 +103,15 @@ class DelayStore(TableStore):
         return len(rows)
 
     def count(self) -> int:
-        """Rows waiting (``statusq status``, tests)."""
+        """Rows waiting (tests)."""
         with db_errors(self.engine), self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(delayed_items)).scalar() or 0)
+
+    def summary(self, now: float, late_after: float = LATE_AFTER) -> DelaySummary:
+        """For ``statusq status``: rows waiting, and those due over ``late_after`` seconds ago that
+        no relay has sent (no daemon with this db_url, or a broker refusing them)."""
+        late = func.count().filter(delayed_items.c.due_at <= now - late_after)
+        query = select(func.count(), late, func.min(delayed_items.c.due_at)).select_from(delayed_items)
+        with db_errors(self.engine), self.engine.connect() as conn:
+            waiting, overdue, earliest = conn.execute(query).one()
+        return DelaySummary(int(waiting), int(overdue), late_after, None if earliest is None else float(earliest))

@@ -25,7 +25,7 @@ from statusq.errors import StatusqError
 from statusq.queues.stomp.delays import hold_route
 
 if TYPE_CHECKING:
-    from statusq.queues.db.delays import Delayed, DelayStore
+    from statusq.queues.db.delays import Delayed, DelayStore, DelaySummary
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,19 @@ class StoreDelays:
                 destination, extra = hold_route(flavor, item.destination, item.due_at - now, physical)
                 rest.append((destination, item.body, {**item.headers, **extra}))
         return rest
+
+    def summary(self) -> DelaySummary | None:
+        """What waits in the store (None: no table yet, nothing was ever held), for ``statusq status``:
+        read only, no DDL."""
+        from statusq.queues.db.delays import DelayStore  # noqa: PLC0415 - SQLAlchemy, only when used
+
+        store = DelayStore.for_reading(self.db_url)
+        if store is None:
+            return None
+        try:
+            return store.summary(self.clock())
+        finally:
+            store.close()
 
     def close(self) -> None:
         if self._store is not None:
