@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))  # statusq from this checkout, for (a') and the la
 import statusq  # noqa: E402 -- from the checkout: after the line above
 from statusq.defaults import DEFAULT_SITE, STOMP_MAX_PRIORITY, STOMP_SHARDS  # noqa: E402
 from statusq.queues.stomp import frames  # noqa: E402
-from statusq.queues.stomp.destinations import Destinations  # noqa: E402
+from statusq.queues.stomp.destinations import Destinations, rabbitmq_name  # noqa: E402
 from statusq.queues.stomp.link import encode_frame  # noqa: E402
 
 BODY = json.dumps({"pad": "x" * 186}).encode()  # 200 bytes
@@ -57,7 +57,7 @@ SITE = [DEFAULT_SITE]  # the items' site: ``--site``
 def physical(broker: str, destination: str) -> str:
     if broker != "rabbitmq":
         return destination
-    return "/queue/" + destination.removeprefix("/queue/").strip("/").replace("/", ".")
+    return rabbitmq_name(destination)
 
 
 def connect(port: int, fast_frames: bool = False) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import stomp
 
 from statusq.defaults import STOMP_MAX_PRIORITY, STOMP_SHARDS
-from statusq.queues.stomp.destinations import Destinations
+from statusq.queues.stomp.destinations import Destinations, rabbitmq_name
 from tests.servers import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +42,7 @@ class Broker:
         """What a foreign client must send to (RabbitMQ has no '/' inside queue names)."""
         if self.name != "rabbitmq":
             return destination
-        prefix = destination[: destination.index("/", 1) + 1]
-        return prefix + destination.removeprefix(prefix).strip("/").replace("/", ".")
+        return rabbitmq_name(destination)
 
 
 PORTS = {"activemq": 61613, "rabbitmq": 61614}

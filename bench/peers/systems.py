@@ -17,14 +17,14 @@ HERE = ROOT / "bench" / "peers"
 sys.path.insert(0, str(ROOT))  # statusq from this checkout (the bench's driver runs in the product's venv)
 
 from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS  # noqa: E402 -- after the line above
-from statusq.queues.stomp.destinations import Destinations  # noqa: E402 -- as above
+from statusq.queues.stomp.destinations import Destinations, rabbitmq_name  # noqa: E402 -- as above
 
 STATUSQ_BASENAME = "/queue/peers/statusq/"
 
 
 def _amqp(destination: str) -> str:
     """statusq's STOMP destination /queue/a/b is AMQP queue "a.b" on RabbitMQ."""
-    return destination.removeprefix("/queue/").strip("/").replace("/", ".")
+    return rabbitmq_name(destination).removeprefix("/queue/")
 
 
 def statusq_queues() -> list[str]:

@@ -17,7 +17,7 @@ from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS
 from statusq.queues.stomp import StompQueueManager, wire
 from statusq.queues.stomp.consumer import EARLY_TOLERANCE, StompConsumer
 from statusq.queues.stomp.delays import early_route, hold_route
-from statusq.queues.stomp.destinations import shard_of
+from statusq.queues.stomp.destinations import rabbitmq_name, shard_of
 from statusq.queues.stomp.holds import Holds
 from statusq.queues.stomp.link import Frame, Send
 from statusq.queues.stomp.settler import Resend
@@ -31,7 +31,7 @@ MAIN, MAIN_RABBIT = BASE + SHARD, "statusq." + SHARD.replace("/", ".")
 
 
 def rabbit_physical(destination: str) -> str:
-    return "/queue/" + destination.removeprefix("/queue/").strip("/").replace("/", ".")
+    return rabbitmq_name(destination)
 
 
 @dataclass

@@ -33,6 +33,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SITE_CHARS = 64
 
 
+def rabbitmq_name(destination: str) -> str:
+    """RabbitMQ's name for a destination: it refuses '/' inside a queue name, so
+    ``/queue/statusq/main/distrib`` is ``/queue/statusq.main.distrib`` there (a topic's alike);
+    anything else as it is.  One rule for the link, the benches and the tests."""
+    for prefix in ("/queue/", "/topic/"):
+        if destination.startswith(prefix):
+            return prefix + destination.removeprefix(prefix).strip("/").replace("/", ".")
+    return destination
+
+
 def site_slug(site: str) -> str:
     """``site`` as a destination may carry it: unsafe characters replaced, cut to 64, and its
     CRC-32 appended, so that two sites that escape alike still get destinations of their own."""

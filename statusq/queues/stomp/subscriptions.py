@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from statusq.config import StompConfig
 from statusq.queues.stomp.delays import queue_declare_args, site_queue_args
+from statusq.queues.stomp.destinations import rabbitmq_name
 from statusq.wakeup import WakePipe
 
 
@@ -98,12 +99,10 @@ class Subscriptions:
         back is kept, so frames report the destination we subscribed to."""
         if self.flavor != "rabbitmq":
             return destination
-        for prefix in ("/queue/", "/topic/"):
-            if destination.startswith(prefix):
-                name = prefix + destination.removeprefix(prefix).strip("/").replace("/", ".")
-                self._logical[name] = destination
-                return name
-        return destination
+        name = rabbitmq_name(destination)
+        if name != destination:
+            self._logical[name] = destination
+        return name
 
     def declaring(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` with the queue arguments a frame to ``destination`` must carry (RabbitMQ
