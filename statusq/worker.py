@@ -214,11 +214,13 @@ def stomp_relays(config: Config, manager: QueueManager) -> list[IoManager]:
         from statusq.io.outbox import OutboxRelay  # noqa: PLC0415 - SQLAlchemy: only where an outbox is configured
 
         relays.append(OutboxRelay(stomp.outbox_url, send, stomp.outbox_poll))
-    delays = getattr(manager, "delays", None)  # StompQueueManager's, looked up as relay_batch is
-    if stomp.delays != "broker" and delays is not None:
+    # StompQueueManager's, looked up as relay_batch is (the worker imports no backend); its
+    # flavor() tells the relay, for delays = "auto", what its consumer connected to
+    delays, flavor = getattr(manager, "delays", None), getattr(manager, "flavor", None)
+    if stomp.delays != "broker" and delays is not None and flavor is not None:
         from statusq.io.delays import DelayRelay  # noqa: PLC0415 - SQLAlchemy: only on a broker
 
-        relays.append(DelayRelay(delays, stomp, stomp.delay_poll))
+        relays.append(DelayRelay(delays, stomp, stomp.delay_poll, flavor))
     return relays
 
 

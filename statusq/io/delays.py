@@ -126,9 +126,9 @@ class DelayRelay(IoManager):
 
     name = "delays"
 
-    def __init__(self, delays: StoreDelays, stomp: StompConfig, every: float) -> None:
-        self.link = StompLink(stomp, "delay relay")
-        self.relaying = DelayRelaying(delays, self._send, self._flavor, every)
+    def __init__(self, delays: StoreDelays, stomp: StompConfig, every: float, flavor: Callable[[], str | None]) -> None:
+        self.link = StompLink(stomp, "delay relay")  # connected at the first row due, not before
+        self.relaying = DelayRelaying(delays, self._send, flavor, every)
         self.stomp = stomp
         self._seen = 0
         self._halt = threading.Event()
@@ -137,17 +137,6 @@ class DelayRelay(IoManager):
 
     def start(self) -> None:
         self._thread.start()
-
-    def _flavor(self) -> str | None:
-        if self.stomp.flavor != "auto":
-            return self.stomp.flavor
-        if not self.link.connected:
-            try:
-                self.link.connect()
-            except StatusqError as exc:
-                log.debug("delay relay: not connected yet: %s", exc)
-                return None
-        return self.link.flavor
 
     def _send(self, items: list[Delayed]) -> None:
         sends = [(item.destination, item.body, {**item.headers, wire.RELAYED: "1"}) for item in items]

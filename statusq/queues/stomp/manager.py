@@ -83,6 +83,7 @@ class StompQueueManager(QueueManager):
         self._declared: set[str] = set()  # RabbitMQ queues this producer's connection made sure of
         #: Delays held in the shared store (ActiveMQ by default), for producer and consumers alike.
         self.delays = StoreDelays(self.stomp.delays, config.db_url)
+        self._consumer_link: StompLink | None = None  # a worker's: tells the delay relay the broker's kind
         self.admin = StompAdmin(self.stomp, self.destination_of, self.outgoing, self._send_confirmed)
 
     # -- producing ----------------------------------------------------------------------------
@@ -230,6 +231,15 @@ class StompQueueManager(QueueManager):
         if rest:
             self._producing(lambda link: link.send_batch(rest, confirm_each=link.flavor == "rabbitmq"))
 
+    def flavor(self) -> str | None:
+        """The broker's kind, once a connection of this process's has told it (None: not yet)."""
+        if self.stomp.flavor != "auto":
+            return self.stomp.flavor
+        for link in (self._producer, self._consumer_link):
+            if link is not None and link.connected:
+                return link.flavor
+        return None
+
     # -- a worker's parts ---------------------------------------------------------------------
 
     def subscribe(self, subscription: Subscription) -> Consumer:
@@ -244,6 +254,7 @@ class StompQueueManager(QueueManager):
             hot_file=HotFile(Path(self.config.var_dir) / "hot-sites"),
             delays=self.delays,
         )
+        self._consumer_link = consumer.link
         long = frozenset(name for name, t in self.config.transports.items() if t.long)
         if not long:
             return consumer
