@@ -27,6 +27,7 @@ kept open would be copied into each of them.  RabbitMQ has nothing like the plug
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -36,12 +37,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from statusq.errors import StatusqError
 from statusq.metrics.collector import Backlog
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import StompLink
 
 if TYPE_CHECKING:
     from statusq.config import Config, StompConfig
+
+log = logging.getLogger(__name__)
 
 STATS_PREFIX = "/queue/ActiveMQ.Statistics.Destination."
 END_LIST = "ActiveMQ.Statistics.Destination.List.End.With.Null"
@@ -172,6 +176,26 @@ for _name in ("stomp.py", "statusq.queues.stomp.link"):
     logging.getLogger(_name).addFilter(_QUIET)
 
 
+def delayed_in_store(config: Config) -> int | None:
+    """Delayed items and retries waiting in the shared store (``[queue.stomp] delays``, the default
+    on ActiveMQ), every destination's: None where they wait in the scheduler, in no queue's count."""
+    if config.queue.stomp.delays == "broker":
+        return None
+    from statusq.queues.db.delays import DelayStore  # noqa: PLC0415 - SQLAlchemy, only on a broker
+
+    try:
+        store = DelayStore.for_reading(config.db_url)
+        if store is None:
+            return 0  # nothing ever held
+        try:
+            return store.count()
+        finally:
+            store.close()
+    except StatusqError as exc:  # the shared store is down: the broker's counts are still worth having
+        log.warning("delayed items in the shared store not counted: %s", exc)
+        return None
+
+
 class ActiveMQBacklog:
     """The loader for :class:`~statusq.metrics.collector.Cached`: one connection per call.
 
@@ -194,7 +218,8 @@ class ActiveMQBacklog:
             groups = self.groups()
         except LookupError:
             return UNKNOWN
-        return self._ask(stomp, plan(stomp, groups))
+        found = self._ask(stomp, plan(stomp, groups))
+        return dataclasses.replace(found, delayed=delayed_in_store(self.config())) if found.ready is not None else found
 
     def _ask(self, stomp: StompConfig, wanted: Plan) -> Backlog:
         timeout = min(stomp.receipt_timeout, TIMEOUT)

@@ -72,8 +72,9 @@ class Cached(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class Backlog:
     """What a backend can tell of its queues; None where it cannot know (its series is left out):
-    ActiveMQ keeps a retry's backoff in its scheduler, outside any queue's count, so ``delayed``
-    is unknown there, and RabbitMQ over STOMP tells nothing at all."""
+    on ActiveMQ ``delayed`` is what waits in the shared store (unknown with ``delays = "broker"``:
+    a retry's backoff is then in its scheduler, outside any queue's count), and RabbitMQ over
+    STOMP tells nothing at all."""
 
     ready: int | None
     delayed: int | None

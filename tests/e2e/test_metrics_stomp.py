@@ -82,6 +82,7 @@ def test_activemq_queue_depths_and_dead_letters_are_served(
         for n in range(4):
             qm.enqueue({"n": n}, "count")
         qm.enqueue({"n": 4, "action": "raise"}, "count")
+        qm.enqueue({"n": 5}, "count", delay=3600)  # waits in the shared store (the test's own)
 
     # When one worker holds the gate item
     log = tmp_path / "daemon.log"
@@ -91,12 +92,12 @@ def test_activemq_queue_depths_and_dead_letters_are_served(
     wait_for(lambda: _reachable(port) and samples(port).get("statusq_dead_letters") is not None,
              what="the broker's figures served")  # fmt: skip
 
-    # Then the five behind it are ready, the one in hand is in flight, nothing is dead yet,
-    # and "delayed" (ActiveMQ's scheduler, outside the queues) is not claimed at all
+    # Then the five behind it are ready, the one in hand is in flight, nothing is dead yet, and
+    # the delayed one is counted where it waits, in the shared store (not in the broker's queues)
     waiting = samples(port)
     assert waiting.get("statusq_backlog_items", state="ready") == 5
     assert waiting.get("statusq_backlog_items", state="in_flight") == 1
-    assert waiting.get("statusq_backlog_items", state="delayed") is None
+    assert waiting.get("statusq_backlog_items", state="delayed") == 1
     assert waiting.get("statusq_dead_letters") == 0
 
     # When the gate opens and the worker gets through everything
