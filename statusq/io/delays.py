@@ -106,6 +106,9 @@ class DelayRelaying:
         if self.next_due is not None and self.next_due <= now:
             batch = 1 if self.backoff else BATCH
             sent = store.relay(self.send, now, batch)
+            if sent == 0:  # due, but claimed by another relay sending them now: look again later
+                self.next_look = now + self.every
+                return 0
             self.next_due = now if sent == batch else store.next_due()
         self.next_look = min(now + self.every, self.next_due if self.next_due is not None else math.inf)
         return sent

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from statusq.errors import QueueError
-from statusq.queues.db.delays import Delayed, DelayStore
+from statusq.queues.db.delays import Delayed, DelayStore, delayed_items
 
 
 @pytest.fixture
@@ -90,3 +90,33 @@ def test_the_summary_counts_what_waits_and_what_is_late(store: DelayStore) -> No
     summary = store.summary(now=200.0, late_after=10.0)
     assert (summary.waiting, summary.late, summary.earliest) == (3, 1, 100.0), "row 2 is due, not late yet"
     assert store.summary(now=50.0).late == 0
+
+
+def test_rows_a_relay_is_sending_are_not_sent_by_another_until_its_claim_runs_out(db_url: str) -> None:
+    # Given a relay that claimed two due rows and is still waiting on its broker
+    first, second = DelayStore.open(db_url), DelayStore.open(db_url)
+    first.put([row(1, 1.0), row(2, 2.0)])
+    looked: list[int] = []
+
+    def slow_send(items: list[Delayed]) -> None:
+        # When another relay looks meanwhile, it finds nothing free to send
+        looked.append(second.relay(lambda more: pytest.fail("sent twice"), now=10.0))
+        raise QueueError("no receipt")  # and then the first one's broker does not answer
+
+    with pytest.raises(QueueError):
+        first.relay(slow_send, now=10.0, claim_for=60.0)
+    assert looked == [0]
+    # Then the failed claim was given up: the rows go at the next try, whoever makes it
+    sent: list[Delayed] = []
+    assert second.relay(sent.extend, now=11.0) == 2 and first.count() == 0
+    first.close()
+    second.close()
+
+
+def test_a_claim_left_by_a_relay_that_died_runs_out(store: DelayStore) -> None:
+    store.put([row(1, 1.0)])
+    with store.engine.begin() as conn:  # as a relay killed between its claim and its send would leave it
+        conn.execute(delayed_items.update().values(claimed_until=70.0))
+    sent: list[Delayed] = []
+    assert store.relay(sent.extend, now=69.0) == 0, "claimed"
+    assert store.relay(sent.extend, now=71.0) == 1, "the claim ran out"

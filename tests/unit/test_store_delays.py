@@ -16,7 +16,7 @@ from statusq import Item
 from statusq.config import StompConfig
 from statusq.errors import BrokerFull
 from statusq.io.delays import BUSY_WITHIN, FIRST_BACKOFF, MOST_BACKOFF, DelayRelaying
-from statusq.queues.db.delays import Delayed, DelayStore
+from statusq.queues.db.delays import Delayed, DelayStore, delayed_items
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.storedelays import DUE, StoreDelays
 from tests.unit.test_stomp_enqueue import MAIN, consumer_with, frame, manager
@@ -221,3 +221,12 @@ def test_on_rabbitmq_with_auto_the_relay_turns_itself_off(db_url: str) -> None:
     clock.now += 1
     assert relay.look() == 0
     assert relay.off and relay.wait() == math.inf and not relay.busy()
+
+
+def test_rows_another_relay_is_sending_are_looked_at_again_later_not_at_once(db_url: str) -> None:
+    relay, delays, clock, sent = relay_with(db_url)
+    delays.hold([Delayed("/queue/a", b"x", {}, clock.now)])
+    with delays.store().engine.begin() as conn:  # another worker's relay claimed it, and sends it
+        conn.execute(delayed_items.update().values(claimed_until=clock.now + 60))
+    assert relay.look() == 0 and sent == []
+    assert relay.wait() == pytest.approx(0.25), "not a busy loop while the other one sends"

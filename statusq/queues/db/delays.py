@@ -6,13 +6,14 @@ full at that moment it logs "Failed to send scheduled message" and forgets the j
 a delayed item, a retry waiting out its backoff and a rate limit's deferral wait here instead,
 in the shared store at ``db_url``, and every worker relays what is due (:mod:`statusq.io.delays`).
 
-At least once: a relay deletes its rows in the transaction that took them, and commits only after
-the broker confirmed their SENDs; a refusal (a full broker), a lost connection or a crash before
-that leaves them for the next try.  A crash between the broker's receipt and the commit sends
-them twice (the same ids, each counted by the consumer as any redelivery).
+At least once: a relay deletes its rows only after the broker confirmed their SENDs; a refusal
+(a full broker), a lost connection or a crash before that leaves them for the next try.  A crash
+between the broker's receipt and the delete sends them twice (the same ids).
 
-Several workers and hosts relay one table: PostgreSQL's ``FOR UPDATE SKIP LOCKED`` gives each row
-to one of them; SQLite's write lock, taken by the DELETE, serialises them.
+Several workers and hosts relay one table: each claims the rows it sends (``claimed_until``, in a
+transaction of its own, so no lock is held while a broker is slow or full to answer), with
+PostgreSQL's ``FOR UPDATE SKIP LOCKED`` or SQLite's write lock choosing who; a claim left by a
+relay that died runs out, and another sends those rows (at least once).
 """
 
 from __future__ import annotations
@@ -21,7 +22,21 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, insert, select
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from statusq.queues.db.engine import TableStore, db_errors
 
@@ -35,11 +50,14 @@ delayed_items = Table(
     Column("destination", String(1000), nullable=False),
     Column("headers", Text, nullable=False),  # JSON: the SEND's headers, as they go to the broker
     Column("body", LargeBinary, nullable=False),
+    Column("claimed_until", Float),  # a relay is sending it (epoch seconds; None: nobody)
     sqlite_autoincrement=True,
 )
 
 #: Rows relayed per broker transaction.
 BATCH = 200
+#: How long a relay's claim on rows lasts: far past any send's ``receipt_timeout``.
+CLAIM_FOR = 120.0
 #: A row due this long ago and still here is late: relays look every ``delay_poll`` (0.25 s).
 LATE_AFTER = 10.0
 
@@ -83,23 +101,38 @@ class DelayStore(TableStore):
             value = conn.execute(select(func.min(delayed_items.c.due_at))).scalar()
         return None if value is None else float(value)
 
-    def relay(self, send: Callable[[list[Delayed]], object], now: float, batch: int = BATCH) -> int:
-        """Take up to ``batch`` rows due at ``now``, hand them to ``send`` in due order, and delete
-        them once it returned (it raises if the broker did not confirm: the rows stay).  How many
-        were sent."""
-        due = select(delayed_items.c.n).where(delayed_items.c.due_at <= now).order_by(delayed_items.c.due_at)
-        due = due.limit(batch)
+    def relay(
+        self, send: Callable[[list[Delayed]], object], now: float, batch: int = BATCH, claim_for: float = CLAIM_FOR
+    ) -> int:
+        """Claim up to ``batch`` rows due at ``now`` (committed: no lock is held while the broker
+        is asked), hand them to ``send`` in due order, and delete them once it returned; if it
+        raises (the broker did not confirm) the claim is given up and the rows wait for the next
+        try.  A relay that died holding a claim leaves its rows to any other after ``claim_for``
+        seconds.  How many were sent."""
+        c = delayed_items.c
+        free = (c.claimed_until.is_(None)) | (c.claimed_until < now)
+        due = select(c.n).where(c.due_at <= now, free).order_by(c.due_at).limit(batch)
         if self.engine.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        taking = (
-            delete(delayed_items)
-            .where(delayed_items.c.n.in_(due.scalar_subquery()))
-            .returning(*(delayed_items.c[name] for name in ("due_at", "destination", "headers", "body")))
+        claiming = (
+            update(delayed_items)
+            .where(c.n.in_(due.scalar_subquery()))
+            .values(claimed_until=now + claim_for)
+            .returning(c.n, c.due_at, c.destination, c.headers, c.body)
         )
         with db_errors(self.engine), self.engine.begin() as conn:
-            rows = sorted(conn.execute(taking).all(), key=lambda r: r.due_at)
-            if rows:
-                send([Delayed(r.destination, r.body, json.loads(r.headers), r.due_at) for r in rows])
+            rows = sorted(conn.execute(claiming).all(), key=lambda r: r.due_at)
+        if not rows:
+            return 0
+        numbers = [r.n for r in rows]
+        try:
+            send([Delayed(r.destination, r.body, json.loads(r.headers), r.due_at) for r in rows])
+        except BaseException:
+            with db_errors(self.engine), self.engine.begin() as conn:
+                conn.execute(update(delayed_items).where(c.n.in_(numbers)).values(claimed_until=None))
+            raise
+        with db_errors(self.engine), self.engine.begin() as conn:
+            conn.execute(delete(delayed_items).where(c.n.in_(numbers)))
         return len(rows)
 
     def count(self) -> int:
