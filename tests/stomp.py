@@ -180,6 +180,17 @@ class PrivateActiveMQ:
         subprocess.run([*self.wrap, str(ACTIVEMQ_SH), "kill", self.name], capture_output=True, timeout=60)
 
 
+#: A private broker small enough to fill in seconds: a 3 MB store (20 KB items: about 150).
+SMALL_ACTIVEMQ = {
+    "ACTIVEMQ_STORE_LIMIT": "3 mb",
+    "ACTIVEMQ_JOURNAL_FILE": "1mb",  # the store limit cannot be below one journal file
+    "ACTIVEMQ_MEMORY_LIMIT": "2 mb",
+    "ACTIVEMQ_TEMP_LIMIT": "64 mb",  # nor the temp limit below the temp store's 32 MB file
+    "ACTIVEMQ_SEND_FAIL_MS": "1000",  # each refused SEND holds its connection this long
+    "ACTIVEMQ_STORE_CLEANUP_MS": "1000",  # drained journal files freed within a second, not 30
+}
+
+
 def private_activemq(
     name: str,
     stomp_port: int,

@@ -21,19 +21,20 @@ import pytest
 import statusq
 from statusq import BrokerFull
 from tests.conftest import ROOT, read_records, start_daemon, wait_for
-from tests.stomp import RABBITMQ_PORT, PrivateActiveMQ, make_broker, private_activemq, rabbitmqctl, stomp_toml
+from tests.stomp import (
+    RABBITMQ_PORT,
+    SMALL_ACTIVEMQ,
+    PrivateActiveMQ,
+    make_broker,
+    private_activemq,
+    rabbitmqctl,
+    stomp_toml,
+)
 
 pytestmark = pytest.mark.e2e
 
 PAD = "x" * 20_000  # a 20 KB item: the store fills after about 150 of them
-LIMITS = {
-    "ACTIVEMQ_STORE_LIMIT": "3 mb",
-    "ACTIVEMQ_JOURNAL_FILE": "1mb",  # the store limit cannot be below one journal file
-    "ACTIVEMQ_MEMORY_LIMIT": "2 mb",
-    "ACTIVEMQ_TEMP_LIMIT": "64 mb",  # nor the temp limit below the temp store's 32 MB file
-    "ACTIVEMQ_SEND_FAIL_MS": "1000",
-    "ACTIVEMQ_STORE_CLEANUP_MS": "1000",  # drained journal files freed within a second, not 30
-}
+LIMITS = SMALL_ACTIVEMQ
 
 
 @pytest.fixture

@@ -24,19 +24,12 @@ from statusq.queues.stomp.settlements import Resend
 from statusq.queues.stomp.sidelink import ResendLink
 from tests.activemq_stats import broker_usage
 from tests.conftest import wait_for
-from tests.stomp import PrivateActiveMQ, make_broker, private_activemq, stomp_toml
+from tests.stomp import SMALL_ACTIVEMQ, PrivateActiveMQ, make_broker, private_activemq, stomp_toml
 
 pytestmark = pytest.mark.e2e
 
 BIG = 200_000
-LIMITS = {
-    "ACTIVEMQ_STORE_LIMIT": "3 mb",
-    "ACTIVEMQ_JOURNAL_FILE": "1mb",
-    "ACTIVEMQ_MEMORY_LIMIT": "16 mb",  # above the store: the store refuses first
-    "ACTIVEMQ_TEMP_LIMIT": "64 mb",
-    "ACTIVEMQ_SEND_FAIL_MS": "1000",  # each refused SEND holds the connection this long
-    "ACTIVEMQ_STORE_CLEANUP_MS": "1000",  # freed journal files gone within a second, not 30
-}
+LIMITS = {**SMALL_ACTIVEMQ, "ACTIVEMQ_MEMORY_LIMIT": "16 mb"}  # memory above the store: the store refuses first
 
 
 @pytest.fixture
