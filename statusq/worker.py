@@ -213,7 +213,7 @@ def stomp_relays(config: Config, manager: QueueManager) -> list[IoManager]:
     if stomp.outbox_url is not None and send is not None:
         from statusq.io.outbox import OutboxRelay  # noqa: PLC0415 - SQLAlchemy: only where an outbox is configured
 
-        relays.append(OutboxRelay(stomp.outbox_url, send, stomp.outbox_poll))
+        relays.append(OutboxRelay(stomp.outbox_url, send, stomp.outbox_poll, stomp.receipt_timeout + 1))
     # StompQueueManager's, looked up as relay_batch is (the worker imports no backend); its
     # flavor() tells the relay, for delays = "auto", what its consumer connected to
     delays, flavor = getattr(manager, "delays", None), getattr(manager, "flavor", None)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 
 from statusq.config import StompConfig
 from statusq.errors import StatusqError
-from statusq.io.manager import IoManager
+from statusq.io.relaythread import RelayThread
 from statusq.queues.db.delays import BATCH, Delayed
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.link import StompLink
@@ -123,23 +122,17 @@ class DelayRelaying:
         self.delays.earliest = math.inf  # the rows are due already: the backoff decides
 
 
-class DelayRelay(IoManager):
-    """The relay's thread and connection, as one of the worker loop's managers: started and
-    stopped with the loop, and telling its idle clock (``--idle-exit``) about rows due soon."""
+class DelayRelay(RelayThread):
+    """The relay's thread and connection, as one of the worker loop's managers (telling its idle
+    clock, ``--idle-exit``, about rows due soon)."""
 
     name = "delays"
 
     def __init__(self, delays: StoreDelays, stomp: StompConfig, every: float, flavor: Callable[[], str | None]) -> None:
+        super().__init__("delay-relay", stomp.receipt_timeout + 1)
         self.link = StompLink(stomp, "delay relay")  # connected at the first row due, not before
         self.relaying = DelayRelaying(delays, self._send, flavor, every)
-        self.stomp = stomp
-        self._seen = 0
-        self._halt = threading.Event()
-        delays.wake = self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="statusq-delay-relay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        delays.wake = self._wake
 
     def _send(self, items: list[Delayed]) -> None:
         sends = [(item.destination, item.body, {**item.headers, wire.RELAYED: "1"}) for item in items]
@@ -151,33 +144,17 @@ class DelayRelay(IoManager):
             self.link.close()  # with it whatever the broker still holds of that transaction
             raise
 
-    def _run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                self.relaying.look()
-            except Exception:  # a thread that died would leave every delayed item waiting
-                log.exception("delay relay: a look failed")
-                self.relaying.next_look = self.relaying.clock() + MOST_BACKOFF
-            if self.relaying.off:
-                self.link.close()
-                return
-            self._wake.wait(min(self.relaying.wait(), MOST_BACKOFF))
-            self._wake.clear()
-
-    def timeout(self) -> float:
-        return 1.0  # the loop looks now and then whether the thread sent anything (idle clock)
-
-    def poll(self) -> bool:
-        sent = self.relaying.sent
-        moved, self._seen = sent != self._seen, sent
-        return moved
+    def look(self) -> float | None:
+        self.moved(self.relaying.look())
+        if self.relaying.off:
+            self.link.close()
+            return None
+        return self.relaying.wait()
 
     def busy(self) -> bool:
         return self.relaying.busy()
 
     def stop(self) -> None:
-        self._halt.set()
-        self._wake.set()
-        self._thread.join(timeout=self.stomp.receipt_timeout + 1)
+        super().stop()
         self.link.close()
         self.relaying.delays.close()

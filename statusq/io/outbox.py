@@ -1,15 +1,15 @@
-"""The IoManager that relays the transactional outbox to the broker (statusq.queues.db.outbox)."""
+"""The relay of the transactional outbox to the broker (statusq.queues.db.outbox), on a thread of
+its own (:mod:`statusq.io.relaythread`: a full broker's late answers must not stop the worker)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine
 
 from statusq.errors import StatusqError
-from statusq.io.manager import IoManager
+from statusq.io.relaythread import RelayThread
 from statusq.item import Message
 from statusq.queues.db.outbox import BATCH, open_outbox, relay
 
@@ -19,38 +19,33 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 5.0
 
 
-class OutboxRelay(IoManager):
+class OutboxRelay(RelayThread):
     """Every ``every`` seconds, the committed outbox rows to the broker; at once again while
     full batches come."""
 
     name = "outbox"
 
-    def __init__(self, url: str, send: Callable[[list[Message]], object], every: float) -> None:
+    def __init__(self, url: str, send: Callable[[list[Message]], object], every: float, join_timeout: float) -> None:
+        super().__init__("outbox-relay", join_timeout)
         self.url = url
         self.send = send
         self.every = every
         self._engine: Engine | None = None
-        self._next = 0.0
 
-    def timeout(self) -> float:
-        return max(0.0, self._next - time.monotonic())
-
-    def poll(self) -> bool:
-        if time.monotonic() < self._next:
-            return False
+    def look(self) -> float:
         try:
             if self._engine is None:
                 self._engine = open_outbox(self.url)
             sent = relay(self._engine, self.send)
         except StatusqError as exc:
             log.warning("outbox relay failed, trying again in %.0fs: %s", RETRY_AFTER, exc)
-            self._next = time.monotonic() + RETRY_AFTER
-            return False
+            return RETRY_AFTER
         if sent:
             log.info("relayed %d item(s) from the outbox", sent)
-        self._next = time.monotonic() + (0.0 if sent == BATCH else self.every)
-        return sent > 0
+            self.moved(sent)
+        return 0.0 if sent == BATCH else self.every
 
     def stop(self) -> None:
+        super().stop()
         if self._engine is not None:
             self._engine.dispose()

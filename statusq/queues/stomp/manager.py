@@ -10,6 +10,7 @@ The manager is the producer (one connection, opened on the first send); it build
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,9 @@ class StompQueueManager(QueueManager):
         self.destinations = Destinations(self.stomp.basename, self.stomp.breakout, self.stomp.shards)
         self.outgoing = wire.delivery_mode(self.stomp.persistent)
         self._producer: StompLink | None = None
+        #: The producer's link against its threads: the loop's (and handlers') enqueues, and the
+        #: outbox relay's thread (statusq.io.outbox), one writer at a time, never two links.
+        self._producing_lock = threading.RLock()
         # The application's database, its outbox table made now: SQLite could not make it later,
         # inside the application's own write transaction.
         self._outbox: Engine | None = _open_outbox(self.stomp.outbox_url) if self.stomp.outbox_url else None
@@ -113,17 +117,18 @@ class StompQueueManager(QueueManager):
         """``write`` on the producer's link, with failover: on a dropped connection, reconnect
         (next server) and write once more.  What reached the broker just before the drop may so
         arrive twice, never zero times."""
-        for attempt in (1, 2):
-            try:
-                write(self._link())
-                return
-            except ConnectionClosed as exc:
-                if attempt == 2:
-                    raise
-                log.warning("send failed, reconnecting: %s", exc)
-                if self._producer is not None:
-                    self._producer.close()
-                    self._producer = None
+        with self._producing_lock:
+            for attempt in (1, 2):
+                try:
+                    write(self._link())
+                    return
+                except ConnectionClosed as exc:
+                    if attempt == 2:
+                        raise
+                    log.warning("send failed, reconnecting: %s", exc)
+                    if self._producer is not None:
+                        self._producer.close()
+                        self._producer = None
 
     def send(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
         confirm = self.stomp.confirm_sends
@@ -131,7 +136,8 @@ class StompQueueManager(QueueManager):
 
     def _send_confirmed(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
         """As it is, confirmed by a receipt (control commands)."""
-        self._link().send(destination, body, headers, confirm=True)
+        with self._producing_lock:
+            self._link().send(destination, body, headers, confirm=True)
 
     def _wire(self, message: Message, link: StompLink, batch: _Batch | None = None) -> Send:
         """Destination, body and headers of ``message``; a delay held as the broker holds a
@@ -226,7 +232,8 @@ class StompQueueManager(QueueManager):
         delayed = [send for send in sends if DUE in send[2]]
         if not delayed:
             return
-        link = self._link()
+        with self._producing_lock:
+            link = self._link()
         rest = self.delays.place(link.flavor, delayed, link.physical)
         if rest:
             self._producing(lambda link: link.send_batch(rest, confirm_each=link.flavor == "rabbitmq"))
