@@ -23,6 +23,7 @@ from statusq.io.concurrent import ConcurrentListener
 from statusq.io.listener import QueueListener
 from statusq.io.manager import IoManager
 from statusq.io.master import IoMaster
+from statusq.io.relaythread import RelayThread
 from statusq.limits import SoftMemoryLimit
 from statusq.middleware import Middleware
 from statusq.pauses import PauseGate
@@ -191,6 +192,8 @@ def build_worker(
         *xmpp,
     ]
     master = IoMaster(managers, memory_limit=memory_limit, idle_exit=idle_exit, middleware=chain)
+    for relay in (m for m in managers if isinstance(m, RelayThread)):
+        relay.stopping = lambda: master.stopping
     if isinstance(listener, ConcurrentListener):
         listener.on_abandoned = lambda: master.request_stop(EXIT_RESTART)
     applied = (actions or lone_actions)(runtime, master)

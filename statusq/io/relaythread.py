@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from statusq.io.manager import IoManager
 
@@ -28,6 +29,10 @@ class RelayThread(IoManager):
         self._halt = threading.Event()
         self._wake = threading.Event()
         self._moved = self._seen = 0
+        #: The loop's: once its process is stopping, the thread relays nothing more (what it sent
+        #: could land in this worker's own prefetch window as it closes, come back redelivered and
+        #: be charged an attempt it never ran); the rows wait for another worker.
+        self.stopping: Callable[[], bool] = lambda: False
         self._thread = threading.Thread(target=self._run, name=f"statusq-{name}", daemon=True)
 
     def look(self) -> float | None:
@@ -44,6 +49,8 @@ class RelayThread(IoManager):
 
     def _run(self) -> None:
         while not self._halt.is_set():
+            if self.stopping():
+                return
             try:
                 wait = self.look()
             except Exception:  # a thread that died would leave its rows waiting for good

@@ -54,3 +54,11 @@ def test_a_wake_cuts_a_long_wait_short_and_stop_ends_the_thread() -> None:
     relay2.start()
     relay2.stop()
     assert not relay2._thread.is_alive()
+
+
+def test_a_stopping_process_relays_nothing_more() -> None:
+    relay = Counting([0.0, 0.0, None])
+    relay.stopping = lambda: True
+    relay.start()
+    relay._thread.join(timeout=10)
+    assert not relay._thread.is_alive() and relay.looks == 0

@@ -20,6 +20,7 @@ from statusq.queues.stomp.delays import early_route, hold_route
 from statusq.queues.stomp.destinations import rabbitmq_name, shard_of
 from statusq.queues.stomp.holds import Holds
 from statusq.queues.stomp.link import Frame, Send
+from statusq.queues.stomp.settlements import Superseded
 from statusq.queues.stomp.settler import Resend
 from statusq.queues.stomp.storedelays import StoreDelays
 
@@ -130,6 +131,7 @@ class FakeWriter:
     resends: list[tuple[int, Resend]] = field(default_factory=list)
     acks: list[tuple[int, str]] = field(default_factory=list)
     holds: Holds = field(default_factory=lambda: Holds("fake writer"))
+    superseded: Superseded = field(default_factory=Superseded)
 
     def ack(self, generation: int, ack_id: str) -> None:
         self.acks.append((generation, ack_id))
@@ -281,3 +283,15 @@ def test_a_deferred_item_back_early_waits_the_rest_in_hops_not_a_whole_bucket() 
     # Then it waits in the 1 s queue (then 0.2 s more), not the 2 s one
     [(_, resend)] = writer.resends
     assert resend.destination == BASE + "main.delay.1000"
+
+
+def test_a_redelivered_original_of_a_confirmed_re_send_is_acked_unrun() -> None:
+    # Given the writer knows item 1's re-send was confirmed but its original's ACK was lost
+    original, other = frame(None, 1), frame(None, 2)
+    original.headers["redelivered"] = "true"
+    consumer, writer = consumer_with("activemq", original, other)
+    writer.superseded.add([original.headers[wire.ID]])
+    # When the worker fetches, it gets the other item; the original was acked, not run
+    delivery = consumer.fetch()
+    assert delivery is not None and delivery.token.ack_id == "ack-2"
+    assert writer.acks == [(7, "ack-1")] and consumer.fetch() is None

@@ -63,7 +63,7 @@ class FakeLink:
 
 
 def resend(ack_id: str) -> Resend:
-    return Resend(ack_id, "/queue/x", b"{}", {"statusq-attempt": "2"})
+    return Resend(ack_id, "/queue/x", b"{}", {"statusq-attempt": "2", "statusq-id": f"id-{ack_id}"})
 
 
 @pytest.fixture
@@ -529,3 +529,27 @@ def test_a_stop_that_gives_up_a_held_try_does_not_say_the_broker_took_it(
     writer._try_held(clock())
     writer._check_receipts(clock() + 15.0, giving_up=True)
     assert "takes re-sends again" not in caplog.text and not writer.holds.active
+
+
+def test_the_original_of_a_confirmed_re_send_whose_ack_was_lost_is_acked_unrun_when_redelivered(
+    link: FakeLink, clock: FakeClock
+) -> None:
+    # Given a re-send aside whose receipt is still out, then the consuming connection lost
+    writer, side = written_aside(link, clock, None)
+    link.generation = 2
+    # When the receipt comes, the original's ACK cannot be written: the broker redelivers it
+    side.receipts["s1"] = True
+    writer._check_receipts(clock())
+    assert link.acks == []
+    # Then that original, redelivered, is acked unrun (its copy is on the broker), once; a frame
+    # with the same id not redelivered (the copy itself) runs
+    item = {"statusq-id": "id-retried"}
+    assert not writer.superseded.drop({**item, "redelivered": "false"})
+    assert writer.superseded.drop({**item, "redelivered": "true"})
+    assert not writer.superseded.drop({**item, "redelivered": "true"}), "once"
+
+
+def test_superseded_ids_are_bounded_the_oldest_forgotten_first() -> None:
+    kept = settlements.Superseded(most=3)
+    kept.add(["a", "b", None, "c", "d"])
+    assert [kept.drop({"statusq-id": i, "redelivered": "true"}) for i in "abcd"] == [False, True, True, True]

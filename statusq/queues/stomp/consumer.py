@@ -181,7 +181,9 @@ class StompConsumer(HotSiteMoves, Consumer):
         self._cool()  # also forgets stale counts: at most once a second, whether or not any is hot
         while (taken := self._next_frame()) is not None:
             sub_id, frame = taken
-            if wire.DECLARE in frame.headers:  # a producer's way to have its queue made: no item
+            # A producer's way to have its queue made (no item), or the original of a re-send the
+            # broker confirmed, back because its ACK was lost with a connection (Superseded)
+            if wire.DECLARE in frame.headers or self.writer.superseded.drop(frame.headers):
                 self.writer.ack(frame.generation, frame.headers.get("ack") or frame.headers.get("message-id", ""))
                 continue
             if wire.ETA in frame.headers and self._held_again(frame):

@@ -6,7 +6,11 @@ due are tested with a fake clock alone, no thread and no lock.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from statusq.queues.stomp.wire import ID as ITEM_ID
 
 _IDLE_WAIT = 1.0  # with nothing pending the writer still wakes now and then: no wait without a timeout
 
@@ -124,3 +128,37 @@ class Settlements:
         self.urgent = False
         self._window = Window(window.generation, [], [] if taken.resends else window.resends)
         return taken
+
+
+#: Ids kept at most (the oldest forgotten first): a reconnect's worth many times over.
+SUPERSEDED_MOST = 10_000
+
+
+class Superseded:
+    """Items whose re-send (a retry, a dead letter, a hot site's move, a give-back) the broker
+    confirmed but whose original's ACK could not be written (its consuming connection was lost):
+    the broker redelivers that original, and run, it would be an item run twice (a moved or
+    given-back item run by both copies; a retry's attempt run once more).  Redelivered to this
+    worker, it is acked unrun instead (:meth:`drop`).  Redelivered to another worker it runs:
+    the bound of duplicates after a lost connection stays what it was.  Thread-safe: the writer's
+    thread adds, the worker's loop drops."""
+
+    def __init__(self, most: int = SUPERSEDED_MOST) -> None:
+        self.most = most
+        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
+        self._lock = threading.Lock()
+
+    def add(self, item_ids: Iterable[str | None]) -> None:
+        with self._lock:
+            for item_id in item_ids:
+                if item_id:
+                    self._ids[item_id] = None
+            while len(self._ids) > self.most:
+                del self._ids[next(iter(self._ids))]
+
+    def drop(self, headers: dict[str, str]) -> bool:
+        """Whether this frame is the redelivered original of a confirmed re-send (then forgotten)."""
+        if not self._ids or headers.get("redelivered") != "true":
+            return False
+        with self._lock:
+            return self._ids.pop(headers.get(ITEM_ID, ""), False) is None

@@ -38,8 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from statusq.queues.stomp import wire
 from statusq.queues.stomp.holds import Holds
-from statusq.queues.stomp.settlements import Resend, Settlements, Window
+from statusq.queues.stomp.settlements import Resend, Settlements, Superseded, Window
 
 __all__ = ["Resend", "SettleLink", "SettlementWriter", "Settlements", "SideLink", "Window"]
 
@@ -120,6 +121,7 @@ class SettlementWriter:
         self._cond = threading.Condition(threading.Lock())
         self._unconfirmed: list[_Unconfirmed] = []
         self.holds = Holds(name)
+        self.superseded = Superseded()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -357,8 +359,10 @@ class SettlementWriter:
             why = "their connection is gone"
         except Exception as exc:
             why = str(exc)
+        self.superseded.add(r.headers.get(wire.ID) for r in entry.resends)
         log.warning(
-            "%s: %d original(s) of confirmed re-sends not ACKed (%s): redelivered, they run again",
+            "%s: %d original(s) of confirmed re-sends not ACKed (%s): the broker redelivers them; acked unrun "
+            "if they come back here, run again elsewhere",
             self.name,
             entry.count,
             why,
