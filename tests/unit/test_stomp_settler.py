@@ -325,13 +325,20 @@ def test_with_the_side_link_down_re_sends_travel_with_their_acks(link: FakeLink,
 def test_a_confirmed_copy_whose_original_connection_is_gone_is_not_acked_elsewhere(
     link: FakeLink, clock: FakeClock
 ) -> None:
-    # The broker redelivers the original (a duplicate of the copy): an ACK on the new connection
-    # would name a frame it never sent.
+    # Given a re-send aside whose receipt is still out, then the consuming connection lost
     writer, side = written_aside(link, clock, None)
     link.generation = 2
+    # When the receipt comes, the original is not ACKed on the new connection (an ACK there would
+    # name a frame it never sent): the broker redelivers it, a duplicate of the copy
     side.receipts["s1"] = True
     writer._check_receipts(clock())
     assert link.acks == [] and writer._unconfirmed == []
+    # Then that original, redelivered, is acked unrun (its copy is on the broker), once; a frame
+    # with the same id not redelivered (the copy itself) runs
+    item = {"statusq-id": "id-retried"}
+    assert not writer.superseded.drop({**item, "redelivered": "false"})
+    assert writer.superseded.drop({**item, "redelivered": "true"})
+    assert not writer.superseded.drop({**item, "redelivered": "true"}), "once"
 
 
 def test_a_receipt_pokes_a_waiting_writer(link: FakeLink, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -529,24 +536,6 @@ def test_a_stop_that_gives_up_a_held_try_does_not_say_the_broker_took_it(
     writer._try_held(clock())
     writer._check_receipts(clock() + 15.0, giving_up=True)
     assert "takes re-sends again" not in caplog.text and not writer.holds.active
-
-
-def test_the_original_of_a_confirmed_re_send_whose_ack_was_lost_is_acked_unrun_when_redelivered(
-    link: FakeLink, clock: FakeClock
-) -> None:
-    # Given a re-send aside whose receipt is still out, then the consuming connection lost
-    writer, side = written_aside(link, clock, None)
-    link.generation = 2
-    # When the receipt comes, the original's ACK cannot be written: the broker redelivers it
-    side.receipts["s1"] = True
-    writer._check_receipts(clock())
-    assert link.acks == []
-    # Then that original, redelivered, is acked unrun (its copy is on the broker), once; a frame
-    # with the same id not redelivered (the copy itself) runs
-    item = {"statusq-id": "id-retried"}
-    assert not writer.superseded.drop({**item, "redelivered": "false"})
-    assert writer.superseded.drop({**item, "redelivered": "true"})
-    assert not writer.superseded.drop({**item, "redelivered": "true"}), "once"
 
 
 def test_superseded_ids_are_bounded_the_oldest_forgotten_first() -> None:
