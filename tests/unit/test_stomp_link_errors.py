@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from statusq.config import StompConfig
-from statusq.errors import BrokerFull
+from statusq.errors import BrokerFull, QueueError
 from statusq.queues.stomp.link import StompLink
 from statusq.queues.stomp.sidelink import ResendLink
 
@@ -149,3 +150,26 @@ def test_the_side_link_dials_again_after_a_refused_commit() -> None:
     assert old.disconnects == 1 and dialled == [1]
     # And the next ask keeps the new connection
     assert side.ready() and dialled == [1]
+
+
+def test_a_commit_refused_before_its_full_send_s_error_still_raises_broker_full() -> None:
+    # Given a COMMIT's ERROR ("marked rollback only") that came before the ERROR of the SEND that
+    # made it fail (ActiveMQ sent them in that order once, under load)
+    link = live_link("commit")
+    event = link._receipts["commit"]
+    link.on_error(error("COMMIT FAILED: Transaction marked rollback only", "commit"))
+    later = threading.Timer(0.1, lambda: link.on_error(error(STORE_FULL)))
+    later.start()
+    # When its caller looks at the answer, then it is told the broker is full, not of a fault
+    with pytest.raises(BrokerFull, match="Persistent store is Full"):
+        link._await("commit", event, time.monotonic() + 5)
+    later.join()
+
+
+def test_a_commit_refused_for_no_full_send_is_a_plain_refusal() -> None:
+    link = live_link("commit")
+    event = link._receipts["commit"]
+    link.on_error(error("COMMIT FAILED: Transaction marked rollback only", "commit"))
+    with pytest.raises(QueueError, match="broker refused") as raised:
+        link._await("commit", event, time.monotonic() + 5)
+    assert not isinstance(raised.value, BrokerFull)

@@ -34,6 +34,8 @@ log = logging.getLogger("statusq.queues.stomp.link")
 _FULL_LOG_EVERY = 60.0
 #: How long a full broker's refusal explains a failed COMMIT on the same link (seconds).
 _FULL_LATELY = 30.0
+#: How long a refused COMMIT waits for the ERROR of the SEND that made it fail (it may come second).
+_ROLLBACK_CAUSE_WAIT = 2.0
 
 
 class Countdown:
@@ -186,6 +188,17 @@ class Receipts:
             self._receipts.pop(receipt, None)
             self._confirmed.pop(receipt, None)
 
+    def _why_rolled_back(self, failed: str) -> str:
+        """A COMMIT refused as "marked rollback only" before the ERROR of the SEND that caused it
+        (ActiveMQ sent them in that order under load, and the refusal read as a plain fault):
+        wait a moment for that ERROR, and if it says full, so is this."""
+        until = time.monotonic() + _ROLLBACK_CAUSE_WAIT
+        while time.monotonic() < until:
+            if time.monotonic() - self._full_seen_at < _FULL_LATELY:
+                return FULL + (self._full_refusal or "the broker refused a SEND of it as full") + f" ({failed})"
+            time.sleep(0.02)
+        return failed
+
     def _await(self, receipt: str, event: threading.Event | Countdown, deadline: float) -> None:
         if not event.wait(max(0.0, deadline - time.monotonic())):
             waited = self.config.receipt_timeout
@@ -204,6 +217,8 @@ class Receipts:
                 "meanwhile: it is unreachable, frozen or overloaded"
             )
         failed = self._failed_receipts.pop(receipt, None)
+        if failed is not None and ROLLBACK_ONLY in failed and not failed.startswith(FULL):
+            failed = self._why_rolled_back(failed)
         if failed is not None and failed.startswith(FULL):
             raise BrokerFull(
                 f"{self.name}: the broker is full and refused the items (nothing of this call was "
