@@ -41,6 +41,7 @@ from statusq.errors import StatusqError
 from statusq.metrics.collector import Backlog
 from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.link import StompLink
+from statusq.queues.stomp.storedelays import StoreDelays
 
 if TYPE_CHECKING:
     from statusq.config import Config, StompConfig
@@ -181,19 +182,12 @@ def delayed_in_store(config: Config) -> int | None:
     on ActiveMQ), every destination's: None where they wait in the scheduler, in no queue's count."""
     if config.queue.stomp.delays == "broker":
         return None
-    from statusq.queues.db.delays import DelayStore  # noqa: PLC0415 - SQLAlchemy, only on a broker
-
     try:
-        store = DelayStore.for_reading(config.db_url)
-        if store is None:
-            return 0  # nothing ever held
-        try:
-            return store.count()
-        finally:
-            store.close()
+        found = StoreDelays(config.queue.stomp.delays, config.db_url).summary()
     except StatusqError as exc:  # the shared store is down: the broker's counts are still worth having
         log.warning("delayed items in the shared store not counted: %s", exc)
         return None
+    return 0 if found is None else found.waiting  # None: nothing ever held
 
 
 class ActiveMQBacklog:
