@@ -1,6 +1,9 @@
 """Priorities on every backend (issue #17): 1,000 priority-0 items queued, then 10 priority-9
-items; a daemon (a subprocess, two workers) must handle all 10 within the first
-``prefetch x workers + 10`` items, long before the 1,000 are done.
+items; a daemon (a subprocess, two workers) must handle all 10 long before the 1,000 are done:
+each worker runs the urgent items it gets within its first ``prefetch + 10`` items (what its window
+held before they could overtake, then the urgent ones).  The bound is per worker, not over the
+merged order: a fast worker that has run its urgent share goes on with low items while a slower one
+still works through the window it took first, and those low items are no fault of priority.
 
 ActiveMQ needs ``prioritizedMessages`` (scripts/servers/activemq.sh and conf/activemq.xml set it);
 the test runs a broker of its own started by that script, so it proves what we ship and start.
@@ -72,12 +75,17 @@ def test_priority_items_overtake_a_backlog(config, record_file) -> None:
     result = run_cli("daemon", "--workers", str(WORKERS), "--idle-exit", "3", config=path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    # Then each ran once, and the urgent ones among the first prefetch x workers + 10 handled
-    order = [r["id"] for r in read_records(record_file)]
+    # Then each ran once, and every worker ran its urgent items within its first prefetch + 10
+    records = read_records(record_file)
+    order = [r["id"] for r in records]
     assert len(order) == LOW + HIGH and len(set(order)) == LOW + HIGH
-    positions = sorted(order.index(i) for i in urgent)
-    bound = prefetch * WORKERS + HIGH
-    assert positions[-1] < bound, f"urgent items handled at {positions} (bound {bound})"
+    by_worker: dict[int, list[str]] = {}
+    for r in records:
+        by_worker.setdefault(r["pid"], []).append(r["id"])
+    bound = prefetch + HIGH
+    for pid, ids in by_worker.items():
+        positions = [n for n, i in enumerate(ids) if i in urgent]
+        assert not positions or positions[-1] < bound, f"worker {pid} ran urgent items at {positions} (bound {bound})"
 
 
 def test_priority_items_overtake_a_backlog_in_memory(tmp_path: Path) -> None:

@@ -42,10 +42,14 @@ class RabbitNode:
     script = str(ROOT / "scripts" / "servers" / "rabbitmq.sh")
 
     def stop(self) -> None:
-        subprocess.run([self.script, "stop"], check=True, capture_output=True, timeout=120)
+        self._run("stop")
 
     def start(self) -> None:
-        subprocess.run([self.script, "ensure"], check=True, capture_output=True, timeout=120)
+        self._run("ensure")
+
+    def _run(self, command: str) -> None:
+        done = subprocess.run([self.script, command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"rabbitmq.sh {command} failed ({done.returncode}):\n{done.stderr}"
 
 
 @pytest.fixture(params=["activemq", pytest.param("rabbitmq", marks=pytest.mark.serial)])
