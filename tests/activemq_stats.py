@@ -75,6 +75,16 @@ def memory_holders(port: int, top: int = 8) -> list[dict[str, object]]:
     return sorted(held, key=lambda f: -int(str(f["memoryUsage"])))[:top]
 
 
+def waiting(port: int, prefix: str) -> list[dict[str, object]]:
+    """The queues under ``prefix`` holding messages: each one's size, in-flight count (dispatched,
+    not acked), dispatch count and consumers.  What tells a stalled drain's two causes apart: a
+    consumer whose window is full of what it holds (in-flight at its prefetch), or a broker that
+    does not dispatch (consumers, nothing in flight)."""
+    answers = _ask(port, "/queue/ActiveMQ.Statistics.Destination.>", {END_LIST: ""}, 1)
+    found = [{"name": a.get("destinationName"), **{k: a.get(k) for k in DESTINATION_FIELDS}} for a in answers]
+    return [f for f in found if str(f["name"]).startswith(prefix) and int(str(f["size"] or 0)) > 0]
+
+
 def live_heap(pid: int) -> str:
     """The top of ``jmap -histo:live`` (a full GC first), and the heap's size after it."""
     histo = subprocess.run(["jmap", "-histo:live", str(pid)], capture_output=True, text=True, timeout=120)

@@ -25,6 +25,7 @@ from tests.stomp import (
     RABBITMQ_PORT,
     SMALL_ACTIVEMQ,
     PrivateActiveMQ,
+    drain,
     make_broker,
     private_activemq,
     rabbitmqctl,
@@ -122,6 +123,42 @@ def test_delayed_items_that_come_due_while_activemq_is_full_wait_in_the_store_an
         assert dropped > 0, "ActiveMQ's scheduler kept delayed items through a full store: revisit the default"
         assert len([n for n in handled if n < 0]) < len(delayed), "the scheduler sent every one after all"
         assert [n for n in handled if n >= 0] == accepted
+
+
+def test_dead_letters_a_full_activemq_refuses_are_parked_in_the_store_and_arrive_later(
+    small_broker: PrivateActiveMQ, write_config: Callable[..., Path], record_file: Path, tmp_path: Path
+) -> None:
+    # Given 20 items that fail at once (no retries: dead-lettered at the first failure), queued
+    # first, then a broker filled until it refuses
+    broker = make_broker("activemq")
+    servers = [f"127.0.0.1:{small_broker.stomp_port}"]
+    config = write_config(
+        f"sqlite:///{tmp_path / 'shared.sqlite'}",
+        stomp_toml(broker, servers=servers),
+        queue={"subsystem": "stomp", "max_retries": 0},
+    )
+    with statusq.connect(config) as qm:
+        failing = [qm.enqueue({"n": -(n + 1), "action": "raise"}, "count") for n in range(20)]
+        accepted = _fill(qm, {"action": "sleep", "seconds": 0.01})
+
+    # When a daemon drains it: the failing ones run first, while the broker is still full
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, "--workers", "1", "--idle-exit", "3", log=log)
+    assert daemon.wait(timeout=180) == 0
+
+    # Then their dead letters, refused, were parked in the shared store with their originals
+    # acked (not held unacked in the prefetch window), and every other item ran
+    assert "parked in the shared store (their originals acked)" in log.read_text()
+    assert sorted(r["n"] for r in read_records(record_file) if r["n"] >= 0) == accepted
+    # And every one reached the dead-letter queue once the broker took SENDs again
+    dead = drain(small_broker.stomp_port, broker.basename + "dlq", seconds=5)
+    # (once each: only a connection lost with a commit unanswered could make a copy more, and
+    # none is lost here; a COMMIT refused before its SEND's ERROR once failed the next commit's
+    # receipt too, and that commit's 19 dead letters, taken, were parked and sent twice)
+    arrived = [h["statusq-id"] for h, _ in dead]
+    print(f"dead letters: {len(arrived)} for {len(failing)} items")
+    assert set(arrived) == set(failing)
+    assert len(arrived) == len(failing), "a dead letter the broker took was parked and sent again"
 
 
 def _fill(qm: statusq.QueueManager, payload: dict[str, object]) -> list[int]:

@@ -142,6 +142,10 @@ class FakeWriter:
     def hurry(self) -> None:
         pass
 
+    @property
+    def refusing(self) -> bool:
+        return self.holds.active
+
 
 class FakeConsumerLink(FakeLink):
     generation = 7

@@ -44,6 +44,19 @@ def test_a_refused_send_fails_only_its_transaction_s_commit_as_full() -> None:
     assert link.confirmed("commit-b") is None
 
 
+def test_a_commit_refused_before_any_full_error_fails_alone() -> None:
+    # Given two commits in flight on a connection of ActiveMQ, which has refused nothing yet
+    link = live_link("commit-a", "commit-b")
+    # When the first's COMMIT is refused as rollback-only before its SEND's ERROR came (ActiveMQ
+    # keeps the connection after both)
+    link.on_error(error("COMMIT FAILED: Transaction marked rollback only", "commit-a"))
+    # Then that commit failed (decided once its cause had a moment to come), and the other still
+    # waits for its receipt: failed with it, it was parked though the broker took it (a run had
+    # 19 dead letters sent twice)
+    assert link._receipts["commit-a"].is_set() and "commit-a" in link._failed_receipts
+    assert not link._receipts["commit-b"].is_set() and link.confirmed("commit-b") is None
+
+
 def test_a_send_with_a_receipt_refused_as_full_fails_alone() -> None:
     link = live_link("send", "other")
     link.on_error(error(STORE_FULL, "send"))
@@ -173,3 +186,27 @@ def test_a_commit_refused_for_no_full_send_is_a_plain_refusal() -> None:
     with pytest.raises(QueueError, match="broker refused") as raised:
         link._await("commit", event, time.monotonic() + 5)
     assert not isinstance(raised.value, BrokerFull)
+
+
+def test_a_pipelined_commit_refused_before_its_full_send_s_error_is_refused_as_full() -> None:
+    # Given a pipelined commit (the settlement writer's) refused as rollback-only before the
+    # ERROR of its SEND came
+    link = live_link("commit")
+    link.on_error(error("COMMIT FAILED: Transaction marked rollback only", "commit"))
+    # Then it is not decided yet: that ERROR may come second
+    assert link.confirmed("commit") is None
+    # When it comes, the commit was refused because the broker is full (its re-sends parked or
+    # held, not taken for a fault)
+    link.on_error(error(STORE_FULL))
+    assert link.confirmed("commit") is False and link.refused_as_full("commit")
+
+
+def test_a_pipelined_commit_refused_for_no_full_send_is_decided_after_a_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link = live_link("commit")
+    link.on_error(error("COMMIT FAILED: Transaction marked rollback only", "commit"))
+    assert link.confirmed("commit") is None
+    later = time.monotonic() + 3
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert link.confirmed("commit") is False and not link.refused_as_full("commit")

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from statusq.queues.stomp import holds, settlements
+from statusq.errors import StatusqError
+from statusq.queues.stomp import holds, parking, settlements
+from statusq.queues.stomp.parking import Parking
 from statusq.queues.stomp.settler import Resend, Settlements, SettlementWriter
 
 FLUSH = 0.02
@@ -214,6 +216,7 @@ class FakeSide:
         self.receipts: dict[str, bool | None] = {}
         self.confirm_at_once: bool | None = True
         self.full: set[str] = set()
+        self.abandoned: list[str] = []
 
     def ready(self) -> bool:
         return self.up
@@ -229,6 +232,12 @@ class FakeSide:
 
     def refused_as_full(self, receipt: str) -> bool:
         return receipt in self.full
+
+    def abandon(self, why: str) -> None:
+        self.abandoned.append(why)
+        for receipt, state in self.receipts.items():
+            if state is None:
+                self.receipts[receipt] = False  # lost with the connection
 
     def refuse_as_full(self, receipt: str) -> None:
         self.receipts[receipt] = False
@@ -542,3 +551,101 @@ def test_superseded_ids_are_bounded_the_oldest_forgotten_first() -> None:
     kept = settlements.Superseded(most=3)
     kept.add(["a", "b", None, "c", "d"])
     assert [kept.drop({"statusq-id": i, "redelivered": "true"}) for i in "abcd"] == [False, True, True, True]
+
+
+class FakeStore:
+    """The shared store's side of parking: rows written, or a failure."""
+
+    def __init__(self) -> None:
+        self.rows: list[object] = []
+        self.fail = False
+
+    def hold(self, items: Sequence[object]) -> None:
+        if self.fail:
+            raise StatusqError("database is locked")
+        self.rows.extend(items)
+
+
+def parked_writer(link: FakeLink, clock: FakeClock, store: FakeStore) -> tuple[SettlementWriter, FakeSide]:
+    """A writer with a shared store to park in, whose first re-send the broker refused as full."""
+    writer, side = written_aside(link, clock, None, "done")
+    writer.parking = Parking(store, "test", clock=clock, wall=lambda: 1_000.0)  # type: ignore[arg-type]
+    side.refuse_as_full("s1")
+    writer._check_receipts(clock())
+    return writer, side
+
+
+def test_with_a_shared_store_a_refused_re_send_is_parked_and_its_original_acked(
+    link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a re-send the broker refused as full, and a shared store for delays
+    store = FakeStore()
+    writer, side = parked_writer(link, clock, store)
+    # Then it is a row of the store due now, its original is acked (its window slot freed for an
+    # item to run), and nothing is held for the broker
+    assert [(r.destination, r.body, r.due_at) for r in store.rows] == [("/queue/x", b"{}", 1_000.0)]  # type: ignore[attr-defined]
+    assert store.rows[0].headers["statusq-id"] == "id-retried"  # type: ignore[attr-defined]
+    assert link.acks == [["done"], ["retried"]]
+    assert writer.held == 0 and not writer.holds.active
+    # When more re-sends come within PARK_FOR, they go to the store without a try at the broker
+    writer.resend(1, resend("second"))
+    writer._write(writer._pending.take())
+    assert len(side.sends) == 1 and len(store.rows) == 2 and link.acks[-1] == ["second"]
+    # When that is past, the next goes to the broker again, and once it takes one the spell ends
+    clock.now += parking.PARK_FOR + 0.1
+    writer.resend(1, resend("third"))
+    writer._write(writer._pending.take())
+    assert ids(side.sends) == [["retried"], ["third"]]
+    side.receipts["s2"] = True
+    writer._check_receipts(clock())
+    assert link.acks[-1] == ["third"] and writer.parking is not None and writer.parking.since is None
+    # And the spell was logged once at each end
+    assert caplog.text.count("parked in the shared store (their originals acked)") == 1
+    assert caplog.text.count("2 parked over") == 1
+
+
+def test_a_store_that_cannot_take_a_refused_re_send_leaves_it_held(link: FakeLink, clock: FakeClock) -> None:
+    # Given a shared store that fails, when the broker refuses a re-send as full
+    store = FakeStore()
+    store.fail = True
+    writer, _side = parked_writer(link, clock, store)
+    # Then it is held with its original unacked, as without a store
+    assert store.rows == [] and link.acks == [["done"]]
+    assert writer.held == 1 and writer.holds.active
+
+
+def test_a_re_send_lost_with_a_stop_is_parked_not_sent_again_with_its_ack(link: FakeLink, clock: FakeClock) -> None:
+    # Given a re-send aside whose receipt never came, when the writer gives up at a stop
+    store = FakeStore()
+    writer, _side = written_aside(link, clock, None, "done")
+    writer.parking = Parking(store, "test", clock=clock)  # type: ignore[arg-type]
+    writer._check_receipts(clock() + 60, giving_up=True)
+    # Then it is parked (maybe a duplicate of a commit that did land, never a loss), not sent
+    # on the consuming link with its ACK
+    assert len(store.rows) == 1 and link.commits == [] and link.acks == [["done"], ["retried"]]
+
+
+def test_with_a_shared_store_a_re_send_unconfirmed_past_its_time_is_parked_not_held(
+    link: FakeLink, clock: FakeClock
+) -> None:
+    # Given a re-send aside whose commit a full broker holds unanswered on a live connection
+    store = FakeStore()
+    writer, side = written_aside(link, clock, None, "done")
+    writer.parking = Parking(store, "test", clock=clock)  # type: ignore[arg-type]
+    # When its receipt is not in by the receipt timeout
+    clock.now += 10.5
+    writer._check_receipts(clock())
+    # Then the side connection is closed (what the broker had not committed it rolls back), not
+    # waited on with the original unacked
+    assert len(side.abandoned) == 1 and writer.held == 0 and store.rows == []
+    # And the next look finds the commit lost, parks the re-send and acks its original
+    writer._check_receipts(clock())
+    assert len(store.rows) == 1 and link.acks == [["done"], ["retried"]]
+    assert writer.refusing and writer._unconfirmed == []
+
+
+def test_without_a_store_a_re_send_unconfirmed_past_its_time_is_held(link: FakeLink, clock: FakeClock) -> None:
+    writer, side = written_aside(link, clock, None, "done")
+    clock.now += 10.5
+    writer._check_receipts(clock())
+    assert side.abandoned == [] and writer.held == 1 and link.acks == [["done"]]

@@ -198,6 +198,19 @@ class Connecting:
             self._drop()
         return True
 
+    def abandon(self, why: str) -> None:
+        """Close the connection with answers still awaited, which then count as lost (the owner
+        connects again).  For the settlement writer's re-sends: a full ActiveMQ holds their
+        commit in its store wait, and waited for, their originals stayed unacked in the prefetch
+        windows while nothing drained the store.  What the broker had not committed it rolls
+        back with the connection (what it was committing just then may land: a duplicate)."""
+        with self._write_lock:
+            if self._conn is None:
+                return
+            log.info("%s: closing the connection: %s", self.name, why)
+            self._drop()
+        self.on_disconnected()
+
     def close(self) -> None:
         with self._write_lock:
             self._drop()

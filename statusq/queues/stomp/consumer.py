@@ -33,6 +33,7 @@ from statusq.queues.stomp.destinations import Destinations
 from statusq.queues.stomp.hotfile import HotFile
 from statusq.queues.stomp.hotmoves import MOVES_PER_TURN, HotSiteMoves
 from statusq.queues.stomp.link import Frame, StompLink
+from statusq.queues.stomp.parking import Parking
 from statusq.queues.stomp.redial import Redial
 from statusq.queues.stomp.settler import Resend, SettlementWriter
 from statusq.queues.stomp.sidelink import ResendLink
@@ -110,6 +111,7 @@ class StompConsumer(HotSiteMoves, Consumer):
             name="consumer settlements",
         )
         self.side = ResendLink(self.config, self.writer.poke)
+        self._parking = Parking(delays, "consumer settlements") if delays is not None else None
         self.writer.start()
         # Not connected here but at the first fetch, once the worker's loop runs: the broker
         # dispatches a prefetch window as soon as we subscribe, and a window taken while the
@@ -125,6 +127,10 @@ class StompConsumer(HotSiteMoves, Consumer):
         # per message -25%); RabbitMQ takes that commit in stride (f/b 0.96 without), and a
         # connection more cost its worker CPU there.  Known once connected (``flavor = "auto"``).
         self.writer.side = self.side if self.link.flavor == "activemq" else None
+        # Refused re-sends parked in the shared store where delays wait there (ActiveMQ by
+        # default), instead of held with their originals filling the prefetch windows.
+        wanted = self.delays is not None and self.delays.wanted(self.link.flavor)
+        self.writer.parking = self._parking if wanted else None
         for frames in self._pending.values():
             frames.clear()  # from the old connection: the broker redelivers them
         return True
@@ -326,8 +332,9 @@ class StompConsumer(HotSiteMoves, Consumer):
         return self.link.connected
 
     def counts_in_place(self) -> bool:
-        # The writer holds re-sends a full broker refused: a recount's copy would wait there too.
-        return self.writer.holds.active
+        # The writer holds or parks re-sends a full broker refused: a recount's copy would wait
+        # there too (or cost a row of the shared store for nothing).
+        return self.writer.refusing
 
     def release(self) -> None:
         """Hand prefetched frames back with their counts intact (a plain disconnect would make the

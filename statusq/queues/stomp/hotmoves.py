@@ -83,9 +83,9 @@ class HotSiteMoves:
             # What a single-site deployment sends (no site given): nobody to be fair to, and a
             # move costs a SEND and a second delivery per item.
             return False
-        if self.writer.holds.active:
-            # The broker is full and refuses re-sends (the writer holds them): a move would wait
-            # there with the item unrun, and an ACK is what frees the broker's room
+        if self.writer.refusing:
+            # The broker is full and refuses re-sends (the writer holds or parks them): a move
+            # would wait there with the item unrun, and an ACK is what frees the broker's room
             return False
         target = self.routes.for_site(group, site)
         if not self.hot.arrived(target):

@@ -91,6 +91,9 @@ class Receipts:
         self._full_refusal: str | None = None
         self._full_logged_at = self._full_seen_at = float("-inf")
         self._refused_full: set[str] = set()  # receipts confirmed() found refused as full
+        #: Pipelined commits refused as rollback-only before any full refusal was seen: when
+        #: (confirmed() waits a moment for the ERROR of the SEND that caused it).
+        self._rolled_back_at: dict[str, float] = {}
         #: The connection holds a transaction ActiveMQ refused (:data:`ROLLBACK_ONLY`): only
         #: closing it frees what that transaction took (``release_refused_transaction``).
         self._refused_transaction = False
@@ -99,6 +102,7 @@ class Receipts:
         """A new connection: a full broker's refusals on the old one explain nothing on it."""
         self._full_refusal = None
         self._refused_full.clear()
+        self._rolled_back_at.clear()
         self._refused_transaction = False
 
     # -- the receiver thread's side: record and wake, never raise -------------------------------
@@ -158,13 +162,19 @@ class Receipts:
             # the connection: that transaction's COMMIT fails next, with an ERROR of its own
             self._full_refusal = reason
             return
-        if explained or (full and receipt in self._receipts):
-            # The answer to one frame, from a full broker that keeps the connection (ActiveMQ):
-            # that frame failed, not the others in flight ("COMMIT FAILED: Transaction marked
-            # rollback only" after a refused SEND of the transaction's)
-            lately_why = self._full_refusal or "the broker refused SENDs as full lately"
-            reason, self._full_refusal = reason if full else f"{lately_why} ({reason})", None
-            self._failed_receipts[receipt] = FULL + reason
+        if receipt in self._receipts and (explained or full or ROLLBACK_ONLY in message):
+            # The answer to one frame, from a broker that keeps the connection (ActiveMQ): that
+            # frame failed, not the others in flight ("COMMIT FAILED: Transaction marked rollback
+            # only" after a refused SEND of the transaction's, even before that SEND's ERROR
+            # came: failing every waiter then failed the next commit's receipt too, though the
+            # broker took that commit, and its re-sends were sent twice)
+            if full or explained:
+                lately_why = self._full_refusal or "the broker refused SENDs as full lately"
+                reason, self._full_refusal = reason if full else f"{lately_why} ({reason})", None
+                reason = FULL + reason
+            else:
+                self._rolled_back_at[receipt] = now
+            self._failed_receipts[receipt] = reason
             self._receipts[receipt].set()
             self._tell_receipts()
             return
@@ -217,6 +227,7 @@ class Receipts:
                 "meanwhile: it is unreachable, frozen or overloaded"
             )
         failed = self._failed_receipts.pop(receipt, None)
+        self._rolled_back_at.pop(receipt, None)
         if failed is not None and ROLLBACK_ONLY in failed and not failed.startswith(FULL):
             failed = self._why_rolled_back(failed)
         if failed is not None and failed.startswith(FULL):
@@ -240,6 +251,15 @@ class Receipts:
         event = self._receipts.get(receipt)
         if event is not None and not event.is_set():
             return None
+        rolled_back = self._rolled_back_at.get(receipt)
+        if rolled_back is not None:
+            # Refused as rollback-only before the ERROR of the SEND that caused it: full if that
+            # comes within a moment (as _why_rolled_back waits for a caller that blocks)
+            if time.monotonic() - self._full_seen_at < _FULL_LATELY:
+                self._failed_receipts[receipt] = FULL + self._failed_receipts.get(receipt, "")
+            elif time.monotonic() - rolled_back < _ROLLBACK_CAUSE_WAIT:
+                return None
+            del self._rolled_back_at[receipt]
         self._receipts.pop(receipt, None)
         if (self._failed_receipts.pop(receipt, None) or "").startswith(FULL):
             self._refused_full.add(receipt)

@@ -40,6 +40,7 @@ from typing import Protocol
 
 from statusq.queues.stomp import wire
 from statusq.queues.stomp.holds import Holds
+from statusq.queues.stomp.parking import Parking
 from statusq.queues.stomp.settlements import Resend, Settlements, Superseded, Window
 
 __all__ = ["Resend", "SettleLink", "SettlementWriter", "Settlements", "SideLink", "Window"]
@@ -81,6 +82,9 @@ class SideLink(Protocol):
     def refused_as_full(self, receipt: str) -> bool:
         """As :meth:`SettleLink.refused_as_full`."""
 
+    def abandon(self, why: str) -> None:
+        """Close the connection: every commit on it unanswered counts as lost."""
+
 
 @dataclass(slots=True)
 class _Unconfirmed:
@@ -121,6 +125,8 @@ class SettlementWriter:
         self._cond = threading.Condition(threading.Lock())
         self._unconfirmed: list[_Unconfirmed] = []
         self.holds = Holds(name)
+        #: Where refused re-sends go instead of being held (the shared store); None: held.
+        self.parking: Parking | None = None
         self.superseded = Superseded()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -184,6 +190,11 @@ class SettlementWriter:
         return self._finish(self._clock() + timeout)
 
     @property
+    def refusing(self) -> bool:
+        """The broker refused re-sends as full (held, or parked within the last ``PARK_FOR``)."""
+        return self.holds.active or (self.parking is not None and self.parking.direct())
+
+    @property
     def held(self) -> int:
         """Originals held unacked because the broker is full (:mod:`statusq.queues.stomp.holds`)."""
         return len(self.holds)
@@ -240,7 +251,12 @@ class SettlementWriter:
         try:
             if window.acks and not self.link.write_acks(window.generation, window.acks):
                 log.info("%s: %d ack(s) of a lost connection dropped (redelivered)", self.name, len(window.acks))
-            if window.resends and aside and self.holds.active:
+            if window.resends and aside and self.parking is not None and self.refusing:
+                # The broker refused re-sends a moment ago, or holds a commit of them unanswered:
+                # straight to the store
+                if not self._park(window.generation, window.resends):
+                    self.holds.hold(window.generation, window.resends, self._clock())
+            elif window.resends and aside and self.holds.active:
                 # The broker is full: behind what is held, not refused once more on their own
                 self.holds.hold(window.generation, window.resends, self._clock())
             elif window.resends and not (aside and self._commit_aside(window)):
@@ -315,15 +331,25 @@ class SettlementWriter:
                 # the commit (ActiveMQ: one store wait per SEND).  Sent again with their ACKs, it
                 # was a copy more, refused, and originals redelivered: wait, the originals held.
                 if now >= entry.deadline and not entry.held and entry.generation >= self.holds.generation:
-                    entry.held = True
-                    self.holds.overdue(entry.generation, entry.count, now)
+                    if self.parking is not None and entry.via is self.side and self.side is not None:
+                        # With a store to park in, not waited for: the side connection is closed
+                        # (what it had not committed, the broker rolls back), and the next look
+                        # finds its commits lost and parks them, their originals acked
+                        self.side.abandon(f"re-sends unconfirmed for {self.receipt_timeout:g}s: parked instead")
+                    else:
+                        entry.held = True
+                        self.holds.overdue(entry.generation, entry.count, now)
                 still.append(entry)
             elif state is None and now < entry.deadline and not giving_up:
                 still.append(entry)
             elif entry.resends and state:
-                self._ack_originals(entry)
+                self._ack_originals(entry.generation, entry.resends)
                 if entry.held:
                     self.holds.settled(entry.count, now, taken=True)
+                if self.parking is not None:
+                    self.parking.taken()
+            elif entry.resends and not entry.held and self._park(entry.generation, entry.resends):
+                pass  # refused, or lost with the side connection: parked, their originals acked
             elif entry.resends and not giving_up:
                 # Refused (a full broker: the usual cause), or lost with the side connection (a
                 # full ActiveMQ may stop answering it until the heart-beats give up).  Sent again
@@ -352,19 +378,28 @@ class SettlementWriter:
             log.warning("%s: %d re-send(s) unconfirmed aside: written with their ACKs instead", self.name, entry.count)
             self._write(Window(entry.generation, [], list(entry.resends)), aside=False)
 
-    def _ack_originals(self, entry: _Unconfirmed) -> None:
+    def _park(self, generation: int, resends: Sequence[Resend]) -> bool:
+        """``resends`` parked in the shared store and their originals acked; False: not parked
+        (no store for them, or it failed), still to hold or send."""
+        if self.parking is None or not self.parking.park(resends):
+            return False
+        self._ack_originals(generation, resends)
+        return True
+
+    def _ack_originals(self, generation: int, resends: Sequence[Resend]) -> None:
+        """The originals of re-sends the broker (or the store) took."""
         try:
-            if self.link.write_acks(entry.generation, [r.ack_id for r in entry.resends]):
+            if self.link.write_acks(generation, [r.ack_id for r in resends]):
                 return
             why = "their connection is gone"
         except Exception as exc:
             why = str(exc)
-        self.superseded.add(r.headers.get(wire.ID) for r in entry.resends)
+        self.superseded.add(r.headers.get(wire.ID) for r in resends)
         log.warning(
-            "%s: %d original(s) of confirmed re-sends not ACKed (%s): the broker redelivers them; acked unrun "
+            "%s: %d original(s) of re-sends taken not ACKed (%s): the broker redelivers them; acked unrun "
             "if they come back here, run again elsewhere",
             self.name,
-            entry.count,
+            len(resends),
             why,
         )
 

@@ -38,5 +38,8 @@ class ResendLink:
     def refused_as_full(self, receipt: str) -> bool:
         return self.link.refused_as_full(receipt)
 
+    def abandon(self, why: str) -> None:
+        self.link.abandon(why)
+
     def close(self) -> None:
         self.link.close()
