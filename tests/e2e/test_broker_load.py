@@ -45,7 +45,7 @@ What ActiveMQ 5.17 does at the limits, with the queue policy we ship (``useCache
   items), and 16 of 16 runs by hand did.  With refused re-sends parked, 4 of 5 by hand drained in
   the first daemon run (242 re-sends parked over 17 s in one); the fifth sat 80 s with 32 moves
   whose commits the broker held unanswered (held, not refused) at the store's 100%; with those
-  parked too (the side connection closed first), 3 of 3.  A stall prints what tells its causes apart
+  parked too (the side connection closed first), 7 of 7.  A stall prints what tells its causes apart
   (:func:`_print_stall`).  Before delays and
   retries waited in the shared store, a drain stalled in 1 run of 7: the worker's retries, sent
   to a full broker, waited in its store wait past ``receipt_timeout`` and were held, and the
