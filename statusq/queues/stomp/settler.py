@@ -22,11 +22,13 @@ all the same), never a loss.  A side connection that cannot be had (or a stop th
 waiting for a receipt aside) falls back to the old way: the re-sends and the ACKs of their
 originals in one transaction on the consuming connection.
 
-Why a commit aside that fails, or stays unanswered on a live connection, is held and tried again
-(:mod:`statusq.queues.stomp.holds`) rather than sent the old way: the cause is nearly always a
+Why a commit aside that fails, or stays unanswered on a live connection, is parked in the shared
+store (:mod:`statusq.queues.stomp.parking`) or, with none, held and tried again
+(:mod:`statusq.queues.stomp.holds`), rather than sent the old way: the cause is nearly always a
 full broker (issue 18), which refused the old way's transaction in turn; ActiveMQ then neither
 took the originals' ACKs again nor redelivered them until the connection was lost, and then they
-ran again.
+ran again.  Parked rather than held where a store exists: held originals fill the prefetch
+windows, and a worker with nothing to run frees none of the broker's room.
 """
 
 from __future__ import annotations
