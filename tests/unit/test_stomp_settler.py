@@ -379,9 +379,25 @@ def ids(batches: Sequence[Sequence[Resend]]) -> list[list[str]]:
     return [[r.ack_id for r in batch] for batch in batches]
 
 
-def held_writer(link: FakeLink, clock: FakeClock) -> tuple[SettlementWriter, FakeSide]:
-    """A writer whose first window of re-sends the side link refused because the broker is full."""
+class FakeStore:
+    """The shared store's side of parking: rows written, or a failure."""
+
+    def __init__(self) -> None:
+        self.rows: list[object] = []
+        self.fail = False
+
+    def hold(self, items: Sequence[object]) -> None:
+        if self.fail:
+            raise StatusqError("database is locked")
+        self.rows.extend(items)
+
+
+def held_writer(link: FakeLink, clock: FakeClock, store: FakeStore | None = None) -> tuple[SettlementWriter, FakeSide]:
+    """A writer whose first window of re-sends the side link refused because the broker is full
+    (with ``store``: a shared store to park them in)."""
     writer, side = written_aside(link, clock, None, "done")
+    if store is not None:
+        writer.parking = Parking(store, "test", clock=clock, wall=lambda: 1_000.0)  # type: ignore[arg-type]
     side.refuse_as_full("s1")
     writer._check_receipts(clock())
     return writer, side
@@ -553,34 +569,12 @@ def test_superseded_ids_are_bounded_the_oldest_forgotten_first() -> None:
     assert [kept.drop({"statusq-id": i, "redelivered": "true"}) for i in "abcd"] == [False, True, True, True]
 
 
-class FakeStore:
-    """The shared store's side of parking: rows written, or a failure."""
-
-    def __init__(self) -> None:
-        self.rows: list[object] = []
-        self.fail = False
-
-    def hold(self, items: Sequence[object]) -> None:
-        if self.fail:
-            raise StatusqError("database is locked")
-        self.rows.extend(items)
-
-
-def parked_writer(link: FakeLink, clock: FakeClock, store: FakeStore) -> tuple[SettlementWriter, FakeSide]:
-    """A writer with a shared store to park in, whose first re-send the broker refused as full."""
-    writer, side = written_aside(link, clock, None, "done")
-    writer.parking = Parking(store, "test", clock=clock, wall=lambda: 1_000.0)  # type: ignore[arg-type]
-    side.refuse_as_full("s1")
-    writer._check_receipts(clock())
-    return writer, side
-
-
 def test_with_a_shared_store_a_refused_re_send_is_parked_and_its_original_acked(
     link: FakeLink, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a re-send the broker refused as full, and a shared store for delays
     store = FakeStore()
-    writer, side = parked_writer(link, clock, store)
+    writer, side = held_writer(link, clock, store)
     # Then it is a row of the store due now, its original is acked (its window slot freed for an
     # item to run), and nothing is held for the broker
     assert [(r.destination, r.body, r.due_at) for r in store.rows] == [("/queue/x", b"{}", 1_000.0)]  # type: ignore[attr-defined]
@@ -608,7 +602,7 @@ def test_a_store_that_cannot_take_a_refused_re_send_leaves_it_held(link: FakeLin
     # Given a shared store that fails, when the broker refuses a re-send as full
     store = FakeStore()
     store.fail = True
-    writer, _side = parked_writer(link, clock, store)
+    writer, _side = held_writer(link, clock, store)
     # Then it is held with its original unacked, as without a store
     assert store.rows == [] and link.acks == [["done"]]
     assert writer.held == 1 and writer.holds.active
