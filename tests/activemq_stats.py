@@ -67,10 +67,7 @@ def memory_holders(port: int, top: int = 8) -> list[dict[str, object]]:
     """The queues and topics that hold memory, most first (at most ``top``): each one's
     memoryUsage (bytes of messages it references: paged in, dispatched and not acked, in an
     open transaction), size, in-flight count and consumers."""
-    found = []
-    for kind in ("queue", "topic"):
-        answers = _ask(port, f"/{kind}/ActiveMQ.Statistics.Destination.>", {END_LIST: ""}, 1)
-        found += [{"name": a.get("destinationName"), **{k: a.get(k) for k in DESTINATION_FIELDS}} for a in answers]
+    found = _destinations(port, "queue") + _destinations(port, "topic")
     held = [f for f in found if int(str(f["memoryUsage"] or 0)) > 0]
     return sorted(held, key=lambda f: -int(str(f["memoryUsage"])))[:top]
 
@@ -80,9 +77,14 @@ def waiting(port: int, prefix: str) -> list[dict[str, object]]:
     not acked), dispatch count and consumers.  What tells a stalled drain's two causes apart: a
     consumer whose window is full of what it holds (in-flight at its prefetch), or a broker that
     does not dispatch (consumers, nothing in flight)."""
-    answers = _ask(port, "/queue/ActiveMQ.Statistics.Destination.>", {END_LIST: ""}, 1)
-    found = [{"name": a.get("destinationName"), **{k: a.get(k) for k in DESTINATION_FIELDS}} for a in answers]
+    found = _destinations(port, "queue")
     return [f for f in found if str(f["name"]).startswith(prefix) and int(str(f["size"] or 0)) > 0]
+
+
+def _destinations(port: int, kind: str) -> list[dict[str, object]]:
+    """Every ``kind`` ("queue" or "topic") destination's name and :data:`DESTINATION_FIELDS`."""
+    answers = _ask(port, f"/{kind}/ActiveMQ.Statistics.Destination.>", {END_LIST: ""}, 1)
+    return [{"name": a.get("destinationName"), **{k: a.get(k) for k in DESTINATION_FIELDS}} for a in answers]
 
 
 def live_heap(pid: int) -> str:

@@ -204,10 +204,17 @@ class Receipts:
         wait a moment for that ERROR, and if it says full, so is this."""
         until = time.monotonic() + _ROLLBACK_CAUSE_WAIT
         while time.monotonic() < until:
-            if time.monotonic() - self._full_seen_at < _FULL_LATELY:
-                return FULL + (self._full_refusal or "the broker refused a SEND of it as full") + f" ({failed})"
+            if (full := self._full_rollback(failed)) is not None:
+                return full
             time.sleep(0.02)
         return failed
+
+    def _full_rollback(self, failed: str) -> str | None:
+        """``failed`` (refused as rollback-only) as a full broker's refusal, if one was seen
+        lately; None while none was."""
+        if time.monotonic() - self._full_seen_at >= _FULL_LATELY:
+            return None
+        return FULL + (self._full_refusal or "the broker refused a SEND of it as full") + f" ({failed})"
 
     def _await(self, receipt: str, event: threading.Event | Countdown, deadline: float) -> None:
         if not event.wait(max(0.0, deadline - time.monotonic())):
@@ -255,8 +262,9 @@ class Receipts:
         if rolled_back is not None:
             # Refused as rollback-only before the ERROR of the SEND that caused it: full if that
             # comes within a moment (as _why_rolled_back waits for a caller that blocks)
-            if time.monotonic() - self._full_seen_at < _FULL_LATELY:
-                self._failed_receipts[receipt] = FULL + self._failed_receipts.get(receipt, "")
+            full = self._full_rollback(self._failed_receipts.get(receipt, ""))
+            if full is not None:
+                self._failed_receipts[receipt] = full
             elif time.monotonic() - rolled_back < _ROLLBACK_CAUSE_WAIT:
                 return None
             del self._rolled_back_at[receipt]

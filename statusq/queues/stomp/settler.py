@@ -215,14 +215,11 @@ class SettlementWriter:
         try:
             if window.acks and not self.link.write_acks(window.generation, window.acks):
                 log.info("%s: %d ack(s) of a lost connection dropped (redelivered)", self.name, len(window.acks))
-            if window.resends and aside and self.parking is not None and self.refusing:
-                # The broker refused re-sends a moment ago, or holds a commit of them unanswered:
-                # straight to the store
+            if window.resends and aside and self.refusing:
+                # The broker is full: straight to the store (parked), or with no store behind
+                # what is held, not refused once more on their own
                 if not self._park(window.generation, window.resends):
                     self.holds.hold(window.generation, window.resends, self._clock())
-            elif window.resends and aside and self.holds.active:
-                # The broker is full: behind what is held, not refused once more on their own
-                self.holds.hold(window.generation, window.resends, self._clock())
             elif window.resends and not (aside and self._commit_aside(window)):
                 self._commit(window)
         except Exception as exc:
