@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,16 @@ def handled_records(paths: Iterable[Path]) -> list[dict[str, object]]:
         if path.exists():
             records.extend(json.loads(line) for line in path.read_text().splitlines() if line)
     return records
+
+
+def reruns_by_worker(records: Iterable[Mapping[str, Any]], key: str = "n") -> Counter[int]:
+    """Per worker pid, its runs that ran again later: each such run's settlement never took
+    effect (its ack lost with a connection or a broker), so the item came back.
+
+    The bound statusq documents is per worker (its prefetch window and the item in hand), so a
+    daemon of N workers may run up to N times that again in all: a test holding the total to one
+    worker's bound fails on a machine with more cores, and one holding it to N times hides a
+    worker that lost more than its window."""
+    runs = sorted(records, key=lambda r: float(r["at"]))
+    last = {r[key]: i for i, r in enumerate(runs)}
+    return Counter(int(r["pid"]) for i, r in enumerate(runs) if last[r[key]] != i)

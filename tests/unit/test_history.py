@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.history import check, handled_records, returned_ids
+from tests.history import check, handled_records, reruns_by_worker, returned_ids
 
 
 def test_each_returned_id_handled_once_is_a_clean_history() -> None:
@@ -43,3 +43,19 @@ def test_handled_records_come_from_every_host_file(tmp_path: Path) -> None:
     (tmp_path / "h2").write_text(json.dumps({"id": "b"}) + "\n" + json.dumps({"id": "a"}) + "\n")
     ids = [str(r["id"]) for r in handled_records([tmp_path / "h1", tmp_path / "h2", tmp_path / "none"])]
     assert sorted(ids) == ["a", "a", "b"]
+
+
+def test_a_rerun_is_charged_to_the_worker_whose_run_did_not_settle() -> None:
+    # Given item 1 run by pid 10, then again by 20 (10's ack was lost), and item 2 run three times
+    runs = [
+        {"n": 2, "pid": 10, "at": 1.0},
+        {"n": 1, "pid": 10, "at": 2.0},
+        {"n": 2, "pid": 20, "at": 3.0},
+        {"n": 1, "pid": 20, "at": 4.0},
+        {"n": 2, "pid": 20, "at": 5.0},
+        {"n": 3, "pid": 20, "at": 6.0},
+    ]
+    # Then each run that came back counts against the pid that ran it, read in time order
+    # whatever the order of the lines (several files, one per host)
+    assert reruns_by_worker(reversed(runs)) == {10: 2, 20: 1}
+    assert reruns_by_worker([{"n": 1, "pid": 10, "at": 1.0}]) == {}
