@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -33,6 +35,7 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"{admin}?options=-csearch_path%3D{schema}"
     finally:
+        close_opened()  # before the drop: a consumer's last settlements go into its tables
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
@@ -186,14 +189,50 @@ def run_cli(
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
     """Poll until ``predicate()`` is true; every wait in the tests is bounded."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+#: Queue managers (and whatever else) the running test opened in-process, closed when it ends.
+_OPENED: list[Closable] = []
+
+
+def closed_after_test(thing: C) -> C:
+    """``thing``, closed when the test ends, pass or fail.  A database manager closes its
+    consumers with it: one left open kept its settlement thread retrying into the test's dropped
+    schema, its errors printed in the middle of later tests' output."""
+    _OPENED.append(thing)
+    return thing
+
+
+def close_opened() -> None:
+    while _OPENED:
+        _OPENED.pop().close()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_opened_outlives_its_test() -> Iterator[None]:
+    """And no thread of statusq's the test started is left running: a leaked one works on into
+    later tests (a settlement thread wrote errors into their output for minutes)."""
+    before = set(threading.enumerate())
+    yield
+    close_opened()
+    deadline = time.monotonic() + 2.0  # a thread told to stop may take a moment to end
+    while left := [t for t in threading.enumerate() if t not in before and t.name.startswith("statusq")]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"threads left running by this test (close what it opened): {[t.name for t in left]}")
+        left[0].join(0.05)
 
 
 #: Daemons started by the running test; :func:`_no_daemon_outlives_its_test` kills what is left.

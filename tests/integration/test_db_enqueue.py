@@ -14,10 +14,11 @@ from statusq.config import Config, DaemonConfig, QueueConfig
 from statusq.errors import QueueError
 from statusq.queues.base import Subscription
 from statusq.queues.db import DBQueueManager
+from tests.conftest import closed_after_test
 
 
 def manager(url: str) -> DBQueueManager:
-    return DBQueueManager(Config(queue=QueueConfig(db_url=url), daemon=DaemonConfig(time_limit=0)))
+    return closed_after_test(DBQueueManager(Config(queue=QueueConfig(db_url=url), daemon=DaemonConfig(time_limit=0))))
 
 
 def fetch_soon(consumer, timeout: float = 10.0):  # type: ignore[no-untyped-def]

@@ -14,12 +14,13 @@ from statusq.errors import DataError
 from statusq.queues.base import Subscription
 from statusq.queues.db import DBQueueManager
 from statusq.queues.db.consumer import DBConsumer
+from tests.conftest import closed_after_test
 
 
 def manager(url: str, **queue: object) -> DBQueueManager:
     # No time limit, so that short claim timeouts are allowed.
     config = Config(queue=QueueConfig(db_url=url, **queue), daemon=DaemonConfig(time_limit=0))  # type: ignore[arg-type]
-    return DBQueueManager(config)
+    return closed_after_test(DBQueueManager(config))
 
 
 def test_enqueue_fetch_ack_round_trip(db_url: str) -> None:
@@ -237,3 +238,24 @@ def test_sqlite_file_is_created_with_its_folder(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'q.sqlite'}"
     manager(url).enqueue(1, "demo")
     assert (tmp_path / "deep" / "er" / "q.sqlite").exists()
+
+
+def test_closing_the_manager_writes_its_consumers_settlements_and_hands_back_their_claims(db_url: str) -> None:
+    # Given a consumer that claimed three items at once, finished one (its ack waits for the
+    # hour-long flush clock) and was never closed by its owner
+    qm = manager(db_url, ack_flush=3600, db={"prefetch": 3})
+    ids = [qm.enqueue(n, "demo") for n in range(3)]
+    consumer = qm.subscribe(Subscription())
+    done = consumer.fetch()
+    assert done is not None and done.id == ids[0]
+    consumer.ack(done)
+
+    # When the manager is closed
+    qm.close()
+
+    # Then the finished item is gone, and the two claimed but not handed out are free at once
+    # (not after claim_timeout), their attempt not counted
+    other = manager(db_url).subscribe(Subscription())
+    again = [other.fetch(), other.fetch()]
+    assert [(d.id, d.attempt) for d in again if d is not None] == [(ids[1], 1), (ids[2], 1)]
+    assert other.fetch() is None, "the finished item's ack was written"

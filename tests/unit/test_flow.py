@@ -322,6 +322,7 @@ def test_a_cap_holds_the_third_and_a_settled_item_frees_its_slot(tmp_path: Path,
     other = FlowGate(config, lambda: store, clock=clock, host="h2")
     assert other.admit(delivery(4), item, handler, site) is None
     gate.close()
+    other.close()  # its lease keeper's thread ends with it
 
 
 def test_a_store_that_fails_holds_the_item(tmp_path: Path) -> None:

@@ -9,13 +9,16 @@ one :class:`~statusq.queues.db.database.Database` (the engine).
 from __future__ import annotations
 
 import json
+import logging
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, true
 
 from statusq.config import Config
+from statusq.errors import StatusqError
 from statusq.item import Message
 from statusq.queues.base import Consumer, ControlChannel, QueueManager, Subscription
 from statusq.queues.cancels import CancelStore
@@ -31,6 +34,8 @@ from statusq.queues.db.transactional import insert_rows
 from statusq.queues.keys import UniqueKeys
 
 __all__ = ["DBQueueManager"]
+
+log = logging.getLogger(__name__)
 
 
 def _headers(headers: dict[str, str]) -> str:
@@ -67,6 +72,11 @@ class DBQueueManager(QueueManager):
         self.engine = self.db.engine
         self.admin = DBAdmin(self.db, config.queue.db.control_secret)
         self._one_by_one: inserts.OneByOne | None = None  # PostgreSQL's one-item enqueue
+        #: Consumers work on this manager's Database, which close() disposes of: each is closed
+        #: first (its settlements written, its claims handed back), or its settlement thread
+        #: would go on trying a closed database (dropped tables, in the suite) and its finished
+        #: items run again after claim_timeout.
+        self._consumers: weakref.WeakSet[DBConsumer] = weakref.WeakSet()
 
     def _row(self, message: Message, now: float) -> dict[str, Any]:
         return {
@@ -116,7 +126,9 @@ class DBQueueManager(QueueManager):
         return insert_rows(self.engine, connection, rows, {message.transport for message in messages})
 
     def subscribe(self, subscription: Subscription) -> Consumer:
-        return DBConsumer(self.db, subscription, ack_flush=self.queue.ack_flush, prefetch=self.queue.db.prefetch)
+        consumer = DBConsumer(self.db, subscription, ack_flush=self.queue.ack_flush, prefetch=self.queue.db.prefetch)
+        self._consumers.add(consumer)
+        return consumer
 
     def control_channel(self) -> ControlChannel:
         return DBControlChannel(self.db, self.queue.db.control_poll)
@@ -146,6 +158,12 @@ class DBQueueManager(QueueManager):
             return removed
 
     def close(self) -> None:
+        for consumer in list(self._consumers):
+            try:
+                consumer.close()  # a second close (the worker's own, first) does nothing
+            except StatusqError as exc:  # the database is down: its claims expire instead
+                log.warning("a consumer not closed cleanly: %s", exc)
+        self._consumers.clear()
         self.close_keys()
         if self._one_by_one is not None:
             self._one_by_one.close()
