@@ -17,6 +17,7 @@ from sqlalchemy import text
 from statusq.config import Config, DaemonConfig, QueueConfig
 from statusq.errors import QueueError
 from statusq.queues.db import DBQueueManager
+from statusq.queues.db.listen import open_listener
 from statusq.queues.db.schema import NOTIFY_CHANNEL
 from tests.integration.test_db_enqueue import REFUSED_TYPE, refuse_odd_content_types
 
@@ -98,19 +99,14 @@ def test_an_item_the_database_refuses_leaves_no_row_and_the_next_goes_in(db_url:
 @pytest.mark.postgres
 def test_postgres_an_item_notifies_its_transport(pg_url: str) -> None:
     qm = manager(pg_url)
-    with psycopg.connect(pg_url, autocommit=True) as listener:
-        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    listener = open_listener(qm.engine, NOTIFY_CHANNEL)  # its schema's channel, as a consumer's
 
-        qm.enqueue(1, "demo_notify")
+    qm.enqueue(1, "demo_notify")
 
-        # (the channel is the database's: tests running beside this one, in schemas of their own,
-        # notify on it too; theirs name other transports)
-        deadline = time.monotonic() + 10
-        ours: list[str] = []
-        while not ours and time.monotonic() < deadline:
-            notices = listener.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1)
-            ours += [n.payload for n in notices if n.channel == NOTIFY_CHANNEL and n.payload == "demo_notify"]
-        assert ours == ["demo_notify"]
+    # (tests running beside this one, in schemas of their own, notify on channels of their own)
+    first = next(listener.notifies(timeout=10), None)
+    assert first is not None and first.payload == "demo_notify", first
+    listener.close()
     qm.close()
 
 

@@ -34,7 +34,7 @@ from statusq.errors import QueueError
 from statusq.queues.base import ControlChannel, ControlMessage
 from statusq.queues.db.database import Database
 from statusq.queues.db.listen import drain, open_listener
-from statusq.queues.db.schema import control
+from statusq.queues.db.schema import control, notify_stmt
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def send(db: Database, text: str, secret: str | None, *, now: float | None = Non
         row = {"command": text, "headers": json.dumps(headers), "created": now}
         row_id: int = conn.execute(insert(control).values(row).returning(control.c.id)).scalar_one()
         if db.is_postgres:
-            conn.execute(select(func.pg_notify(DB_CONTROL_TABLE, str(row_id))))
+            conn.execute(notify_stmt(DB_CONTROL_TABLE, str(row_id)))
     return row_id
 
 

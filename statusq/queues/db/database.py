@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
 from statusq.defaults import SQLITE_SYNCHRONOUS
 from statusq.errors import QueueError
 from statusq.queues.db.engine import create_tables, db_errors, make_engine
-from statusq.queues.db.schema import NOTIFY_CHANNEL, items, metadata
+from statusq.queues.db.schema import NOTIFY_CHANNEL, items, metadata, notify_stmt
 
 #: Columns added to a table after its first release (an old row takes the default), with the SQL
 #: they are added with.
@@ -93,7 +93,7 @@ class Database:
     def notify(self, conn: Connection, transport: str) -> None:
         """Wake the LISTENing consumers (PostgreSQL only: on SQLite they poll)."""
         if self.is_postgres:
-            conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
+            conn.execute(notify_stmt(NOTIFY_CHANNEL, transport))
 
     def close(self) -> None:
         if self._consumers is not None:

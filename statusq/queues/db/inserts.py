@@ -32,7 +32,7 @@ from sqlalchemy import URL, Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from statusq.errors import QueueError
-from statusq.queues.db.schema import NOTIFY_CHANNEL, items
+from statusq.queues.db.schema import NOTIFY_CHANNEL, channel_sql, items
 
 #: The columns a producer writes, with the PostgreSQL types of their binary COPY format.
 _COLUMNS = {
@@ -56,7 +56,7 @@ _COPY = f"COPY {items.name} ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINAR
 _ONE = (
     f"WITH added AS (INSERT INTO {items.name} ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join(f'${n}' for n in range(1, len(_COLUMNS) + 1))}) RETURNING id) "
-    f"SELECT id, pg_notify('{NOTIFY_CHANNEL}', $2) FROM added"
+    f"SELECT id, pg_notify({channel_sql(NOTIFY_CHANNEL)}, $2) FROM added"
 )
 #: ``n`` ids from the sequence, as one text value: 10,000 rows of one id each took longer to
 #: fetch than the insert itself.

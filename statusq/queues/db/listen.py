@@ -12,20 +12,25 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from statusq.queues.db.schema import channel_sql
+
 log = logging.getLogger(__name__)
 
 
-def open_listener(engine: Engine, channel: str) -> Any:
-    """A connection LISTENing on ``channel``, or None (logged) when that fails."""
+def open_listener(engine: Engine, base: str) -> Any:
+    """A connection LISTENing on ``base``'s channel of its schema (the one its URL's search_path
+    gives, as for the producers: :func:`~statusq.queues.db.schema.channel_sql`), or None (logged)
+    when that fails."""
     import psycopg  # noqa: PLC0415 -- psycopg: only a process on PostgreSQL loads it
 
     url = engine.url.set(drivername="postgresql")
     try:
         conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-        conn.execute(f"LISTEN {channel}")
+        (channel,) = conn.execute(f"SELECT {channel_sql(base)}").fetchall()[0]
+        conn.execute(f'LISTEN "{channel}"')  # a name of ours: the base and hex digits
         return conn
     except psycopg.Error as exc:
-        log.warning("LISTEN %s failed, falling back to polling only: %s", channel, exc)
+        log.warning("LISTEN on %s failed, falling back to polling only: %s", base, exc)
         return None
 
 

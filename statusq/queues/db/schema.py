@@ -10,10 +10,14 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     SmallInteger,
     String,
     Table,
     Text,
+    func,
+    literal_column,
+    select,
     text,
 )
 
@@ -21,8 +25,23 @@ from statusq.defaults import DB_CONTROL_TABLE
 
 metadata = MetaData()
 
-#: PostgreSQL: an enqueue NOTIFYs this channel, and a consumer LISTENs on it to wake at once.
+#: PostgreSQL: an enqueue NOTIFYs this channel of its schema (:func:`channel_sql`), and a
+#: consumer LISTENs on it to wake at once.
 NOTIFY_CHANNEL = "statusq_items"
+
+
+def channel_sql(base: str) -> str:
+    """SQL for ``base``'s NOTIFY channel in the session's schema.  Channels belong to a database,
+    not a schema: deployments in schemas of one database (the suite's tests, in parallel) woke
+    each other's consumers through one shared name, a wasted claim each time.  A digest, not the
+    name itself: a schema's name alone can fill a channel name's 63 bytes."""
+    return f"'{base}_' || left(md5(current_schema()), 12)"
+
+
+def notify_stmt(base: str, payload: str) -> Select[tuple[object]]:
+    """``SELECT pg_notify(...)`` on ``base``'s channel of the session's schema."""
+    return select(func.pg_notify(literal_column(channel_sql(base)), payload))
+
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 _Id = BigInteger().with_variant(Integer(), "sqlite")

@@ -12,12 +12,12 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, insert, select
+from sqlalchemy import Engine, Table, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statusq.errors import InvalidArgument, QueueError
-from statusq.queues.db.schema import NOTIFY_CHANNEL, items
+from statusq.queues.db.schema import NOTIFY_CHANNEL, channel_sql, items, notify_stmt
 
 
 def _same_database(engine: Engine, conn: Connection) -> None:
@@ -57,7 +57,7 @@ def _execute(
                 conn.execute(insert(table), rows)
                 ids = []
             for transport in notify:
-                conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, transport)))
+                conn.execute(notify_stmt(NOTIFY_CHANNEL, transport))
         except (DBAPIError, SQLAlchemyError) as exc:
             raise QueueError(f"enqueue on the application's connection: {_first_line(exc)}") from exc
         return ids
@@ -87,7 +87,7 @@ def _dbapi(
             if returning:
                 ids.append(cursor.fetchone()[0])
         for transport in notify:
-            cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, transport))
+            cursor.execute(f"SELECT pg_notify({channel_sql(NOTIFY_CHANNEL)}, %s)", (transport,))
     except Exception as exc:
         if not type(exc).__module__.startswith(("sqlite3", "psycopg")):
             raise
