@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -22,8 +23,8 @@ STATUSQ = [sys.executable, "-m", "statusq.cli.main"]
 PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextmanager
+def pg_schema() -> Iterator[str]:
     """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
     require(PG_HOST, PG_PORT, "PostgreSQL")
     import psycopg
@@ -35,9 +36,18 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"{admin}?options=-csearch_path%3D{schema}"
     finally:
-        close_opened()  # before the drop: a consumer's last settlements go into its tables
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The test's own schema (:func:`pg_schema`)."""
+    with pg_schema() as url:
+        try:
+            yield url
+        finally:
+            close_opened()  # before the drop: a consumer's last settlements go into its tables
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

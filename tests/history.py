@@ -87,3 +87,9 @@ def reruns_by_worker(records: Iterable[Mapping[str, Any]], key: str = "n") -> Co
     runs = sorted(records, key=lambda r: float(r["at"]))
     last = {r[key]: i for i, r in enumerate(runs)}
     return Counter(int(r["pid"]) for i, r in enumerate(runs) if last[r[key]] != i)
+
+
+def assert_reruns_per_worker_within(records: Iterable[Mapping[str, Any]], bound: int) -> None:
+    """Fail, naming every worker's count, if one worker's runs came back more than ``bound`` times."""
+    reruns = reruns_by_worker(records)
+    assert max(reruns.values(), default=0) <= bound, f"runs that came back, per worker pid: {dict(reruns)}"

@@ -22,7 +22,7 @@ from statusq.defaults import DEFAULT_SITE, STOMP_SHARDS
 from statusq.errors import ConnectionClosed
 from statusq.queues.stomp.destinations import shard_of
 from tests.conftest import ROOT, read_records, start_daemon, wait_for
-from tests.history import reruns_by_worker
+from tests.history import assert_reruns_per_worker_within
 from tests.servers import reachable
 from tests.stomp import (
     PrivateActiveMQ,
@@ -113,8 +113,7 @@ def test_persistent_items_survive_a_broker_restart_mid_run(restartable, write_co
     assert set(counts) == set(range(300))
     # Run twice: per worker at most its prefetch window and the item in hand (the total is that
     # times the workers, which follow the machine's cores)
-    reruns = reruns_by_worker(read_records(record_file))
-    assert max(reruns.values(), default=0) <= 21, f"runs that came back, per worker pid: {dict(reruns)}"
+    assert_reruns_per_worker_within(read_records(record_file), 21)
     log = (tmp_path / "daemon.log").read_text()
     assert log.count("consumer connected") >= 2, "it reconnected"
 
@@ -139,8 +138,7 @@ def test_failover_to_the_slave_loses_nothing(pair, write_config, record_file, tm
     assert daemon.wait(timeout=240) == 0
     counts = handled(record_file)
     assert set(counts) == set(range(400))
-    reruns = reruns_by_worker(read_records(record_file))
-    assert max(reruns.values(), default=0) <= 21, f"runs that came back, per worker pid: {dict(reruns)}"
+    assert_reruns_per_worker_within(read_records(record_file), 21)
     assert "127.0.0.1:61632" in (tmp_path / "daemon.log").read_text()
 
 
@@ -208,8 +206,7 @@ def _mirrored_failover(quorum, broker, tag, policy, write_config, record_file, t
     assert set(counts) == set(range(2000))
     # Run twice: per worker the items done but not yet acked (acks go out in fives) and the one in
     # hand, plus any ack node 1 had taken but not yet passed on to its mirror.
-    reruns = reruns_by_worker(r for r in read_records(record_file) if r["n"] in good)
-    assert max(reruns.values(), default=0) <= 21, f"runs that came back, per worker pid: {dict(reruns)}"
+    assert_reruns_per_worker_within([r for r in read_records(record_file) if r["n"] in good], 21)
     log = (tmp_path / "daemon.log").read_text()
     assert "127.0.0.1:61672" in log, "it reconnected to node 2"
     # and every failing item reached the dead-letter queue after its retries, none lost on the way
@@ -282,8 +279,7 @@ def run_through_a_node_kill(quorum, broker, tag, write_config, record_file, tmp_
     # A quorum queue frees a consumer's window only once a settlement is committed, so those are
     # within its ACK window: the prefetch of 20 (measured: 8 to 18 in six runs).
     duplicates = sum(counts[n] for n in enqueued) - len(enqueued)
-    reruns = reruns_by_worker(r for r in read_records(record_file) if r["n"] in enqueued)
-    assert max(reruns.values(), default=0) <= 1 + 20, f"{duplicates} duplicates; per worker pid: {dict(reruns)}"
+    assert_reruns_per_worker_within([r for r in read_records(record_file) if r["n"] in enqueued], 1 + 20)
     log = (tmp_path / "daemon.log").read_text()
     assert "127.0.0.1:61672" in log or "127.0.0.1:61673" in log, "it reconnected to another node"
     print(f"quorum failover: {duplicates} duplicates, {len(refused)} enqueues refused")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import select
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from statusq.queues.db import DBQueueManager
 from statusq.queues.db.consumer import DBConsumer
 from statusq.queues.db.listen import open_listener
 from statusq.queues.db.schema import NOTIFY_CHANNEL
-from tests.conftest import closed_after_test
+from tests.conftest import closed_after_test, pg_schema
 
 
 def manager(url: str, **queue: object) -> DBQueueManager:
@@ -239,26 +238,17 @@ def test_postgres_enqueue_wakes_a_listening_consumer(pg_url: str) -> None:
 
 @pytest.mark.postgres
 def test_an_enqueue_in_another_schema_of_the_database_wakes_no_listener_of_this_one(pg_url: str) -> None:
-    import psycopg
-
     # Given a listener of this schema, and another deployment in a schema of its own of the same
     # database (NOTIFY channels are the database's)
     listener = closed_after_test(open_listener(manager(pg_url).engine, NOTIFY_CHANNEL))
-    admin, _, _ = pg_url.partition("?")
-    other = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {other}")
-    try:
+    with pg_schema() as other_url:
         # When the other enqueues first, then this one (delivered in commit order, if at all)
-        manager(f"{admin}?options=-csearch_path%3D{other}").enqueue(1, "theirs")
+        manager(other_url).enqueue(1, "theirs")
         manager(pg_url).enqueue(2, "mine")
 
         # Then the first the listener hears of is its own schema's
         first = next(listener.notifies(timeout=10), None)
         assert first is not None and first.payload == "mine", first
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {other} CASCADE")
 
 
 def test_sqlite_file_is_created_with_its_folder(tmp_path: Path) -> None:
